@@ -1,0 +1,118 @@
+"""What every entry point shares: `--verbose`, clean one-line errors, DDP workers, the closing summary."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from visionkit.config_dir import config_dir
+from visionkit.errors import user_message
+from visionkit.resolvers import RUN_CONFIG, new_run_dir, register_resolvers
+
+Job = Callable[[DictConfig], dict[str, float]]
+
+
+def error_line(exc: BaseException) -> str:
+    """One line that says what is wrong and how to fix it, for user errors and config errors alike."""
+    message = user_message(exc)
+    if message is not None:
+        return message
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, MissingMandatoryValue):
+            key = cause.full_key or str(cause).split(":")[-1].strip()
+            return f"{key} is not set: pass {key}=<value> on the command line"
+        if isinstance(cause, OmegaConfBaseException):
+            return f"config error: {str(cause).splitlines()[0]}"
+        cause = cause.__cause__ or cause.__context__
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first} (run again with --verbose for the full traceback)"
+
+
+def _is_worker_rank() -> bool:
+    """True in a DDP worker that is not global rank 0 (Lightning-launched, torchrun or SLURM)."""
+    return any(int(os.environ.get(key, "0") or 0) > 0 for key in ("LOCAL_RANK", "RANK", "NODE_RANK"))
+
+
+def _worker_config(config_name: str, overrides: list[str]) -> DictConfig:
+    """The config of a non-zero rank, composed without Hydra's run folder (only rank 0 writes files).
+
+    Workers Lightning started read rank 0's saved config; torchrun/SLURM ranks compose the same overrides.
+    """
+    run_dir = os.environ.get("VISIONKIT_RUN_DIR")
+    if run_dir and (Path(run_dir) / RUN_CONFIG).is_file():
+        return OmegaConf.load(Path(run_dir) / RUN_CONFIG)
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name, overrides=[o for o in overrides if not o.startswith(("hydra.", "-"))])
+    cfg.paths.output_dir = new_run_dir(str(cfg.get("task_name", "run")))
+    return cfg
+
+
+def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
+    from lightning.pytorch.utilities import rank_zero_only
+    from rich.console import Console
+    from rich.table import Table
+
+    if rank_zero_only.rank != 0:
+        return
+    table = Table(title="results", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        if key.startswith(("test_", "val_")):
+            table.add_row(key, f"{metrics[key]:.4f}")
+    console = Console()
+    if table.row_count:
+        console.print(table)
+    headline = next((k for k in ("test_acc", "val_acc") if k in metrics), None)
+    if headline:
+        console.print(f"{headline}: {metrics[headline]:.4f}")
+    console.print(f"run folder: {output_dir}")
+
+
+def run_cli(prog: str, config_name: str, job: Job) -> None:
+    """Run `job` under Hydra with the shipped configs; print one clean error line on bad input."""
+    verbose = "--verbose" in sys.argv
+    if verbose:
+        sys.argv.remove("--verbose")
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+    register_resolvers()
+
+    def guarded(cfg: DictConfig) -> float | None:
+        try:
+            metrics = job(cfg)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            if verbose:
+                raise
+            print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                return float("nan")  # one failed job must not end the sweep
+            sys.exit(1)
+        _print_summary(metrics, str(cfg.paths.output_dir))
+        target = cfg.get("optimized_metric")
+        return metrics.get(target) if target else None
+
+    if _is_worker_rank():
+        try:
+            cfg = _worker_config(config_name, sys.argv[1:])
+        except Exception as exc:
+            print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+            sys.exit(1)
+        guarded(cfg)
+        return
+
+    import hydra
+
+    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(guarded)()

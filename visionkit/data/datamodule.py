@@ -1,0 +1,185 @@
+"""One LightningDataModule for every task: splits from a source, one augmentation builder, DDP-safe loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import albumentations as A
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_preset
+from visionkit.data.datasets import ClassificationDataset, find_bad_images
+from visionkit.data.splits import SPLITS, SampleSet
+from visionkit.errors import VisionkitError
+from visionkit.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class DataSource(Protocol):
+    """Where samples come from: a format reader that knows its classes and its splits."""
+
+    description: str
+
+    def class_names(self) -> list[str]: ...
+
+    def splits(self, val_fraction: float, test_fraction: float, seed: int) -> dict[str, SampleSet]: ...
+
+
+class VisionDataModule(L.LightningDataModule):
+    """Loaders for train/val/test built from a `DataSource`, the shared augmentation and the model's stats.
+
+    `augment` is a preset name ("none", "light", "strong") or a list of albumentations transforms, applied
+    to training images only; every split is resized to `image_size` and normalized with `mean`/`std`.
+    `num_classes`, when given, must agree with the data (it is checked, never trusted blindly).
+    Lightning adds the DistributedSampler under DDP; the seeded split is identical on every rank.
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        *,
+        image_size: int | Sequence[int] = 224,
+        num_classes: int | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        augment: str | Sequence[A.BasicTransform] | None = "light",
+        resize: str = "stretch",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        split_seed: int = 0,
+        skip_bad_images: bool = False,
+        eval_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.image_size = image_size
+        self.expected_num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.augment = load_preset(augment) if isinstance(augment, str) else list(augment or [])
+        self.resize = resize
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.skip_bad_images = skip_bad_images
+        self.datasets: dict[str, ClassificationDataset] = {}
+        self._splits: dict[str, SampleSet] | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in class-id order, as the data defines them."""
+        return list(self.source.class_names())
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes found in the data, checked against the configured `num_classes`."""
+        found = len(self.class_names)
+        if self.expected_num_classes is not None and int(self.expected_num_classes) != found:
+            names = ", ".join(self.class_names[:12]) + (" ..." if found > 12 else "")
+            raise VisionkitError(
+                f"data.num_classes={self.expected_num_classes} but {self.source.description} has {found} "
+                f"classes ({names}); set data.num_classes={found} or leave it unset (null)"
+            )
+        return found
+
+    def state_dict(self) -> dict[str, object]:
+        """The model's input contract, saved in every checkpoint (size, resize mode, stats, class names)."""
+        size = self.image_size if isinstance(self.image_size, int) else [int(v) for v in self.image_size]
+        return {
+            "image_size": size,
+            "resize": self.resize,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "class_names": self.class_names,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, object]) -> None:
+        """Nothing to restore: the data config of the resumed run defines the data."""
+
+    def transform(self, train: bool) -> A.Compose:
+        """The augmentation pipeline for training (`train=True`) or evaluation."""
+        return build_transform(
+            self.augment if train else None,
+            image_size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            resize=self.resize,
+        )
+
+    def _load_splits(self) -> dict[str, SampleSet]:
+        if self._splits is None:
+            self.num_classes  # noqa: B018 - validates num_classes before any work
+            splits = self.source.splits(self.val_fraction, self.test_fraction, self.split_seed)
+            self._splits = {name: self._drop_bad(name, samples) for name, samples in splits.items()}
+            sizes = ", ".join(f"{name} {len(self._splits[name])}" for name in SPLITS)
+            log.info(f"{self.source.description}: {self.num_classes} classes; {sizes} images")
+        return self._splits
+
+    def _drop_bad(self, split: str, samples: SampleSet) -> SampleSet:
+        """Scan files once before training: stop on the first bad one, or drop and count them."""
+        if not isinstance(samples.images, list):  # in-memory arrays need no scan
+            return samples
+        bad = find_bad_images(samples.images)
+        if not bad:
+            return samples
+        first_path, first_reason = bad[0]
+        if not self.skip_bad_images:
+            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+            raise VisionkitError(
+                f"bad image {first_path}: {first_reason}{more}; delete or replace it, "
+                "or set data.skip_bad_images=true to skip bad images"
+            )
+        bad_paths = {path for path, _ in bad}
+        keep = [i for i, path in enumerate(samples.images) if path not in bad_paths]
+        log.warning(f"{split}: skipped {len(bad)} bad image(s), e.g. {first_path}: {first_reason}")
+        return samples.subset(keep)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of the splits this stage needs."""
+        splits = self._load_splits()
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for name in wanted.get(stage or "", SPLITS):
+            if name not in self.datasets:
+                if len(splits[name]) == 0:
+                    hint = "add images" if name == "train" else f"add images or raise data.{name}_fraction"
+                    raise VisionkitError(f"the {name} split of {self.source.description} is empty; {hint}")
+                transform = self.transform(train=name == "train")
+                self.datasets[name] = ClassificationDataset(splits[name], transform, self.skip_bad_images)
+
+    def _loader(self, name: str, train: bool) -> DataLoader:
+        if name not in self.datasets:
+            self.setup({"train": "fit", "val": "fit"}.get(name, "test"))
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

@@ -1,0 +1,48 @@
+"""OmegaConf resolvers used by the shipped configs to choose run folders (a resumed run keeps its own)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+RUN_CONFIG = "config.yaml"
+
+
+def run_dir_of_checkpoint(ckpt_path: str | None) -> Path | None:
+    """The visionkit run folder a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), if it is one."""
+    if not ckpt_path:
+        return None
+    ckpt = Path(str(ckpt_path)).expanduser()
+    run = ckpt.parent.parent
+    if ckpt.is_file() and ckpt.parent.name == "checkpoints" and (run / RUN_CONFIG).is_file():
+        return run
+    return None
+
+
+def new_run_dir(task_name: str) -> str:
+    """`outputs/<task>/<date>/<time>` for a fresh run."""
+    now = datetime.now()
+    return f"outputs/{task_name}/{now:%Y-%m-%d}/{now:%H-%M-%S}"
+
+
+def _run_dir(ckpt_path: str | None, task_name: str) -> str:
+    run = run_dir_of_checkpoint(ckpt_path)
+    return str(run) if run is not None else new_run_dir(task_name)
+
+
+def _eval_dir(ckpt_path: str | None) -> str:
+    run = run_dir_of_checkpoint(ckpt_path)
+    now = datetime.now()
+    if run is not None:
+        return str(run / "eval" / f"{now:%Y-%m-%d_%H-%M-%S}")
+    return f"outputs/eval/{now:%Y-%m-%d}/{now:%H-%M-%S}"
+
+
+def register_resolvers() -> None:
+    """Register `vk_run_dir` and `vk_eval_dir` (cached, so one run resolves to one folder)."""
+    if not OmegaConf.has_resolver("vk_run_dir"):
+        OmegaConf.register_new_resolver("vk_run_dir", _run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("vk_eval_dir"):
+        OmegaConf.register_new_resolver("vk_eval_dir", _eval_dir, use_cache=True)

@@ -1,0 +1,204 @@
+"""Orchestration: plain `train(cfg)` and `evaluate(cfg)` that instantiate, fit, test and return metrics.
+
+The Hydra entry points only call these; tests and Python callers pass configs from `hydra.compose`
+(with `paths.output_dir` set).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from visionkit.data import VisionDataModule
+from visionkit.errors import VisionkitError
+from visionkit.resolvers import RUN_CONFIG, run_dir_of_checkpoint
+from visionkit.tasks.base import VisionTask
+from visionkit.utils.io import atomic_write
+from visionkit.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+RUN_DIR_ENV = "VISIONKIT_RUN_DIR"
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def build_datamodule(
+    data: DictConfig,
+    augment: DictConfig | None,
+    *,
+    mean: Any,
+    std: Any,
+    image_size: Any = None,
+    resize: str | None = None,
+) -> VisionDataModule:
+    """The data module for a `data` config (source via `_target_`), the augment preset and model stats."""
+    transforms = instantiate(augment.train) if augment is not None and augment.get("train") else []
+    return VisionDataModule(
+        instantiate(data.source),
+        image_size=_plain(image_size if image_size is not None else data.image_size),
+        num_classes=data.num_classes,
+        batch_size=data.batch_size,
+        eval_batch_size=data.eval_batch_size,
+        num_workers=data.num_workers,
+        pin_memory=data.pin_memory,
+        persistent_workers=data.persistent_workers,
+        augment=list(transforms),
+        resize=resize or data.resize,
+        mean=_plain(mean),
+        std=_plain(std),
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        split_seed=data.split_seed,
+        skip_bad_images=data.skip_bad_images,
+    )
+
+
+def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
+    """The task module, with num_classes and class names taken from the data (one source of truth)."""
+    scheduler = cfg.get("scheduler")
+    return instantiate(
+        cfg.task,
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(scheduler) if scheduler and scheduler.get("_target_") else None,
+        _convert_="all",
+    )
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """Trainer with the configured callbacks and loggers."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and c.get("_target_")]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def _check_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> Path | None:
+    if not ckpt_path:
+        return None
+    path = Path(str(ckpt_path)).expanduser()
+    if not path.is_file():
+        raise VisionkitError(f"{key}: checkpoint {path} does not exist")
+    return path
+
+
+def _save_run_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Write the resolved config to `<run>/config.yaml` (rank 0 only); DDP children re-read it."""
+    if rank_zero_only.rank != 0:
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output_dir / RUN_CONFIG, "w") as handle:
+        handle.write(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+@contextmanager
+def _launcher_env_restored() -> Iterator[None]:
+    """Undo the environment Lightning's DDP launcher sets in this process, so the next job of a sweep
+    launches its own workers instead of believing it was launched externally."""
+    saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and saved["LOCAL_RANK"] is None:
+            torch.distributed.destroy_process_group()
+
+
+def _metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float, torch.Tensor)) and torch.numel(torch.as_tensor(v)) == 1}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured task on the configured data, test the best checkpoint, return all metrics.
+
+    The run folder is `cfg.paths.output_dir`; with `cfg.ckpt_path` training resumes from that checkpoint.
+    """
+    ckpt_path = _check_checkpoint(cfg.get("ckpt_path"))
+    output_dir = Path(cfg.paths.output_dir).expanduser().absolute()
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = build_datamodule(cfg.data, cfg.get("augment"), mean=cfg.model.mean, std=cfg.model.std)
+    task = build_task(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    _save_run_config(cfg, output_dir)
+    os.environ[RUN_DIR_ENV] = str(output_dir)  # DDP workers started by Lightning read the config here
+    with _launcher_env_restored():
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = _metrics(trainer.callback_metrics)
+        if trainer.interrupted:
+            log.warning("training was interrupted; last.ckpt holds the latest state")
+        elif cfg.get("test_after_fit", True):
+            checkpoint = trainer.checkpoint_callback
+            best = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
+            results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            metrics.update(_metrics(results[0] if results else {}))
+    return metrics
+
+
+def _task_class(checkpoint: Mapping[str, Any], path: Path) -> type[VisionTask]:
+    name = (checkpoint.get("visionkit") or {}).get("task", "")
+    if not name.startswith("visionkit.tasks."):
+        raise VisionkitError(f"ckpt_path: {path} was not written by a visionkit task (no visionkit metadata)")
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Re-test a checkpoint: its run's data (from `<run>/config.yaml`) unless `cfg.data` names other data."""
+    path = _check_checkpoint(cfg.get("ckpt_path"))
+    if path is None:
+        raise VisionkitError("ckpt_path is not set: pass ckpt_path=/path/to/best.ckpt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    task_cls = _task_class(checkpoint, path)
+    data_state = checkpoint.get(VisionDataModule.__qualname__, {})
+    run_dir = run_dir_of_checkpoint(str(path))
+    run_cfg = OmegaConf.load(run_dir / RUN_CONFIG) if run_dir is not None else None
+    data_cfg = cfg.get("data") or (run_cfg.data if run_cfg is not None else None)
+    if data_cfg is None:
+        raise VisionkitError(
+            f"{path} is not inside a visionkit run folder, so its data is unknown: pass data=<name> (and its keys)"
+        )
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = build_datamodule(
+        data_cfg,
+        None,
+        mean=data_state.get("mean", run_cfg.model.mean if run_cfg is not None else (0.485, 0.456, 0.406)),
+        std=data_state.get("std", run_cfg.model.std if run_cfg is not None else (0.229, 0.224, 0.225)),
+        image_size=data_state.get("image_size"),
+        resize=data_state.get("resize"),
+    )
+    task = task_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    expected = int(task.hparams.num_classes)
+    if datamodule.num_classes != expected:
+        raise VisionkitError(
+            f"the checkpoint predicts {expected} classes but the evaluation data has {datamodule.num_classes}"
+        )
+    trainer = build_trainer(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    if rank_zero_only.rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    with _launcher_env_restored():
+        run = trainer.validate if cfg.get("split", "test") == "val" else trainer.test
+        results = run(task, datamodule=datamodule)
+    return _metrics(results[0] if results else {})

@@ -1,0 +1,7 @@
+"""Lightning task modules, usable with a plain `lightning.Trainer` (no Hydra needed)."""
+
+from visionkit.tasks.base import VisionTask
+from visionkit.tasks.classification import ClassificationTask
+from visionkit.tasks.finetuning import BackboneFinetuning
+
+__all__ = ["BackboneFinetuning", "ClassificationTask", "VisionTask"]

@@ -1,0 +1,133 @@
+"""Image classification: any backbone, a new head sized from the data, transfer learning, torchmetrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from visionkit.models.classifier import build_classifier
+from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
+from visionkit.tasks.finetuning import STRATEGIES, BackboneFinetuning
+
+
+class ClassificationTask(VisionTask):
+    """Classify images into `num_classes` classes.
+
+    Args:
+        backbone: "lenet5", a torchvision model name ("resnet18", "vgg16", ...) or "timm:<name>";
+            see `visionkit.models.available_backbones()`.
+        num_classes: size of the new head; comes from the data (`data.num_classes`).
+        weights: pretrained weights: torchvision enum name ("DEFAULT", "IMAGENET1K_V1"), "DEFAULT" for
+            timm hub weights, or a local file. Not saved in hyper-parameters: checkpoints load offline.
+        class_names: names in class-id order, stored in checkpoints for plots and prediction.
+        dropout: dropout before the new head.
+        label_smoothing: cross-entropy label smoothing (0 = none).
+        freeze_backbone: train only the head for the whole run (same as `finetuning="freeze"`).
+        finetuning: "none", "freeze", "freeze_unfreeze" (unfreeze at `unfreeze_epoch`) or
+            "unfreeze_milestones" (last `milestone_layers` blocks at milestones[0], the rest at milestones[1]).
+        backbone_lr_factor: learning rate of unfrozen backbone blocks relative to the head's.
+        optimizer, scheduler: factories (Hydra partials); default AdamW(lr=1e-3), no scheduler.
+    """
+
+    monitor = "val_acc"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = 10,
+        weights: str | None = None,
+        class_names: Sequence[str] | None = None,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        freeze_backbone: bool = False,
+        finetuning: str = "none",
+        unfreeze_epoch: int = 5,
+        milestones: Sequence[int] = (5, 10),
+        milestone_layers: int = 2,
+        backbone_lr_factor: float = 0.1,
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__(optimizer=optimizer, scheduler=scheduler)
+        if finetuning not in STRATEGIES:
+            raise ValueError(f"finetuning={finetuning!r} is not one of {STRATEGIES}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names given for num_classes={num_classes}")
+        self.save_hyperparameters(ignore=["weights", "optimizer", "scheduler"])
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+        self.configure_models(weights)
+        self.configure_losses()
+        self.configure_metrics()
+
+    def configure_models(self, weights: str | None) -> None:
+        hp = self.hparams
+        self.model = build_classifier(hp.backbone, hp.num_classes, weights=weights, dropout=hp.dropout)
+
+    def configure_losses(self) -> None:
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.hparams.label_smoothing)
+
+    def configure_metrics(self) -> None:
+        num_classes = self.hparams.num_classes
+        metrics: dict[str, Any] = {
+            "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        }
+        if num_classes > 5:
+            metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+        collection = MetricCollection(metrics)
+        self.train_metrics = collection.clone(prefix="train_")
+        self.val_metrics = collection.clone(prefix="val_")
+        self.test_metrics = collection.clone(prefix="test_")
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The fine-tuning schedule and the confusion-matrix plot, so a plain Trainer gets them too."""
+        from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
+
+        callbacks: list[Callback] = [ConfusionMatrixPlot()]
+        hp = self.hparams
+        strategy = "freeze" if hp.freeze_backbone and hp.finetuning == "none" else hp.finetuning
+        if strategy != "none":
+            callbacks.append(
+                BackboneFinetuning(
+                    strategy,
+                    unfreeze_epoch=hp.unfreeze_epoch,
+                    milestones=hp.milestones,
+                    milestone_layers=hp.milestone_layers,
+                    lr_factor=hp.backbone_lr_factor,
+                )
+            )
+        return callbacks
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Class scores (logits) for a batch of normalized images."""
+        return self.model(images)
+
+    def _shared_step(self, batch: dict[str, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:
+        logits = self(batch["image"])
+        target = batch["label"]
+        loss = self.criterion(logits, target)
+        metrics.update(logits, target)
+        batch_size = target.shape[0]
+        self.log(f"{stage}_loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=batch_size)
+        return {"loss": loss, "preds": logits.argmax(dim=1), "target": target}
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, self.train_metrics, "train")
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._shared_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        probs = torch.softmax(self(batch["image"]), dim=1)
+        return {"probs": probs, "preds": probs.argmax(dim=1)}

@@ -1,0 +1,92 @@
+"""Transfer-learning schedules on Lightning's BaseFinetuning: freeze, freeze_unfreeze, unfreeze_milestones."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import BaseFinetuning
+from torch import nn
+from torch.optim import Optimizer
+
+STRATEGIES = ("none", "freeze", "freeze_unfreeze", "unfreeze_milestones")
+
+
+def _layers_with_params(module: nn.Module) -> list[nn.Module]:
+    """Top-level blocks of a backbone that own parameters, in forward order (the unit of unfreezing)."""
+    children = [m for m in module.children() if any(True for _ in m.parameters())]
+    if len(children) == 1:  # a single Sequential wrapper: look one level deeper
+        return _layers_with_params(children[0])
+    return children
+
+
+class BackboneFinetuning(BaseFinetuning):
+    """Freeze `pl_module.model.backbone` and unfreeze it on a schedule.
+
+    - `freeze`: frozen for the whole run (only the head trains);
+    - `freeze_unfreeze`: frozen until `unfreeze_epoch`, then trained at `lr_factor` × the head's lr;
+    - `unfreeze_milestones`: the last `milestone_layers` blocks at `milestones[0]`, the rest at `milestones[1]`.
+    Frozen blocks are truly frozen: parameters get no gradient and BatchNorm statistics stay fixed.
+    """
+
+    def __init__(
+        self,
+        strategy: str = "freeze",
+        unfreeze_epoch: int = 5,
+        milestones: Sequence[int] = (5, 10),
+        milestone_layers: int = 2,
+        lr_factor: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if strategy not in STRATEGIES[1:]:
+            raise ValueError(f"fine-tuning strategy {strategy!r} is not one of {STRATEGIES[1:]}")
+        if len(milestones) != 2 or milestones[0] > milestones[1]:
+            raise ValueError(f"milestones must be two increasing epochs, got {list(milestones)}")
+        self.strategy = strategy
+        self.unfreeze_epoch = unfreeze_epoch
+        self.milestones = tuple(milestones)
+        self.milestone_layers = milestone_layers
+        self.lr_factor = lr_factor
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        self.freeze(pl_module.model.backbone, train_bn=False)
+
+    def _unfreeze(self, modules: nn.Module | list[nn.Module], optimizer: Optimizer, trainer: L.Trainer) -> None:
+        self.unfreeze_and_add_param_group(
+            modules, optimizer, initial_denom_lr=1.0 / self.lr_factor, train_bn=True
+        )
+        for config in trainer.lr_scheduler_configs:  # let the scheduler drive the new group too
+            base_lrs = getattr(config.scheduler, "base_lrs", None)
+            if base_lrs is not None:
+                for group in optimizer.param_groups[len(base_lrs) :]:
+                    base_lrs.append(group.setdefault("initial_lr", group["lr"]))
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
+        backbone = pl_module.model.backbone
+        trainer = pl_module.trainer
+        if self.strategy == "freeze_unfreeze" and epoch == self.unfreeze_epoch:
+            self._unfreeze(backbone, optimizer, trainer)
+        elif self.strategy == "unfreeze_milestones":
+            layers = _layers_with_params(backbone)
+            split = max(len(layers) - self.milestone_layers, 0)
+            if epoch == self.milestones[0]:
+                self._unfreeze(layers[split:], optimizer, trainer)
+            elif epoch == self.milestones[1]:
+                self._unfreeze(layers[:split], optimizer, trainer)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        # On resume, parameter groups are restored but `setup` froze the whole backbone again:
+        # whatever the restored optimizer trains must be trainable.
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    param.requires_grad_(True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        for module in pl_module.model.backbone.modules():  # frozen norm layers keep their statistics
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()
+            ):
+                module.eval()

@@ -1,0 +1,1 @@
+"""Small helpers shared by every layer: rank-aware logging, image reading, drawing."""

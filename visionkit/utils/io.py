@@ -1,0 +1,94 @@
+"""Image reading with clear errors, and atomic writes so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from visionkit.errors import VisionkitError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale 16-bit, 32-bit integer and float pixel arrays to 0..255 uint8."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind == "f":
+        peak = 1.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 255.0
+        return np.clip(np.nan_to_num(array) * (255.0 / peak), 0, 255).astype(np.uint8)
+    peak = 255 if int(array.max(initial=0)) <= 255 else 65535
+    return (array.astype(np.float32) * (255.0 / peak) + 0.5).astype(np.uint8)
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL image as an HxWx3 uint8 RGB array: EXIF rotation applied, alpha composited on white,
+    16-bit and float images rescaled, palette/CMYK/grayscale converted."""
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        gray = _to_uint8(np.asarray(img))
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return np.ascontiguousarray(np.asarray(img.convert("RGB")))
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB; raise VisionkitError naming the file when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise VisionkitError(f"image {path} does not exist")
+    if path.stat().st_size == 0:
+        raise VisionkitError(f"image {path} is empty (0 bytes); delete it or replace it with a valid image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_rgb(img)
+    except UnidentifiedImageError:
+        raise VisionkitError(
+            f"image {path} is not a readable image format (corrupt, or not an image); delete or replace it"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise VisionkitError(f"image {path} is corrupt or truncated ({exc}); delete or replace it") from None
+
+
+def check_image(path: str | os.PathLike[str]) -> str | None:
+    """Cheap integrity check (header and structure, no full decode): None if fine, else the reason."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as img:
+            img.verify()
+    except FileNotFoundError:
+        return "file does not exist"
+    except UnidentifiedImageError:
+        return "not a readable image (corrupt, or not an image)"
+    except Exception as exc:  # PIL raises many types for damaged files
+        return f"corrupt ({exc})"
+    return None
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
+    """Write to a temporary file beside `path` and rename it into place only when writing succeeded."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,38 @@
+"""Rank-aware logging: messages carry the process rank and can be limited to rank 0."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from lightning.pytorch.utilities import rank_zero_only
+
+
+def process_rank() -> int:
+    """Global rank of this process: Lightning's view, read from the launcher's environment at start-up."""
+    return int(getattr(rank_zero_only, "rank", 0))
+
+
+class RankedLogger(logging.LoggerAdapter):
+    """A logger that prefixes `[rank N]` in multi-process runs and logs on rank 0 only by default."""
+
+    def __init__(self, name: str, rank_zero_only: bool = True) -> None:
+        super().__init__(logging.getLogger(name), extra={})
+        self.rank_zero_only = rank_zero_only
+
+    def log(self, level: int, msg: object, *args: object, rank: int | None = None, **kwargs: object) -> None:
+        if not self.isEnabledFor(level):
+            return
+        current = process_rank()
+        if self.rank_zero_only and current != 0:
+            return
+        if rank is not None and rank != current:
+            return
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        text = f"[rank {current}] {msg}" if world > 1 else str(msg)
+        self.logger.log(level, text, *args, **kwargs)
+
+
+def get_logger(name: str, rank_zero_only: bool = True) -> RankedLogger:
+    """Logger for a visionkit module; see RankedLogger."""
+    return RankedLogger(name, rank_zero_only=rank_zero_only)

@@ -1,0 +1,56 @@
+"""Drawing helpers (matplotlib, headless): figures saved atomically and sent to loggers that take images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from visionkit.utils.io import atomic_write  # noqa: E402
+
+
+def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
+    """Row-normalized confusion matrix (true class per row) with the raw counts written in each cell."""
+    counts = np.asarray(matrix, dtype=np.int64)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(class_names)
+    side = min(max(4.0, 0.45 * n + 2.0), 24.0)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
+    labels = [str(c)[:14] for c in class_names]
+    ax.set_xticklabels(labels, rotation=90 if n > 8 else 0)
+    ax.set_yticklabels(labels)
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                if counts[i, j]:
+                    color = "white" if rates[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8, color=color)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write `fig` as PNG atomically and close it."""
+    path = Path(path)
+    with atomic_write(path) as handle:
+        fig.savefig(handle, format="png", dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def log_figure(loggers: Sequence[Any], tag: str, fig: Figure, step: int) -> None:
+    """Send a figure to every logger whose experiment takes figures (TensorBoard, W&B via add_figure)."""
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_figure"):
+            experiment.add_figure(tag, fig, global_step=step, close=False)
