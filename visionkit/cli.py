@@ -73,8 +73,8 @@ def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
         console.print(table)
     headline = next((k for k in ("test_acc", "val_acc") if k in metrics), None)
     if headline:
-        console.print(f"{headline}: {metrics[headline]:.4f}")
-    console.print(f"run folder: {output_dir}")
+        print(f"{headline}: {metrics[headline]:.4f}", flush=True)
+    print(f"run folder: {output_dir}", flush=True)
 
 
 def run_cli(prog: str, config_name: str, job: Job) -> None:
@@ -84,6 +84,7 @@ def run_cli(prog: str, config_name: str, job: Job) -> None:
         sys.argv.remove("--verbose")
         os.environ["HYDRA_FULL_ERROR"] = "1"
     register_resolvers()
+    failed: list[str] = []
 
     def guarded(cfg: DictConfig) -> float | None:
         try:
@@ -98,6 +99,7 @@ def run_cli(prog: str, config_name: str, job: Job) -> None:
             from hydra.types import RunMode
 
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                failed.append(str(HydraConfig.get().job.num))
                 return float("nan")  # one failed job must not end the sweep
             sys.exit(1)
         _print_summary(metrics, str(cfg.paths.output_dir))
@@ -116,3 +118,6 @@ def run_cli(prog: str, config_name: str, job: Job) -> None:
     import hydra
 
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(guarded)()
+    if failed:
+        print(f"{prog}: error: sweep job(s) {', '.join(failed)} failed (messages above)", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,183 @@
+"""Classification benchmarks: default-job time-to-accuracy, Lightning overhead, data-pipeline headroom.
+
+Run:  .venv/bin/python bench/bench_classification.py [--quick]
+Prints one table; ratios compare measurements taken in this same run on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from visionkit.data import DigitsSource, VisionDataModule
+from visionkit.tasks import ClassificationTask
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_job() -> tuple[float, float]:
+    """Wall seconds and test accuracy of `visionkit-train` with no overrides (the README's default job)."""
+    exe = Path(sys.executable).with_name("visionkit-train")
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        out = subprocess.run([str(exe)], cwd=tmp, capture_output=True, text=True, check=True).stdout
+        wall = time.perf_counter() - start
+    match = re.search(r"test_acc: ([0-9.]+)", out)
+    return wall, float(match.group(1)) if match else float("nan")
+
+
+def preloaded_digits(image_size: int) -> TensorDataset:
+    """Digits already resized and normalized, so both loops measure the training step, not decoding."""
+    dm = VisionDataModule(DigitsSource(), image_size=image_size, augment="none", mean=(0.5,) * 3, std=(0.5,) * 3)
+    dm.setup("fit")
+    ds = dm.datasets["train"]
+    items = [ds[i] for i in range(len(ds))]
+    return TensorDataset(torch.stack([s["image"] for s in items]), torch.stack([s["label"] for s in items]))
+
+
+class _DictBatches(torch.utils.data.Dataset):
+    def __init__(self, base: TensorDataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image, label = self.base[i]
+        return {"image": image, "label": label}
+
+
+def plain_loop(backbone: str, data: TensorDataset, batch: int, epochs: int) -> float:
+    """Steps/s (best epoch) of a hand-written loop: forward, cross-entropy, backward, AdamW step."""
+    torch.manual_seed(0)
+    model = ClassificationTask(backbone, num_classes=10).model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    loader = DataLoader(_DictBatches(data), batch_size=batch, shuffle=True)
+    model.train()
+    rates = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for b in loader:
+            loss = loss_fn(model(b["image"]), b["label"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        rates.append(len(loader) / (time.perf_counter() - start))
+    return max(rates)
+
+
+class _Timer(L.Callback):
+    """Steps/s of every training epoch."""
+
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+        self.first_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.rates.append((trainer.global_step - self.first_step) / (time.perf_counter() - self.start))
+
+
+def lightning_loop(backbone: str, data: TensorDataset, batch: int, epochs: int, progress: bool) -> float:
+    """Steps/s (best epoch) of ClassificationTask under a Lightning Trainer (metrics and CSV logging on,
+    no validation)."""
+    torch.manual_seed(0)
+    task = ClassificationTask(backbone, num_classes=10, optimizer=partial(torch.optim.AdamW, lr=1e-3))
+    loader = DataLoader(_DictBatches(data), batch_size=batch, shuffle=True)
+    timer = _Timer()
+    callbacks = [timer] + ([L.pytorch.callbacks.RichProgressBar()] if progress else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=L.pytorch.loggers.CSVLogger(tmp),
+            enable_checkpointing=False,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            callbacks=callbacks,
+            default_root_dir=tmp,
+        )
+        trainer.fit(task, train_dataloaders=loader)
+    return max(timer.rates)
+
+
+def pipeline_rate(batch: int, workers: int, batches: int) -> float:
+    """Images/s the data module delivers with the `light` augmentation (digits at 32 px)."""
+    dm = VisionDataModule(
+        DigitsSource(), image_size=32, batch_size=batch, augment="light", num_workers=workers, mean=(0.5,) * 3, std=(0.5,) * 3
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    it = iter(loader)
+    next(it)  # start the workers
+    seen, start = 0, time.perf_counter()
+    while seen < batches * batch:
+        try:
+            seen += len(next(it)["label"])
+        except StopIteration:
+            it = iter(loader)
+    return seen / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer epochs (noisier)")
+    args = parser.parse_args()
+    epochs = 2 if args.quick else 4
+    rounds = 1 if args.quick else 3
+    rows: list[tuple[str, str, str]] = []
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads", flush=True)
+
+    wall, acc = default_job()
+    rows.append(("default job (LeNet-5, digits): wall s", f"{wall:.1f}", "target <= 60"))
+    rows.append(("default job: test accuracy", f"{acc:.4f}", "target >= 0.98"))
+
+    for backbone, size, batch in (("lenet5", 32, 64), ("resnet18", 32, 64)):
+        data = preloaded_digits(size)
+        plain_loop(backbone, data, batch, 1)  # warm-up
+        plain = quiet = bar = 0.0
+        for _ in range(rounds):  # interleaved, best of all: this VM's timing noise is larger than the effect
+            plain = max(plain, plain_loop(backbone, data, batch, epochs))
+            quiet = max(quiet, lightning_loop(backbone, data, batch, epochs, progress=False))
+            bar = max(bar, lightning_loop(backbone, data, batch, epochs, progress=True))
+        rows.append((f"{backbone} {size}px b{batch}: plain loop steps/s", f"{plain:.1f}", ""))
+        rows.append((f"{backbone}: ClassificationTask steps/s (no bar)", f"{quiet:.1f}", f"ratio {quiet / plain:.3f}"))
+        rows.append((f"{backbone}: ClassificationTask steps/s (rich bar)", f"{bar:.1f}", f"ratio {bar / plain:.3f}"))
+        if backbone == "lenet5":
+            consumption = plain * batch
+            for workers in (0, 2):
+                rate = pipeline_rate(batch, workers, 100 if args.quick else 300)
+                rows.append(
+                    (f"data pipeline, light aug, {workers} workers: img/s", f"{rate:.0f}",
+                     f"÷ LeNet-5 consumption {consumption:.0f} img/s = {rate / consumption:.2f}")
+                )
+
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'measurement':<{width}} | {'value':>10} | note")
+    print("-" * (width + 40))
+    for name, value, note in rows:
+        print(f"{name:<{width}} | {value:>10} | {note}")
+
+
+if __name__ == "__main__":
+    main()
