@@ -59,7 +59,7 @@ def resize_ops(image_size: int | Sequence[int], mode: str, mask_fill: int = 0) -
             ),
         ]
     if mode == "crop":
-        return [A.SmallestMaxSize(max_size=min(height, width)), A.CenterCrop(height, width)]
+        return [A.SmallestMaxSize(max_size_hw=(height, width)), A.CenterCrop(height, width)]
     raise VisionkitError(f"data.resize={mode!r} is not a resize mode; choose one of {list(RESIZE_MODES)}")
 
 

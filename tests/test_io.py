@@ -1,0 +1,83 @@
+"""Images of every common kind are read as HxWx3 uint8 RGB; broken files name themselves."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visionkit.errors import VisionkitError
+from visionkit.utils.io import atomic_write, check_image, read_image
+
+
+def test_grayscale_is_replicated_to_three_channels(tmp_path: Path) -> None:
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    Image.fromarray(gray, mode="L").save(tmp_path / "g.png")
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+    assert (out[..., 0] == gray).all() and (out[..., 2] == gray).all()
+
+
+def test_rgba_is_composited_on_white(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., 3] = 0  # fully transparent black
+    rgba[0, 0] = (255, 0, 0, 255)  # one opaque red pixel
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "a.png")
+    out = read_image(tmp_path / "a.png")
+    assert tuple(out[0, 0]) == (255, 0, 0)
+    assert tuple(out[2, 2]) == (255, 255, 255)
+
+
+def test_16_bit_grayscale_is_rescaled_not_clipped(tmp_path: Path) -> None:
+    values = np.array([[0, 16384], [32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "d.png")
+    out = read_image(tmp_path / "d.png")[..., 0]
+    assert out.tolist() == [[0, 64], [128, 255]]
+
+
+def test_exif_rotation_is_applied(tmp_path: Path) -> None:
+    img = np.zeros((10, 20, 3), dtype=np.uint8)  # wide image...
+    img[:, :10] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...stored with "rotate 90° clockwise" orientation
+    Image.fromarray(img).save(tmp_path / "r.jpg", exif=exif, quality=95)
+    out = read_image(tmp_path / "r.jpg")
+    assert out.shape == (20, 10, 3)  # displayed upright: tall
+    assert out[:8].mean() > 200 and out[-8:].mean() < 50  # left half (white) is now on top
+
+
+def test_palette_and_cmyk_images(tmp_path: Path) -> None:
+    Image.new("P", (5, 5), color=3).save(tmp_path / "p.png")
+    Image.new("CMYK", (5, 5), color=(0, 255, 255, 0)).save(tmp_path / "c.jpg")
+    assert read_image(tmp_path / "p.png").shape == (5, 5, 3)
+    cmyk = read_image(tmp_path / "c.jpg")
+    assert cmyk[2, 2, 0] > 200 and cmyk[2, 2, 1] < 60  # pure red
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty (0 bytes)"), (b"not an image at all", "not a readable image"), (None, "corrupt or truncated")],
+)
+def test_broken_files_raise_with_their_path(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "bad.png"
+    if content is None:  # a real PNG cut in half
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(VisionkitError, match=re.escape(message)) as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+    if content is not None:  # the up-front scan catches these without decoding
+        assert check_image(path) is not None
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError), atomic_write(target, "w") as handle:
+        handle.write("half")
+        raise RuntimeError("crash")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
