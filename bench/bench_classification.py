@@ -123,7 +123,13 @@ def lightning_loop(backbone: str, data: TensorDataset, batch: int, epochs: int, 
 def pipeline_rate(batch: int, workers: int, batches: int) -> float:
     """Images/s the data module delivers with the `light` augmentation (digits at 32 px)."""
     dm = VisionDataModule(
-        DigitsSource(), image_size=32, batch_size=batch, augment="light", num_workers=workers, mean=(0.5,) * 3, std=(0.5,) * 3
+        DigitsSource(),
+        image_size=32,
+        batch_size=batch,
+        augment="light",
+        num_workers=workers,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
     )
     dm.setup("fit")
     loader = dm.train_dataloader()
@@ -145,8 +151,11 @@ def main() -> None:
     epochs = 2 if args.quick else 4
     rounds = 1 if args.quick else 3
     rows: list[tuple[str, str, str]] = []
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
 
     wall, acc = default_job()
     rows.append(("default job (LeNet-5, digits): wall s", f"{wall:.1f}", "target <= 60"))
@@ -168,8 +177,11 @@ def main() -> None:
             for workers in (0, 2):
                 rate = pipeline_rate(batch, workers, 100 if args.quick else 300)
                 rows.append(
-                    (f"data pipeline, light aug, {workers} workers: img/s", f"{rate:.0f}",
-                     f"÷ LeNet-5 consumption {consumption:.0f} img/s = {rate / consumption:.2f}")
+                    (
+                        f"data pipeline, light aug, {workers} workers: img/s",
+                        f"{rate:.0f}",
+                        f"÷ LeNet-5 consumption {consumption:.0f} img/s = {rate / consumption:.2f}",
+                    )
                 )
 
     width = max(len(r[0]) for r in rows)

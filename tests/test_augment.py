@@ -76,5 +76,5 @@ def test_seeded_transform_repeats() -> None:
 def test_unknown_preset_and_resize_mode() -> None:
     with pytest.raises(VisionkitError, match="unknown augmentation preset 'heavy'"):
         load_preset("heavy")
-    with pytest.raises(VisionkitError, match="data.resize='squash'"):
+    with pytest.raises(VisionkitError, match=r"data\.resize='squash'"):
         build_transform(None, image_size=8, resize="squash")

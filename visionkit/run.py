@@ -125,7 +125,11 @@ def _launcher_env_restored() -> Iterator[None]:
 
 
 def _metrics(values: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float, torch.Tensor)) and torch.numel(torch.as_tensor(v)) == 1}
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, (int, float, torch.Tensor)) and torch.numel(torch.as_tensor(v)) == 1
+    }
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

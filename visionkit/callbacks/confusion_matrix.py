@@ -31,7 +31,13 @@ class ConfusionMatrixPlot(Callback):
         self.matrix = MulticlassConfusionMatrix(num_classes).to(pl_module.device)
 
     def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if self.matrix is not None and isinstance(outputs, dict) and "preds" in outputs:
             self.matrix.update(outputs["preds"], outputs["target"])

@@ -1,6 +1,12 @@
 """Shared data layer: sources per format, one DataModule, one augmentation builder."""
 
-from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, available_presets, build_transform, load_preset
+from visionkit.data.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    available_presets,
+    build_transform,
+    load_preset,
+)
 from visionkit.data.csv_source import CsvSource
 from visionkit.data.datamodule import DataSource, VisionDataModule
 from visionkit.data.datasets import ClassificationDataset

@@ -25,16 +25,11 @@ class SampleSet:
     def subset(self, indices: Sequence[int] | np.ndarray) -> SampleSet:
         """The samples at `indices`, in that order."""
         indices = np.asarray(indices, dtype=np.int64)
-        if isinstance(self.images, np.ndarray):
-            images = self.images[indices]
-        else:
-            images = [self.images[i] for i in indices]
+        images = self.images[indices] if isinstance(self.images, np.ndarray) else [self.images[i] for i in indices]
         return SampleSet(images, self.targets[indices])
 
 
-def stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, np.ndarray]:
+def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Indices per split, shuffled with `seed` and drawn class by class so every split keeps the class mix.
 
     The same seed gives the same split on every machine and every DDP rank.
@@ -70,4 +65,4 @@ def complete_splits(
     if not (need_val or need_test):
         return given
     parts = split_pool(given["train"], val_fraction if need_val else 0.0, test_fraction if need_test else 0.0, seed)
-    return {name: given.get(name, parts[name]) for name in SPLITS}
+    return {"train": parts["train"], "val": given.get("val", parts["val"]), "test": given.get("test", parts["test"])}

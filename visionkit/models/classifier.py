@@ -69,9 +69,7 @@ def _unknown_backbone(name: str) -> VisionkitError:
     pool = list(dict.fromkeys(["lenet5", *_torchvision_names(), *_timm_names()]))
     close = difflib.get_close_matches(name.removeprefix(TIMM_PREFIX), pool, n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return VisionkitError(
-        f"unknown backbone {name!r}{hint} (visionkit.models.available_backbones() lists all of them)"
-    )
+    return VisionkitError(f"unknown backbone {name!r}{hint} (visionkit.models.available_backbones() lists all of them)")
 
 
 def _cut_last_linear(net: nn.Module) -> tuple[nn.Module, int, set[str]]:

@@ -101,6 +101,8 @@ def load_backbone_state(body: nn.Module, state: dict[str, torch.Tensor], head_ke
             problems.append(f"{len(extra)} unexpected keys (e.g. {extra[0]})")
         if wrong:
             k = wrong[0]
-            problems.append(f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+            problems.append(
+                f"{len(wrong)} shape mismatches (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
+            )
         raise VisionkitError(f"weights {source} do not fit this backbone: {'; '.join(problems)}")
     body.load_state_dict({k: state[k] for k in own}, strict=True)

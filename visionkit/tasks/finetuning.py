@@ -52,9 +52,7 @@ class BackboneFinetuning(BaseFinetuning):
         self.freeze(pl_module.model.backbone, train_bn=False)
 
     def _unfreeze(self, modules: nn.Module | list[nn.Module], optimizer: Optimizer, trainer: L.Trainer) -> None:
-        self.unfreeze_and_add_param_group(
-            modules, optimizer, initial_denom_lr=1.0 / self.lr_factor, train_bn=True
-        )
+        self.unfreeze_and_add_param_group(modules, optimizer, initial_denom_lr=1.0 / self.lr_factor, train_bn=True)
         for config in trainer.lr_scheduler_configs:  # let the scheduler drive the new group too
             base_lrs = getattr(config.scheduler, "base_lrs", None)
             if base_lrs is not None:
