@@ -13,11 +13,18 @@ STRATEGIES = ("none", "freeze", "freeze_unfreeze", "unfreeze_milestones")
 
 
 def _layers_with_params(module: nn.Module) -> list[nn.Module]:
-    """Top-level blocks of a backbone that own parameters, in forward order (the unit of unfreezing)."""
-    children = [m for m in module.children() if any(True for _ in m.parameters())]
-    if len(children) == 1:  # a single Sequential wrapper: look one level deeper
-        return _layers_with_params(children[0])
-    return children
+    """A backbone's blocks that own parameters, in forward order (the unit of unfreezing).
+
+    Sequential containers are opened, so ResNet gives conv1, bn1, layer1.0 ... layer4.1, and LeNet-5
+    gives conv1, conv2, fc120, fc84.
+    """
+    blocks: list[nn.Module] = []
+    for child in module.children():
+        if isinstance(child, nn.Sequential):
+            blocks += _layers_with_params(child)
+        elif any(True for _ in child.parameters()):
+            blocks.append(child)
+    return blocks
 
 
 class BackboneFinetuning(BaseFinetuning):

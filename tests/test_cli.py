@@ -1,0 +1,119 @@
+"""The console scripts end to end, run from a folder outside the repository like a user would."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from visionkit.data import DigitsSource
+
+BIN = Path(sys.executable).parent
+QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "trainer.enable_model_summary=false"]
+
+
+def run(tool: str, args: list[str], cwd: Path, expect_ok: bool = True) -> subprocess.CompletedProcess:
+    env = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([str(BIN / tool), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    if expect_ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def run_folder(stdout: str) -> Path:
+    match = re.search(r"^run folder: (.+)$", stdout, flags=re.MULTILINE)
+    assert match, stdout[-2000:]
+    return Path(match.group(1).strip())
+
+
+def test_train_then_eval_the_best_checkpoint(tmp_path: Path) -> None:
+    out = run("visionkit-train", ["trainer.max_epochs=2", *QUIET], tmp_path).stdout
+    train_acc = float(re.search(r"^test_acc: ([0-9.]+)$", out, flags=re.MULTILINE).group(1))
+    run_dir = run_folder(out)
+    assert run_dir.parent.parent == tmp_path / "outputs" / "classification"
+    for name in ("config.yaml", ".hydra/config.yaml", "train.log", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (run_dir / name).is_file(), name
+    assert next((run_dir / "csv").rglob("metrics.csv")).is_file()
+    assert next((run_dir / "tensorboard").rglob("events.out.tfevents.*")).is_file()
+
+    out = run("visionkit-eval", [f"ckpt_path={run_dir}/checkpoints/best.ckpt"], tmp_path).stdout
+    eval_acc = float(re.search(r"^test_acc: ([0-9.]+)$", out, flags=re.MULTILINE).group(1))
+    assert eval_acc == pytest.approx(train_acc, abs=1e-4)
+    assert run_folder(out).parent == run_dir / "eval"
+    assert (run_folder(out) / "plots" / "confusion_matrix.png").is_file()
+
+
+def test_ddp_two_cpu_processes_make_one_run_folder(tmp_path: Path) -> None:
+    out = run("visionkit-train", ["trainer=ddp_cpu", "trainer.max_epochs=2", *QUIET], tmp_path).stdout
+    runs = list((tmp_path / "outputs" / "classification").glob("*/*"))
+    assert runs == [run_folder(out)]
+    assert out.count("test_acc:") == 1  # the summary comes from rank 0 only
+    assert float(re.search(r"test_acc: ([0-9.]+)", out).group(1)) > 0.6
+    ckpt = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    per_rank = math.ceil(len(DigitsSource().splits(0.1, 0.2, seed=0)["train"]) / 2)  # DistributedSampler
+    assert ckpt["global_step"] == 2 * math.ceil(per_rank / 64)  # 2 epochs of each rank's half, batch 64
+
+
+def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path: Path) -> None:
+    out = run("visionkit-train", ["-m", "optimizer.lr=1e-3,3e-3", "trainer.max_epochs=1", *QUIET], tmp_path).stdout
+    jobs = sorted((tmp_path / "multirun" / "classification").glob("*/*/[0-9]"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job in jobs:
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    lrs = [float(re.search(r"lr: ([0-9.e-]+)", (j / "config.yaml").read_text()).group(1)) for j in jobs]
+    assert lrs == [1e-3, 3e-3]
+    assert out.count("test_acc:") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data=imagefolder", "data.root=/no/such/folder"], "data.root: folder /no/such/folder does not exist"),
+        (["data=imagefolder"], "data.root is not set: pass data.root=<value> on the command line"),
+        (["model.backbone=resnt18"], "unknown backbone 'resnt18'; did you mean resnet18"),
+        (["data.num_classes=7"], "data.num_classes=7 but built-in handwritten digits"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_a_failing_exit_code(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run("visionkit-train", args, tmp_path, expect_ok=False)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert lines == [f"visionkit-train: error: {lines[0].split('error: ', 1)[1]}"] and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
+    proc = run("visionkit-train", ["data=imagefolder", "data.root=/no/such/folder", "--verbose"], tmp_path, False)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "VisionkitError" in proc.stderr
+
+
+def test_eval_of_a_missing_checkpoint(tmp_path: Path) -> None:
+    proc = run("visionkit-eval", ["ckpt_path=/no/best.ckpt"], tmp_path, expect_ok=False)
+    assert proc.returncode == 1 and "ckpt_path: checkpoint /no/best.ckpt does not exist" in proc.stderr
+
+
+def test_the_wheel_ships_the_configs(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(repo)],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob("visionkit-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for config in (
+        "train.yaml",
+        "eval.yaml",
+        "data/digits.yaml",
+        "augment/light.yaml",
+        "experiment/digits_lenet5.yaml",
+    ):
+        assert f"visionkit/conf/{config}" in names
+    assert any(n.endswith("entry_points.txt") for n in names)

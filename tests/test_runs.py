@@ -1,0 +1,77 @@
+"""`train(cfg)` / `evaluate(cfg)` as sweeps and tests call them: resume, experiments, config contracts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_config, write_shapes_folder
+from visionkit.config_dir import config_dir
+from visionkit.resolvers import run_dir_of_checkpoint
+from visionkit.run import evaluate, train
+
+EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+
+
+def test_resume_from_last_checkpoint_continues_the_epoch_count(make_cfg, tmp_path: Path) -> None:
+    train(make_cfg(["trainer.max_epochs=2", "test_after_fit=false"]))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    first = torch.load(last, map_location="cpu", weights_only=True)
+    assert first["epoch"] == 1
+    assert run_dir_of_checkpoint(str(last)) == tmp_path / "run"  # resumed runs are put back in their folder
+
+    metrics = train(make_cfg(["trainer.max_epochs=4", f"ckpt_path={last}", "test_after_fit=false"]))
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == 3 and resumed["global_step"] == 2 * first["global_step"]
+    assert metrics["val_acc"] > 0.5
+    epochs = (tmp_path / "run" / "csv" / "version_1" / "metrics.csv").read_text()
+    assert "\n2," in epochs or ",2," in epochs  # the second run logged epochs 2 and 3, not 0 and 1
+
+
+def test_evaluate_uses_the_run_config_of_the_checkpoint(make_cfg, tmp_path: Path) -> None:
+    trained = train(make_cfg(["trainer.max_epochs=2"]))
+    cfg = make_cfg([f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}"], name="eval", run="eval")
+    assert cfg.get("data") is None  # nothing given: taken from <run>/config.yaml
+    assert evaluate(cfg)["test_acc"] == pytest.approx(trained["test_acc"], abs=1e-6)
+
+
+def test_num_classes_is_interpolated_from_the_data_config(make_cfg) -> None:
+    cfg = make_cfg(["data.num_classes=10"])
+    assert cfg.task.num_classes == 10
+    raw = OmegaConf.load(config_dir() / "task" / "classification.yaml")
+    assert OmegaConf.to_container(raw)["task"]["num_classes"] == "${data.num_classes}"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_under_fast_dev_run(experiment: str, tmp_path: Path, monkeypatch) -> None:
+    """Recipes that need a folder of photos get a tiny generated one; pretrained weights come from a
+    state dict placed in a temporary torch hub cache (the real loading code, offline)."""
+    from urllib.parse import urlparse
+
+    import torchvision
+
+    overrides = [f"experiment={experiment}", "++trainer.fast_dev_run=true", "data.num_workers=0"]
+    cfg = compose_config(tmp_path / "run", overrides)
+    if OmegaConf.is_missing(cfg.data, "root"):
+        overrides.append(f"data.root={write_shapes_folder(tmp_path / 'photos', per_class=6)}")
+        overrides.append("data.image_size=64")
+    weights = cfg.model.weights
+    if weights and "/" not in str(weights):
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+        entry = torchvision.models.get_model_weights(cfg.model.backbone)[weights]
+        cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(urlparse(entry.url).path).name
+        cached.parent.mkdir(parents=True)
+        torch.save(torchvision.models.get_model(cfg.model.backbone).state_dict(), cached)
+    metrics = train(compose_config(tmp_path / "run", overrides))
+    assert "test_loss" in metrics and torch.isfinite(torch.tensor(metrics["test_loss"]))
+
+
+def test_experiment_headers_state_command_hardware_and_result() -> None:
+    for name in EXPERIMENTS:
+        header = (config_dir() / "experiment" / f"{name}.yaml").read_text().split("defaults:")[0]
+        for field in ("command:", "hardware:", "reached:"):
+            assert field in header, (name, field)
+        assert f"experiment={name}" in header
