@@ -70,7 +70,8 @@ def test_weights_unavailable_offline_say_where_to_put_the_file(tmp_path: Path, m
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     message = (
         r"pretrained weights resnet18 IMAGENET1K_V1 are not available offline: download https://\S+ on a machine "
-        rf"with internet and copy it to {re.escape(str(expected))} .* or pass model.weights=/path/to/resnet18-f37072fd.pth"
+        rf"with internet and copy it to {re.escape(str(expected))} .* "
+        r"or pass model.weights=/path/to/resnet18-f37072fd.pth"
     )
     with pytest.raises(VisionkitError, match=message):
         build_classifier("resnet18", 4, weights="IMAGENET1K_V1")
@@ -97,5 +98,5 @@ def test_weights_file_for_another_architecture_is_refused(tmp_path: Path) -> Non
     torch.save(torchvision.models.alexnet().state_dict(), tmp_path / "alexnet.pth")
     with pytest.raises(VisionkitError, match=r"do not fit this backbone: \d+ missing keys \(e.g. conv1.weight\)"):
         build_classifier("resnet18", 3, weights=str(tmp_path / "alexnet.pth"))
-    with pytest.raises(VisionkitError, match="model.weights: file .* does not exist"):
+    with pytest.raises(VisionkitError, match=r"model\.weights: file .* does not exist"):
         build_classifier("resnet18", 3, weights=str(tmp_path / "missing.pth"))
