@@ -1,4 +1,5 @@
-"""Drawing helpers (matplotlib, headless): figures saved atomically and sent to loggers that take images."""
+"""Drawing helpers: matplotlib Figures built without pyplot (so the user's backend is left alone),
+saved atomically and sent to loggers that take images."""
 
 from __future__ import annotations
 
@@ -6,10 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -22,7 +19,8 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], titl
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
     side = min(max(4.0, 0.45 * n + 2.0), 24.0)
-    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    fig = Figure(figsize=(side + 1.5, side))
+    ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
@@ -40,11 +38,10 @@ def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], titl
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write `fig` as PNG atomically and close it."""
+    """Write `fig` as PNG atomically."""
     path = Path(path)
     with atomic_write(path) as handle:
         fig.savefig(handle, format="png", dpi=dpi)
-    plt.close(fig)
     return path
 
 
