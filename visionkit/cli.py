@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from visionkit.config_dir import config_dir
 from visionkit.errors import user_message
 from visionkit.resolvers import RUN_CONFIG, new_run_dir, register_resolvers
+from visionkit.utils.logging import is_rank_zero
 
 Job = Callable[[DictConfig], dict[str, float]]
 
@@ -34,11 +36,6 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first} (run again with --verbose for the full traceback)"
 
 
-def _is_worker_rank() -> bool:
-    """True in a DDP worker that is not global rank 0 (Lightning-launched, torchrun or SLURM)."""
-    return any(int(os.environ.get(key, "0") or 0) > 0 for key in ("LOCAL_RANK", "RANK", "NODE_RANK"))
-
-
 def _worker_config(config_name: str, overrides: list[str]) -> DictConfig:
     """The config of a non-zero rank, composed without Hydra's run folder (only rank 0 writes files).
 
@@ -56,11 +53,10 @@ def _worker_config(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
-    from lightning.pytorch.utilities import rank_zero_only
     from rich.console import Console
     from rich.table import Table
 
-    if rank_zero_only.rank != 0:
+    if not is_rank_zero():
         return
     table = Table(title="results", show_header=True)
     table.add_column("metric")
@@ -84,6 +80,8 @@ def run_cli(prog: str, config_name: str, job: Job) -> None:
         sys.argv.remove("--verbose")
         os.environ["HYDRA_FULL_ERROR"] = "1"
     register_resolvers()
+    for noise in (".*treespec.*", ".*does not have many workers.*", ".*litlogger.*"):
+        warnings.filterwarnings("ignore", message=noise)
     failed: list[str] = []
 
     def guarded(cfg: DictConfig) -> float | None:
@@ -106,7 +104,7 @@ def run_cli(prog: str, config_name: str, job: Job) -> None:
         target = cfg.get("optimized_metric")
         return metrics.get(target) if target else None
 
-    if _is_worker_rank():
+    if not is_rank_zero():
         try:
             cfg = _worker_config(config_name, sys.argv[1:])
         except Exception as exc:

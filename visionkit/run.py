@@ -16,7 +16,6 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from visionkit.data import VisionDataModule
@@ -24,7 +23,7 @@ from visionkit.errors import VisionkitError
 from visionkit.resolvers import RUN_CONFIG, run_dir_of_checkpoint
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
-from visionkit.utils.logging import get_logger
+from visionkit.utils.logging import get_logger, is_rank_zero
 
 log = get_logger(__name__)
 
@@ -100,7 +99,7 @@ def _check_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> Path | N
 
 def _save_run_config(cfg: DictConfig, output_dir: Path) -> None:
     """Write the resolved config to `<run>/config.yaml` (rank 0 only); DDP children re-read it."""
-    if rank_zero_only.rank != 0:
+    if not is_rank_zero():
         return
     output_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(output_dir / RUN_CONFIG, "w") as handle:
@@ -200,7 +199,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         )
     trainer = build_trainer(cfg)
     output_dir = Path(cfg.paths.output_dir)
-    if rank_zero_only.rank == 0:
+    if is_rank_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
     with _launcher_env_restored():
         run = trainer.validate if cfg.get("split", "test") == "val" else trainer.test

@@ -24,32 +24,40 @@ def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     return [group for group in groups if group["params"]]
 
 
-class StepLossLogger:
-    """Training-loss logging at Lightning's `log_every_n_steps` cadence plus an exact epoch mean.
+class TrainStepStats:
+    """Training loss (and accuracy, when given predictions) kept as running tensor sums.
 
-    `self.log(..., on_step=True)` every step costs about a millisecond in Lightning's result bookkeeping,
-    which is most of a small model's step; this keeps the progress bar and loggers fed for a fraction.
+    Logging the loss every step with `self.log(..., on_step=True)` and updating torchmetrics objects cost
+    Lightning about a millisecond per step, most of a small model's step; this logs the step loss at the
+    trainer's `log_every_n_steps` cadence and exact epoch means (synced across ranks) for a fraction.
     """
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.total: Tensor | None = None
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum: Tensor | None = None
+        self.correct: Tensor | None = None
         self.count = 0
 
-    def accumulate(self, module: L.LightningModule, loss: Tensor, batch_size: int) -> None:
-        """Add one step's loss; log it when the trainer would log this step."""
-        value = loss.detach() * batch_size
-        self.total = value if self.total is None else self.total + value
+    def update(self, module: L.LightningModule, loss: Tensor, batch_size: int, correct: Tensor | None = None) -> None:
+        """Add one step; log its loss when the trainer would log this step."""
+        loss = loss.detach()
+        self.loss_sum = loss * batch_size if self.loss_sum is None else self.loss_sum + loss * batch_size
+        if correct is not None:
+            self.correct = correct if self.correct is None else self.correct + correct
         self.count += batch_size
         trainer = module.trainer
         if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0 or trainer.fast_dev_run:
-            module.log(f"{self.name}_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True)
+            module.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
 
     def log_epoch(self, module: L.LightningModule) -> None:
-        """Log the sample-weighted mean loss of the epoch (averaged across ranks) and reset."""
-        if self.total is not None and self.count:
-            module.log(f"{self.name}_epoch", self.total / self.count, sync_dist=True)
-        self.total, self.count = None, 0
+        """Log `train_loss_epoch` (and `train_acc`) for the epoch, averaged across ranks, then reset."""
+        if self.count:
+            module.log("train_loss_epoch", self.loss_sum / self.count, sync_dist=True)
+            if self.correct is not None:
+                module.log("train_acc", self.correct.float() / self.count, sync_dist=True)
+        self.reset()
 
 
 class VisionTask(L.LightningModule):

@@ -12,7 +12,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from visionkit.models.classifier import build_classifier
-from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, StepLossLogger, VisionTask
+from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, TrainStepStats, VisionTask
 from visionkit.tasks.finetuning import STRATEGIES, BackboneFinetuning
 
 
@@ -35,8 +35,8 @@ class ClassificationTask(VisionTask):
         optimizer, scheduler: factories (Hydra partials); default AdamW(lr=1e-3), no scheduler.
     """
 
-    monitor = "val_acc"
-    monitor_mode = "max"
+    monitor = "val_loss"
+    monitor_mode = "min"
 
     def __init__(
         self,
@@ -65,7 +65,7 @@ class ClassificationTask(VisionTask):
         self.configure_models(weights)
         self.configure_losses()
         self.configure_metrics()
-        self.train_loss = StepLossLogger("train_loss")
+        self.train_stats = TrainStepStats()
 
     def configure_models(self, weights: str | None) -> None:
         hp = self.hparams
@@ -83,10 +83,7 @@ class ClassificationTask(VisionTask):
         if num_classes > 5:
             metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
         collection = MetricCollection(metrics)
-        # Training accuracy only, without input validation: it runs every step and is a rough signal.
-        self.train_metrics = MetricCollection(
-            {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}, prefix="train_"
-        )
+        # Training reports loss and accuracy from running sums (TrainStepStats): cheaper every step.
         self.val_metrics = collection.clone(prefix="val_")
         self.test_metrics = collection.clone(prefix="test_")
 
@@ -107,22 +104,25 @@ class ClassificationTask(VisionTask):
                     lr_factor=hp.backbone_lr_factor,
                 )
             )
-        return callbacks
+        # A trainer reused for test after fit already holds them: returning them again only warns.
+        held = {type(c) for c in self._trainer.callbacks} if self._trainer is not None else set()
+        return [c for c in callbacks if type(c) not in held]
 
     def forward(self, images: Tensor) -> Tensor:
         """Class scores (logits) for a batch of normalized images."""
         return self.model(images)
 
-    def _shared_step(self, batch: dict[str, Tensor], metrics: MetricCollection, stage: str) -> dict[str, Tensor]:
+    def _shared_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
         logits = self(batch["image"])
         target = batch["label"]
         loss = self.criterion(logits, target)
-        metrics.update(logits.detach(), target)
+        preds = logits.detach().argmax(dim=1)
         if stage == "train":
-            self.train_loss.accumulate(self, loss, target.shape[0])
+            self.train_stats.update(self, loss, target.shape[0], correct=(preds == target).sum())
         else:
+            getattr(self, f"{stage}_metrics").update(logits.detach(), target)
             self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=target.shape[0])
-        return {"loss": loss, "preds": logits.argmax(dim=1), "target": target}
+        return {"loss": loss, "preds": preds, "target": target}
 
     def _log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool) -> None:
         # Computed once per epoch (synced across ranks by torchmetrics) rather than logging the metric
@@ -131,20 +131,19 @@ class ClassificationTask(VisionTask):
         metrics.reset()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._shared_step(batch, self.train_metrics, "train")
+        return self._shared_step(batch, "train")
 
     def on_train_epoch_end(self) -> None:
-        self.train_loss.log_epoch(self)
-        self._log_epoch_metrics(self.train_metrics, prog_bar=False)
+        self.train_stats.log_epoch(self)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._shared_step(batch, self.val_metrics, "val")
+        return self._shared_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._shared_step(batch, self.test_metrics, "test")
+        return self._shared_step(batch, "test")
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics(self.test_metrics, prog_bar=False)

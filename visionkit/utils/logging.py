@@ -13,6 +13,13 @@ def process_rank() -> int:
     return int(getattr(rank_zero_only, "rank", 0))
 
 
+def is_rank_zero() -> bool:
+    """True only in the process that may write run folders: global rank 0 (and not a worker of another
+    node or of torchrun/SLURM, whose rank variables say otherwise before Lightning sets up)."""
+    launcher_ranks = (os.environ.get(k, "0") or "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    return process_rank() == 0 and all(int(r) == 0 for r in launcher_ranks)
+
+
 class RankedLogger(logging.LoggerAdapter):
     """A logger that prefixes `[rank N]` in multi-process runs and logs on rank 0 only by default."""
 
