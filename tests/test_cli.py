@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from visionkit.data import DigitsSource
 
@@ -58,7 +59,8 @@ def test_ddp_two_cpu_processes_make_one_run_folder(tmp_path: Path) -> None:
     assert float(re.search(r"test_acc: ([0-9.]+)", out).group(1)) > 0.6
     ckpt = torch.load(runs[0] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     per_rank = math.ceil(len(DigitsSource().splits(0.1, 0.2, seed=0)["train"]) / 2)  # DistributedSampler
-    assert ckpt["global_step"] == 2 * math.ceil(per_rank / 64)  # 2 epochs of each rank's half, batch 64
+    batch = OmegaConf.load(runs[0] / "config.yaml").data.batch_size
+    assert ckpt["global_step"] == 2 * math.ceil(per_rank / batch)  # 2 epochs of each rank's half
 
 
 def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path: Path) -> None:
@@ -97,6 +99,9 @@ def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
 def test_eval_of_a_missing_checkpoint(tmp_path: Path) -> None:
     proc = run("visionkit-eval", ["ckpt_path=/no/best.ckpt"], tmp_path, expect_ok=False)
     assert proc.returncode == 1 and "ckpt_path: checkpoint /no/best.ckpt does not exist" in proc.stderr
+    proc = run("visionkit-eval", [], tmp_path, expect_ok=False)
+    assert proc.returncode == 1 and "ckpt_path is not set: pass ckpt_path=/path/to/best.ckpt" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_the_wheel_ships_the_configs(tmp_path: Path) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.config_dir import config_dir
 from visionkit.errors import user_message
@@ -26,8 +27,9 @@ def error_line(exc: BaseException) -> str:
         return message
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, MissingMandatoryValue):
-            key = cause.full_key or str(cause).split(":")[-1].strip()
+        missing = re.search(r"Missing mandatory value: ([\w.]+)", str(cause))
+        if isinstance(cause, OmegaConfBaseException) and missing:
+            key = missing.group(1)
             return f"{key} is not set: pass {key}=<value> on the command line"
         if isinstance(cause, OmegaConfBaseException):
             return f"config error: {str(cause).splitlines()[0]}"

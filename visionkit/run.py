@@ -88,6 +88,14 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+def _require_values(cfg: DictConfig) -> None:
+    """Stop early, naming the keys, when the config still holds mandatory `???` values."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        keys = ", ".join(missing)
+        raise VisionkitError(f"{keys} is not set: pass {missing[0]}=<value> on the command line")
+
+
 def _check_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> Path | None:
     if not ckpt_path:
         return None
@@ -136,6 +144,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     The run folder is `cfg.paths.output_dir`; with `cfg.ckpt_path` training resumes from that checkpoint.
     """
+    _require_values(cfg)
     ckpt_path = _check_checkpoint(cfg.get("ckpt_path"))
     output_dir = Path(cfg.paths.output_dir).expanduser().absolute()
     if cfg.get("seed") is not None:
@@ -168,6 +177,7 @@ def _task_class(checkpoint: Mapping[str, Any], path: Path) -> type[VisionTask]:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Re-test a checkpoint: its run's data (from `<run>/config.yaml`) unless `cfg.data` names other data."""
+    _require_values(cfg)
     path = _check_checkpoint(cfg.get("ckpt_path"))
     if path is None:
         raise VisionkitError("ckpt_path is not set: pass ckpt_path=/path/to/best.ckpt")
