@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import math
 import os
 import re
@@ -10,9 +12,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
+from sklearn.datasets import load_digits
 
 from visionkit.data import DigitsSource
 
@@ -49,6 +54,25 @@ def test_train_then_eval_the_best_checkpoint(tmp_path: Path) -> None:
     assert eval_acc == pytest.approx(train_acc, abs=1e-4)
     assert run_folder(out).parent == run_dir / "eval"
     assert (run_folder(out) / "plots" / "confusion_matrix.png").is_file()
+
+    # Predict on loose files: 8×8 digit PNGs in a nested folder, plus one broken file.
+    digits = load_digits()
+    photos = tmp_path / "photos" / "nested"
+    photos.mkdir(parents=True)
+    for i in range(1500, 1520):  # the end of the set: mostly outside the training split
+        Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(photos / f"{i}_{digits.target[i]}.png")
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"")
+    ckpt = f"ckpt_path={run_dir}/checkpoints/best.ckpt"
+    proc = run("visionkit-predict", [ckpt, "source=photos"], tmp_path, expect_ok=False)
+    assert proc.returncode == 1 and "image photos/broken.jpg is empty (0 bytes)" in proc.stderr
+    out = run("visionkit-predict", [ckpt, "source=photos", "skip_bad_images=true", "top_k=3"], tmp_path).stdout
+    rows = list(csv.DictReader((run_folder(out) / "predictions.csv").open()))
+    assert run_folder(out).parent == run_dir / "predict" and len(rows) == 21
+    assert rows[0]["path"] == "photos/broken.jpg" and rows[0]["label"].startswith("SKIPPED")
+    correct = sum(row["label"] == Path(row["path"]).stem.split("_")[1] for row in rows[1:])
+    assert correct >= 14, rows  # 2 epochs of training: most, not all, digits right
+    assert all(len(row["top_k"].split(";")) == 3 for row in rows[1:])
+    assert json.loads((run_folder(out) / "predictions.json").read_text())[1]["label"] == rows[1]["label"]
 
 
 def test_ddp_two_cpu_processes_make_one_run_folder(tmp_path: Path) -> None:
@@ -94,6 +118,11 @@ def test_bad_input_gets_one_clear_line_and_a_failing_exit_code(tmp_path: Path, a
 def test_verbose_shows_the_traceback(tmp_path: Path) -> None:
     proc = run("visionkit-train", ["data=imagefolder", "data.root=/no/such/folder", "--verbose"], tmp_path, False)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "VisionkitError" in proc.stderr
+
+
+def test_predict_without_source_or_images(tmp_path: Path) -> None:
+    proc = run("visionkit-predict", ["ckpt_path=/no/best.ckpt", "source=x"], tmp_path, expect_ok=False)
+    assert proc.returncode == 1 and "ckpt_path: checkpoint /no/best.ckpt does not exist" in proc.stderr
 
 
 def test_eval_of_a_missing_checkpoint(tmp_path: Path) -> None:

@@ -156,3 +156,19 @@ def test_csv_malformed_rows(tmp_path: Path) -> None:
         CsvSource(str(_csv(tmp_path, "a.png,cat,training\n"))).splits(0.0, 0.0, 0)
     with _raises("data.csv: file"):
         CsvSource(str(tmp_path / "nope.csv")).class_names()
+
+
+def test_prediction_sources_file_folder_glob_and_errors(shapes_folder: Path, tmp_path: Path) -> None:
+    from visionkit.data.files import list_images
+
+    one = sorted((shapes_folder / "hbar").iterdir())[0]
+    assert list_images(str(one)) == [str(one)]
+    assert len(list_images(str(shapes_folder))) == 36  # recursive
+    assert len(list_images(str(shapes_folder / "*" / "00*.png"))) == 30
+    with _raises("source is not set"):
+        list_images("")
+    with _raises("is neither a file, a folder nor a glob pattern that exists"):
+        list_images(str(tmp_path / "nothing_here"))
+    (tmp_path / "empty").mkdir()
+    with _raises("source: no images"):
+        list_images(str(tmp_path / "empty"))

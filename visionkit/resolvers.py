@@ -32,17 +32,18 @@ def _run_dir(ckpt_path: str | None, task_name: str) -> str:
     return str(run) if run is not None else new_run_dir(task_name)
 
 
-def _eval_dir(ckpt_path: str | None) -> str:
+def _sub_run_dir(ckpt_path: str | None, kind: str) -> str:
+    """`<run>/<kind>/<date>_<time>` beside the checkpoint's run, else `outputs/<kind>/<date>/<time>`."""
     run = run_dir_of_checkpoint(ckpt_path)
     now = datetime.now()
     if run is not None:
-        return str(run / "eval" / f"{now:%Y-%m-%d_%H-%M-%S}")
-    return f"outputs/eval/{now:%Y-%m-%d}/{now:%H-%M-%S}"
+        return str(run / kind / f"{now:%Y-%m-%d_%H-%M-%S}")
+    return f"outputs/{kind}/{now:%Y-%m-%d}/{now:%H-%M-%S}"
 
 
 def register_resolvers() -> None:
-    """Register `vk_run_dir` and `vk_eval_dir` (cached, so one run resolves to one folder)."""
+    """Register `vk_run_dir` and `vk_sub_run_dir` (cached, so one run resolves to one folder)."""
     if not OmegaConf.has_resolver("vk_run_dir"):
         OmegaConf.register_new_resolver("vk_run_dir", _run_dir, use_cache=True)
-    if not OmegaConf.has_resolver("vk_eval_dir"):
-        OmegaConf.register_new_resolver("vk_eval_dir", _eval_dir, use_cache=True)
+    if not OmegaConf.has_resolver("vk_sub_run_dir"):
+        OmegaConf.register_new_resolver("vk_sub_run_dir", _sub_run_dir, use_cache=True)

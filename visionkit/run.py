@@ -17,9 +17,12 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
 
-from visionkit.data import VisionDataModule
+from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule, build_transform
+from visionkit.data.files import ImageFiles, list_images
 from visionkit.errors import VisionkitError
+from visionkit.predictions import prediction_rows, write_predictions
 from visionkit.resolvers import RUN_CONFIG, run_dir_of_checkpoint
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
@@ -175,33 +178,41 @@ def _task_class(checkpoint: Mapping[str, Any], path: Path) -> type[VisionTask]:
     return getattr(importlib.import_module(module), attr)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Re-test a checkpoint: its run's data (from `<run>/config.yaml`) unless `cfg.data` names other data."""
-    _require_values(cfg)
-    path = _check_checkpoint(cfg.get("ckpt_path"))
+def load_checkpoint(ckpt_path: str | None) -> tuple[VisionTask, dict[str, Any]]:
+    """The task a visionkit checkpoint holds (weights_only, offline) and its data contract
+    (image size, resize mode, mean/std, class names) as the data module saved it."""
+    path = _check_checkpoint(ckpt_path)
     if path is None:
         raise VisionkitError("ckpt_path is not set: pass ckpt_path=/path/to/best.ckpt")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     task_cls = _task_class(checkpoint, path)
-    data_state = checkpoint.get(VisionDataModule.__qualname__, {})
-    run_dir = run_dir_of_checkpoint(str(path))
+    data_state = dict(checkpoint.get(VisionDataModule.__qualname__, {}))
+    task = task_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    return task, data_state
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Re-test a checkpoint: its run's data (from `<run>/config.yaml`) unless `cfg.data` names other data."""
+    _require_values(cfg)
+    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
+    run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
     run_cfg = OmegaConf.load(run_dir / RUN_CONFIG) if run_dir is not None else None
     data_cfg = cfg.get("data") or (run_cfg.data if run_cfg is not None else None)
     if data_cfg is None:
         raise VisionkitError(
-            f"{path} is not inside a visionkit run folder, so its data is unknown: pass data=<name> (and its keys)"
+            f"{cfg.ckpt_path} is not inside a visionkit run folder, so its data is unknown: "
+            "pass data=<name> (and its keys)"
         )
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(
         data_cfg,
         None,
-        mean=data_state.get("mean", run_cfg.model.mean if run_cfg is not None else (0.485, 0.456, 0.406)),
-        std=data_state.get("std", run_cfg.model.std if run_cfg is not None else (0.229, 0.224, 0.225)),
+        mean=data_state.get("mean", run_cfg.model.mean if run_cfg is not None else IMAGENET_MEAN),
+        std=data_state.get("std", run_cfg.model.std if run_cfg is not None else IMAGENET_STD),
         image_size=data_state.get("image_size"),
         resize=data_state.get("resize"),
     )
-    task = task_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     expected = int(task.hparams.num_classes)
     if datamodule.num_classes != expected:
         raise VisionkitError(
@@ -215,3 +226,31 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         run = trainer.validate if cfg.get("split", "test") == "val" else trainer.test
         results = run(task, datamodule=datamodule)
     return _metrics(results[0] if results else {})
+
+
+def predict(cfg: DictConfig) -> dict[str, float]:
+    """Classify the images named by `cfg.source`; write predictions.csv and predictions.json."""
+    _require_values(cfg)
+    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
+    paths = list_images(cfg.get("source"))
+    transform = build_transform(
+        None,
+        image_size=data_state.get("image_size", 224),
+        mean=data_state.get("mean", IMAGENET_MEAN),
+        std=data_state.get("std", IMAGENET_STD),
+        resize=data_state.get("resize", "stretch"),
+    )
+    loader = DataLoader(
+        ImageFiles(paths, transform, skip_bad_images=bool(cfg.get("skip_bad_images", False))),
+        batch_size=int(cfg.batch_size),
+        num_workers=int(cfg.num_workers),
+        shuffle=False,
+    )
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1, strategy="auto")
+    batches = trainer.predict(task, dataloaders=loader)
+    rows = prediction_rows(paths, batches, task.class_names, int(cfg.top_k))
+    output_dir = Path(cfg.paths.output_dir)
+    write_predictions(rows, output_dir)
+    skipped = sum(1 for row in rows if row["label"] is None)
+    log.info(f"predicted {len(rows) - skipped} image(s), skipped {skipped}: {output_dir / 'predictions.csv'}")
+    return {"images": float(len(rows) - skipped), "skipped": float(skipped)}

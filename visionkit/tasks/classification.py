@@ -149,5 +149,7 @@ class ClassificationTask(VisionTask):
         self._log_epoch_metrics(self.test_metrics, prog_bar=False)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Class probabilities and predictions; `index`/`ok` of loose-file batches are passed through."""
         probs = torch.softmax(self(batch["image"]), dim=1)
-        return {"probs": probs, "preds": probs.argmax(dim=1)}
+        passed = {key: batch[key] for key in ("index", "ok") if key in batch}
+        return {**passed, "probs": probs, "preds": probs.argmax(dim=1)}
