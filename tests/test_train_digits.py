@@ -24,7 +24,8 @@ def test_default_job_reaches_95_percent_and_writes_run_folder(make_cfg, tmp_path
     assert metrics["test_acc"] >= 0.95, metrics
     assert 0.0 < metrics["test_loss"] < 1.0  # label smoothing 0.1 puts the floor near 0.5
     run = tmp_path / "run"
-    for name in ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "plots/confusion_matrix.png"):
+    files = ("config.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "plots/confusion_matrix.png")
+    for name in (*files, "plots/val_samples.png"):
         assert (run / name).is_file(), name
     losses = _epoch_losses(run)
     assert len(losses) == 6 and losses[-1] < 0.5 * losses[0], losses

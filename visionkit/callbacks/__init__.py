@@ -1,5 +1,6 @@
 """Callbacks shared by tasks: plots that work with any logger (files first, logger images when supported)."""
 
 from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
+from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 
-__all__ = ["ConfusionMatrixPlot"]
+__all__ = ["ConfusionMatrixPlot", "SamplePredictionPlot"]

@@ -90,8 +90,9 @@ class ClassificationTask(VisionTask):
     def configure_callbacks(self) -> list[Callback]:
         """The fine-tuning schedule and the confusion-matrix plot, so a plain Trainer gets them too."""
         from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
+        from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 
-        callbacks: list[Callback] = [ConfusionMatrixPlot()]
+        callbacks: list[Callback] = [ConfusionMatrixPlot(), SamplePredictionPlot()]
         hp = self.hparams
         strategy = "freeze" if hp.freeze_backbone and hp.finetuning == "none" else hp.finetuning
         if strategy != "none":
@@ -147,6 +148,15 @@ class ClassificationTask(VisionTask):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics(self.test_metrics, prog_bar=False)
+
+    def sample_figure(self, batch: dict[str, Tensor], outputs: dict[str, Tensor], images: Any, title: str) -> Any:
+        """Validation images titled `prediction / truth` (drawn by SamplePredictionPlot)."""
+        from visionkit.utils.viz import labelled_grid_figure
+
+        preds, target = outputs["preds"].tolist(), outputs["target"].tolist()
+        titles = [f"{self.class_names[p]} / {self.class_names[t]}" for p, t in zip(preds, target)]
+        correct = [p == t for p, t in zip(preds, target)]
+        return labelled_grid_figure(images, titles, correct, f"{title} (prediction / truth)")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Class probabilities and predictions; `index`/`ok` of loose-file batches are passed through."""

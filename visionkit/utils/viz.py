@@ -51,3 +51,27 @@ def log_figure(loggers: Sequence[Any], tag: str, fig: Figure, step: int) -> None
         experiment = getattr(logger, "experiment", None)
         if hasattr(experiment, "add_figure"):
             experiment.add_figure(tag, fig, global_step=step, close=False)
+
+
+def denormalize(images: Any, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """A batch of normalized CxHxW tensors back to HxWxC uint8 images for display."""
+    array = images.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
+    array = array * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
+    return (np.clip(array, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def labelled_grid_figure(images: np.ndarray, titles: Sequence[str], correct: Sequence[bool], title: str) -> Figure:
+    """Images in a grid, each titled (green when right, red when wrong)."""
+    count = len(images)
+    cols = min(8, count)
+    rows = (count + cols - 1) // cols
+    fig = Figure(figsize=(cols * 1.5, rows * 1.7 + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, text, ok in zip(axes, images, titles, correct):
+        ax.imshow(image)
+        ax.set_title(text, fontsize=8, color="green" if ok else "red")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
