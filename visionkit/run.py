@@ -1,4 +1,4 @@
-"""Orchestration: plain `train(cfg)` and `evaluate(cfg)` that instantiate, fit, test and return metrics.
+"""Orchestration: plain `train(cfg)`, `evaluate(cfg)` and `predict(cfg)`: instantiate, fit, test, return metrics.
 
 The Hydra entry points only call these; tests and Python callers pass configs from `hydra.compose`
 (with `paths.output_dir` set).
