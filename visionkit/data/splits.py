@@ -41,8 +41,10 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
         )
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
+    # Detection/segmentation targets are per-image arrays: one group, shuffled (no class to stratify by).
+    strata = np.zeros(len(labels), dtype=np.int64) if labels.dtype == object else labels
+    for cls in np.unique(strata):
+        members = rng.permutation(np.flatnonzero(strata == cls))
         n_test = round(len(members) * test_fraction)
         n_val = round(len(members) * val_fraction)
         parts["test"].append(members[:n_test])

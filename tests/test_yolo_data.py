@@ -1,0 +1,132 @@
+"""YOLO-format detection data and the built-in synthetic shapes (data layer of the detection task)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visionkit.data.shapes import SHAPE_CLASSES, generate_shapes_detection, shapes_detection_yaml
+from visionkit.data.yolo import YoloSource, label_path_for, read_data_yaml
+from visionkit.errors import VisionkitError
+
+SMALL = {"train": 40, "val": 8, "test": 8}
+
+
+def _digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_shapes_are_deterministic_and_varied(tmp_path: Path) -> None:
+    a = generate_shapes_detection(tmp_path / "a", SMALL)
+    b = generate_shapes_detection(tmp_path / "b", SMALL)
+    assert _digest(a.parent) == _digest(b.parent)
+
+    source = YoloSource(str(a))
+    splits = source.splits(0.1, 0.2, seed=0)
+    assert source.class_names() == list(SHAPE_CLASSES)
+    assert {k: len(v) for k, v in splits.items()} == SMALL
+    boxes = np.concatenate(list(splits["train"].targets))
+    counts = [len(t) for t in splits["train"].targets]
+    assert set(boxes[:, 0].astype(int)) == set(range(len(SHAPE_CLASSES)))  # every class appears
+    assert max(counts) >= 4 and min(counts) == 0  # crowded images and empty ones
+    assert boxes[:, 3].min() < 0.1 and boxes[:, 3].max() > 0.3  # small and large objects
+    assert ((boxes[:, 1:] >= 0) & (boxes[:, 1:] <= 1)).all()
+    assert source.reports["train"].backgrounds == counts.count(0)
+
+
+def test_cache_generates_once(tmp_path: Path) -> None:
+    first = shapes_detection_yaml(tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert shapes_detection_yaml(tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+
+def test_label_path_convention() -> None:
+    assert label_path_for(Path("/d/images/train/a.jpg")) == Path("/d/labels/train/a.txt")
+    assert label_path_for(Path("/images/d/images/x/b.png")) == Path("/images/d/labels/x/b.txt")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+@pytest.fixture
+def tiny_yolo(tmp_path: Path) -> Path:
+    for split in ("train", "val"):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(tmp_path / "images" / split / f"{i}.jpg")
+            (tmp_path / "labels" / split / f"{i}.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+    return tmp_path
+
+
+def _label(root: Path, text: str) -> Path:
+    path = root / "labels" / "train" / "1.txt"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0 0.5 0.5 0.2\n", ":1: expected 5 fields 'class cx cy w h'"),
+        ("0 0.5 0.5 0.2 0.2\n0 0.5 x 0.2 0.2\n", ":2: expected numbers 'class cx cy w h'"),
+        ("2 0.5 0.5 0.2 0.2\n", ":1: class id 2 is not one of 0..1"),
+        ("0 0.95 0.5 0.2 0.2\n", ":1: box '0 0.95 0.5 0.2 0.2' reaches outside the image"),
+        ("0 0.5 0.5 0 0.2\n", ":1: box '0 0.5 0.5 0 0.2' has zero width or height"),
+        ("0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.1 0.1\n0 0.5 0.5 0.2 0.2\n", ":3: duplicate of line 1"),
+    ],
+)
+def test_bad_label_lines_name_file_and_line(tiny_yolo: Path, text: str, message: str) -> None:
+    path = _label(tiny_yolo, text)
+    with pytest.raises(VisionkitError, match=re.escape(f"{path}{message}")):
+        YoloSource(str(tiny_yolo / "data.yaml")).splits(0.0, 0.0, 0)
+    source = YoloSource(str(tiny_yolo / "data.yaml"), skip_bad_labels=True)
+    splits = source.splits(0.0, 0.0, 0)
+    assert len(splits["train"]) == 2 and len(source.reports["train"].skipped) == 1
+
+
+def test_polygons_become_boxes_and_missing_labels_are_background(tiny_yolo: Path) -> None:
+    _label(tiny_yolo, "1 0.2 0.2 0.6 0.2 0.4 0.8\n")
+    (tiny_yolo / "labels" / "train" / "2.txt").unlink()
+    splits = YoloSource(str(tiny_yolo / "data.yaml")).splits(0.0, 0.0, 0)
+    by_name = {Path(p).stem: t for p, t in zip(splits["train"].images, splits["train"].targets)}
+    assert np.allclose(by_name["1"], [[1, 0.4, 0.5, 0.4, 0.6]])
+    assert by_name["2"].shape == (0, 5)
+
+
+def test_label_without_image_and_corrupt_image(tiny_yolo: Path) -> None:
+    orphan = tiny_yolo / "labels" / "train" / "9.txt"
+    orphan.write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(VisionkitError, match=re.escape(f"label file {orphan} has no image")):
+        YoloSource(str(tiny_yolo / "data.yaml")).splits(0.0, 0.0, 0)
+    orphan.unlink()
+    bad = tiny_yolo / "images" / "train" / "0.jpg"
+    bad.write_bytes(b"")
+    with pytest.raises(VisionkitError, match=re.escape(f"bad image {bad}: empty file (0 bytes)")):
+        YoloSource(str(tiny_yolo / "data.yaml")).splits(0.0, 0.0, 0)
+
+
+def test_data_yaml_problems(tiny_yolo: Path) -> None:
+    yaml = tiny_yolo / "data.yaml"
+    yaml.write_text("path: .\ntrain: images/train\nnames: [a, b]\n")
+    with pytest.raises(VisionkitError, match="missing key 'val'"):
+        read_data_yaml(yaml)
+    yaml.write_text("path: .\ntrain: images/train\nval: images/nope\nnames: [a, b]\n")
+    with pytest.raises(VisionkitError, match=re.escape(f"val points at {tiny_yolo / 'images' / 'nope'}")):
+        read_data_yaml(yaml)
+    yaml.write_text("path: .\ntrain: images/train\nval: images/val\nnc: 3\nnames: [a, b]\n")
+    with pytest.raises(VisionkitError, match="nc is 3 but 2 names are listed"):
+        read_data_yaml(yaml)
+    with pytest.raises(VisionkitError, match=r"data\.yaml: file"):
+        read_data_yaml(tiny_yolo / "missing.yaml")
