@@ -130,3 +130,26 @@ def test_data_yaml_problems(tiny_yolo: Path) -> None:
         read_data_yaml(yaml)
     with pytest.raises(VisionkitError, match=r"data\.yaml: file"):
         read_data_yaml(tiny_yolo / "missing.yaml")
+
+
+def test_detection_batches_in_the_ultralytics_layout(tmp_path: Path) -> None:
+    from visionkit.data import VisionDataModule
+
+    yaml = generate_shapes_detection(tmp_path / "s", SMALL)
+    plain = VisionDataModule(YoloSource(str(yaml)), image_size=128, batch_size=4, augment="none")
+    plain.setup("fit")
+    sample = plain.datasets["train"][1]
+    expected = plain.datasets["train"].samples.targets[1]
+    assert np.allclose(sample["boxes"].numpy(), expected[:, 1:], atol=1e-5)  # no augmentation: unchanged
+    assert sample["classes"].tolist() == expected[:, 0].astype(int).tolist()
+
+    for preset in ("light", "strong"):
+        dm = VisionDataModule(YoloSource(str(yaml)), image_size=96, batch_size=8, augment=preset, resize="letterbox")
+        dm.setup("fit")
+        batch = next(iter(dm.train_dataloader()))
+        assert batch["image"].shape == (8, 3, 96, 96)
+        n = len(batch["batch_idx"])
+        assert batch["cls"].shape == (n, 1) and batch["bboxes"].shape == (n, 4)
+        assert set(batch["batch_idx"].long().tolist()) <= set(range(8))
+        assert ((batch["bboxes"] >= 0) & (batch["bboxes"] <= 1)).all() and (batch["bboxes"][:, 2:] > 0).all()
+        assert set(batch["cls"].long().flatten().tolist()) <= set(range(len(SHAPE_CLASSES)))

@@ -11,7 +11,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_preset
-from visionkit.data.datasets import ClassificationDataset, find_bad_images
+from visionkit.data.datasets import (
+    ClassificationDataset,
+    DetectionDataset,
+    ImageSampleDataset,
+    detection_collate,
+    find_bad_images,
+)
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
@@ -20,7 +26,11 @@ log = get_logger(__name__)
 
 
 class DataSource(Protocol):
-    """Where samples come from: a format reader that knows its classes and its splits."""
+    """Where samples come from: a format reader that knows its classes and its splits.
+
+    Optional attributes: `task` ("classification" by default, or "detection": per-image (N, 5) box
+    arrays as targets) and `scans_images` (True when the source already checked every file).
+    """
 
     description: str
 
@@ -75,7 +85,10 @@ class VisionDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.split_seed = split_seed
         self.skip_bad_images = skip_bad_images
-        self.datasets: dict[str, ClassificationDataset] = {}
+        self.datasets: dict[str, ImageSampleDataset] = {}
+        detection = getattr(source, "task", "classification") == "detection"
+        self.dataset_class: type[ImageSampleDataset] = DetectionDataset if detection else ClassificationDataset
+        self.collate_fn = detection_collate if detection else None
         self._splits: dict[str, SampleSet] | None = None
 
     @property
@@ -117,6 +130,7 @@ class VisionDataModule(L.LightningDataModule):
             mean=self.mean,
             std=self.std,
             resize=self.resize,
+            targets=self.dataset_class.targets,
         )
 
     def _load_splits(self) -> dict[str, SampleSet]:
@@ -130,8 +144,8 @@ class VisionDataModule(L.LightningDataModule):
 
     def _drop_bad(self, split: str, samples: SampleSet) -> SampleSet:
         """Scan files once before training: stop on the first bad one, or drop and count them."""
-        if not isinstance(samples.images, list):  # in-memory arrays need no scan
-            return samples
+        if not isinstance(samples.images, list) or getattr(self.source, "scans_images", False):
+            return samples  # in-memory arrays need no scan; some sources scan while reading labels
         bad = find_bad_images(samples.images)
         if not bad:
             return samples
@@ -157,7 +171,7 @@ class VisionDataModule(L.LightningDataModule):
                     hint = "add images" if name == "train" else f"add images or raise data.{name}_fraction"
                     raise VisionkitError(f"the {name} split of {self.source.description} is empty; {hint}")
                 transform = self.transform(train=name == "train")
-                self.datasets[name] = ClassificationDataset(splits[name], transform, self.skip_bad_images)
+                self.datasets[name] = self.dataset_class(splits[name], transform, self.skip_bad_images)
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         if name not in self.datasets:
@@ -170,6 +184,7 @@ class VisionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            collate_fn=self.collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:

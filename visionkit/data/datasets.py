@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -26,12 +27,14 @@ def find_bad_images(paths: Sequence[str], threads: int = 8) -> list[tuple[str, s
     return [(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
 
 
-class ClassificationDataset(Dataset):
-    """Samples `{"image": CxHxW float tensor, "label": int64 tensor}` from images and class ids.
+class ImageSampleDataset(Dataset):
+    """Reads one image and its target, augments them together; subclasses shape the sample dict.
 
     A file that cannot be decoded stops with its path, or, with `skip_bad_images`, is replaced by the
     next readable sample and reported once (the data module removes the ones its scan finds up front).
     """
+
+    targets: tuple[str, ...] = ("image",)  # what the augmentation pipeline must carry along
 
     def __init__(self, samples: SampleSet, transform: A.Compose, skip_bad_images: bool = False) -> None:
         self.samples = samples
@@ -60,6 +63,10 @@ class ClassificationDataset(Dataset):
             return images[index]
         return read_image(images[index])
 
+    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+        """Augment `image` with its `target` and return the sample dict."""
+        raise NotImplementedError
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         self._reseed()
         for attempt in range(len(self)):
@@ -71,6 +78,44 @@ class ClassificationDataset(Dataset):
                     raise
                 log.warning(f"skipped bad image: {exc}")
                 continue
-            out = self.transform(image=image)
-            return {"image": out["image"], "label": torch.as_tensor(self.samples.targets[current])}
+            return self.make_sample(image, self.samples.targets[current], current)
         raise VisionkitError("every image in this split is unreadable")
+
+
+class ClassificationDataset(ImageSampleDataset):
+    """Samples `{"image": CxHxW float tensor, "label": int64 tensor}` from images and class ids."""
+
+    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.transform(image=image)["image"], "label": torch.as_tensor(target)}
+
+
+class DetectionDataset(ImageSampleDataset):
+    """Samples `{"image", "boxes" (M, 4) normalized cx cy w h, "classes" (M,), "index"}` from images and
+    (N, 5) `class cx cy w h` arrays; boxes go through the same spatial augmentation as the image."""
+
+    targets = ("image", "boxes")
+
+    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+        boxes = np.asarray(target, dtype=np.float32).reshape(-1, 5)
+        out = self.transform(image=image, bboxes=np.clip(boxes[:, 1:], 0.0, 1.0), class_labels=boxes[:, 0])
+        kept = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+        return {
+            "image": out["image"],
+            "boxes": torch.from_numpy(kept),
+            "classes": torch.as_tensor(np.asarray(out["class_labels"], dtype=np.int64)),
+            "index": torch.tensor(index),
+        }
+
+
+def detection_collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack images; concatenate boxes with the image each belongs to (the batch layout ultralytics'
+    detection loss reads: `batch_idx` (N,), `cls` (N, 1), `bboxes` (N, 4) normalized cx cy w h)."""
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "index": torch.stack([s["index"] for s in samples]),
+        "batch_idx": torch.cat(
+            [torch.full((len(s["classes"]),), i, dtype=torch.float32) for i, s in enumerate(samples)]
+        ),
+        "cls": torch.cat([s["classes"].float() for s in samples]).reshape(-1, 1),
+        "bboxes": torch.cat([s["boxes"] for s in samples]).reshape(-1, 4),
+    }

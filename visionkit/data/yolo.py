@@ -188,6 +188,9 @@ class YoloSource:
     seeded split. `reports` holds each split's scan summary after `splits()`.
     """
 
+    task = "detection"
+    scans_images = True
+
     def __init__(self, yaml: str, skip_bad_labels: bool = False) -> None:
         if yaml in (None, "", "???"):
             raise VisionkitError("data.yaml is not set: pass data.yaml=/path/to/data.yaml")
