@@ -87,6 +87,14 @@ def test_ddp_two_cpu_processes_make_one_run_folder(tmp_path: Path) -> None:
     assert ckpt["global_step"] == 2 * math.ceil(per_rank / batch)  # 2 epochs of each rank's half
 
 
+def test_torchrun_launch_makes_one_run_folder(tmp_path: Path) -> None:
+    """Every rank is started from outside (as with torchrun on many machines, or SLURM): still one folder."""
+    args = ["--nproc_per_node=2", "-m", "visionkit.train", "trainer=ddp_cpu", "trainer.max_epochs=1", *QUIET]
+    out = run("torchrun", args, tmp_path).stdout
+    assert list((tmp_path / "outputs" / "classification").glob("*/*")) == [run_folder(out)]
+    assert out.count("test_acc:") == 1
+
+
 def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path: Path) -> None:
     out = run("visionkit-train", ["-m", "optimizer.lr=1e-3,3e-3", "trainer.max_epochs=1", *QUIET], tmp_path).stdout
     jobs = sorted((tmp_path / "multirun" / "classification").glob("*/*/[0-9]"))
