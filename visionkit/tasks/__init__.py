@@ -2,6 +2,7 @@
 
 from visionkit.tasks.base import VisionTask
 from visionkit.tasks.classification import ClassificationTask
+from visionkit.tasks.detection import DetectionTask
 from visionkit.tasks.finetuning import BackboneFinetuning
 
-__all__ = ["BackboneFinetuning", "ClassificationTask", "VisionTask"]
+__all__ = ["BackboneFinetuning", "ClassificationTask", "DetectionTask", "VisionTask"]
