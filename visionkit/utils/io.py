@@ -54,7 +54,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             return pil_to_rgb(img)
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):  # ultralytics' patched Image.open raises ImportError here
         raise VisionkitError(
             f"image {path} is not a readable image format (corrupt, or not an image); delete or replace it"
         ) from None
@@ -72,7 +72,7 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
             img.verify()
     except FileNotFoundError:
         return "file does not exist"
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, ImportError):  # ImportError: ultralytics' patched Image.open
         return "not a readable image (corrupt, or not an image)"
     except Exception as exc:  # PIL raises many types for damaged files
         return f"corrupt ({exc})"
