@@ -153,3 +153,12 @@ def test_detection_batches_in_the_ultralytics_layout(tmp_path: Path) -> None:
         assert set(batch["batch_idx"].long().tolist()) <= set(range(8))
         assert ((batch["bboxes"] >= 0) & (batch["bboxes"] <= 1)).all() and (batch["bboxes"][:, 2:] > 0).all()
         assert set(batch["cls"].long().flatten().tolist()) <= set(range(len(SHAPE_CLASSES)))
+
+
+def test_scan_summary_is_logged_before_training(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from visionkit.data import VisionDataModule
+
+    yaml = generate_shapes_detection(tmp_path / "s", SMALL)
+    with caplog.at_level("INFO"):
+        VisionDataModule(YoloSource(str(yaml)), image_size=64, augment="none").setup("fit")
+    assert re.search(r"scan train: 40 images, \d+ boxes, \d+ without objects", caplog.text)

@@ -140,6 +140,8 @@ class VisionDataModule(L.LightningDataModule):
             self._splits = {name: self._drop_bad(name, samples) for name, samples in splits.items()}
             sizes = ", ".join(f"{name} {len(self._splits[name])}" for name in SPLITS)
             log.info(f"{self.source.description}: {self.num_classes} classes; {sizes} images")
+            for report in getattr(self.source, "reports", {}).values():  # e.g. the YOLO label scan
+                log.info(f"scan {report.summary()}")
         return self._splits
 
     def _drop_bad(self, split: str, samples: SampleSet) -> SampleSet:
