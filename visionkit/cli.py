@@ -14,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.config_dir import config_dir
 from visionkit.errors import user_message
-from visionkit.resolvers import RUN_CONFIG, new_run_dir, register_resolvers
+from visionkit.resolvers import RUN_CONFIG, RUN_DIR_ENV, new_run_dir, register_resolvers
 from visionkit.utils.logging import is_rank_zero
 
 Job = Callable[[DictConfig], dict[str, float]]
@@ -43,7 +43,7 @@ def _worker_config(config_name: str, overrides: list[str]) -> DictConfig:
 
     Workers Lightning started read rank 0's saved config; torchrun/SLURM ranks compose the same overrides.
     """
-    run_dir = os.environ.get("VISIONKIT_RUN_DIR")
+    run_dir = os.environ.get(RUN_DIR_ENV)
     if run_dir and (Path(run_dir) / RUN_CONFIG).is_file():
         return OmegaConf.load(Path(run_dir) / RUN_CONFIG)
     from hydra import compose, initialize_config_dir

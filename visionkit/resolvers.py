@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 RUN_CONFIG = "config.yaml"
+RUN_DIR_ENV = "VISIONKIT_RUN_DIR"  # set by rank 0 so DDP workers Lightning starts find its config
 
 
 def run_dir_of_checkpoint(ckpt_path: str | None) -> Path | None:

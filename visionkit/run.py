@@ -23,14 +23,13 @@ from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule, build_
 from visionkit.data.files import ImageFiles, list_images
 from visionkit.errors import VisionkitError
 from visionkit.predictions import prediction_rows, write_predictions
-from visionkit.resolvers import RUN_CONFIG, run_dir_of_checkpoint
+from visionkit.resolvers import RUN_CONFIG, RUN_DIR_ENV, run_dir_of_checkpoint
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 
 log = get_logger(__name__)
 
-RUN_DIR_ENV = "VISIONKIT_RUN_DIR"
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -75,6 +75,15 @@ class VisionTask(L.LightningModule):
         super().__init__()
         self.optimizer_factory = optimizer or partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4)
         self.scheduler_factory = scheduler
+
+    @staticmethod
+    def resolve_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+        """The given names (checked against `num_classes`), or "0".."N-1" when none are given."""
+        if class_names is None:
+            return [str(i) for i in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names given for num_classes={num_classes}")
+        return list(class_names)
 
     def configure_optimizers(self) -> Any:
         """Optimizer over the trainable parameters (frozen ones are added back by the fine-tuning callback)."""

@@ -58,10 +58,8 @@ class ClassificationTask(VisionTask):
         super().__init__(optimizer=optimizer, scheduler=scheduler)
         if finetuning not in STRATEGIES:
             raise ValueError(f"finetuning={finetuning!r} is not one of {STRATEGIES}")
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names given for num_classes={num_classes}")
+        self.class_names = self.resolve_class_names(class_names, num_classes)
         self.save_hyperparameters(ignore=["weights", "optimizer", "scheduler"])
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.configure_models(weights)
         self.configure_losses()
         self.configure_metrics()

@@ -45,10 +45,8 @@ class DetectionTask(VisionTask):
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler)
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names given for num_classes={num_classes}")
+        self.class_names = self.resolve_class_names(class_names, num_classes)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
         self.model = build_yolo(model, num_classes)
         self.train_stats = TrainStepStats()
         self.val_map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
