@@ -9,12 +9,14 @@ import torch
 from visionkit.data import available_presets, build_transform, load_preset
 from visionkit.errors import VisionkitError
 
+PRESETS = available_presets()
+
 
 def test_presets_ship() -> None:
-    assert {"none", "light", "strong"} <= set(available_presets())
+    assert {"none", "light", "strong", "yolo"} <= set(PRESETS)
 
 
-@pytest.mark.parametrize("preset", ["none", "light", "strong"])
+@pytest.mark.parametrize("preset", PRESETS)
 @pytest.mark.parametrize(("shape", "size"), [((50, 70, 3), 32), ((8, 8, 3), (24, 40))])
 @pytest.mark.parametrize("resize", ["stretch", "letterbox", "crop"])
 def test_presets_keep_dtype_and_shape(preset: str, shape: tuple, size, resize: str) -> None:
@@ -34,7 +36,7 @@ def test_normalization_uses_given_mean_and_std() -> None:
     assert out[:, 0, 0].tolist() == pytest.approx([2.0, 1.0, 0.5])
 
 
-@pytest.mark.parametrize("preset", ["none", "light", "strong"])
+@pytest.mark.parametrize("preset", PRESETS)
 def test_boxes_and_masks_follow_the_image(preset: str) -> None:
     """A white rectangle, its box and its mask go through the same random transform together: the box
     still frames the object's pixels (to 2 px), and the mask keeps only valid ids."""
@@ -64,6 +66,49 @@ def test_boxes_and_masks_follow_the_image(preset: str) -> None:
         assert np.abs(box_px - mask_px).max() <= 2.0, (preset, box_px, mask_px)
         checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize("preset", ["none", "yolo"])
+def test_mosaic_boxes_frame_their_objects(preset: str) -> None:
+    """Four images, one rectangle each (colour = class), mixed by the mosaic: every output box frames the
+    pixels of its own object (to 2 px)."""
+    rng = np.random.default_rng(1)
+    transform = build_transform(
+        load_preset(preset),
+        image_size=96,
+        targets=("image", "boxes"),
+        resize="letterbox",
+        mosaic=True,
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+        seed=2,
+    )
+    colours = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 255))  # blends with black/grey never match
+
+    def item(cls: int) -> dict:
+        height, width = int(rng.integers(60, 140)), int(rng.integers(60, 140))
+        image = np.zeros((height, width, 3), dtype=np.uint8)
+        w, h = int(rng.integers(20, width // 2)), int(rng.integers(20, height // 2))
+        x0, y0 = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+        image[y0 : y0 + h, x0 : x0 + w] = colours[cls]
+        box = [(x0 + w / 2) / width, (y0 + h / 2) / height, w / width, h / height]
+        return {"image": image, "bboxes": np.array([box], np.float32), "class_labels": np.array([cls])}
+
+    seen = 0
+    for _ in range(10):
+        primary, *others = (item(c) for c in range(4))
+        out = transform(**primary, mosaic_metadata=others)
+        if preset == "none":  # geometry only: exact colours, so every object can be checked
+            rgb = np.rint(out["image"].numpy() * 255).transpose(1, 2, 0)
+            for box, cls in zip(out["bboxes"], out["class_labels"]):
+                cx, cy, w, h = (v * 96 for v in box)
+                ys, xs = np.nonzero((np.abs(rgb - colours[int(cls)]) < 3).all(-1))
+                box_px = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+                pixels = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+                assert np.abs(box_px - pixels).max() <= 2.0, (cls, box_px, pixels)
+                seen += 1
+        assert out["image"].shape == (3, 96, 96) and len(out["bboxes"]) == len(out["class_labels"])
+    assert preset != "none" or seen >= 15
 
 
 def test_seeded_transform_repeats() -> None:

@@ -69,7 +69,7 @@ def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
     console = Console()
     if table.row_count:
         console.print(table)
-    headline = next((k for k in ("test_acc", "val_acc") if k in metrics), None)
+    headline = next((k for k in ("test_acc", "test_map50_95", "val_acc", "val_map50_95") if k in metrics), None)
     if headline:
         print(f"{headline}: {metrics[headline]:.4f}", flush=True)
     print(f"run folder: {output_dir}", flush=True)
@@ -82,7 +82,13 @@ def run_cli(prog: str, config_name: str, job: Job) -> None:
         sys.argv.remove("--verbose")
         os.environ["HYDRA_FULL_ERROR"] = "1"
     register_resolvers()
-    for noise in (".*treespec.*", ".*does not have many workers.*", ".*litlogger.*"):
+    for noise in (
+        ".*treespec.*",
+        ".*does not have many workers.*",
+        ".*litlogger.*",
+        ".*configure_callbacks` will override.*",
+        ".*WeightAveraging callback, but loading a checkpoint outside.*",
+    ):
         warnings.filterwarnings("ignore", message=noise)
     failed: list[str] = []
 

@@ -1,4 +1,4 @@
-"""Orchestration: plain `train(cfg)`, `evaluate(cfg)` and `predict(cfg)`: instantiate, fit, test, return metrics.
+"""Orchestration: `train`, `evaluate`, `predict` and `export` of a config: instantiate, run, return metrics.
 
 The Hydra entry points only call these; tests and Python callers pass configs from `hydra.compose`
 (with `paths.output_dir` set).
@@ -21,10 +21,14 @@ from torch.utils.data import DataLoader
 
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule, build_transform
 from visionkit.data.files import ImageFiles, list_images
+from visionkit.data.letterbox import Letterbox
+from visionkit.detection_outputs import detection_record, write_detections
 from visionkit.errors import VisionkitError
+from visionkit.export import EXPORT_FORMATS, export_onnx, export_ultralytics
 from visionkit.predictions import prediction_rows, write_predictions
 from visionkit.resolvers import RUN_CONFIG, RUN_DIR_ENV, run_dir_of_checkpoint
 from visionkit.tasks.base import VisionTask
+from visionkit.tasks.detection import DetectionTask
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 
@@ -65,6 +69,7 @@ def build_datamodule(
         test_fraction=data.test_fraction,
         split_seed=data.split_seed,
         skip_bad_images=data.skip_bad_images,
+        mosaic=float(data.get("mosaic", 0.0)) if augment is not None else 0.0,
     )
 
 
@@ -227,29 +232,89 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return _metrics(results[0] if results else {})
 
 
-def predict(cfg: DictConfig) -> dict[str, float]:
-    """Classify the images named by `cfg.source`; write predictions.csv and predictions.json."""
-    _require_values(cfg)
-    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
-    paths = list_images(cfg.get("source"))
+def _image_loader(cfg: DictConfig, paths: list[str], data_state: Mapping[str, Any], resize: str) -> DataLoader:
+    """Loose files preprocessed as the checkpoint's data was (size: `cfg.image_size` or the training size)."""
     transform = build_transform(
         None,
-        image_size=data_state.get("image_size", 224),
+        image_size=_plain(cfg.get("image_size")) or data_state.get("image_size", 224),
         mean=data_state.get("mean", IMAGENET_MEAN),
         std=data_state.get("std", IMAGENET_STD),
-        resize=data_state.get("resize", "stretch"),
+        resize=resize,
     )
-    loader = DataLoader(
+    return DataLoader(
         ImageFiles(paths, transform, skip_bad_images=bool(cfg.get("skip_bad_images", False))),
         batch_size=int(cfg.batch_size),
         num_workers=int(cfg.num_workers),
         shuffle=False,
     )
+
+
+def predict(cfg: DictConfig) -> dict[str, float]:
+    """Run a checkpoint on the images named by `cfg.source`. Classification: predictions.csv/json;
+    detection: predictions.json, YOLO txt labels and annotated images."""
+    _require_values(cfg)
+    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
+    paths = list_images(cfg.get("source"))
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1, strategy="auto")
+    output_dir = Path(cfg.paths.output_dir)
+    if isinstance(task, DetectionTask):
+        return _predict_detection(cfg, task, data_state, paths, trainer, output_dir)
+    loader = _image_loader(cfg, paths, data_state, data_state.get("resize", "stretch"))
     batches = trainer.predict(task, dataloaders=loader)
     rows = prediction_rows(paths, batches, task.class_names, int(cfg.top_k))
-    output_dir = Path(cfg.paths.output_dir)
     write_predictions(rows, output_dir)
     skipped = sum(1 for row in rows if row["label"] is None)
     log.info(f"predicted {len(rows) - skipped} image(s), skipped {skipped}: {output_dir / 'predictions.csv'}")
     return {"images": float(len(rows) - skipped), "skipped": float(skipped)}
+
+
+def _predict_detection(
+    cfg: DictConfig,
+    task: DetectionTask,
+    data_state: Mapping[str, Any],
+    paths: list[str],
+    trainer: L.Trainer,
+    output_dir: Path,
+) -> dict[str, float]:
+    size = _plain(cfg.get("image_size")) or data_state.get("image_size", 640)
+    task.predict_settings = {"conf": float(cfg.conf), "iou": float(cfg.iou), "max_det": int(cfg.max_det)}
+    task.predict_settings["multi_label"] = False
+    records: list[dict[str, Any]] = []
+    for batch in trainer.predict(task, dataloaders=_image_loader(cfg, paths, data_state, "letterbox")) or []:
+        for detections, index, ok, (height, width) in zip(
+            batch["detections"], batch["index"].tolist(), batch["ok"].tolist(), batch["size"].tolist()
+        ):
+            if not ok:
+                records.append({"path": paths[index], "skipped": True, "detections": []})
+                continue
+            array = detections.float().numpy()
+            boxes = Letterbox.fit(height, width, size).to_image(array[:, :4], height, width)
+            records.append(
+                detection_record(paths[index], height, width, boxes, array[:, 4], array[:, 5], task.class_names)
+            )
+    records.sort(key=lambda r: r["path"])
+    write_detections(records, output_dir, save_conf=bool(cfg.save_conf), draw=bool(cfg.save_images))
+    skipped = sum(1 for r in records if r.get("skipped"))
+    found = sum(len(r["detections"]) for r in records)
+    log.info(f"{found} object(s) in {len(records) - skipped} image(s), skipped {skipped}: {output_dir}")
+    return {"images": float(len(records) - skipped), "skipped": float(skipped), "objects": float(found)}
+
+
+def export(cfg: DictConfig) -> dict[str, float]:
+    """Write the checkpoint in each of `cfg.formats` (onnx; ultralytics for detection) to the output folder."""
+    _require_values(cfg)
+    formats = [str(f).lower() for f in (_plain(cfg.get("formats")) or [])]
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if not formats or unknown:
+        raise VisionkitError(f"formats={formats}: choose from {list(EXPORT_FORMATS)}, e.g. formats=[onnx,ultralytics]")
+    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
+    size = _plain(cfg.get("image_size")) or data_state.get("image_size", 224)
+    output_dir = Path(cfg.paths.output_dir)
+    written = []
+    if "ultralytics" in formats:
+        written.append(export_ultralytics(task, output_dir / "model.pt", size))
+    if "onnx" in formats:
+        written.append(export_onnx(task, output_dir / "model.onnx", size, opset=int(cfg.opset)))
+    for path in written:
+        log.info(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return {"files": float(len(written))}

@@ -46,6 +46,7 @@ class VisionDataModule(L.LightningDataModule):
     to training images only; every split is resized to `image_size` and normalized with `mean`/`std`.
     `num_classes`, when given, must agree with the data (it is checked, never trusted blindly).
     Lightning adds the DistributedSampler under DDP; the seeded split is identical on every rank.
+    `mosaic` (detection): share of training samples built as a 2x2 mosaic of four images.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class VisionDataModule(L.LightningDataModule):
         split_seed: int = 0,
         skip_bad_images: bool = False,
         eval_batch_size: int | None = None,
+        mosaic: float = 0.0,
     ) -> None:
         super().__init__()
         self.source = source
@@ -85,6 +87,7 @@ class VisionDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.split_seed = split_seed
         self.skip_bad_images = skip_bad_images
+        self.mosaic = mosaic
         self.datasets: dict[str, ImageSampleDataset] = {}
         detection = getattr(source, "task", "classification") == "detection"
         self.dataset_class: type[ImageSampleDataset] = DetectionDataset if detection else ClassificationDataset
@@ -122,8 +125,8 @@ class VisionDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, object]) -> None:
         """Nothing to restore: the data config of the resumed run defines the data."""
 
-    def transform(self, train: bool) -> A.Compose:
-        """The augmentation pipeline for training (`train=True`) or evaluation."""
+    def transform(self, train: bool, mosaic: bool = False) -> A.Compose:
+        """The augmentation pipeline for training (`train=True`) or evaluation; `mosaic` starts it with one."""
         return build_transform(
             self.augment if train else None,
             image_size=self.image_size,
@@ -131,7 +134,20 @@ class VisionDataModule(L.LightningDataModule):
             std=self.std,
             resize=self.resize,
             targets=self.dataset_class.targets,
+            mosaic=mosaic,
         )
+
+    def _make_dataset(self, name: str, samples: SampleSet) -> ImageSampleDataset:
+        train = name == "train"
+        if train and self.mosaic > 0 and self.dataset_class is DetectionDataset:
+            return DetectionDataset(
+                samples,
+                self.transform(train=True),
+                self.skip_bad_images,
+                mosaic=self.mosaic,
+                mosaic_transform=self.transform(train=True, mosaic=True),
+            )
+        return self.dataset_class(samples, self.transform(train=train), self.skip_bad_images)
 
     def _load_splits(self) -> dict[str, SampleSet]:
         if self._splits is None:
@@ -172,8 +188,7 @@ class VisionDataModule(L.LightningDataModule):
                 if len(splits[name]) == 0:
                     hint = "add images" if name == "train" else f"add images or raise data.{name}_fraction"
                     raise VisionkitError(f"the {name} split of {self.source.description} is empty; {hint}")
-                transform = self.transform(train=name == "train")
-                self.datasets[name] = self.dataset_class(splits[name], transform, self.skip_bad_images)
+                self.datasets[name] = self._make_dataset(name, splits[name])
 
     def _loader(self, name: str, train: bool) -> DataLoader:
         if name not in self.datasets:

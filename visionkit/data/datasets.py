@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -91,13 +92,70 @@ class ClassificationDataset(ImageSampleDataset):
 
 class DetectionDataset(ImageSampleDataset):
     """Samples `{"image", "boxes" (M, 4) normalized cx cy w h, "classes" (M,), "index"}` from images and
-    (N, 5) `class cx cy w h` arrays; boxes go through the same spatial augmentation as the image."""
+    (N, 5) `class cx cy w h` arrays; boxes go through the same spatial augmentation as the image.
+
+    With `mosaic_transform` (a pipeline that starts with albumentations' Mosaic) and `mosaic > 0`, that share
+    of samples is a 2x2 mosaic of the image and three random others (ultralytics' main detection
+    augmentation). The probability lives in shared memory, so `set_mosaic(0)` reaches running workers too.
+    """
 
     targets = ("image", "boxes")
 
-    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+    def __init__(
+        self,
+        samples: SampleSet,
+        transform: A.Compose,
+        skip_bad_images: bool = False,
+        mosaic: float = 0.0,
+        mosaic_transform: A.Compose | None = None,
+    ) -> None:
+        super().__init__(samples, transform, skip_bad_images)
+        self.mosaic_transform = mosaic_transform
+        self._mosaic = torch.tensor([mosaic if mosaic_transform is not None else 0.0]).share_memory_()
+        self._rng = random.Random(0)
+        self._rng_seeded_for: tuple[int, int] | None = None
+
+    @property
+    def mosaic_probability(self) -> float:
+        return float(self._mosaic[0])
+
+    def set_mosaic(self, probability: float) -> None:
+        """Change the mosaic share (0 turns it off), also in DataLoader workers that already run."""
+        self._mosaic.fill_(probability)
+
+    def _reseed(self) -> None:
+        super()._reseed()
+        if self._rng_seeded_for != self._seeded_for:
+            seed = int(torch.initial_seed() % 2**31)
+            self._rng.seed(seed + 1)
+            if self.mosaic_transform is not None:
+                self.mosaic_transform.set_random_seed(seed + 2)
+            self._rng_seeded_for = self._seeded_for
+
+    @staticmethod
+    def _split(target: Any) -> tuple[np.ndarray, np.ndarray]:
         boxes = np.asarray(target, dtype=np.float32).reshape(-1, 5)
-        out = self.transform(image=image, bboxes=np.clip(boxes[:, 1:], 0.0, 1.0), class_labels=boxes[:, 0])
+        return np.clip(boxes[:, 1:], 0.0, 1.0), boxes[:, 0]
+
+    def _partners(self, index: int) -> list[dict[str, Any]]:
+        partners = []
+        for other in self._rng.sample(range(len(self)), k=min(3, len(self))):
+            try:
+                image = self.read(other)
+            except VisionkitError:
+                continue  # a bad partner is simply left out of the mosaic
+            bboxes, labels = self._split(self.samples.targets[other])
+            partners.append({"image": image, "bboxes": bboxes, "class_labels": labels})
+        return partners
+
+    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+        bboxes, labels = self._split(target)
+        if self.mosaic_transform is not None and self._rng.random() < self.mosaic_probability:
+            out = self.mosaic_transform(
+                image=image, bboxes=bboxes, class_labels=labels, mosaic_metadata=self._partners(index)
+            )
+        else:
+            out = self.transform(image=image, bboxes=bboxes, class_labels=labels)
         kept = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         return {
             "image": out["image"],

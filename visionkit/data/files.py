@@ -53,4 +53,9 @@ class ImageFiles(Dataset):
             if not self.skip_bad_images:
                 raise
             image, ok = np.zeros((8, 8, 3), dtype=np.uint8), False  # a stand-in, reported as skipped
-        return {"image": self.transform(image=image)["image"], "index": torch.tensor(index), "ok": torch.tensor(ok)}
+        return {
+            "image": self.transform(image=image)["image"],
+            "index": torch.tensor(index),
+            "ok": torch.tensor(ok),
+            "size": torch.tensor(image.shape[:2]),  # original height, width
+        }

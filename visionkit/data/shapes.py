@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 DEFAULT_COUNTS = {"train": 600, "val": 100, "test": 100}
-VERSION = "shapes_det_v1"
+VERSION = "shapes_det_v2"  # v2: data.yaml without `path` (ultralytics then reads it relative to the yaml)
 MIN_VISIBLE = 0.35  # objects hidden more than this are left unlabelled
 
 
@@ -111,7 +111,8 @@ def generate_shapes_detection(
     names = "\n".join(f"  {i}: {name}" for i, name in enumerate(SHAPE_CLASSES))
     splits = "".join(f"{split}: images/{split}\n" for split in (counts or DEFAULT_COUNTS))
     (root / "data.yaml").write_text(
-        f"# visionkit built-in synthetic shapes ({VERSION})\npath: .\n{splits}names:\n{names}\n"
+        f"# visionkit built-in synthetic shapes ({VERSION}); no `path`: folders are relative to this file\n"
+        f"{splits}names:\n{names}\n"
     )
     return root / "data.yaml"
 

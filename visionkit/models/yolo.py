@@ -9,6 +9,9 @@ from typing import Any
 import torch
 
 from visionkit.errors import VisionkitError
+from visionkit.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def prepare_ultralytics() -> None:
@@ -37,8 +40,9 @@ def available_yolo_models() -> list[str]:
     return sorted(names)
 
 
-def build_yolo(arch: str, num_classes: int) -> Any:
-    """An ultralytics DetectionModel for `arch` (e.g. "yolov8n.yaml") with a `num_classes` head.
+def build_yolo(arch: str, num_classes: int, weights: str | None = None) -> Any:
+    """An ultralytics DetectionModel for `arch` (e.g. "yolov8n.yaml") with a `num_classes` head, from scratch
+    or initialised from an ultralytics `.pt` file (`weights`; a new class head when the classes differ).
 
     `model.args` is set to ultralytics' default hyper-parameters, which its loss reads.
     """
@@ -58,4 +62,96 @@ def build_yolo(arch: str, num_classes: int) -> Any:
         raise VisionkitError(f"unknown YOLO model {arch!r}{hint} (visionkit.models.yolo.available_yolo_models())")
     model = DetectionModel(cfg=name, nc=num_classes, verbose=False)
     model.args = get_cfg()
+    if weights:
+        state, _, names = load_ultralytics_weights(weights)
+        loaded = transfer_weights(model, state, weights)
+        total = len(model.state_dict())
+        head = "" if loaded == total else f"; class head re-initialised for {num_classes} classes (was {len(names)})"
+        log.info(f"loaded {loaded}/{total} tensors from {weights}{head}")
     return model
+
+
+def _find_weights(weights: str) -> Path:
+    """A local ultralytics `.pt`: the path as given, else the ultralytics weights folder; never downloaded."""
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return path
+    from ultralytics.utils import SETTINGS
+
+    cached = Path(SETTINGS.get("weights_dir", "")) / path.name
+    if path.name == str(weights) and cached.is_file():
+        return cached
+    url = f"https://github.com/ultralytics/assets/releases/latest/download/{path.name}"
+    raise VisionkitError(
+        f"model.weights: {weights} not found (visionkit does not download weights). Download it on a machine "
+        f"with internet ({url} for the official ones), copy it here and pass model.weights=/path/to/{path.name}"
+    )
+
+
+def load_ultralytics_weights(weights: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
+    """State dict (float32), model yaml and class names of an ultralytics `.pt` (their own training or ours),
+    read with `torch.load(weights_only=True)` through ultralytics' allow-list of its model classes."""
+    prepare_ultralytics()
+    from ultralytics.nn.tasks import torch_safe_load
+
+    path = _find_weights(weights)
+    try:
+        checkpoint, _ = torch_safe_load(str(path), safe_only=True)
+    except Exception as exc:  # ultralytics raises TypeError/RuntimeError/UnpicklingError on foreign files
+        reason = str(exc).strip().splitlines()[0] if isinstance(exc, (TypeError, ValueError)) and str(exc) else ""
+        raise VisionkitError(
+            f"model.weights: {path} is not a readable ultralytics checkpoint "
+            f"({reason or type(exc).__name__ + ': damaged, or not a torch.save file'}); re-download or re-export it"
+        ) from None
+    network = checkpoint.get("ema") or checkpoint.get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(network, torch.nn.Module) or not hasattr(network, "yaml"):
+        raise VisionkitError(f"model.weights: {path} holds no ultralytics detection network ('model'/'ema')")
+    names = getattr(network, "names", None) or {}
+    names = [str(names[k]) for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+    state = {k: v.float() if v.is_floating_point() else v for k, v in network.state_dict().items()}
+    return state, dict(network.yaml), names
+
+
+def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
+    """Load `state` into `model`: every tensor must match, except the class-score layers when the number of
+    classes differs (transfer learning: those start fresh). Returns how many tensors were loaded."""
+    own = model.state_dict()
+    own_nc, their_nc = int(model.yaml["nc"]), _classes_of(state, own)
+    fresh, wrong = [], []
+    for key, value in own.items():
+        theirs = state.get(key)
+        if theirs is not None and theirs.shape == value.shape:
+            continue
+        is_class_layer = theirs is not None and their_nc != own_nc and theirs.shape[:1] == (their_nc,)
+        (fresh if is_class_layer else wrong).append(key)
+    unexpected = sorted(set(state) - set(own))
+    if wrong or unexpected:
+        example = (wrong or unexpected)[0]
+        raise VisionkitError(
+            f"model.weights: {source} does not fit model.arch={model.yaml.get('yaml_file')} "
+            f"({len(wrong)} tensors differ or are missing, {len(unexpected)} unexpected, e.g. {example}); "
+            "choose the model config of the architecture the weights were trained with"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
+    return len(own) - len(fresh)
+
+
+def _classes_of(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> int:
+    """Number of classes the checkpoint's head predicts (the output rows of its last class-score conv)."""
+    keys = [k for k in own if ".cv3." in k and k.endswith(".bias") and k in state]
+    return int(state[keys[-1]].shape[0]) if keys else -1
+
+
+def freeze_layers(model: torch.nn.Module, count: int) -> list[str]:
+    """Stop gradients for the first `count` layers of an ultralytics network (their `model.<i>.` parameters)."""
+    if count < 0 or count >= len(model.model):
+        raise VisionkitError(
+            f"freeze={count}: choose 0..{len(model.model) - 1} (the network has {len(model.model)} layers)"
+        )
+    prefixes = tuple(f"model.{i}." for i in range(count))
+    frozen = []
+    for name, param in model.named_parameters():
+        if name.startswith(prefixes):
+            param.requires_grad_(False)
+            frozen.append(name)
+    return frozen

@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from visionkit.tasks.schedules import is_per_step
+
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -92,7 +94,7 @@ class VisionTask(L.LightningModule):
             return optimizer
         target = getattr(self.scheduler_factory, "func", self.scheduler_factory)
         interval = "epoch"
-        if target is torch.optim.lr_scheduler.OneCycleLR:
+        if is_per_step(target):
             scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
             interval = "step"
         else:
@@ -101,6 +103,10 @@ class VisionTask(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": self.monitor},
         }
+
+    def export_module(self) -> tuple[nn.Module, list[str], bool]:
+        """(network in eval mode, ONNX output names, whether height/width may vary) for `visionkit.export`."""
+        raise NotImplementedError(f"{type(self).__name__} has no ONNX export")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Record which task class wrote the checkpoint, so `visionkit-eval` can rebuild it."""

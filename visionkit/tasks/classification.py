@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -155,6 +156,10 @@ class ClassificationTask(VisionTask):
         titles = [f"{self.class_names[p]} / {self.class_names[t]}" for p, t in zip(preds, target)]
         correct = [p == t for p, t in zip(preds, target)]
         return labelled_grid_figure(images, titles, correct, f"{title} (prediction / truth)")
+
+    def export_module(self) -> tuple[torch.nn.Module, list[str], bool]:
+        """The network for ONNX: `logits` (B, classes) for images of the training size."""
+        return copy.deepcopy(self.model).float().eval(), ["logits"], False
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """Class probabilities and predictions; `index`/`ok` of loose-file batches are passed through."""

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
+import lightning as L
 import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from visionkit.models.yolo import build_yolo
+from visionkit.callbacks.detection_recipe import CloseMosaic, RampedEMA
+from visionkit.models.yolo import build_yolo, freeze_layers
 from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, TrainStepStats, VisionTask
 
 
@@ -22,10 +26,19 @@ class DetectionTask(VisionTask):
     """Detect objects of `num_classes` classes with any ultralytics detection yaml (v8, 11, ...).
 
     Args:
-        model: ultralytics model yaml, e.g. "yolov8n.yaml" or "yolo11s.yaml" (built from scratch).
+        model: ultralytics model yaml, e.g. "yolov8n.yaml" or "yolo11s.yaml".
         num_classes: from the data (`data.num_classes` / the data.yaml names).
-        class_names: names in class-id order, stored in checkpoints.
+        class_names: names in class-id order, stored in checkpoints and exports.
+        weights: an ultralytics `.pt` to start from (same architecture; a new class head when the classes
+            differ). Not saved in the hyper-parameters: a checkpoint of this task loads without the file.
+        freeze: number of leading network layers kept frozen (10 = the YOLOv8 backbone), their BN fixed.
         conf, iou, max_det: NMS settings for validation/test mAP (ultralytics' validator: 0.001, 0.7, 300).
+        gradient_clip: max gradient norm (ultralytics: 10); None to turn off.
+        nominal_batch_size: gradients are accumulated up to about this many images per optimizer step
+            (ultralytics: 64); None to step every batch. An explicit trainer.accumulate_grad_batches wins.
+        ema_decay: decay of the weight EMA used for validation and checkpoints (ultralytics: 0.9999 with a
+            ramp); None to turn off.
+        close_mosaic: epochs at the end trained without mosaic (ultralytics: 10).
         optimizer, scheduler: factories (Hydra partials).
     Images come in as floats in 0..1 (model config mean 0, std 1), batches in ultralytics' loss layout.
     """
@@ -38,23 +51,76 @@ class DetectionTask(VisionTask):
         model: str = "yolov8n.yaml",
         num_classes: int = 80,
         class_names: Sequence[str] | None = None,
+        weights: str | None = None,
+        freeze: int = 0,
         conf: float = 0.001,
         iou: float = 0.7,
         max_det: int = 300,
+        gradient_clip: float | None = 10.0,
+        nominal_batch_size: int | None = 64,
+        ema_decay: float | None = 0.9999,
+        close_mosaic: int = 10,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__(optimizer=optimizer, scheduler=scheduler)
         self.class_names = self.resolve_class_names(class_names, num_classes)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.model = build_yolo(model, num_classes)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "weights"])
+        self.model = build_yolo(model, num_classes, weights=weights)
+        self.model.names = dict(enumerate(self.class_names))
+        self.frozen = freeze_layers(self.model, freeze)
         self.train_stats = TrainStepStats()
-        self.val_map = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
+        logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # it prints its table at INFO
+        self.val_map = MeanAveragePrecision(
+            box_format="xyxy",
+            iou_type="bbox",
+            backend="faster_coco_eval",
+            max_detection_thresholds=[1, 10, max_det],  # mAP over all kept detections, as ultralytics counts
+        )
+        self.val_map.warn_on_many_detections = False
         self.test_map = self.val_map.clone()
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The recipe's EMA of the weights and the closing of mosaic for the last epochs."""
+        callbacks: list[L.Callback] = [CloseMosaic(self.hparams.close_mosaic)]
+        if self.hparams.ema_decay:
+            callbacks.append(RampedEMA(self.hparams.ema_decay))
+        return callbacks
+
+    def setup(self, stage: str) -> None:
+        """Accumulate gradients up to the nominal batch (before the optimizer and schedule are built)."""
+        nominal = self.hparams.nominal_batch_size
+        trainer = self._trainer
+        if stage != "fit" or not nominal or trainer is None or trainer.accumulate_grad_batches != 1:
+            return
+        batch_size = getattr(trainer.datamodule, "batch_size", None)
+        if batch_size:
+            trainer.accumulate_grad_batches = max(round(nominal / (batch_size * trainer.world_size)), 1)
+
+    def train(self, mode: bool = True) -> DetectionTask:
+        """Training mode, except frozen layers keep their BatchNorm statistics fixed."""
+        super().train(mode)
+        if mode and self.hparams.freeze:
+            for layer in list(self.model.model)[: self.hparams.freeze]:
+                layer.eval()
+        return self
 
     def on_fit_start(self) -> None:
         """Build ultralytics' criterion here, on the final device and outside inference mode."""
         self.model.criterion = self.model.init_criterion()
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip by norm at `gradient_clip` unless the trainer sets its own clipping."""
+        value = gradient_clip_val if gradient_clip_val is not None else self.hparams.gradient_clip
+        if value:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=value, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
+            )
 
     def forward(self, images: Tensor) -> Any:
         """Raw network output (training: feature maps; eval: decoded predictions and feature maps)."""
@@ -68,13 +134,34 @@ class DetectionTask(VisionTask):
         loss, _ = self.model.loss(self._loss_batch(batch))
         total = loss.sum()  # box + cls + dfl, each scaled by the batch size as ultralytics' trainer does
         self.train_stats.update(self, total / batch["image"].shape[0], batch["image"].shape[0])
-        return total
+        # Lightning divides the loss by the accumulation count; ultralytics sums accumulated gradients, and its
+        # clipping threshold (10) refers to that sum, so undo the division.
+        return total * self.trainer.accumulate_grad_batches
 
     def on_train_epoch_end(self) -> None:
         self.train_stats.log_epoch(self)
 
-    def detect(self, images: Tensor, conf: float | None = None, iou: float | None = None) -> list[Tensor]:
-        """Boxes per image after NMS: (K, 6) rows of x1 y1 x2 y2 (input pixels), score, class."""
+    def export_module(self) -> tuple[torch.nn.Module, list[str], bool]:
+        """The network for ONNX: `output0` (B, 4 + classes, anchors) = cx cy w h in input pixels, then class
+        scores (ultralytics' ONNX layout, NMS left to the runtime); any image size divisible by 32."""
+        network = copy.deepcopy(self.model).float().eval()
+        for module in network.modules():
+            if hasattr(module, "export") and hasattr(module, "format"):
+                module.export, module.format, module.dynamic = True, "onnx", True
+        return network, ["output0"], True
+
+    def detect(
+        self,
+        images: Tensor,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
+        multi_label: bool = True,
+    ) -> list[Tensor]:
+        """Boxes per image after NMS: (K, 6) rows of x1 y1 x2 y2 (input pixels), score, class.
+
+        Defaults are the mAP settings; `multi_label=False` keeps one class per box (ultralytics' predict).
+        """
         from ultralytics.utils.nms import non_max_suppression
 
         hp = self.hparams
@@ -83,10 +170,18 @@ class DetectionTask(VisionTask):
             preds[0] if isinstance(preds, (list, tuple)) else preds,
             conf_thres=hp.conf if conf is None else conf,
             iou_thres=hp.iou if iou is None else iou,
-            multi_label=True,
-            max_det=hp.max_det,
+            multi_label=multi_label,
+            max_det=hp.max_det if max_det is None else max_det,
             max_time_img=2.0,
         )
+
+    predict_settings: ClassVar[dict[str, Any]] = {"conf": 0.25, "iou": 0.7, "max_det": 300, "multi_label": False}
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        """Detections of loose-file batches (`predict_settings`: ultralytics' predict defaults), with the
+        batch's `index`, `ok` and original `size` passed through."""
+        detections = self.detect(batch["image"], **self.predict_settings)
+        return {"detections": [d.cpu() for d in detections], **{k: batch[k].cpu() for k in ("index", "ok", "size")}}
 
     def _evaluate(self, batch: dict[str, Tensor], metric: MeanAveragePrecision) -> None:
         images = batch["image"]

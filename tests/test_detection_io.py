@@ -1,0 +1,189 @@
+"""Detection weights in and out: ultralytics .pt loading (strict, transfer, freeze), exports, predict files."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TrainedDetector, compose_config
+from visionkit.data.yolo import parse_label_file
+from visionkit.errors import VisionkitError
+from visionkit.export import export_onnx, export_ultralytics
+from visionkit.models.yolo import prepare_ultralytics
+from visionkit.run import export, predict
+from visionkit.tasks import DetectionTask
+
+
+def _ultralytics_pt(path: Path, arch: str = "yolov8n.yaml") -> Path:
+    """A checkpoint written by ultralytics itself (YOLO(...).save), 80 COCO-sized classes, fp16 as it stores them."""
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    YOLO(arch).save(path)
+    return path
+
+
+def test_ultralytics_pt_loads_with_every_tensor_matching(tmp_path: Path) -> None:
+    pt = _ultralytics_pt(tmp_path / "yolov8n.pt")
+    saved = torch.load(pt, map_location="cpu", weights_only=False)["model"].float().state_dict()
+    task = DetectionTask("yolov8n.yaml", num_classes=80, weights=str(pt))
+    ours = task.model.state_dict()
+    assert set(ours) == set(saved)
+    for key, value in saved.items():
+        assert torch.equal(ours[key], value), key
+    assert "weights" not in task.hparams  # the file is not needed to reload a checkpoint of this task
+
+
+def test_transfer_to_new_classes_keeps_all_but_the_class_head_and_freezes(tmp_path: Path) -> None:
+    pt = _ultralytics_pt(tmp_path / "yolov8n.pt")
+    saved = torch.load(pt, map_location="cpu", weights_only=False)["model"].float().state_dict()
+    task = DetectionTask("yolov8n.yaml", num_classes=4, weights=str(pt), freeze=10)
+    ours = task.model.state_dict()
+    changed = [k for k in ours if ours[k].shape != saved[k].shape or not torch.equal(ours[k], saved[k])]
+    assert changed and all(".cv3." in k for k in changed)  # only the class branch of the head starts fresh
+    assert all(".cv3." not in k or k.startswith("model.22.") for k in changed)
+    frozen = {n for n, p in task.model.named_parameters() if not p.requires_grad}
+    assert {n for n in frozen if not n.startswith(tuple(f"model.{i}." for i in range(10)))} <= {
+        n for n in frozen if ".dfl." in n
+    }
+    assert any(n.startswith("model.9.") for n in frozen) and not any(n.startswith("model.10.") for n in frozen)
+
+    # a training step moves only unfrozen weights, and frozen BatchNorm keeps its statistics
+    before = copy.deepcopy(task.model.state_dict())
+    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-2)
+    task.train()
+    task.model.criterion = task.model.init_criterion()
+    batch = {
+        "img": torch.rand(2, 3, 64, 64),
+        "batch_idx": torch.tensor([0.0, 1.0]),
+        "cls": torch.tensor([[1.0], [2.0]]),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.3, 0.3], [0.4, 0.6, 0.2, 0.4]]),
+    }
+    task.model.loss(batch)[0].sum().backward()
+    optimizer.step()
+    after = task.model.state_dict()
+    assert torch.equal(after["model.0.conv.weight"], before["model.0.conv.weight"])
+    assert torch.equal(after["model.0.bn.running_mean"], before["model.0.bn.running_mean"])
+    assert not torch.equal(after["model.12.cv1.conv.weight"], before["model.12.cv1.conv.weight"])
+
+
+def test_bad_weights_get_clear_errors(tmp_path: Path) -> None:
+    pt = _ultralytics_pt(tmp_path / "yolov8n.pt")
+    with pytest.raises(VisionkitError, match=r"does not fit model.arch=yolo11n.yaml"):
+        DetectionTask("yolo11n.yaml", num_classes=80, weights=str(pt))
+    with pytest.raises(VisionkitError, match=r"yolov8s.pt not found .*download/yolov8s.pt.*model.weights=/path"):
+        DetectionTask("yolov8s.yaml", num_classes=80, weights="yolov8s.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(pt.read_bytes()[:5000])
+    with pytest.raises(VisionkitError, match=r"broken.pt is not a readable ultralytics checkpoint"):
+        DetectionTask("yolov8n.yaml", num_classes=80, weights=str(broken))
+    with pytest.raises(VisionkitError, match=r"freeze=40: choose 0..22 \(the network has 23 layers\)"):
+        DetectionTask("yolov8n.yaml", num_classes=3, freeze=40)
+
+
+def _test_images(trained: TrainedDetector) -> list[str]:
+    return sorted(str(p) for p in (trained.data_yaml.parent / "images" / "test").glob("*.png"))
+
+
+def test_predict_writes_annotated_images_json_and_yolo_labels(
+    trained_detector: TrainedDetector, tmp_path: Path
+) -> None:
+    images = _test_images(trained_detector)
+    source = tmp_path / "photos"
+    source.mkdir()
+    for path in images[:6]:
+        (source / Path(path).name).write_bytes(Path(path).read_bytes())
+    before = {p.name: p.read_bytes() for p in source.iterdir()}
+    cfg = compose_config(
+        tmp_path / "out",
+        [f"ckpt_path={trained_detector.ckpt}", f"source={source}", "conf=0.1", "num_workers=0"],
+        name="predict",
+    )
+    result = predict(cfg)
+    out = tmp_path / "out"
+    records = json.loads((out / "predictions.json").read_text())
+    assert [Path(r["path"]).name for r in records] == sorted(before) and result["images"] == 6
+    assert result["objects"] == sum(len(r["detections"]) for r in records) > 0
+    for record in records:
+        label = out / "labels" / (Path(record["path"]).stem + ".txt")
+        rows = parse_label_file(label, num_classes=4)  # our predictions are valid YOLO training labels
+        assert len(rows) == len(record["detections"])
+        for det in record["detections"]:
+            assert (
+                det["confidence"] >= 0.1 and det["class"] == ["circle", "square", "triangle", "cross"][det["class_id"]]
+            )
+            x1, y1, x2, y2 = det["box_xyxy"]
+            assert 0 <= x1 < x2 <= record["width"] and 0 <= y1 < y2 <= record["height"]
+        assert (out / "images" / Path(record["path"]).name).is_file()
+    assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # inputs untouched
+
+
+def test_ultralytics_export_predicts_the_same_boxes_and_validates(
+    trained_detector: TrainedDetector, tmp_path: Path
+) -> None:
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    images = _test_images(trained_detector)[:8]
+    cfg = compose_config(
+        tmp_path / "export", [f"ckpt_path={trained_detector.ckpt}", "formats=[ultralytics,onnx]"], "export"
+    )
+    assert export(cfg) == {"files": 2.0}
+    pt = tmp_path / "export" / "model.pt"
+    model = YOLO(str(pt))
+    assert model.names == {0: "circle", 1: "square", 2: "triangle", 3: "cross"}
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    for path in images:
+        (source / Path(path).name).write_bytes(Path(path).read_bytes())
+    ours = compose_config(
+        tmp_path / "ours",
+        [f"ckpt_path={trained_detector.ckpt}", f"source={source}", "num_workers=0", "conf=0.05"],
+        "predict",
+    )
+    predict(ours)
+    records = {Path(r["path"]).name: r for r in json.loads((tmp_path / "ours" / "predictions.json").read_text())}
+    compared = 0
+    for result in model.predict(
+        [str(source / n) for n in sorted(records)], imgsz=128, conf=0.05, iou=0.7, verbose=False
+    ):
+        theirs = result.boxes
+        mine = records[Path(result.path).name]["detections"]
+        assert len(mine) == len(theirs)
+        if not len(mine):
+            continue
+        order = np.argsort(-theirs.conf.numpy())
+        their_boxes = theirs.xyxy.numpy()[order]
+        my_boxes = np.array([d["box_xyxy"] for d in mine])
+        assert np.abs(my_boxes - their_boxes).max() < 0.5
+        assert [d["class_id"] for d in mine] == theirs.cls.numpy()[order].astype(int).tolist()
+        compared += len(mine)
+    assert compared >= 5
+
+    metrics = model.val(
+        data=str(trained_detector.data_yaml), imgsz=128, batch=8, split="test", plots=False, verbose=False
+    )
+    assert 0.0 < metrics.box.map50 <= 1.0
+
+
+def test_onnx_export_matches_the_network(trained_detector: TrainedDetector, tmp_path: Path) -> None:
+    import onnxruntime
+
+    path = export_onnx(trained_detector.task, tmp_path / "model.onnx", 128)
+    session = onnxruntime.InferenceSession(str(path))
+    images = torch.rand(2, 3, 160, 96)  # other batch and size than the example input
+    (output,) = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        expected = trained_detector.task.model(images)[0].numpy()
+    assert output.shape == expected.shape == (2, 8, 20 * 12 + 10 * 6 + 5 * 3)  # anchors at strides 8, 16, 32
+    assert np.abs(output - expected).max() < 1e-3 * max(1.0, float(np.abs(expected).max()))
+    with pytest.raises(VisionkitError, match="format=ultralytics is for detection checkpoints"):
+        from visionkit.tasks import ClassificationTask
+
+        export_ultralytics(ClassificationTask("lenet5", num_classes=3), tmp_path / "x.pt", 28)
