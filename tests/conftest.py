@@ -81,6 +81,7 @@ class TrainedDetector:
     ckpt: Path
     data_yaml: Path
     metrics: list[dict[str, str]]
+    accumulate_grad_batches: int
 
 
 @pytest.fixture(scope="session")
@@ -128,4 +129,4 @@ def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> TrainedDetecto
     ckpt = root / "checkpoints" / "best.ckpt"
     trainer.save_checkpoint(ckpt)
     rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
-    return TrainedDetector(task.eval(), ckpt, yaml, rows)
+    return TrainedDetector(task.eval(), ckpt, yaml, rows, trainer.accumulate_grad_batches)

@@ -159,3 +159,39 @@ def test_the_wheel_ships_the_configs(tmp_path: Path) -> None:
     ):
         assert f"visionkit/conf/{config}" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_detection_ddp_two_cpu_processes_train_export_and_predict(tmp_path: Path) -> None:
+    """Detection under DDP (2 CPU processes, gloo): one run folder, checkpoints written (a collective on
+    every rank), test mAP reported once; then the CLI exports and predicts with the result."""
+    cache = tmp_path / "cache"
+    args = [
+        "task=detection",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=4",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        "data.image_size=64",
+        f"paths.data_dir={cache}",
+        *QUIET,
+    ]
+    out = run("visionkit-train", args, tmp_path).stdout
+    runs = list((tmp_path / "outputs" / "detection").glob("*/*"))
+    assert runs == [run_folder(out)]
+    assert out.count("test_map50_95:") == 1
+    best = runs[0] / "checkpoints" / "best.ckpt"
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    assert ckpt["visionkit"]["task"] == "visionkit.tasks.detection.DetectionTask"
+
+    exported = run_folder(run("visionkit-export", [f"ckpt_path={best}", "formats=[onnx,ultralytics]"], tmp_path).stdout)
+    assert exported.parent.parent == runs[0] and {p.name for p in exported.iterdir()} >= {"model.onnx", "model.pt"}
+    images = cache / "shapes_det_v2" / "images" / "test"
+    predicted = run_folder(
+        run("visionkit-predict", [f"ckpt_path={best}", f"source={images}", "conf=0.01"], tmp_path).stdout
+    )
+    assert (
+        len(list((predicted / "labels").glob("*.txt"))) == 100
+        and len(list((predicted / "images").glob("*.png"))) == 100
+    )
+    assert len(json.loads((predicted / "predictions.json").read_text())) == 100

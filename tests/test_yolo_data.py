@@ -5,11 +5,17 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 
+from visionkit.callbacks.detection_recipe import CloseMosaic
+from visionkit.data import VisionDataModule
+from visionkit.data.datasets import DetectionDataset
 from visionkit.data.shapes import SHAPE_CLASSES, generate_shapes_detection, shapes_detection_yaml
 from visionkit.data.yolo import YoloSource, label_path_for, read_data_yaml
 from visionkit.errors import VisionkitError
@@ -162,3 +168,38 @@ def test_scan_summary_is_logged_before_training(tmp_path: Path, caplog: pytest.L
     with caplog.at_level("INFO"):
         VisionDataModule(YoloSource(str(yaml)), image_size=64, augment="none").setup("fit")
     assert re.search(r"scan train: 40 images, \d+ boxes, \d+ without objects", caplog.text)
+
+
+class _ReportsMosaic(DetectionDataset):
+    """Returns the mosaic probability a DataLoader worker sees, instead of a sample."""
+
+    def __getitem__(self, index: int) -> torch.Tensor:  # type: ignore[override]
+        return torch.tensor(self.mosaic_probability)
+
+
+def test_mosaic_is_served_and_closing_it_reaches_running_workers(tmp_path: Path) -> None:
+    yaml = generate_shapes_detection(tmp_path / "shapes", SMALL, image_size=64)
+    dm = VisionDataModule(
+        YoloSource(str(yaml)), image_size=64, batch_size=4, augment="none", resize="letterbox", mosaic=1.0
+    )
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    assert train.mosaic_probability == 1.0 and dm.datasets["val"].mosaic_probability == 0.0
+    sample = train[0]
+    assert sample["image"].shape == (3, 64, 64) and len(sample["boxes"]) == len(sample["classes"])
+    # a mosaic mixes boxes of several images: over a few samples, more boxes than any single image has
+    most = max(len(t) for t in train.samples.targets)
+    assert max(len(train[i]["boxes"]) for i in range(8)) > most
+
+    probe = _ReportsMosaic(train.samples, train.transform, mosaic=1.0, mosaic_transform=train.mosaic_transform)
+    loader = DataLoader(probe, batch_size=4, num_workers=2, persistent_workers=True)
+    assert torch.cat(list(loader)).unique().tolist() == [1.0]
+
+    class _Trainer:  # what CloseMosaic reads from the trainer
+        max_epochs, current_epoch, datamodule = 20, 9, SimpleNamespace(datasets={"train": probe})
+
+    CloseMosaic(10).on_train_epoch_start(_Trainer(), None)  # epoch 9 of 20: still on
+    assert probe.mosaic_probability == 1.0
+    _Trainer.current_epoch = 10
+    CloseMosaic(10).on_train_epoch_start(_Trainer(), None)
+    assert torch.cat(list(loader)).unique().tolist() == [0.0]  # the same (persistent) workers see it

@@ -279,6 +279,7 @@ def _predict_detection(
     size = _plain(cfg.get("image_size")) or data_state.get("image_size", 640)
     task.predict_settings = {"conf": float(cfg.conf), "iou": float(cfg.iou), "max_det": int(cfg.max_det)}
     task.predict_settings["multi_label"] = False
+    task.fuse_for_inference()
     records: list[dict[str, Any]] = []
     for batch in trainer.predict(task, dataloaders=_image_loader(cfg, paths, data_state, "letterbox")) or []:
         for detections, index, ok, (height, width) in zip(

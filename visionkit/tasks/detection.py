@@ -175,6 +175,14 @@ class DetectionTask(VisionTask):
             max_time_img=2.0,
         )
 
+    def fuse_for_inference(self) -> DetectionTask:
+        """Fold BatchNorm into the convolutions (as ultralytics does before predicting): same outputs, about
+        a third less time. Only for inference: the fused network cannot be trained or saved as a checkpoint."""
+        self.model.fuse(verbose=False)
+        if self.device.type == "cpu":  # oneDNN convolutions run faster on channels-last tensors
+            self.model.to(memory_format=torch.channels_last)
+        return self.eval()
+
     predict_settings: ClassVar[dict[str, Any]] = {"conf": 0.25, "iou": 0.7, "max_det": 300, "multi_label": False}
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:

@@ -1,0 +1,271 @@
+"""Detection benchmark: visionkit's DetectionTask vs ultralytics' own trainer, side by side in one run.
+
+Same shapes dataset (the built-in one), same model yaml, image size, batch, epochs, optimizer and comparable
+augmentation (mosaic, HSV, translate/scale, flips; mosaic closed for the last 10 epochs). Each side trains
+in its own process. Both best checkpoints are then scored by the same evaluator (ours, torchmetrics on the
+test split) and by ultralytics' validator; inference images/s of `visionkit-predict`'s path vs `YOLO.predict`.
+
+Run:  .venv/bin/python bench/bench_detection.py [--epochs 30] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+IMGSZ, BATCH, WORKERS, LR = 128, 16, 2, 1.25e-3
+
+
+def _dataset(cache: Path) -> Path:
+    from visionkit.data.shapes import shapes_detection_yaml
+
+    return shapes_detection_yaml(cache)
+
+
+def train_ours(epochs: int, out: Path, cache: Path) -> dict:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from visionkit.config_dir import config_dir
+    from visionkit.resolvers import register_resolvers
+    from visionkit.run import train
+
+    register_resolvers()
+    overrides = [
+        "task=detection",
+        f"trainer.max_epochs={epochs}",
+        f"data.batch_size={BATCH}",
+        f"data.num_workers={WORKERS}",
+        f"data.image_size={IMGSZ}",
+        f"paths.data_dir={cache}",
+        "test_after_fit=false",
+        "trainer.enable_progress_bar=false",
+        "~callbacks.early_stopping",
+        "logger=csv",
+    ]
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    start = time.perf_counter()
+    train(cfg)
+    return {"fit_s": time.perf_counter() - start, "best": str(out / "checkpoints" / "best.ckpt"), "threads": _threads()}
+
+
+def train_ultralytics(epochs: int, out: Path, cache: Path) -> dict:
+    from visionkit.models.yolo import prepare_ultralytics
+
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n.yaml")
+    start = time.perf_counter()
+    model.train(
+        data=str(_dataset(cache)),
+        epochs=epochs,
+        imgsz=IMGSZ,
+        batch=BATCH,
+        workers=WORKERS,
+        device="cpu",
+        optimizer="AdamW",
+        lr0=LR,
+        momentum=0.9,
+        close_mosaic=10,
+        amp=False,
+        plots=False,
+        project=str(out.parent),
+        name=out.name,
+        exist_ok=True,
+        seed=0,
+        deterministic=False,
+        verbose=False,
+    )
+    return {"fit_s": time.perf_counter() - start, "best": str(out / "weights" / "best.pt"), "threads": _threads()}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path) -> dict:
+    """test mAP of both models with our evaluator and with ultralytics' validator; predict images/s."""
+    import lightning as L
+    import torch
+
+    from visionkit.data import VisionDataModule
+    from visionkit.data.yolo import YoloSource
+    from visionkit.export import export_ultralytics
+    from visionkit.models.yolo import prepare_ultralytics
+    from visionkit.run import load_checkpoint
+    from visionkit.tasks import DetectionTask
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    yaml = _dataset(cache)
+    ours, _ = load_checkpoint(ours_ckpt)
+    theirs = DetectionTask("yolov8n.yaml", num_classes=4, class_names=ours.class_names, weights=their_pt)
+    dm = VisionDataModule(
+        YoloSource(str(yaml)),
+        image_size=IMGSZ,
+        batch_size=BATCH,
+        augment="none",
+        resize="letterbox",
+        mean=(0,) * 3,
+        std=(1,) * 3,
+    )
+    result: dict = {}
+    for name, task in (("ours", ours), ("ultralytics", theirs)):
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        metrics = trainer.test(task, datamodule=dm, verbose=False)[0]
+        result[f"{name}_map50_95"] = metrics["test_map50_95"]
+        result[f"{name}_map50"] = metrics["test_map50"]
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    our_pt = export_ultralytics(ours, tmp / "ours.pt", IMGSZ)
+    for name, pt in (("ours", our_pt), ("ultralytics", their_pt)):
+        val = YOLO(str(pt)).val(data=str(yaml), imgsz=IMGSZ, batch=BATCH, split="test", plots=False, verbose=False)
+        result[f"{name}_uval_map50_95"] = float(val.box.map)
+    result.update(predict_speed(ours_ckpt, their_pt, yaml, tmp))
+    return result
+
+
+def predict_speed(ours_ckpt: str, their_pt: str, yaml: Path, tmp: Path) -> dict:
+    """Images/s over the 100 test images, checkpoint loading, file reading and boxes included (best of 3).
+    Ours also writes predictions.json and the YOLO txt labels (not the annotated images)."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from visionkit.config_dir import config_dir
+    from visionkit.resolvers import register_resolvers
+    from visionkit.run import predict
+
+    register_resolvers()
+    images = sorted((yaml.parent / "images" / "test").glob("*.png"))
+    speeds: dict = {}
+    for batch in (1, 16):
+        with initialize_config_dir(str(config_dir()), version_base="1.3"):
+            cfg = compose(
+                "predict",
+                overrides=[
+                    f"ckpt_path={ours_ckpt}",
+                    f"source={images[0].parent}",
+                    f"batch_size={batch}",
+                    "num_workers=0",
+                    "save_images=false",
+                    "trainer.enable_progress_bar=false",
+                ],
+            )
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp / f"predict{batch}")
+        best = 0.0
+        for _ in range(3):
+            start = time.perf_counter()
+            predict(cfg)
+            best = max(best, len(images) / (time.perf_counter() - start))
+        speeds[f"ours_predict_b{batch}"] = best
+    from ultralytics import YOLO
+
+    for batch in (1, 16):
+        best = 0.0
+        for _ in range(3):
+            torch.set_num_threads(os.cpu_count() or 1)  # their predictor lowers it to cpu_count - 1
+            start = time.perf_counter()
+            model = YOLO(their_pt)  # loading counted on both sides, as predict() loads the checkpoint
+            for _result in model.predict(
+                [str(p) for p in images], imgsz=IMGSZ, batch=batch, stream=True, verbose=False
+            ):
+                pass
+            best = max(best, len(images) / (time.perf_counter() - start))
+        speeds[f"ultralytics_predict_b{batch}"] = best
+    return speeds
+
+
+def _child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        sys.exit(f"{args[0]} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="3 epochs, to check the script")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        fn = {"ours": train_ours, "ultralytics": train_ultralytics}.get(kind)
+        result = (
+            fn(int(rest[0]), Path(rest[1]), Path(rest[2]))
+            if fn
+            else score(rest[0], rest[1], Path(rest[2]), Path(rest[3]))
+        )
+        print(json.dumps(result))
+        return
+    epochs = 3 if args.quick else args.epochs
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        cache = tmp / "cache"
+        _child(["ours", "1", str(tmp / "warm"), str(cache)])  # generates the dataset, warms caches
+        ours = _child(["ours", str(epochs), str(tmp / "ours"), str(cache)])
+        theirs = _child(["ultralytics", str(epochs), str(tmp / "ultra"), str(cache)])
+        scores = _child(["score", ours["best"], theirs["best"], str(cache), str(tmp)])
+    images = 600 * epochs
+    rows = [
+        ("epochs (600 train images, 100 val each epoch, 128 px, batch 16, yolov8n.yaml)", epochs, ""),
+        (
+            "ultralytics trainer: fit wall s (train + val every epoch)",
+            theirs["fit_s"],
+            f"torch threads {theirs['threads']}",
+        ),
+        ("visionkit DetectionTask: fit wall s", ours["fit_s"], f"torch threads {ours['threads']}"),
+        ("ultralytics trainer: train images/s", images / theirs["fit_s"], ""),
+        (
+            "visionkit: train images/s",
+            images / ours["fit_s"],
+            f"**ratio {theirs['fit_s'] / ours['fit_s']:.2f}** (target ≥ 1.1)",
+        ),
+        (
+            "test mAP50-95, our evaluator: ultralytics-trained",
+            scores["ultralytics_map50_95"],
+            f"mAP50 {scores['ultralytics_map50']:.3f}",
+        ),
+        (
+            "test mAP50-95, our evaluator: visionkit-trained",
+            scores["ours_map50_95"],
+            f"mAP50 {scores['ours_map50']:.3f}; "
+            f"**diff {scores['ours_map50_95'] - scores['ultralytics_map50_95']:+.3f}** (target ≥ -0.02)",
+        ),
+        ("test mAP50-95, ultralytics' validator: ultralytics-trained", scores["ultralytics_uval_map50_95"], ""),
+        ("test mAP50-95, ultralytics' validator: visionkit-trained (exported .pt)", scores["ours_uval_map50_95"], ""),
+    ]
+    for batch in (1, 16):
+        ratio = scores[f"ours_predict_b{batch}"] / scores[f"ultralytics_predict_b{batch}"]
+        rows.append((f"predict images/s, batch {batch}: YOLO.predict", scores[f"ultralytics_predict_b{batch}"], ""))
+        rows.append(
+            (
+                f"predict images/s, batch {batch}: visionkit predict()",
+                scores[f"ours_predict_b{batch}"],
+                f"ratio {ratio:.2f}",
+            )
+        )
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print("| measurement | value | note |\n|---|---:|---|")
+    for name, value, note in rows:
+        print(f"| {name} | {value:,.3f} | {note} |" if isinstance(value, float) else f"| {name} | {value} | {note} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Detection datasets in the COCO json format: one `instances_*.json` per split and a folder of its images.
+
+Boxes (`bbox`: x, y, width, height in pixels) become normalized `class cx cy w h` rows like YOLO labels;
+category ids (any numbers) map to class ids 0..K-1 in id order; crowd annotations (`iscrowd: 1`) are left
+out, as ultralytics' converter does. Problems name the json file and the annotation (id and list index).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionkit.data.splits import SampleSet, complete_splits
+from visionkit.data.yolo import ScanReport
+from visionkit.errors import VisionkitError
+from visionkit.utils.io import check_image
+
+_TOLERANCE = 1.0  # px a box may overhang the image edge (rounding in exporters); clipped, not an error
+
+
+def read_coco_json(path: Path) -> dict[str, Any]:
+    """The parsed json, with a clear error for a missing file, bad json or missing top-level keys."""
+    if not path.is_file():
+        raise VisionkitError(f"COCO annotations: file {path} does not exist")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise VisionkitError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    missing = [key for key in ("images", "annotations", "categories") if key not in spec]
+    if missing:
+        raise VisionkitError(f"{path}: missing key(s) {', '.join(missing)} (needs images, annotations, categories)")
+    return spec
+
+
+def coco_categories(spec: dict[str, Any], path: Path) -> tuple[dict[int, int], list[str]]:
+    """category id -> class id (0..K-1 in category-id order), and the names in class-id order."""
+    try:
+        categories = sorted((int(c["id"]), str(c["name"])) for c in spec["categories"])
+    except (KeyError, TypeError, ValueError):
+        raise VisionkitError(f"{path}: every category needs an integer 'id' and a 'name'") from None
+    if not categories:
+        raise VisionkitError(f"{path}: 'categories' is empty")
+    return {cat_id: index for index, (cat_id, _) in enumerate(categories)}, [name for _, name in categories]
+
+
+def _box_row(ann: dict[str, Any], image: dict[str, Any], where: str, class_id: int) -> list[float] | None:
+    try:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+    except (KeyError, TypeError, ValueError):
+        raise VisionkitError(f"{where}: 'bbox' must be [x, y, width, height] numbers") from None
+    width, height = float(image["width"]), float(image["height"])
+    if w <= 0 or h <= 0:
+        raise VisionkitError(f"{where}: bbox {ann['bbox']} has zero width or height")
+    if x < -_TOLERANCE or y < -_TOLERANCE or x + w > width + _TOLERANCE or y + h > height + _TOLERANCE:
+        raise VisionkitError(
+            f"{where}: bbox {ann['bbox']} reaches outside the {image['width']}x{image['height']} image"
+        )
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
+    return [class_id, (x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
+
+
+def scan_coco_split(
+    split: str, json_path: Path, images_dir: Path, names: list[str] | None, skip_bad: bool
+) -> tuple[SampleSet, ScanReport, list[str]]:
+    """Images and (N, 5) `class cx cy w h` arrays of one split, checked annotation by annotation."""
+    spec = read_coco_json(json_path)
+    mapping, split_names = coco_categories(spec, json_path)
+    if names is not None and split_names != names:
+        raise VisionkitError(f"{json_path}: categories {split_names} differ from the train split's {names}")
+    if not images_dir.is_dir():
+        raise VisionkitError(f"COCO images: folder {images_dir} (for {json_path.name}) does not exist")
+    images: dict[Any, dict[str, Any]] = {}
+    for index, image in enumerate(spec["images"]):
+        if not {"id", "file_name", "width", "height"} <= set(image):
+            raise VisionkitError(f"{json_path}: images[{index}] needs id, file_name, width and height")
+        images[image["id"]] = image
+    rows: dict[Any, list[list[float]]] = defaultdict(list)
+    bad: dict[Any, str] = {}
+    seen: dict[tuple[Any, tuple[float, ...]], str] = {}
+    for index, ann in enumerate(spec["annotations"]):
+        where = f"{json_path}: annotations[{index}] (id {ann.get('id', '?')})"
+        try:
+            image = images.get(ann.get("image_id"))  # type: ignore[arg-type]
+            if image is None:
+                raise VisionkitError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
+            if ann.get("iscrowd", 0):
+                continue
+            if int(ann.get("category_id", -1)) not in mapping:
+                raise VisionkitError(f"{where}: category_id {ann.get('category_id')} is not in 'categories'")
+            row = _box_row(ann, image, where, mapping[int(ann["category_id"])])
+            key = (image["id"], tuple(round(v, 6) for v in row))
+            if key in seen:
+                raise VisionkitError(f"{where}: duplicate of {seen[key].split(': ', 1)[1]}")
+            seen[key] = where
+            rows[image["id"]].append(row)
+        except VisionkitError as exc:
+            if not skip_bad or image is None:
+                hint = "" if skip_bad else "; fix it, or set data.skip_bad_labels=true to skip such images"
+                raise VisionkitError(f"{exc}{hint}") from None
+            bad.setdefault(image["id"], str(exc))
+    report = ScanReport(split)
+    paths: list[str] = []
+    targets: list[np.ndarray] = []
+    for image_id, image in images.items():
+        path = images_dir / str(image["file_name"])
+        problem = bad.get(image_id) or (f"bad image {path}: {reason}" if (reason := check_image(path)) else None)
+        if problem:
+            if not skip_bad:
+                raise VisionkitError(f"{problem}; fix it, or set data.skip_bad_labels=true to skip such images")
+            report.skipped.append(problem)
+            continue
+        boxes = np.asarray(rows.get(image_id, []), dtype=np.float32).reshape(-1, 5)
+        paths.append(str(path))
+        targets.append(boxes)
+        report.boxes += len(boxes)
+        report.backgrounds += len(boxes) == 0
+    if not paths:
+        raise VisionkitError(f"{split}: no usable images in {json_path}")
+    report.images = len(paths)
+    target_array = np.empty(len(targets), dtype=object)
+    target_array[:] = targets
+    return SampleSet(paths, target_array), report, split_names
+
+
+class CocoSource:
+    """A detection dataset in COCO json format: a json and an images folder per split (val/test optional;
+    missing ones are carved out of train with the seeded split). `reports` holds each split's scan."""
+
+    task = "detection"
+    scans_images = True
+
+    def __init__(
+        self,
+        train_json: str,
+        train_images: str,
+        val_json: str | None = None,
+        val_images: str | None = None,
+        test_json: str | None = None,
+        test_images: str | None = None,
+        skip_bad_labels: bool = False,
+    ) -> None:
+        self.files: dict[str, tuple[Path, Path]] = {}
+        for split, json_path, images in (
+            ("train", train_json, train_images),
+            ("val", val_json, val_images),
+            ("test", test_json, test_images),
+        ):
+            if json_path in (None, "", "???"):
+                if split == "train":
+                    raise VisionkitError("data.train_json is not set: pass data.train_json=/path/instances_train.json")
+                continue
+            if images in (None, "", "???"):
+                raise VisionkitError(f"data.{split}_images is not set: the folder the {split} json's file_names are in")
+            self.files[split] = (Path(json_path).expanduser(), Path(images).expanduser())
+        self.skip_bad_labels = skip_bad_labels
+        self.description = f"COCO dataset {self.files['train'][0]}"
+        self.reports: dict[str, ScanReport] = {}
+
+    def class_names(self) -> list[str]:
+        """Category names in category-id order (from the train json)."""
+        path = self.files["train"][0]
+        return coco_categories(read_coco_json(path), path)[1]
+
+    def splits(self, val_fraction: float, test_fraction: float, seed: int) -> dict[str, SampleSet]:
+        """Scanned samples per split; targets are (N, 5) arrays of `class cx cy w h`."""
+        names = self.class_names()
+        given: dict[str, SampleSet] = {}
+        for split, (json_path, images) in self.files.items():
+            given[split], self.reports[split], _ = scan_coco_split(
+                split, json_path, images, names, self.skip_bad_labels
+            )
+        return complete_splits(given, val_fraction, test_fraction, seed)
