@@ -22,6 +22,15 @@ def _xywhn_to_xyxy(boxes: Tensor, height: int, width: int) -> Tensor:
     return torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
 
 
+def _pad(rows: list[Tensor], width: int) -> Tensor:
+    """Per-image (K_i, width) rows as one (B, max K, width) tensor; padding rows hold -1."""
+    longest = max((len(r) for r in rows), default=0)
+    out = rows[0].new_full((len(rows), max(longest, 1), width), -1.0) if rows else torch.empty(0, 1, width)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
+
+
 class DetectionTask(VisionTask):
     """Detect objects of `num_classes` classes with any ultralytics detection yaml (v8, 11, ...).
 
@@ -82,7 +91,9 @@ class DetectionTask(VisionTask):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """The recipe's EMA of the weights and the closing of mosaic for the last epochs."""
-        callbacks: list[L.Callback] = [CloseMosaic(self.hparams.close_mosaic)]
+        from visionkit.callbacks.sample_predictions import SamplePredictionPlot
+
+        callbacks: list[L.Callback] = [CloseMosaic(self.hparams.close_mosaic), SamplePredictionPlot()]
         if self.hparams.ema_decay:
             callbacks.append(RampedEMA(self.hparams.ema_decay))
         return callbacks
@@ -191,7 +202,7 @@ class DetectionTask(VisionTask):
         detections = self.detect(batch["image"], **self.predict_settings)
         return {"detections": [d.cpu() for d in detections], **{k: batch[k].cpu() for k in ("index", "ok", "size")}}
 
-    def _evaluate(self, batch: dict[str, Tensor], metric: MeanAveragePrecision) -> None:
+    def _evaluate(self, batch: dict[str, Tensor], metric: MeanAveragePrecision) -> dict[str, Tensor]:
         images = batch["image"]
         height, width = images.shape[-2:]
         detections = self.detect(images)
@@ -202,6 +213,18 @@ class DetectionTask(VisionTask):
             boxes = _xywhn_to_xyxy(batch["bboxes"][mine], height, width)
             targets.append({"boxes": boxes, "labels": batch["cls"][mine].view(-1).long()})
         metric.update(preds, targets)
+        # per-image, padded (class -1 = none) for the sample-prediction plot
+        shown = [d[d[:, 4] >= 0.25][:50] for d in detections]
+        truth = [torch.cat([t["labels"][:, None].float(), t["boxes"]], 1) for t in targets]
+        return {"pred_boxes": _pad(shown, 6), "true_boxes": _pad(truth, 5)}
+
+    def sample_figure(self, batch: dict[str, Tensor], outputs: dict[str, Tensor], images: Any, title: str) -> Any:
+        """Validation images with true boxes and predictions scoring ≥ 0.25 (drawn by SamplePredictionPlot)."""
+        from visionkit.utils.viz import detection_grid_figure
+
+        preds = [p[p[:, 5] >= 0].cpu().numpy() for p in outputs["pred_boxes"]]
+        truths = [t[t[:, 0] >= 0].cpu().numpy() for t in outputs["true_boxes"]]
+        return detection_grid_figure(images, preds, truths, self.class_names, title)
 
     def _log_map(self, metric: MeanAveragePrecision, stage: str) -> None:
         result = metric.compute()  # synced across ranks by torchmetrics
@@ -209,8 +232,8 @@ class DetectionTask(VisionTask):
         self.log(f"{stage}_map50_95", result["map"], prog_bar=True)
         metric.reset()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_map)
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._evaluate(batch, self.val_map)
 
     def on_validation_epoch_end(self) -> None:
         self._log_map(self.val_map, "val")

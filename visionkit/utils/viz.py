@@ -75,3 +75,38 @@ def labelled_grid_figure(images: np.ndarray, titles: Sequence[str], correct: Seq
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def detection_grid_figure(
+    images: np.ndarray,
+    predictions: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    title: str,
+) -> Figure:
+    """Images in a grid with true boxes (dashed white) and predicted boxes (solid, class colour, `name score`).
+
+    predictions: per image (K, 6) `x1 y1 x2 y2 score class`; truths: per image (M, 5) `class x1 y1 x2 y2`.
+    """
+    from matplotlib.patches import Rectangle
+
+    count = len(images)
+    cols = min(4, count)
+    rows = (count + cols - 1) // cols
+    fig = Figure(figsize=(cols * 2.6, rows * 2.6 + 0.4))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    colours = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:pink")
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, pred, truth in zip(axes, images, predictions, truths):
+        ax.imshow(image)
+        for _cls, x1, y1, x2, y2 in np.asarray(truth).reshape(-1, 5):
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", lw=1.0, ls="--"))
+        for x1, y1, x2, y2, score, cls in np.asarray(pred).reshape(-1, 6):
+            colour = colours[int(cls) % len(colours)]
+            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=1.2))
+            ax.text(x1, y1, f"{class_names[int(cls)]} {score:.2f}", color="white", fontsize=5, va="bottom",
+                    bbox={"facecolor": colour, "pad": 0.5, "lw": 0})  # fmt: skip
+    fig.suptitle(f"{title} (dashed: truth)", fontsize=10)
+    fig.tight_layout()
+    return fig
