@@ -36,7 +36,7 @@ def test_short_training_lowers_the_loss_and_raises_map(trained_detector: Trained
 
 def test_warmup_then_linear_decay() -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
-    schedule = WarmupLinearLR(optimizer, total_steps=1000, epochs=10, warmup_epochs=3, min_warmup_steps=100)
+    schedule = WarmupLinearLR(optimizer, total_steps=1000, epochs=10, warmup_epochs=3, min_warmup_batches=100)
     lrs = []
     for _ in range(1000):
         lrs.append(optimizer.param_groups[0]["lr"])

@@ -191,7 +191,7 @@ def test_mosaic_is_served_and_closing_it_reaches_running_workers(tmp_path: Path)
     most = max(len(t) for t in train.samples.targets)
     assert max(len(train[i]["boxes"]) for i in range(8)) > most
 
-    probe = _ReportsMosaic(train.samples, train.transform, mosaic=1.0, mosaic_transform=train.mosaic_transform)
+    probe = _ReportsMosaic(train.samples, train.transform, mosaic=1.0, mosaic_size=(64, 64))
     loader = DataLoader(probe, batch_size=4, num_workers=2, persistent_workers=True)
     assert torch.cat(list(loader)).unique().tolist() == [1.0]
 

@@ -88,7 +88,7 @@ def export_ultralytics(task: VisionTask, path: str | os.PathLike[str], image_siz
 
     height, width = _size_hw(image_size)
     args: dict[str, Any] = {**DEFAULT_CFG_DICT, "imgsz": max(height, width), "task": "detect"}
-    model = copy.deepcopy(network).float().eval()
+    model = copy.deepcopy(network).float().eval().to(memory_format=torch.contiguous_format)
     model.criterion = None
     model.args = args
     model.names = dict(enumerate(task.class_names))

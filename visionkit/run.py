@@ -146,6 +146,22 @@ def _metrics(values: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def set_cpu_threads(cfg: DictConfig) -> int | None:
+    """Torch threads for CPU training: `cfg.cpu_threads`, or (null) the machine's cores divided among the
+    training processes (DDP on CPU: 2 processes on 2 cores get 1 thread each instead of oversubscribing).
+    Set here, it also holds against libraries that change it at import (ultralytics)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        return None
+    threads = cfg.get("cpu_threads")
+    if threads is None:
+        devices = cfg.trainer.get("devices", 1)
+        processes = int(devices) if str(devices).isdigit() else 1
+        threads = max((os.cpu_count() or 1) // max(processes, 1), 1)
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit the configured task on the configured data, test the best checkpoint, return all metrics.
 
@@ -156,6 +172,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir).expanduser().absolute()
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    threads = set_cpu_threads(cfg)
+    if threads is not None:
+        log.info(f"CPU training with {threads} torch thread(s) per process (cpu_threads to change)")
     datamodule = build_datamodule(cfg.data, cfg.get("augment"), mean=cfg.model.mean, std=cfg.model.std)
     task = build_task(cfg, datamodule)
     trainer = build_trainer(cfg)
@@ -191,8 +210,11 @@ def load_checkpoint(ckpt_path: str | None) -> tuple[VisionTask, dict[str, Any]]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     task_cls = _task_class(checkpoint, path)
     data_state = dict(checkpoint.get(VisionDataModule.__qualname__, {}))
-    task = task_cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return task, data_state
+    # What LightningModule.load_from_checkpoint does, on the checkpoint already read (it would read it again).
+    task = task_cls(**checkpoint.get("hyper_parameters", {}))
+    task.on_load_checkpoint(checkpoint)
+    task.load_state_dict(checkpoint["state_dict"], strict=True)
+    return task.eval(), data_state
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

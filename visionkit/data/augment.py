@@ -77,14 +77,12 @@ def build_transform(
     min_side: float = 2.0,
     mask_fill: int = 0,
     seed: int | None = None,
-    mosaic: bool = False,
 ) -> A.Compose:
     """Compose resize + `augment` + normalize + to-tensor for the given targets.
 
     targets: any of "image", "boxes" (with `class_labels` kept aligned) and "mask". Pass `augment=None`
     for validation/test. The result is called as `t(image=..., bboxes=..., class_labels=..., mask=...)`.
     Boxes less than `min_visibility` visible, under `min_area` px² or thinner than `min_side` px are dropped.
-    mosaic: start with a 2x2 mosaic; call with `mosaic_metadata=[{"image", "bboxes", "class_labels"}, ...]`.
     """
     unknown = set(targets) - {"image", "boxes", "mask"}
     if unknown:
@@ -100,21 +98,7 @@ def build_transform(
             min_height=min_side,
             clip=True,
         )
-    head: list[A.BasicTransform] = []
-    if mosaic:  # 2x2 grid of the image and the `mosaic_metadata` items, each fitted into a cell, cropped to size
-        height, width = _size_hw(image_size)
-        head.append(
-            A.Mosaic(
-                target_size=(height, width),
-                cell_shape=(height, width),
-                fit_mode="contain",
-                fill=LETTERBOX_FILL,
-                fill_mask=mask_fill,
-                p=1.0,
-            )
-        )
     ops = [
-        *head,
         *resize_ops(image_size, resize, mask_fill),
         *(augment or []),
         A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),

@@ -125,8 +125,8 @@ class VisionDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, object]) -> None:
         """Nothing to restore: the data config of the resumed run defines the data."""
 
-    def transform(self, train: bool, mosaic: bool = False) -> A.Compose:
-        """The augmentation pipeline for training (`train=True`) or evaluation; `mosaic` starts it with one."""
+    def transform(self, train: bool) -> A.Compose:
+        """The augmentation pipeline for training (`train=True`) or evaluation."""
         return build_transform(
             self.augment if train else None,
             image_size=self.image_size,
@@ -134,18 +134,18 @@ class VisionDataModule(L.LightningDataModule):
             std=self.std,
             resize=self.resize,
             targets=self.dataset_class.targets,
-            mosaic=mosaic,
         )
 
     def _make_dataset(self, name: str, samples: SampleSet) -> ImageSampleDataset:
         train = name == "train"
         if train and self.mosaic > 0 and self.dataset_class is DetectionDataset:
+            size = (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
             return DetectionDataset(
                 samples,
                 self.transform(train=True),
                 self.skip_bad_images,
                 mosaic=self.mosaic,
-                mosaic_transform=self.transform(train=True, mosaic=True),
+                mosaic_size=(int(size[0]), int(size[1])),
             )
         return self.dataset_class(samples, self.transform(train=train), self.skip_bad_images)
 

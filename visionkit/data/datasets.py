@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from visionkit.data.mosaic import mosaic4
 from visionkit.data.splits import SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import check_image, read_image
@@ -94,9 +95,9 @@ class DetectionDataset(ImageSampleDataset):
     """Samples `{"image", "boxes" (M, 4) normalized cx cy w h, "classes" (M,), "index"}` from images and
     (N, 5) `class cx cy w h` arrays; boxes go through the same spatial augmentation as the image.
 
-    With `mosaic_transform` (a pipeline that starts with albumentations' Mosaic) and `mosaic > 0`, that share
-    of samples is a 2x2 mosaic of the image and three random others (ultralytics' main detection
-    augmentation). The probability lives in shared memory, so `set_mosaic(0)` reaches running workers too.
+    With `mosaic > 0` and a `mosaic_size`, that share of samples is first tiled 2x2 with three random
+    others (ultralytics' main detection augmentation), then augmented like any sample. The share lives in
+    shared memory, so `set_mosaic(0)` reaches DataLoader workers that already run.
     """
 
     targets = ("image", "boxes")
@@ -107,13 +108,16 @@ class DetectionDataset(ImageSampleDataset):
         transform: A.Compose,
         skip_bad_images: bool = False,
         mosaic: float = 0.0,
-        mosaic_transform: A.Compose | None = None,
+        mosaic_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(samples, transform, skip_bad_images)
-        self.mosaic_transform = mosaic_transform
-        self._mosaic = torch.tensor([mosaic if mosaic_transform is not None else 0.0]).share_memory_()
+        self.mosaic_size = mosaic_size
+        self._mosaic = torch.tensor([mosaic if mosaic_size is not None else 0.0]).share_memory_()
         self._rng = random.Random(0)
         self._rng_seeded_for: tuple[int, int] | None = None
+        self._recent: dict[int, np.ndarray] = {}  # last decoded images of this worker, oldest first
+
+    buffer_size = 64
 
     @property
     def mosaic_probability(self) -> float:
@@ -126,36 +130,39 @@ class DetectionDataset(ImageSampleDataset):
     def _reseed(self) -> None:
         super()._reseed()
         if self._rng_seeded_for != self._seeded_for:
-            seed = int(torch.initial_seed() % 2**31)
-            self._rng.seed(seed + 1)
-            if self.mosaic_transform is not None:
-                self.mosaic_transform.set_random_seed(seed + 2)
+            self._rng.seed(int(torch.initial_seed() % 2**31) + 1)
             self._rng_seeded_for = self._seeded_for
 
-    @staticmethod
-    def _split(target: Any) -> tuple[np.ndarray, np.ndarray]:
-        boxes = np.asarray(target, dtype=np.float32).reshape(-1, 5)
-        return np.clip(boxes[:, 1:], 0.0, 1.0), boxes[:, 0]
-
-    def _partners(self, index: int) -> list[dict[str, Any]]:
-        partners = []
-        for other in self._rng.sample(range(len(self)), k=min(3, len(self))):
+    def _mosaic_of(self, image: np.ndarray, target: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tile with three partners drawn from the images this worker decoded last (ultralytics' buffer):
+        one decode per sample instead of four; random indices until the buffer fills."""
+        items = [(image, target)]
+        pool = [i for i in self._recent if i != index]
+        partners = (
+            self._rng.sample(pool, k=3) if len(pool) >= 3 else self._rng.sample(range(len(self)), k=min(3, len(self)))
+        )
+        for other in partners:
             try:
-                image = self.read(other)
+                items.append(
+                    (
+                        self._recent.get(other) if other in self._recent else self.read(other),
+                        self.samples.targets[other],
+                    )
+                )
             except VisionkitError:
-                continue  # a bad partner is simply left out of the mosaic
-            bboxes, labels = self._split(self.samples.targets[other])
-            partners.append({"image": image, "bboxes": bboxes, "class_labels": labels})
-        return partners
+                continue  # a bad partner leaves its quarter empty
+        while len(items) < 4:
+            items.append((np.full_like(image, 114), np.zeros((0, 5), np.float32)))
+        return mosaic4(items, self.mosaic_size, self._rng)
 
     def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
-        bboxes, labels = self._split(target)
-        if self.mosaic_transform is not None and self._rng.random() < self.mosaic_probability:
-            out = self.mosaic_transform(
-                image=image, bboxes=bboxes, class_labels=labels, mosaic_metadata=self._partners(index)
-            )
-        else:
-            out = self.transform(image=image, bboxes=bboxes, class_labels=labels)
+        if self.mosaic_size is not None and self._rng.random() < self.mosaic_probability:
+            self._recent[index] = image
+            while len(self._recent) > self.buffer_size:
+                self._recent.pop(next(iter(self._recent)))
+            image, target = self._mosaic_of(image, target, index)
+        boxes = np.asarray(target, dtype=np.float32).reshape(-1, 5)
+        out = self.transform(image=image, bboxes=np.clip(boxes[:, 1:], 0.0, 1.0), class_labels=boxes[:, 0])
         kept = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         return {
             "image": out["image"],

@@ -17,13 +17,18 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
-    """Trainable parameters in two groups: weights of conv/linear layers (decayed) and biases/norms (not)."""
-    decay, no_decay = [], []
-    for param in model.parameters():
+    """Trainable parameters in three named groups: conv/linear weights (decayed), norm weights and biases
+    (not decayed). Biases are apart so a schedule can warm them up differently (ultralytics' recipe)."""
+    groups: dict[str, list[nn.Parameter]] = {"weights": [], "norms": [], "biases": []}
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if param.ndim > 1 else no_decay).append(param)
-    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
+            key = "weights" if param.ndim > 1 else "biases" if name.endswith("bias") else "norms"
+            groups[key].append(param)
+    return [
+        {"params": params, "name": key, **({} if key == "weights" else {"weight_decay": 0.0})}
+        for key, params in groups.items()
+        if params
+    ]
 
 
 class TrainStepStats:
@@ -95,7 +100,9 @@ class VisionTask(L.LightningModule):
         target = getattr(self.scheduler_factory, "func", self.scheduler_factory)
         interval = "epoch"
         if is_per_step(target):
-            scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+            extra = {"accumulation": self.trainer.accumulate_grad_batches} if getattr(target, "per_step", 0) else {}
+            total = int(self.trainer.estimated_stepping_batches)
+            scheduler = self.scheduler_factory(optimizer, total_steps=total, **extra)
             interval = "step"
         else:
             scheduler = self.scheduler_factory(optimizer)

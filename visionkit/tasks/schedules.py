@@ -2,41 +2,62 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 
 class WarmupLinearLR(LambdaLR):
-    """Linear warm-up from 0 to the base lr, then linear decay to `final_fraction` of it by the end of training:
-    the recipe of ultralytics' trainer (3 warm-up epochs, at least `min_warmup_steps`; lrf=0.01).
+    """Linear warm-up, then linear decay to `final_fraction` of the base lr by the end of training: the
+    schedule of ultralytics' trainer (lrf=0.01). Warm-up lasts `warmup_epochs` but at least
+    `min_warmup_batches` batches; during it the `biases` parameter group starts at `warmup_bias_lr` and
+    comes down to the schedule (ultralytics: 0.1), the other groups rise from 0.
 
-    `total_steps` (optimizer steps of the whole run) is filled in by the task from the trainer.
+    `total_steps` (optimizer steps of the run) and `accumulation` (batches per step) come from the trainer.
     """
 
-    per_step = True  # the task passes total_steps and steps it every optimizer step
+    per_step = True  # the task passes total_steps and accumulation, and steps it every optimizer step
 
     def __init__(
         self,
         optimizer: torch.optim.Optimizer,
         total_steps: int,
         epochs: int,
+        accumulation: int = 1,
         warmup_epochs: float = 3.0,
-        min_warmup_steps: int = 100,
+        min_warmup_batches: int = 100,
+        warmup_bias_lr: float = 0.0,
         final_fraction: float = 0.01,
     ) -> None:
-        steps_per_epoch = max(total_steps / max(epochs, 1), 1.0)
-        warmup = max(round(warmup_epochs * steps_per_epoch), min_warmup_steps) if warmup_epochs > 0 else 0
-        self.warmup_steps = min(warmup, total_steps // 2)
         self.total_steps = max(total_steps, 1)
+        steps_per_epoch = max(self.total_steps / max(epochs, 1), 1.0)
+        warmup = 0
+        if warmup_epochs > 0:
+            warmup = max(round(warmup_epochs * steps_per_epoch), math.ceil(min_warmup_batches / max(accumulation, 1)))
+        self.warmup_steps = min(warmup, self.total_steps // 2)
         self.final_fraction = final_fraction
 
-        def factor(step: int) -> float:
-            decay = (1 - min(step / self.total_steps, 1.0)) * (1 - final_fraction) + final_fraction
-            if step < self.warmup_steps:
-                return decay * (step + 1) / (self.warmup_steps + 1)
-            return decay
+        def decay(step: int) -> float:
+            return (1 - min(step / self.total_steps, 1.0)) * (1 - final_fraction) + final_fraction
 
-        super().__init__(optimizer, factor)
+        def rising(step: int) -> float:
+            return decay(step) * min((step + 1) / (self.warmup_steps + 1), 1.0)
+
+        def falling_from(start: float):
+            def factor(step: int) -> float:
+                if step >= self.warmup_steps:
+                    return decay(step)
+                progress = (step + 1) / (self.warmup_steps + 1)
+                return start + (decay(step) - start) * progress
+
+            return factor
+
+        lambdas = []
+        for group in optimizer.param_groups:
+            is_bias = group.get("name") == "biases" and warmup_bias_lr > 0
+            lambdas.append(falling_from(warmup_bias_lr / group["lr"]) if is_bias else rising)
+        super().__init__(optimizer, lambdas)
 
     def __repr__(self) -> str:
         return f"WarmupLinearLR(warmup_steps={self.warmup_steps}, total_steps={self.total_steps})"
