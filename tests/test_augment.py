@@ -98,7 +98,7 @@ def test_mosaic_boxes_frame_their_objects(preset: str) -> None:
 
     seen = 0
     for _ in range(10):
-        image, boxes = mosaic4([item(c) for c in range(4)], (96, 96), picker)
+        image, boxes = mosaic4([item(c) for c in range(4)], (96, 96), picker, scale=(0.5, 1.5), translate=0.1)
         assert image.shape == (96, 96, 3) and ((boxes[:, 1:] >= 0) & (boxes[:, 1:] <= 1)).all()
         out = transform(image=image, bboxes=boxes[:, 1:], class_labels=boxes[:, 0])
         assert out["image"].shape == (3, 96, 96) and len(out["bboxes"]) == len(out["class_labels"])

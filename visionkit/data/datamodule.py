@@ -125,10 +125,10 @@ class VisionDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict[str, object]) -> None:
         """Nothing to restore: the data config of the resumed run defines the data."""
 
-    def transform(self, train: bool) -> A.Compose:
-        """The augmentation pipeline for training (`train=True`) or evaluation."""
+    def transform(self, train: bool, augment: Sequence[A.BasicTransform] | None = None) -> A.Compose:
+        """The augmentation pipeline for training (`train=True`, `augment` or the data module's) or evaluation."""
         return build_transform(
-            self.augment if train else None,
+            (self.augment if augment is None else augment) if train else None,
             image_size=self.image_size,
             mean=self.mean,
             std=self.std,
@@ -140,12 +140,24 @@ class VisionDataModule(L.LightningDataModule):
         train = name == "train"
         if train and self.mosaic > 0 and self.dataset_class is DetectionDataset:
             size = (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
+            # the preset's Affine zooms and shifts the whole mosaic canvas instead of the cropped view
+            affine = next((t for t in self.augment if isinstance(t, A.Affine)), None)
+            scale, translate = (1.0, 1.0), 0.0
+            if affine is not None:
+                scale = tuple(float(v) for v in affine.scale["x"])
+                translate = (
+                    float(max(abs(v) for v in affine.translate_percent["x"])) if affine.translate_percent else 0.0
+                )
+            rest = [t for t in self.augment if t is not affine]
             return DetectionDataset(
                 samples,
                 self.transform(train=True),
                 self.skip_bad_images,
                 mosaic=self.mosaic,
                 mosaic_size=(int(size[0]), int(size[1])),
+                mosaic_transform=self.transform(train=True, augment=rest),
+                mosaic_scale=scale,
+                mosaic_translate=translate,
             )
         return self.dataset_class(samples, self.transform(train=train), self.skip_bad_images)
 

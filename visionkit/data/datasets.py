@@ -96,7 +96,9 @@ class DetectionDataset(ImageSampleDataset):
     (N, 5) `class cx cy w h` arrays; boxes go through the same spatial augmentation as the image.
 
     With `mosaic > 0` and a `mosaic_size`, that share of samples is first tiled 2x2 with three random
-    others (ultralytics' main detection augmentation), then augmented like any sample. The share lives in
+    others (ultralytics' main detection augmentation) and zoomed/shifted on the tiled canvas by
+    `mosaic_scale`/`mosaic_translate`, then augmented by `mosaic_transform` (the pipeline without its
+    affine step, which the mosaic took over). The share lives in
     shared memory, so `set_mosaic(0)` reaches DataLoader workers that already run.
     """
 
@@ -109,9 +111,15 @@ class DetectionDataset(ImageSampleDataset):
         skip_bad_images: bool = False,
         mosaic: float = 0.0,
         mosaic_size: tuple[int, int] | None = None,
+        mosaic_transform: A.Compose | None = None,
+        mosaic_scale: tuple[float, float] = (1.0, 1.0),
+        mosaic_translate: float = 0.0,
     ) -> None:
         super().__init__(samples, transform, skip_bad_images)
         self.mosaic_size = mosaic_size
+        self.mosaic_transform = mosaic_transform or transform
+        self.mosaic_scale = mosaic_scale
+        self.mosaic_translate = mosaic_translate
         self._mosaic = torch.tensor([mosaic if mosaic_size is not None else 0.0]).share_memory_()
         self._rng = random.Random(0)
         self._rng_seeded_for: tuple[int, int] | None = None
@@ -153,16 +161,18 @@ class DetectionDataset(ImageSampleDataset):
                 continue  # a bad partner leaves its quarter empty
         while len(items) < 4:
             items.append((np.full_like(image, 114), np.zeros((0, 5), np.float32)))
-        return mosaic4(items, self.mosaic_size, self._rng)
+        return mosaic4(items, self.mosaic_size, self._rng, self.mosaic_scale, self.mosaic_translate)
 
     def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+        transform = self.transform
         if self.mosaic_size is not None and self._rng.random() < self.mosaic_probability:
             self._recent[index] = image
             while len(self._recent) > self.buffer_size:
                 self._recent.pop(next(iter(self._recent)))
             image, target = self._mosaic_of(image, target, index)
+            transform = self.mosaic_transform
         boxes = np.asarray(target, dtype=np.float32).reshape(-1, 5)
-        out = self.transform(image=image, bboxes=np.clip(boxes[:, 1:], 0.0, 1.0), class_labels=boxes[:, 0])
+        out = transform(image=image, bboxes=np.clip(boxes[:, 1:], 0.0, 1.0), class_labels=boxes[:, 0])
         kept = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
         return {
             "image": out["image"],
