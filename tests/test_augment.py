@@ -127,3 +127,19 @@ def test_unknown_preset_and_resize_mode() -> None:
         load_preset("heavy")
     with pytest.raises(VisionkitError, match=r"data\.resize='squash'"):
         build_transform(None, image_size=8, resize="squash")
+
+
+def test_hsv_gain_scales_value_and_saturation_in_hsv_space() -> None:
+    import cv2
+
+    from visionkit.data.transforms import RandomHSVGain
+
+    image = np.random.default_rng(0).integers(30, 200, (16, 16, 3), dtype=np.uint8)
+    same = RandomHSVGain(0.0, 0.0, 0.0).apply(image, gains=np.ones(3))
+    assert np.abs(same.astype(int) - image).max() <= 3  # HSV round trip only
+    brighter = RandomHSVGain().apply(image, gains=np.array([1.0, 1.0, 1.2]))
+    value = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)[..., 2].astype(float)
+    expected = (value * 1.2).clip(0, 255).mean()
+    assert cv2.cvtColor(brighter, cv2.COLOR_RGB2HSV)[..., 2].mean() == pytest.approx(expected, abs=2)
+    grey = RandomHSVGain().apply(image, gains=np.array([1.0, 0.0, 1.0]))
+    assert np.abs(grey[..., 0].astype(int) - grey[..., 1]).max() <= 1  # saturation 0: grey
