@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from visionkit.data.augment import size_hw
 from visionkit.errors import VisionkitError
 from visionkit.tasks.base import VisionTask
 
@@ -36,13 +37,6 @@ def _atomic_path(path: Path) -> Iterator[Path]:
         raise
 
 
-def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = (int(v) for v in image_size)
-    return height, width
-
-
 def export_onnx(
     task: VisionTask, path: str | os.PathLike[str], image_size: int | Sequence[int], opset: int = 17
 ) -> Path:
@@ -55,7 +49,7 @@ def export_onnx(
     except ImportError:
         raise VisionkitError("ONNX export needs onnx: pip install 'visionkit[export]'") from None
     module, output_names, dynamic = task.export_module()
-    height, width = _size_hw(image_size)
+    height, width = size_hw(image_size)
     example = torch.rand(1, 3, height, width)
     axes: dict[str, dict[int, str]] = {"images": {0: "batch"}}
     if dynamic:
@@ -86,7 +80,7 @@ def export_ultralytics(task: VisionTask, path: str | os.PathLike[str], image_siz
     from ultralytics import __version__
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    height, width = _size_hw(image_size)
+    height, width = size_hw(image_size)
     args: dict[str, Any] = {**DEFAULT_CFG_DICT, "imgsz": max(height, width), "task": "detect"}
     model = copy.deepcopy(network).float().eval().to(memory_format=torch.contiguous_format)
     model.criterion = None

@@ -34,7 +34,8 @@ def load_preset(name: str) -> list[A.BasicTransform]:
     return list(instantiate(OmegaConf.load(path).train or []))
 
 
-def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+def size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) of an `image_size` config value: one int for square, or [height, width]."""
     if isinstance(image_size, int):
         return image_size, image_size
     height, width = (int(v) for v in image_size)
@@ -43,7 +44,7 @@ def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 def resize_ops(image_size: int | Sequence[int], mode: str, mask_fill: int = 0) -> list[A.BasicTransform]:
     """Bring any image to the network size: `stretch`, `letterbox` (keep aspect, pad) or `crop` (centre)."""
-    height, width = _size_hw(image_size)
+    height, width = size_hw(image_size)
     if mode == "stretch":
         return [A.Resize(height, width)]
     if mode == "letterbox":

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_preset
+from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_preset, size_hw
 from visionkit.data.datasets import (
     ClassificationDataset,
     DetectionDataset,
@@ -139,7 +139,6 @@ class VisionDataModule(L.LightningDataModule):
     def _make_dataset(self, name: str, samples: SampleSet) -> ImageSampleDataset:
         train = name == "train"
         if train and self.mosaic > 0 and self.dataset_class is DetectionDataset:
-            size = (self.image_size, self.image_size) if isinstance(self.image_size, int) else self.image_size
             # the preset's Affine zooms and shifts the whole mosaic canvas instead of the cropped view
             affine = next((t for t in self.augment if isinstance(t, A.Affine)), None)
             scale, translate = (1.0, 1.0), 0.0
@@ -154,7 +153,7 @@ class VisionDataModule(L.LightningDataModule):
                 self.transform(train=True),
                 self.skip_bad_images,
                 mosaic=self.mosaic,
-                mosaic_size=(int(size[0]), int(size[1])),
+                mosaic_size=size_hw(self.image_size),
                 mosaic_transform=self.transform(train=True, augment=rest),
                 mosaic_scale=scale,
                 mosaic_translate=translate,

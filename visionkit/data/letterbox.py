@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from visionkit.data.augment import size_hw
+
 
 @dataclass(frozen=True)
 class Letterbox:
@@ -20,7 +22,7 @@ class Letterbox:
 
     @classmethod
     def fit(cls, height: int, width: int, input_size: int | Sequence[int]) -> Letterbox:
-        target_h, target_w = (input_size, input_size) if isinstance(input_size, int) else input_size
+        target_h, target_w = size_hw(input_size)
         scale = min(target_h / height, target_w / width)
         new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
         return cls(new_w / width, new_h / height, (target_w - new_w) // 2, (target_h - new_h) // 2)
