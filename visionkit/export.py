@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,22 +17,9 @@ import torch
 from visionkit.data.augment import size_hw
 from visionkit.errors import VisionkitError
 from visionkit.tasks.base import VisionTask
+from visionkit.utils.io import atomic_path
 
 EXPORT_FORMATS = ("onnx", "ultralytics")
-
-
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed to `path` when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_onnx(
@@ -57,7 +42,7 @@ def export_onnx(
     for name in output_names:
         axes[name] = {0: "batch"}
     path = Path(path)
-    with _atomic_path(path) as tmp, torch.no_grad():
+    with atomic_path(path) as tmp, torch.no_grad():
         torch.onnx.export(
             module.eval(),
             (example,),
@@ -104,6 +89,6 @@ def export_ultralytics(task: VisionTask, path: str | os.PathLike[str], image_siz
         "exported_by": "visionkit",
     }
     path = Path(path)
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
     return path

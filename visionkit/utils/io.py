@@ -80,15 +80,25 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
-    """Write to a temporary file beside `path` and rename it into place only when writing succeeded."""
+def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
+    """A temporary path beside `path` (suffix: `path`'s unless given), renamed to `path` only when the block
+    succeeded: for writers that take a file name (ONNX, torch.save) rather than a handle."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix, dir=path.parent
+    )
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as handle:
-            yield handle
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
+    """Write to a temporary file beside `path` and rename it into place only when writing succeeded."""
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, mode) as handle:
+        yield handle
