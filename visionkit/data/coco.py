@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from visionkit.data.splits import SampleSet, complete_splits
-from visionkit.data.yolo import ScanReport
+from visionkit.data.yolo import SKIP_HINT, ScanReport, SplitScan
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import check_image
 
@@ -99,31 +99,21 @@ def scan_coco_split(
             rows[image["id"]].append(row)
         except VisionkitError as exc:
             if not skip_bad or image is None:
-                hint = "" if skip_bad else "; fix it, or set data.skip_bad_labels=true to skip such images"
+                hint = "" if skip_bad else f"; {SKIP_HINT}"
                 raise VisionkitError(f"{exc}{hint}") from None
             bad.setdefault(image["id"], str(exc))
-    report = ScanReport(split)
-    paths: list[str] = []
-    targets: list[np.ndarray] = []
+    scan = SplitScan(split)
     for image_id, image in images.items():
         path = images_dir / str(image["file_name"])
         problem = bad.get(image_id) or (f"bad image {path}: {reason}" if (reason := check_image(path)) else None)
         if problem:
             if not skip_bad:
-                raise VisionkitError(f"{problem}; fix it, or set data.skip_bad_labels=true to skip such images")
-            report.skipped.append(problem)
+                raise VisionkitError(f"{problem}; {SKIP_HINT}")
+            scan.report.skipped.append(problem)
             continue
-        boxes = np.asarray(rows.get(image_id, []), dtype=np.float32).reshape(-1, 5)
-        paths.append(str(path))
-        targets.append(boxes)
-        report.boxes += len(boxes)
-        report.backgrounds += len(boxes) == 0
-    if not paths:
-        raise VisionkitError(f"{split}: no usable images in {json_path}")
-    report.images = len(paths)
-    target_array = np.empty(len(targets), dtype=object)
-    target_array[:] = targets
-    return SampleSet(paths, target_array), report, split_names
+        scan.keep(path, np.asarray(rows.get(image_id, []), dtype=np.float32).reshape(-1, 5))
+    samples, report = scan.samples(str(json_path))
+    return samples, report, split_names
 
 
 class CocoSource:

@@ -37,6 +37,33 @@ class ScanReport:
         return text
 
 
+SKIP_HINT = "fix it, or set data.skip_bad_labels=true to skip such images"
+
+
+class SplitScan:
+    """The images a scan keeps, with their (N, 5) `class cx cy w h` arrays, and its report (YOLO and COCO)."""
+
+    def __init__(self, split: str) -> None:
+        self.report = ScanReport(split)
+        self.paths: list[str] = []
+        self.targets: list[np.ndarray] = []
+
+    def keep(self, path: Path, boxes: np.ndarray) -> None:
+        self.paths.append(str(path))
+        self.targets.append(boxes)
+        self.report.boxes += len(boxes)
+        self.report.backgrounds += len(boxes) == 0
+
+    def samples(self, source: str) -> tuple[SampleSet, ScanReport]:
+        """The kept samples (an error naming `source` when none are left) and the completed report."""
+        if not self.paths:
+            raise VisionkitError(f"{self.report.split}: no usable images found in {source}")
+        self.report.images = len(self.paths)
+        targets = np.empty(len(self.targets), dtype=object)
+        targets[:] = self.targets
+        return SampleSet(self.paths, targets), self.report
+
+
 def label_path_for(image: Path) -> Path:
     """ultralytics' convention: the last `images` folder in the path becomes `labels`, suffix `.txt`."""
     parts = list(image.parts)
@@ -143,10 +170,8 @@ def _images_of(entries: Sequence[Path]) -> list[Path]:
 
 def scan_split(split: str, entries: Sequence[Path], num_classes: int, skip_bad: bool) -> tuple[SampleSet, ScanReport]:
     """Images and their (N, 5) label arrays for one split, checked line by line."""
-    report = ScanReport(split)
+    scan = SplitScan(split)
     images = _images_of(entries)
-    paths: list[str] = []
-    targets: list[np.ndarray] = []
     for image in images:
         try:
             problem = check_image(image)
@@ -156,13 +181,10 @@ def scan_split(split: str, entries: Sequence[Path], num_classes: int, skip_bad: 
             boxes = parse_label_file(label, num_classes) if label.is_file() else np.zeros((0, 5), np.float32)
         except VisionkitError as exc:
             if not skip_bad:
-                raise VisionkitError(f"{exc}; fix it, or set data.skip_bad_labels=true to skip such images") from None
-            report.skipped.append(str(exc))
+                raise VisionkitError(f"{exc}; {SKIP_HINT}") from None
+            scan.report.skipped.append(str(exc))
             continue
-        paths.append(str(image))
-        targets.append(boxes)
-        report.boxes += len(boxes)
-        report.backgrounds += len(boxes) == 0
+        scan.keep(image, boxes)
     expected_labels = {label_path_for(image).resolve() for image in images}
     for entry in entries:
         labels_dir = label_path_for(entry / "x.jpg").parent if entry.is_dir() else None
@@ -172,13 +194,8 @@ def scan_split(split: str, entries: Sequence[Path], num_classes: int, skip_bad: 
             message = f"label file {orphan} has no image"
             if not skip_bad:
                 raise VisionkitError(f"{message}; add the image or delete the label, or set data.skip_bad_labels=true")
-            report.skipped.append(message)
-    if not paths:
-        raise VisionkitError(f"{split}: no usable images found in {', '.join(map(str, entries))}")
-    report.images = len(paths)
-    target_array = np.empty(len(targets), dtype=object)
-    target_array[:] = targets
-    return SampleSet(paths, target_array), report
+            scan.report.skipped.append(message)
+    return scan.samples(", ".join(map(str, entries)))
 
 
 class YoloSource:
