@@ -254,11 +254,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return _metrics(results[0] if results else {})
 
 
-def _image_loader(cfg: DictConfig, paths: list[str], data_state: Mapping[str, Any], resize: str) -> DataLoader:
-    """Loose files preprocessed as the checkpoint's data was (size: `cfg.image_size` or the training size)."""
+def _input_size(cfg: DictConfig, data_state: Mapping[str, Any]) -> Any:
+    """The network input size for predict/export: `cfg.image_size`, else the checkpoint's training size."""
+    return _plain(cfg.get("image_size")) or data_state.get("image_size", 224)
+
+
+def _image_loader(
+    cfg: DictConfig, paths: list[str], data_state: Mapping[str, Any], resize: str, size: Any
+) -> DataLoader:
+    """Loose files resized to `size` and normalized as the checkpoint's data was."""
     transform = build_transform(
         None,
-        image_size=_plain(cfg.get("image_size")) or data_state.get("image_size", 224),
+        image_size=size,
         mean=data_state.get("mean", IMAGENET_MEAN),
         std=data_state.get("std", IMAGENET_STD),
         resize=resize,
@@ -279,9 +286,11 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     paths = list_images(cfg.get("source"))
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1, strategy="auto")
     output_dir = Path(cfg.paths.output_dir)
+    size = _input_size(cfg, data_state)
     if isinstance(task, DetectionTask):
-        return _predict_detection(cfg, task, data_state, paths, trainer, output_dir)
-    loader = _image_loader(cfg, paths, data_state, data_state.get("resize", "stretch"))
+        loader = _image_loader(cfg, paths, data_state, "letterbox", size)
+        return _predict_detection(cfg, task, loader, paths, size, trainer, output_dir)
+    loader = _image_loader(cfg, paths, data_state, data_state.get("resize", "stretch"), size)
     batches = trainer.predict(task, dataloaders=loader)
     rows = prediction_rows(paths, batches, task.class_names, int(cfg.top_k))
     write_predictions(rows, output_dir)
@@ -293,17 +302,21 @@ def predict(cfg: DictConfig) -> dict[str, float]:
 def _predict_detection(
     cfg: DictConfig,
     task: DetectionTask,
-    data_state: Mapping[str, Any],
+    loader: DataLoader,
     paths: list[str],
+    size: Any,
     trainer: L.Trainer,
     output_dir: Path,
 ) -> dict[str, float]:
-    size = _plain(cfg.get("image_size")) or data_state.get("image_size", 640)
-    task.predict_settings = {"conf": float(cfg.conf), "iou": float(cfg.iou), "max_det": int(cfg.max_det)}
-    task.predict_settings["multi_label"] = False
+    task.predict_settings = {
+        "conf": float(cfg.conf),
+        "iou": float(cfg.iou),
+        "max_det": int(cfg.max_det),
+        "multi_label": False,
+    }
     task.fuse_for_inference()
     records: list[dict[str, Any]] = []
-    for batch in trainer.predict(task, dataloaders=_image_loader(cfg, paths, data_state, "letterbox")) or []:
+    for batch in trainer.predict(task, dataloaders=loader) or []:
         for detections, index, ok, (height, width) in zip(
             batch["detections"], batch["index"].tolist(), batch["ok"].tolist(), batch["size"].tolist()
         ):
@@ -331,7 +344,7 @@ def export(cfg: DictConfig) -> dict[str, float]:
     if not formats or unknown:
         raise VisionkitError(f"formats={formats}: choose from {list(EXPORT_FORMATS)}, e.g. formats=[onnx,ultralytics]")
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
-    size = _plain(cfg.get("image_size")) or data_state.get("image_size", 224)
+    size = _input_size(cfg, data_state)
     output_dir = Path(cfg.paths.output_dir)
     written = []
     if "ultralytics" in formats:
