@@ -77,7 +77,7 @@ class DetectionTask(VisionTask):
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "weights"])
         self.model = build_yolo(model, num_classes, weights=weights)
         self.model.names = dict(enumerate(self.class_names))
-        self.frozen = freeze_layers(self.model, freeze)
+        freeze_layers(self.model, freeze)
         self.train_stats = TrainStepStats()
         logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # it prints its table at INFO
         self.val_map = MeanAveragePrecision(
@@ -211,7 +211,10 @@ class DetectionTask(VisionTask):
         detections = self.detect(batch["image"], **self.predict_settings)
         return {"detections": [d.cpu() for d in detections], **{k: batch[k].cpu() for k in ("index", "ok", "size")}}
 
-    def _evaluate(self, batch: dict[str, Tensor], metric: MeanAveragePrecision) -> dict[str, Tensor]:
+    def _evaluate(
+        self, batch: dict[str, Tensor], metric: MeanAveragePrecision, for_plot: bool = False
+    ) -> dict[str, Tensor] | None:
+        """Update `metric`; with `for_plot`, also return the batch's boxes for the sample-prediction plot."""
         images = batch["image"]
         height, width = images.shape[-2:]
         detections = self.detect(images)
@@ -222,6 +225,8 @@ class DetectionTask(VisionTask):
             boxes = _xywhn_to_xyxy(batch["bboxes"][mine], height, width)
             targets.append({"boxes": boxes, "labels": batch["cls"][mine].view(-1).long()})
         metric.update(preds, targets)
+        if not for_plot:
+            return None
         # per-image, padded (class -1 = none) for the sample-prediction plot
         shown = [d[d[:, 4] >= 0.25][:50] for d in detections]
         truth = [torch.cat([t["labels"][:, None].float(), t["boxes"]], 1) for t in targets]
@@ -241,8 +246,8 @@ class DetectionTask(VisionTask):
         self.log(f"{stage}_map50_95", result["map"], prog_bar=True)
         metric.reset()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        return self._evaluate(batch, self.val_map)
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        return self._evaluate(batch, self.val_map, for_plot=batch_idx == 0)  # the plot draws the first batch
 
     def on_validation_epoch_end(self) -> None:
         self._log_map(self.val_map, "val")
