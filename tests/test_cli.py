@@ -195,3 +195,40 @@ def test_detection_ddp_two_cpu_processes_train_export_and_predict(tmp_path: Path
         and len(list((predicted / "images").glob("*.png"))) == 100
     )
     assert len(json.loads((predicted / "predictions.json").read_text())) == 100
+
+
+def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: Path) -> None:
+    """Segmentation under DDP (2 CPU processes, gloo): one run folder, the per-class table and metrics once;
+    then the CLIs predict (a larger image, tiled) and export ONNX with the result."""
+    cache = tmp_path / "cache"
+    args = [
+        "task=segmentation",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=2",
+        "+trainer.limit_test_batches=2",
+        "data.image_size=64",
+        f"paths.data_dir={cache}",
+        *QUIET,
+    ]
+    out = run("visionkit-train", args, tmp_path).stdout
+    runs = list((tmp_path / "outputs" / "segmentation").glob("*/*"))
+    assert runs == [run_folder(out)]
+    assert out.count("test_miou:") == 1
+    table = (runs[0] / "test_per_class.csv").read_text().splitlines()
+    assert table[0] == "class_id,class,iou,dice" and len(table) == 6
+    best = runs[0] / "checkpoints" / "best.ckpt"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    tiles = [np.asarray(Image.open(p)) for p in sorted((cache / "shapes_seg_v1" / "images" / "test").glob("*.png"))[:2]]
+    Image.fromarray(np.concatenate(tiles, 1)).save(photos / "wide.png")  # 128 x 256 with 64 px training size
+    predicted = run_folder(
+        run("visionkit-predict", ["task=segmentation", f"ckpt_path={best}", f"source={photos}"], tmp_path).stdout
+    )
+    assert Image.open(predicted / "masks" / "wide.png").size == (256, 128)
+    assert (predicted / "overlays" / "wide.png").is_file()
+    exported = run_folder(run("visionkit-export", [f"ckpt_path={best}", "formats=[onnx]"], tmp_path).stdout)
+    assert (exported / "model.onnx").is_file()
+    wrong = run("visionkit-predict", ["task=detection", f"ckpt_path={best}", f"source={photos}"], tmp_path, False)
+    assert wrong.returncode == 1 and "holds a segmentation model" in wrong.stderr

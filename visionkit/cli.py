@@ -69,14 +69,21 @@ def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
     console = Console()
     if table.row_count:
         console.print(table)
-    headline = next((k for k in ("test_acc", "test_map50_95", "val_acc", "val_map50_95") if k in metrics), None)
+    headlines = ("test_acc", "test_map50_95", "test_miou", "val_acc", "val_map50_95", "val_miou")
+    headline = next((k for k in headlines if k in metrics), None)
     if headline:
         print(f"{headline}: {metrics[headline]:.4f}", flush=True)
     print(f"run folder: {output_dir}", flush=True)
 
 
-def run_cli(prog: str, config_name: str, job: Job) -> None:
-    """Run `job` under Hydra with the shipped configs; print one clean error line on bad input."""
+def run_cli(prog: str, config_name: str, job: Job, renamed: dict[str, str] | None = None) -> None:
+    """Run `job` under Hydra with the shipped configs; print one clean error line on bad input.
+
+    renamed: command-line keys passed on under another name (`task=` of visionkit-predict is a plain value
+    there, while Hydra would take it for the `task` config group of training).
+    """
+    for old, new in (renamed or {}).items():
+        sys.argv = [f"{new}={a.split('=', 1)[1]}" if a.startswith(f"{old}=") else a for a in sys.argv]
     verbose = "--verbose" in sys.argv
     if verbose:
         sys.argv.remove("--verbose")

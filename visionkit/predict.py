@@ -1,4 +1,4 @@
-"""`visionkit-predict ckpt_path=... source=...`: classify image files with a checkpoint (see conf/predict.yaml)."""
+"""`visionkit-predict ckpt_path=... source=...`: run a checkpoint of any task on image files (conf/predict.yaml)."""
 
 from visionkit.cli import run_cli
 
@@ -7,7 +7,7 @@ def main() -> None:
     """Console entry point."""
     from visionkit.run import predict
 
-    run_cli("visionkit-predict", "predict", predict)
+    run_cli("visionkit-predict", "predict", predict, renamed={"task": "expected_task"})
 
 
 if __name__ == "__main__":

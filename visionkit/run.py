@@ -29,6 +29,7 @@ from visionkit.predictions import prediction_rows, write_predictions
 from visionkit.resolvers import RUN_CONFIG, RUN_DIR_ENV, run_dir_of_checkpoint
 from visionkit.tasks.base import VisionTask
 from visionkit.tasks.detection import DetectionTask
+from visionkit.tasks.segmentation import SegmentationTask
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 
@@ -280,10 +281,14 @@ def _image_loader(
 
 def predict(cfg: DictConfig) -> dict[str, float]:
     """Run a checkpoint on the images named by `cfg.source`. Classification: predictions.csv/json;
-    detection: predictions.json, YOLO txt labels and annotated images."""
+    detection: predictions.json, YOLO txt labels and annotated images; segmentation: mask PNGs, overlays
+    and predictions.json, at each image's own resolution."""
     _require_values(cfg)
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
+    _check_task_name(cfg, task)
     paths = list_images(cfg.get("source"))
+    if isinstance(task, SegmentationTask):
+        return _predict_segmentation(cfg, task, paths, data_state)
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1, strategy="auto")
     output_dir = Path(cfg.paths.output_dir)
     size = _input_size(cfg, data_state)
@@ -297,6 +302,38 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     skipped = sum(1 for row in rows if row["label"] is None)
     log.info(f"predicted {len(rows) - skipped} image(s), skipped {skipped}: {output_dir / 'predictions.csv'}")
     return {"images": float(len(rows) - skipped), "skipped": float(skipped)}
+
+
+def _check_task_name(cfg: DictConfig, task: VisionTask) -> None:
+    """`task=<name>` on the predict command line is optional; when given it must match the checkpoint."""
+    wanted = cfg.get("expected_task")
+    actual = type(task).__name__.removesuffix("Task").lower()
+    if wanted and str(wanted).lower() != actual:
+        raise VisionkitError(f"task={wanted} but {cfg.ckpt_path} holds a {actual} model; drop task= or fix ckpt_path")
+
+
+def _predict_segmentation(
+    cfg: DictConfig, task: SegmentationTask, paths: list[str], data_state: Mapping[str, Any]
+) -> dict[str, float]:
+    from visionkit.data.augment import size_hw
+    from visionkit.segmentation_predict import predict_segmentation
+
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    return predict_segmentation(
+        task,
+        paths,
+        Path(cfg.paths.output_dir),
+        mean=data_state.get("mean", IMAGENET_MEAN),
+        std=data_state.get("std", IMAGENET_STD),
+        tile=size_hw(_plain(cfg.get("tile_size")) or _input_size(cfg, data_state)),
+        overlap=float(cfg.tile_overlap),
+        batch_size=int(cfg.batch_size),
+        scale=float(cfg.scale),
+        skip_bad_images=bool(cfg.get("skip_bad_images", False)),
+        draw=bool(cfg.save_images),
+        device="cuda" if use_cuda else "cpu",
+    )
 
 
 def _predict_detection(

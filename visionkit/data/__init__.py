@@ -12,6 +12,7 @@ from visionkit.data.datamodule import DataSource, VisionDataModule
 from visionkit.data.datasets import ClassificationDataset
 from visionkit.data.digits import DigitsSource
 from visionkit.data.imagefolder import ImageFolderSource
+from visionkit.data.masks import MaskSource
 from visionkit.data.splits import SampleSet
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "DataSource",
     "DigitsSource",
     "ImageFolderSource",
+    "MaskSource",
     "SampleSet",
     "VisionDataModule",
     "available_presets",

@@ -64,6 +64,14 @@ def resize_ops(image_size: int | Sequence[int], mode: str, mask_fill: int = 0) -
     raise VisionkitError(f"data.resize={mode!r} is not a resize mode; choose one of {list(RESIZE_MODES)}")
 
 
+def _fill_masks_with(transforms: Sequence[A.BasicTransform], value: int) -> None:
+    """Make every spatial transform (nested ones too) pad masks with `value`, the ignored class id."""
+    for transform in transforms:
+        if getattr(transform, "fill_mask", None) is not None:  # None: the transform leaves masks alone (cut-out)
+            transform.fill_mask = value
+        _fill_masks_with(getattr(transform, "transforms", []), value)
+
+
 def build_transform(
     augment: Sequence[A.BasicTransform] | None,
     *,
@@ -84,10 +92,13 @@ def build_transform(
     targets: any of "image", "boxes" (with `class_labels` kept aligned) and "mask". Pass `augment=None`
     for validation/test. The result is called as `t(image=..., bboxes=..., class_labels=..., mask=...)`.
     Boxes less than `min_visibility` visible, under `min_area` px² or thinner than `min_side` px are dropped.
+    Masks follow the image with nearest-neighbour interpolation; pixels padded in are `mask_fill`.
     """
     unknown = set(targets) - {"image", "boxes", "mask"}
     if unknown:
         raise ValueError(f"unknown augmentation targets {sorted(unknown)}")
+    if "mask" in targets and mask_fill != 0:
+        _fill_masks_with(augment or [], mask_fill)
     bbox_params = None
     if "boxes" in targets:
         bbox_params = A.BboxParams(

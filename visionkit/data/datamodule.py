@@ -15,6 +15,7 @@ from visionkit.data.datasets import (
     ClassificationDataset,
     DetectionDataset,
     ImageSampleDataset,
+    SegmentationDataset,
     detection_collate,
     find_bad_images,
 )
@@ -28,8 +29,9 @@ log = get_logger(__name__)
 class DataSource(Protocol):
     """Where samples come from: a format reader that knows its classes and its splits.
 
-    Optional attributes: `task` ("classification" by default, or "detection": per-image (N, 5) box
-    arrays as targets) and `scans_images` (True when the source already checked every file).
+    Optional attributes: `task` ("classification" by default; "detection": per-image (N, 5) box arrays as
+    targets; "segmentation": mask file paths as targets, read by the source's `mask_reader`, padding filled
+    with its `ignore_index`) and `scans_images` (True when the source already checked every file).
     """
 
     description: str
@@ -89,9 +91,14 @@ class VisionDataModule(L.LightningDataModule):
         self.skip_bad_images = skip_bad_images
         self.mosaic = mosaic
         self.datasets: dict[str, ImageSampleDataset] = {}
-        detection = getattr(source, "task", "classification") == "detection"
-        self.dataset_class: type[ImageSampleDataset] = DetectionDataset if detection else ClassificationDataset
-        self.collate_fn = detection_collate if detection else None
+        task = getattr(source, "task", "classification")
+        self.dataset_class: type[ImageSampleDataset] = {
+            "detection": DetectionDataset,
+            "segmentation": SegmentationDataset,
+        }.get(task, ClassificationDataset)
+        self.collate_fn = detection_collate if task == "detection" else None
+        ignore_index = getattr(source, "ignore_index", None)
+        self.mask_fill = 0 if ignore_index is None else int(ignore_index)  # padded mask pixels
         self._splits: dict[str, SampleSet] | None = None
 
     @property
@@ -134,6 +141,7 @@ class VisionDataModule(L.LightningDataModule):
             std=self.std,
             resize=self.resize,
             targets=self.dataset_class.targets,
+            mask_fill=self.mask_fill,
         )
 
     def _make_dataset(self, name: str, samples: SampleSet) -> ImageSampleDataset:
@@ -157,6 +165,10 @@ class VisionDataModule(L.LightningDataModule):
                 mosaic_transform=self.transform(train=True, augment=rest),
                 mosaic_scale=scale,
                 mosaic_translate=translate,
+            )
+        if self.dataset_class is SegmentationDataset:
+            return SegmentationDataset(
+                samples, self.transform(train=train), self.skip_bad_images, mask_reader=self.source.mask_reader
             )
         return self.dataset_class(samples, self.transform(train=train), self.skip_bad_images)
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from visionkit.data.mask_files import MaskReader
 from visionkit.data.mosaic import mosaic4
 from visionkit.data.splits import SampleSet
 from visionkit.errors import VisionkitError
@@ -180,6 +181,29 @@ class DetectionDataset(ImageSampleDataset):
             "classes": torch.as_tensor(np.asarray(out["class_labels"], dtype=np.int64)),
             "index": torch.tensor(index),
         }
+
+
+class SegmentationDataset(ImageSampleDataset):
+    """Samples `{"image", "mask" (H, W) int64 class ids, "index"}` from images and mask files; the mask goes
+    through the same spatial augmentation as the image (nearest-neighbour, padding with `mask_fill`)."""
+
+    targets = ("image", "mask")
+
+    def __init__(
+        self, samples: SampleSet, transform: A.Compose, skip_bad_images: bool = False, *, mask_reader: MaskReader
+    ) -> None:
+        super().__init__(samples, transform, skip_bad_images)
+        self.mask_reader = mask_reader
+
+    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+        mask = self.mask_reader.read(target)
+        if mask.shape != image.shape[:2]:
+            raise VisionkitError(
+                f"mask {target} is {mask.shape[1]}x{mask.shape[0]} px but its image {self.samples.images[index]} "
+                f"is {image.shape[1]}x{image.shape[0]}; a mask must have its image's size"
+            )
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": torch.as_tensor(out["mask"]).long(), "index": torch.tensor(index)}
 
 
 def detection_collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

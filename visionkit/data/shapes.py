@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from visionkit.data.cache import generated_once
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
 DEFAULT_COUNTS = {"train": 600, "val": 100, "test": 100}
@@ -22,12 +22,9 @@ VERSION = "shapes_det_v2"  # v2: data.yaml without `path` (ultralytics then read
 MIN_VISIBLE = 0.35  # objects hidden more than this are left unlabelled
 
 
-def default_cache_dir() -> Path:
-    """Where built-in datasets are generated: $VISIONKIT_DATA or ~/.cache/visionkit/datasets."""
-    return Path(os.environ.get("VISIONKIT_DATA") or Path.home() / ".cache" / "visionkit" / "datasets")
+def polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
+    """Corners of a square, triangle or cross of radius `r` centred at (cx, cy), rotated by `angle`."""
 
-
-def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     def rotate(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
         c, s = math.cos(angle), math.sin(angle)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in points]
@@ -41,7 +38,7 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
     return rotate(arm)
 
 
-def _background(rng: np.random.Generator, size: int) -> Image.Image:
+def background(rng: np.random.Generator, size: int) -> Image.Image:
     """A smooth colour gradient with noise and unlabelled distractor outlines."""
     ys, xs = np.mgrid[0:size, 0:size] / size
     a, b = rng.uniform(40, 200, 3), rng.uniform(-60, 60, (2, 3))
@@ -61,7 +58,7 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
 
 
 def _render(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[list[float]]]:
-    image = _background(rng, size)
+    image = background(rng, size)
     draw = ImageDraw.Draw(image)
     count = 0 if rng.random() < 0.1 else int(rng.integers(1, 7))
     masks: list[tuple[int, np.ndarray]] = []
@@ -77,7 +74,7 @@ def _render(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[list
             draw.ellipse(box, fill=colour)
             mask_draw.ellipse(box, fill=255)
         else:
-            points = _polygon(SHAPE_CLASSES[cls], cx, cy, r, rng.uniform(0, 2 * math.pi))
+            points = polygon(SHAPE_CLASSES[cls], cx, cy, r, rng.uniform(0, 2 * math.pi))
             draw.polygon(points, fill=colour)
             mask_draw.polygon(points, fill=255)
         masks.append((cls, np.asarray(mask) > 0))
@@ -118,22 +115,5 @@ def generate_shapes_detection(
 
 
 def shapes_detection_yaml(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The built-in dataset's data.yaml, generating it first if the cache does not hold it yet.
-
-    Generation goes to a temporary folder renamed into place, so an interrupted run leaves no half set.
-    """
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = cache / VERSION
-    if (target / "data.yaml").is_file():
-        return target / "data.yaml"
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{VERSION}-", dir=cache))
-    try:
-        generate_shapes_detection(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not (target / "data.yaml").is_file():  # another process may have won the race
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target / "data.yaml"
+    """The built-in dataset's data.yaml, generating it first if the cache does not hold it yet."""
+    return generated_once(cache_dir, VERSION, generate_shapes_detection, "data.yaml") / "data.yaml"

@@ -4,5 +4,6 @@ from visionkit.tasks.base import VisionTask
 from visionkit.tasks.classification import ClassificationTask
 from visionkit.tasks.detection import DetectionTask
 from visionkit.tasks.finetuning import BackboneFinetuning
+from visionkit.tasks.segmentation import SegmentationTask
 
-__all__ = ["BackboneFinetuning", "ClassificationTask", "DetectionTask", "VisionTask"]
+__all__ = ["BackboneFinetuning", "ClassificationTask", "DetectionTask", "SegmentationTask", "VisionTask"]

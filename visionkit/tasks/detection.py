@@ -54,6 +54,7 @@ class DetectionTask(VisionTask):
 
     monitor = "val_map50_95"
     monitor_mode = "max"
+    channels_last_on_cpu = True  # YOLOv8-n steps 25 % faster on 2 cores
 
     def __init__(
         self,
@@ -117,15 +118,9 @@ class DetectionTask(VisionTask):
         return self
 
     def on_fit_start(self) -> None:
-        """Build ultralytics' criterion here, on the final device and outside inference mode; on CPU train in
-        channels-last layout (oneDNN convolutions: YOLOv8-n steps 25 % faster on 2 cores)."""
+        """Build ultralytics' criterion here, on the final device and outside inference mode."""
         self.model.criterion = self.model.init_criterion()
-        if self.device.type == "cpu":
-            self.model.to(memory_format=torch.channels_last)
-
-    def on_fit_end(self) -> None:
-        """Back to the default layout, which exports and ultralytics' loaders expect."""
-        self.model.to(memory_format=torch.contiguous_format)
+        super().on_fit_start()
 
     def configure_gradient_clipping(
         self,
@@ -149,9 +144,7 @@ class DetectionTask(VisionTask):
         return {"img": batch["image"], "batch_idx": batch["batch_idx"], "cls": batch["cls"], "bboxes": batch["bboxes"]}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if self.device.type == "cpu":
-            batch = {**batch, "image": batch["image"].contiguous(memory_format=torch.channels_last)}
-        loss, _ = self.model.loss(self._loss_batch(batch))
+        loss, _ = self.model.loss(self._loss_batch({**batch, "image": self.in_layout(batch["image"])}))
         total = loss.sum()  # box + cls + dfl, each scaled by the batch size as ultralytics' trainer does
         self.train_stats.update(self, total / batch["image"].shape[0], batch["image"].shape[0])
         # Lightning divides the loss by the accumulation count; ultralytics sums accumulated gradients, and its

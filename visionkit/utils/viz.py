@@ -110,3 +110,40 @@ def detection_grid_figure(
     fig.suptitle(f"{title} (dashed: truth)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def segmentation_grid_figure(
+    images: np.ndarray,
+    truths: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
+    class_names: Sequence[str],
+    title: str,
+    ignore_index: int | None = None,
+) -> Figure:
+    """Rows of `image | truth | prediction` (two samples a row), masks in the class colours, with a legend."""
+    from matplotlib.patches import Patch
+
+    from visionkit.utils.palette import class_palette, colorize
+
+    count = len(images)
+    pairs = min(2, count)
+    rows = (count + pairs - 1) // pairs
+    fig = Figure(figsize=(pairs * 3 * 1.9, rows * 1.9 + 0.9))
+    axes = np.atleast_2d(fig.subplots(rows, pairs * 3)).reshape(rows, pairs * 3)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for index, (image, truth, pred) in enumerate(zip(images, truths, predictions)):
+        row, col = divmod(index, pairs)
+        for offset, (picture, name) in enumerate(
+            ((image, "image"), (colorize(truth, ignore_index), "truth"), (colorize(pred), "prediction"))
+        ):
+            ax = axes[row, col * 3 + offset]
+            ax.imshow(picture, interpolation="nearest")
+            if row == 0:
+                ax.set_title(name, fontsize=8)
+    palette = class_palette()
+    handles = [Patch(color=palette[i] / 255.0, label=str(n)[:16]) for i, n in enumerate(class_names[:20])]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig

@@ -1,0 +1,192 @@
+"""Segmentation datasets as image/mask pairs: `images/` and `masks/` with matching names (the mask a PNG of
+class ids), either split into `train/ val/ test/` subfolders or one pool split by the data config.
+
+Every pair is scanned once before training (image readable, mask readable with valid ids, same size); a
+problem stops with the file named, or with `skip_bad_masks` the pair is left out and counted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from visionkit.data.mask_files import MaskReader
+from visionkit.data.splits import SPLITS, SampleSet, complete_splits, split_pool
+from visionkit.errors import VisionkitError
+from visionkit.utils.io import IMAGE_EXTENSIONS, check_image
+
+SKIP_HINT = "fix it, or set data.skip_bad_masks=true to leave such pairs out"
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+@dataclass
+class MaskScanReport:
+    """What the scan of one split found: pairs kept, pixel share per class, pairs left out."""
+
+    split: str
+    class_names: Sequence[str]
+    pairs: int = 0
+    pixels: np.ndarray | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        text = f"{self.split}: {self.pairs} image/mask pairs"
+        if self.pixels is not None and self.pixels.sum() > 0:
+            share = self.pixels / self.pixels.sum()
+            shown = ", ".join(f"{name} {100 * s:.1f}%" for name, s in list(zip(self.class_names, share))[:12])
+            text += f"; pixels: {shown}"
+            absent = [name for name, count in zip(self.class_names, self.pixels) if count == 0]
+            if absent:
+                text += f"; no pixels of {', '.join(absent[:5])}"
+        if self.skipped:
+            text += f"; {len(self.skipped)} skipped (e.g. {self.skipped[0]})"
+        return text
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    """Image files under `folder` keyed by their path relative to it, without suffix."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith("."):
+            found.setdefault(str(path.relative_to(folder).with_suffix("")), path)
+    return found
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(height, width) as `read_image` returns the image (EXIF rotation applied), from the header only."""
+    with Image.open(path) as img:
+        width, height = img.size
+        orientation = img.getexif().get(0x0112, 1)
+    return (width, height) if orientation in _ROTATED else (height, width)
+
+
+class MaskSource:
+    """Image/mask pairs under `root` (see the module docstring); class names and ignore_index from the config.
+
+    Args:
+        root: folder holding `images/` and `masks/` (names configurable).
+        class_names: names in class-id order (id 0 first, usually "background"); for `binary` masks the
+            default is ["background", "foreground"].
+        ignore_index: mask value left out of loss and metrics (e.g. 255 for object borders), or None.
+        binary: non-zero pixels are the one foreground class (0/1 and 0/255 masks).
+        colors: one [r, g, b] per class to read colour-coded RGB masks.
+        skip_bad_masks: leave bad pairs out and count them instead of stopping.
+    """
+
+    task = "segmentation"
+    scans_images = True  # the pair scan checks every image too
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        class_names: Sequence[str] | None = None,
+        ignore_index: int | None = None,
+        binary: bool = False,
+        colors: Sequence[Sequence[int]] | None = None,
+        images: str = "images",
+        masks: str = "masks",
+        skip_bad_masks: bool = False,
+        threads: int = 8,
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.image_dir, self.mask_dir = self.root / images, self.root / masks
+        for folder in (self.root, self.image_dir, self.mask_dir):
+            if not folder.is_dir():
+                raise VisionkitError(
+                    f"data.root: {folder} is not a folder; expected {self.root}/{images}/ and {self.root}/{masks}/ "
+                    "with matching file names (see datasets/README.md)"
+                )
+        if class_names is None and binary:
+            class_names = ["background", "foreground"]
+        if not class_names:
+            raise VisionkitError(
+                "data.class_names is not set: list the classes in id order, e.g. data.class_names=[background,road,car]"
+            )
+        if binary and len(class_names) != 2:
+            raise VisionkitError(f"data.binary=true needs 2 class names (background, foreground), got {class_names}")
+        self.names = [str(n) for n in class_names]
+        self.mask_reader = MaskReader.make(len(self.names), ignore_index, binary, colors)
+        self.skip_bad_masks = skip_bad_masks
+        self.threads = threads
+        self.description = f"masks {self.root}"
+        self.reports: dict[str, MaskScanReport] = {}
+
+    @property
+    def ignore_index(self) -> int | None:
+        return self.mask_reader.ignore_index
+
+    def class_names(self) -> list[str]:
+        return list(self.names)
+
+    def splits(self, val_fraction: float, test_fraction: float, seed: int) -> dict[str, SampleSet]:
+        """Scanned pairs per split: from `images/<split>/` subfolders when `images/train` exists, else one
+        pool split with the fractions and seed."""
+        if (self.image_dir / "train").is_dir():
+            given = {
+                split: self._scan(split, self.image_dir / split, self.mask_dir / split)
+                for split in SPLITS
+                if (self.image_dir / split).is_dir()
+            }
+            return complete_splits(given, val_fraction, test_fraction, seed)
+        return split_pool(self._scan("all", self.image_dir, self.mask_dir), val_fraction, test_fraction, seed)
+
+    def _check_pair(self, image: Path, mask: Path) -> tuple[str | None, np.ndarray | None]:
+        """(None, class pixel counts) when the pair is usable, else (the reason, None)."""
+        reason = check_image(image)
+        if reason is not None:
+            return f"image {image}: {reason}", None
+        try:
+            ids = self.mask_reader.read(mask)
+        except VisionkitError as exc:
+            return str(exc), None
+        height, width = _image_size(image)
+        if ids.shape != (height, width):
+            return (
+                f"mask {mask} is {ids.shape[1]}x{ids.shape[0]} px but its image {image} is {width}x{height}; "
+                "a mask must have its image's size",
+                None,
+            )
+        counts = np.bincount(ids.ravel().astype(np.int64), minlength=len(self.names))[: len(self.names)]
+        return None, counts
+
+    def _scan(self, split: str, image_dir: Path, mask_dir: Path) -> SampleSet:
+        images = _files_by_stem(image_dir)
+        masks = _files_by_stem(mask_dir) if mask_dir.is_dir() else {}
+        report = MaskScanReport(split, self.names, pixels=np.zeros(len(self.names), dtype=np.int64))
+        problems = [
+            f"mask {masks[s]} has no image in {image_dir} (same name, any image suffix)"
+            for s in masks
+            if s not in images
+        ]
+        problems += [
+            f"image {images[s]} has no mask in {mask_dir} (expected {mask_dir / s}.png)"
+            for s in images
+            if s not in masks
+        ]
+        pairs = [(images[s], masks[s]) for s in images if s in masks]
+        with ThreadPoolExecutor(max_workers=self.threads) as pool:
+            results = list(pool.map(lambda pair: self._check_pair(*pair), pairs))
+        kept: list[tuple[Path, Path]] = []
+        for pair, (reason, counts) in zip(pairs, results):
+            if reason is None:
+                kept.append(pair)
+                report.pixels += counts
+            else:
+                problems.append(reason)
+        if problems and not self.skip_bad_masks:
+            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+            raise VisionkitError(f"{problems[0]}{more}; {SKIP_HINT}")
+        report.skipped = problems
+        if not kept:
+            raise VisionkitError(f"{split}: no usable image/mask pairs found in {image_dir} and {mask_dir}")
+        report.pairs = len(kept)
+        self.reports[split] = report
+        targets = np.empty(len(kept), dtype=object)
+        targets[:] = [str(mask) for _, mask in kept]
+        return SampleSet([str(image) for image, _ in kept], targets)

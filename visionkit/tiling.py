@@ -1,0 +1,102 @@
+"""Sliding-window segmentation of images of any size at their own resolution, with overlap blending.
+
+Tiles of the training size overlap by a fraction; each tile's class probabilities are weighted by a window
+that fades towards its edges (where the network sees least context) and summed. Only one band of tile rows
+is held at a time, so memory grows with the image width and class count, never with its height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ProbabilityFn = Callable[[Tensor], Tensor]  # (N, 3, h, w) normalized -> (N, C, h, w) probabilities
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile offsets covering 0..length: every `stride`, the last one flush with the end."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def blend_window(height: int, width: int, floor: float = 0.05) -> Tensor:
+    """(height, width) weights: 1 in the middle falling linearly to `floor` at the edges."""
+
+    def ramp(n: int) -> Tensor:
+        position = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+        return (1 - (2 * position - 1).abs()).clamp(min=floor) if n > 1 else torch.ones(1)
+
+    return ramp(height)[:, None] * ramp(width)[None, :]
+
+
+def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad bottom/right to at least (height, width) by mirroring (edge copies for very small images)."""
+    extra_h, extra_w = max(height - image.shape[0], 0), max(width - image.shape[1], 0)
+    if not (extra_h or extra_w):
+        return image
+    mode = "reflect" if extra_h < image.shape[0] and extra_w < image.shape[1] else "edge"
+    return np.pad(image, ((0, extra_h), (0, extra_w), (0, 0)), mode=mode)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def segment_image(
+    probabilities: ProbabilityFn,
+    image: np.ndarray,
+    mean: Sequence[float],
+    std: Sequence[float],
+    tile: tuple[int, int] | None = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    multiple: int = 32,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Class ids (H, W) for an HxWx3 uint8 image at its own resolution.
+
+    tile: (height, width) of the windows (multiples of `multiple`), or None for one pass over the whole
+    image (padded to a multiple). overlap: fraction of a tile shared with its neighbour (0 ≤ overlap < 1).
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap={overlap} must be in [0, 1)")
+    height, width = image.shape[:2]
+    if tile is None:
+        tile = (_round_up(height, multiple), _round_up(width, multiple))
+    tile_h, tile_w = (int(v) for v in tile)
+    padded = _pad_to(image, tile_h, tile_w)
+    full_h, full_w = padded.shape[:2]
+    ys = tile_starts(full_h, tile_h, max(1, round(tile_h * (1 - overlap))))
+    xs = tile_starts(full_w, tile_w, max(1, round(tile_w * (1 - overlap))))
+    window = blend_window(tile_h, tile_w).to(device)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
+    labels = np.zeros((height, width), dtype=np.int32)
+    band: Tensor | None = None  # weighted probability sums of the rows top..top + band height
+    top = 0
+    for row, y0 in enumerate(ys):
+        bottom = y0 + tile_h
+        if band is not None and bottom - top > band.shape[1]:
+            band = torch.cat([band, band.new_zeros(band.shape[0], bottom - top - band.shape[1], full_w)], 1)
+        for first in range(0, len(xs), batch_size):
+            chunk = xs[first : first + batch_size]
+            crops = np.stack([padded[y0:bottom, x0 : x0 + tile_w] for x0 in chunk])
+            batch = (torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() - mean_t) / std_t
+            probs = probabilities(batch).float() * window
+            if band is None:
+                band = torch.zeros(probs.shape[1], bottom - top, full_w, device=device)
+            for x0, tile_probs in zip(chunk, probs):
+                band[:, y0 - top : bottom - top, x0 : x0 + tile_w] += tile_probs
+        # Rows no later tile touches are final. The weights are the same for every class of a pixel, so the
+        # arg-max of the weighted sum is that of the weighted mean: no division needed.
+        done = ys[row + 1] if row + 1 < len(ys) else full_h
+        keep_rows = max(0, min(done, height) - top)
+        labels[top : top + keep_rows] = band[:, :keep_rows, :width].argmax(0).cpu().numpy()
+        band = band[:, done - top :]
+        top = done
+    return labels
