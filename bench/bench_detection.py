@@ -15,13 +15,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import run_child
+
 IMGSZ, BATCH, WORKERS = 128, 16, 2
 
 
@@ -200,10 +199,7 @@ def predict_speed(ours_ckpt: str, their_pt: str, yaml: Path, tmp: Path) -> dict:
 
 
 def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=REPO)
-    if out.returncode != 0:
-        sys.exit(f"{args[0]} failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, args)
 
 
 def main() -> None:

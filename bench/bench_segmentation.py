@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import run_child
+
 IMAGE_SIZE, BATCH, WORKERS = 128, 16, 2
 
 
@@ -136,10 +137,7 @@ def default_recipe(workdir: Path) -> dict:
 
 
 def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, cwd=REPO)
-    if out.returncode != 0:
-        sys.exit(f"{args[0]} failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(__file__, args)
 
 
 def main() -> None:

@@ -73,6 +73,28 @@ def shapes_folder(tmp_path: Path) -> Path:
     return write_shapes_folder(tmp_path / "shapes")
 
 
+def fit_quietly(task: Any, datamodule: Any, root: Path, epochs: int) -> tuple[Any, Path, list[dict[str, str]]]:
+    """Fit on CPU without progress output, logging to `root`; (trainer, checkpoint path, metrics.csv rows)."""
+    import csv
+
+    import lightning as L
+
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        default_root_dir=root,  # plots go here, not into the working directory
+        logger=L.pytorch.loggers.CSVLogger(root),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(task, datamodule=datamodule)
+    ckpt = root / "checkpoints" / "best.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return trainer, ckpt, list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+
+
 @dataclass
 class TrainedDetector:
     """A YOLOv8-n trained briefly on the synthetic shapes (shared by the detection tests)."""
@@ -87,10 +109,8 @@ class TrainedDetector:
 @pytest.fixture(scope="session")
 def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> TrainedDetector:
     """8 epochs on 200 shapes images at 128 px (about 40 s on 2 cores), saved as a visionkit checkpoint."""
-    import csv
     from functools import partial
 
-    import lightning as L
     import torch
 
     from visionkit.data import VisionDataModule
@@ -116,20 +136,7 @@ def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> TrainedDetecto
         class_names=dm.class_names,
         optimizer=partial(torch.optim.AdamW, lr=2e-3, weight_decay=5e-4),
     )
-    trainer = L.Trainer(
-        max_epochs=8,
-        accelerator="cpu",
-        default_root_dir=root,  # plots go here, not into the working directory
-        logger=L.pytorch.loggers.CSVLogger(root),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(task, datamodule=dm)
-    ckpt = root / "checkpoints" / "best.ckpt"
-    trainer.save_checkpoint(ckpt)
-    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    trainer, ckpt, rows = fit_quietly(task, dm, root, epochs=8)
     return TrainedDetector(task.eval(), ckpt, yaml, rows, trainer.accumulate_grad_batches)
 
 
@@ -147,10 +154,8 @@ class TrainedSegmenter:
 @pytest.fixture(scope="session")
 def trained_segmenter(tmp_path_factory: pytest.TempPathFactory) -> TrainedSegmenter:
     """10 epochs on 160 shapes images at 64 px (about 90 s on 2 cores), saved as a visionkit checkpoint."""
-    import csv
     from functools import partial
 
-    import lightning as L
     import torch
 
     from visionkit.data import MaskSource, VisionDataModule
@@ -169,22 +174,9 @@ def trained_segmenter(tmp_path_factory: pytest.TempPathFactory) -> TrainedSegmen
         class_names=dm.class_names,
         optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4),
     )
-    trainer = L.Trainer(
-        max_epochs=10,
-        accelerator="cpu",
-        default_root_dir=root,
-        logger=L.pytorch.loggers.CSVLogger(root),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(task, datamodule=dm)
-    ckpt = root / "checkpoints" / "best.ckpt"
-    trainer.save_checkpoint(ckpt)
+    _, ckpt, rows = fit_quietly(task, dm, root, epochs=10)
     confusion = torch.zeros(len(SEG_CLASSES), len(SEG_CLASSES), dtype=torch.long)
     for batch in dm.val_dataloader():
         confusion[:, 0] += torch.bincount(batch["mask"].flatten(), minlength=len(SEG_CLASSES))
-    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
     baseline = float(segmentation_scores(confusion)["miou"])
     return TrainedSegmenter(task.eval(), ckpt, data, rows, baseline)
