@@ -20,6 +20,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from visionkit.data import DigitsSource
+from visionkit.data.shapes_seg import VERSION as SEG_VERSION
 
 BIN = Path(sys.executable).parent
 QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "trainer.enable_model_summary=false"]
@@ -221,7 +222,7 @@ def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: P
     best = runs[0] / "checkpoints" / "best.ckpt"
     photos = tmp_path / "photos"
     photos.mkdir()
-    tiles = [np.asarray(Image.open(p)) for p in sorted((cache / "shapes_seg_v1" / "images" / "test").glob("*.png"))[:2]]
+    tiles = [np.asarray(Image.open(p)) for p in sorted((cache / SEG_VERSION / "images" / "test").glob("*.png"))[:2]]
     Image.fromarray(np.concatenate(tiles, 1)).save(photos / "wide.png")  # 128 x 256 with 64 px training size
     predicted = run_folder(
         run("visionkit-predict", ["task=segmentation", f"ckpt_path={best}", f"source={photos}"], tmp_path).stdout

@@ -1,7 +1,7 @@
 """Built-in synthetic shapes for semantic segmentation: deterministic, generated once into the dataset cache.
 
 Four shape classes plus background. Shapes are filled with textures (solid, stripes, checks, dots, noise),
-have soft anti-aliased edges, overlap each other (the mask follows what is visible) and lie on cluttered
+have soft anti-aliased edges, may overlap a little (the mask follows what is visible) and lie on cluttered
 backgrounds with unlabelled distractor lines and outlines; a few images hold no shape. Written in the
 image/mask layout `data=masks` reads, masks as palette PNGs of class ids.
 """
@@ -21,7 +21,10 @@ from visionkit.data.shapes import SHAPE_CLASSES, background, polygon
 
 SEG_CLASSES = ("background", *SHAPE_CLASSES)
 DEFAULT_COUNTS = {"train": 600, "val": 100, "test": 100}
-VERSION = "shapes_seg_v1"
+VERSION = "shapes_seg_v2"  # v2: shapes inside the image, at most 25 % of one hidden by others
+RADIUS = (0.08, 0.25)  # shape radius as a share of the image side
+MAX_HIDDEN = 0.25
+PLACEMENT_TRIES = 10  # attempts per wanted shape before settling for fewer
 SUPERSAMPLE = 4  # shapes are drawn 4x larger and shrunk: anti-aliased edges
 
 
@@ -59,17 +62,33 @@ def _coverage(rng: np.random.Generator, kind: str, cx: float, cy: float, r: floa
 
 
 def render_segmentation_sample(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """One (HxWx3 uint8 image, HxW uint8 class-id mask) pair."""
+    """One (HxWx3 uint8 image, HxW uint8 class-id mask) pair.
+
+    Shapes lie inside the image and may overlap, but together they hide at most MAX_HIDDEN of any one:
+    a shape's class must stay readable from what is visible, else the labels are a guess, not a task.
+    """
     image = np.asarray(background(rng, size), dtype=np.float32)
     mask = np.zeros((size, size), dtype=np.uint8)
+    instances = np.zeros((size, size), dtype=np.uint8)  # which shape covers each pixel, 0 = none
+    areas: list[int] = []
     count = 0 if rng.random() < 0.05 else int(rng.integers(1, 6))
-    for _ in range(count):
+    for _ in range(count * PLACEMENT_TRIES):
+        if len(areas) == count:
+            break
         cls = int(rng.integers(1, len(SEG_CLASSES)))
-        r = rng.uniform(0.08, 0.25) * size
-        cx, cy = rng.uniform(r * 0.5, size - r * 0.5, 2)
+        r = rng.uniform(*RADIUS) * size
+        reach = r * math.sqrt(2) if SEG_CLASSES[cls] == "square" else r  # farthest point from the centre
+        cx, cy = rng.uniform(reach, size - reach, 2)
         alpha = _coverage(rng, SEG_CLASSES[cls], cx, cy, r, size)
+        inside = alpha >= 0.5
+        visible = np.bincount(instances.ravel(), minlength=len(areas) + 1)[1:]
+        hidden = np.bincount(instances[inside], minlength=len(areas) + 1)[1:]
+        if np.any(visible - hidden < (1 - MAX_HIDDEN) * np.asarray(areas)):
+            continue  # would hide too much of an earlier shape: place it elsewhere
         image = image * (1 - alpha[..., None]) + _texture(rng, size) * alpha[..., None]
-        mask[alpha >= 0.5] = cls  # later shapes cover earlier ones
+        mask[inside] = cls
+        areas.append(int(inside.sum()))
+        instances[inside] = len(areas)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8), mask
 
 
