@@ -106,7 +106,12 @@ def test_tiled_prediction_equals_whole_image_prediction_away_from_tile_borders(
     ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
     interior = (np.minimum(ys % 32, 32 - ys % 32) >= 8) & (np.minimum(xs % 32, 32 - xs % 32) >= 8)
     agreement = (tiled == whole)[interior].mean()
-    assert agreement >= 0.97, agreement
+    # not 1.0: the network's receptive field is wider than a 64 px tile, so a tile sees less context than the
+    # whole image and a briefly trained model flips some uncertain pixels; misplaced or mis-blended tiles
+    # score far lower (shifting the whole-image labels by half a tile gives well under 0.9)
+    assert agreement >= 0.95, agreement
+    shifted = (tiled[:, 32:] == whole[:, :-32])[interior[:, 32:]].mean()
+    assert shifted < agreement - 0.05, (shifted, agreement)
     assert len(np.unique(whole)) >= 2  # a real prediction, not one class everywhere
 
 
