@@ -30,6 +30,7 @@ from visionkit.resolvers import RUN_CONFIG, RUN_DIR_ENV, run_dir_of_checkpoint
 from visionkit.tasks.base import VisionTask
 from visionkit.tasks.detection import DetectionTask
 from visionkit.tasks.segmentation import SegmentationTask
+from visionkit.tasks.style_transfer import StyleTransferTask
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 
@@ -240,8 +241,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         image_size=data_state.get("image_size"),
         resize=data_state.get("resize"),
     )
-    expected = int(task.hparams.num_classes)
-    if datamodule.num_classes != expected:
+    expected = task.hparams.get("num_classes")
+    if expected is not None and datamodule.num_classes != int(expected):  # photos (style) have no classes
         raise VisionkitError(
             f"the checkpoint predicts {expected} classes but the evaluation data has {datamodule.num_classes}"
         )
@@ -286,6 +287,10 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     _require_values(cfg)
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
     _check_task_name(cfg, task)
+    if isinstance(task, StyleTransferTask):
+        raise VisionkitError(
+            f"{cfg.ckpt_path} is a fast stylizer: run visionkit-stylize photo.jpg --model {cfg.ckpt_path} -o out.jpg"
+        )
     paths = list_images(cfg.get("source"))
     if isinstance(task, SegmentationTask):
         return _predict_segmentation(cfg, task, paths, data_state)

@@ -13,6 +13,7 @@ from visionkit.data.datasets import ClassificationDataset
 from visionkit.data.digits import DigitsSource
 from visionkit.data.imagefolder import ImageFolderSource
 from visionkit.data.masks import MaskSource
+from visionkit.data.photos import PhotoSource
 from visionkit.data.splits import SampleSet
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "DigitsSource",
     "ImageFolderSource",
     "MaskSource",
+    "PhotoSource",
     "SampleSet",
     "VisionDataModule",
     "available_presets",

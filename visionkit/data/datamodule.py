@@ -15,6 +15,7 @@ from visionkit.data.datasets import (
     ClassificationDataset,
     DetectionDataset,
     ImageSampleDataset,
+    PhotoDataset,
     SegmentationDataset,
     detection_collate,
     find_bad_images,
@@ -31,7 +32,8 @@ class DataSource(Protocol):
 
     Optional attributes: `task` ("classification" by default; "detection": per-image (N, 5) box arrays as
     targets; "segmentation": mask file paths as targets, read by the source's `mask_reader`, padding filled
-    with its `ignore_index`) and `scans_images` (True when the source already checked every file).
+    with its `ignore_index`; "style_transfer": unlabelled photos) and `scans_images` (True when the source
+    already checked every file).
     """
 
     description: str
@@ -95,6 +97,7 @@ class VisionDataModule(L.LightningDataModule):
         self.dataset_class: type[ImageSampleDataset] = {
             "detection": DetectionDataset,
             "segmentation": SegmentationDataset,
+            "style_transfer": PhotoDataset,
         }.get(task, ClassificationDataset)
         self.collate_fn = detection_collate if task == "detection" else None
         ignore_index = getattr(source, "ignore_index", None)

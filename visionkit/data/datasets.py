@@ -92,6 +92,13 @@ class ClassificationDataset(ImageSampleDataset):
         return {"image": self.transform(image=image)["image"], "label": torch.as_tensor(target)}
 
 
+class PhotoDataset(ImageSampleDataset):
+    """Samples `{"image", "index"}` from unlabelled photos (the fast stylizer's training data)."""
+
+    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.transform(image=image)["image"], "index": torch.tensor(index)}
+
+
 class DetectionDataset(ImageSampleDataset):
     """Samples `{"image", "boxes" (M, 4) normalized cx cy w h, "classes" (M,), "index"}` from images and
     (N, 5) `class cx cy w h` arrays; boxes go through the same spatial augmentation as the image.

@@ -15,7 +15,8 @@ def _visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _images_in(folder: Path) -> list[str]:
+def images_under(folder: Path) -> list[str]:
+    """Image files anywhere under `folder` (hidden ones left out), sorted."""
     return sorted(
         str(p)
         for p in folder.rglob("*")
@@ -70,7 +71,7 @@ class ImageFolderSource:
                 raise VisionkitError(
                     f"class folder {class_dir} is not a class of the training folder ({', '.join(names)})"
                 )
-            found = _images_in(class_dir)
+            found = images_under(class_dir)
             paths += found
             labels += [index[class_dir.name]] * len(found)
         if not paths:

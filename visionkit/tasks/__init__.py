@@ -5,5 +5,13 @@ from visionkit.tasks.classification import ClassificationTask
 from visionkit.tasks.detection import DetectionTask
 from visionkit.tasks.finetuning import BackboneFinetuning
 from visionkit.tasks.segmentation import SegmentationTask
+from visionkit.tasks.style_transfer import StyleTransferTask
 
-__all__ = ["BackboneFinetuning", "ClassificationTask", "DetectionTask", "SegmentationTask", "VisionTask"]
+__all__ = [
+    "BackboneFinetuning",
+    "ClassificationTask",
+    "DetectionTask",
+    "SegmentationTask",
+    "StyleTransferTask",
+    "VisionTask",
+]

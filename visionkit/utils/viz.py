@@ -147,3 +147,26 @@ def segmentation_grid_figure(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
+
+
+def image_pairs_figure(
+    first: np.ndarray, second: np.ndarray, names: tuple[str, str], title: str, pairs_per_row: int = 2
+) -> Figure:
+    """Rows of `first | second` image pairs (e.g. photo | stylized), HxWx3 uint8 each."""
+    count = len(first)
+    per_row = min(pairs_per_row, count)
+    rows = (count + per_row - 1) // per_row
+    fig = Figure(figsize=(per_row * 2 * 2.2, rows * 2.2 + 0.5))
+    axes = np.atleast_2d(fig.subplots(rows, per_row * 2)).reshape(rows, per_row * 2)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for index, (left, right) in enumerate(zip(first, second)):
+        row, col = divmod(index, per_row)
+        for offset, (picture, name) in enumerate(((left, names[0]), (right, names[1]))):
+            ax = axes[row, col * 2 + offset]
+            ax.imshow(picture)
+            if row == 0:
+                ax.set_title(name, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,235 @@
+"""`visionkit-stylize photo.jpg --style painting.jpg -o out.jpg`: neural style on photos, by optimization
+(Gatys et al., VGG19) or in one pass with a trained fast stylizer (`--model fast.ckpt`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import Tensor
+
+from visionkit.errors import VisionkitError, user_message
+
+PROG = "visionkit-stylize"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: contents, styles, output, and the optimization settings with their defaults."""
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Paint photos in the style of a picture: VGG19 optimization (Gatys et al.), or one forward "
+        "pass of a fast stylizer trained with `visionkit-train task=style_transfer` (--model).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("content", nargs="+", help="photo(s), folder(s) or glob pattern(s) to stylize")
+    p.add_argument("-s", "--style", nargs="+", default=[], help="style image(s); several are blended")
+    p.add_argument("--style-weights", nargs="+", type=float, default=None, help="blend weight per style")
+    p.add_argument("--style-scale", type=float, default=1.0, help="style image size relative to the output")
+    p.add_argument("-o", "--output", default="stylized", help="output file (one photo) or folder")
+    p.add_argument("--size", type=int, default=512, help="long side of the output in px (0: the photo's)")
+    p.add_argument(
+        "--num-scales", type=int, default=1, help="coarse-to-fine passes, halving the size (3: 512→1024→2048)"
+    )
+    p.add_argument("--steps", type=int, nargs="+", default=[500], help="optimizer steps (one number, or one per scale)")
+    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")
+    p.add_argument("--content-weight", type=float, default=1.0)
+    p.add_argument("--style-weight", type=float, default=1e6)
+    p.add_argument("--tv-weight", type=float, default=0.0, help="total-variation smoothing weight")
+    p.add_argument("--init", choices=("content", "noise"), default="content", help="start image")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--preserve-colors",
+        nargs="?",
+        const="luminance",
+        default=None,
+        choices=("luminance", "histogram"),
+        help="keep the photo's colours: style on luminance only (default), or the style recoloured to the photo",
+    )
+    p.add_argument("--pooling", choices=("max", "avg"), default="max", help="VGG19 pooling (avg is rescaled)")
+    p.add_argument(
+        "--weights",
+        default="imagenet",
+        help="VGG19 weights: imagenet (torch hub cache), a file such as vgg19-dcbb9e9d.pth, or random (tests only)",
+    )
+    p.add_argument("--model", default=None, help="a fast stylizer checkpoint: stylize in one forward pass")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass with --model")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (Gram in fp32)")
+    p.add_argument("--save-every", type=int, default=0, help="also save the image every N steps")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
+    return p
+
+
+def _contents(sources: Sequence[str]) -> list[str]:
+    from visionkit.data.files import list_images
+
+    paths: list[str] = []
+    for source in sources:
+        try:
+            found = list_images(source)
+        except VisionkitError as exc:
+            raise VisionkitError(str(exc).replace("source: ", "content: ").replace("source=", "content ")) from None
+        paths += [p for p in found if p not in paths]
+    return paths
+
+
+def output_paths(contents: Sequence[str], output: str, single_file_ok: bool) -> list[Path]:
+    """Where each content's result goes: `output` itself for one photo when it has an image suffix, else
+    `output/<photo name>` (the photo's suffix when it is a writable type, else .png)."""
+    from visionkit.style.images import SAVE_FORMATS
+
+    out = Path(output).expanduser()
+    if out.suffix.lower() in SAVE_FORMATS and not out.is_dir():
+        if len(contents) != 1 or not single_file_ok:
+            raise VisionkitError(f"-o {output} is one file but {len(contents)} photos were given; pass a folder")
+        return [out]
+    paths = []
+    for content in contents:
+        source = Path(content)
+        suffix = source.suffix.lower() if source.suffix.lower() in SAVE_FORMATS else ".png"
+        paths.append(out / f"{source.stem}{suffix}")
+    seen: dict[Path, str] = {}
+    for content, path in zip(contents, paths):
+        if path in seen:
+            raise VisionkitError(f"{seen[path]} and {content} would both be written to {path}; stylize them apart")
+        seen[path] = content
+    return paths
+
+
+def check_outputs(outputs: Sequence[Path], inputs: Sequence[str], overwrite: bool) -> None:
+    """Never overwrite an input; never replace an existing output unless asked."""
+    protected = {Path(p).expanduser().resolve() for p in inputs}
+    for path in outputs:
+        if path.resolve() in protected:
+            raise VisionkitError(f"output {path} is one of the inputs; choose another -o so the input is kept")
+    existing = [p for p in outputs if p.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise VisionkitError(f"output {existing[0]} already exists{more}; pass --overwrite to replace it")
+
+
+def _steps(values: Sequence[int]) -> int | list[int]:
+    return int(values[0]) if len(values) == 1 else [int(v) for v in values]
+
+
+def _run_optimization(args: argparse.Namespace, contents: list[str], outputs: list[Path]) -> int:
+    from visionkit.style import StyleTransfer
+    from visionkit.style.images import load_rgb, save_image, to_pil
+
+    if not args.style:
+        raise VisionkitError("no style image: pass --style painting.jpg (or --model fast.ckpt)")
+    styles = [load_rgb(path) for path in args.style]  # bad style files stop before any work
+    runner = StyleTransfer(weights=args.weights, pooling=args.pooling, device=args.device, precision=args.precision)
+    failures = 0
+    for content, output in zip(contents, outputs):
+        callback = None
+        if args.save_every > 0:
+
+            def callback(scale: int, step: int, image: Tensor, losses: dict, output: Path = output) -> None:
+                if step % args.save_every == 0:
+                    tag = f"_scale{scale + 1}" if args.num_scales > 1 else ""
+                    save_image(to_pil(image), output.with_name(f"{output.stem}{tag}_step{step:05d}{output.suffix}"))
+
+        started = time.perf_counter()
+        try:
+            outcome = runner.run(
+                content,
+                styles,
+                style_weights=args.style_weights,
+                style_scale=args.style_scale,
+                size=args.size or None,
+                num_scales=args.num_scales,
+                steps=_steps(args.steps),
+                optimizer=args.optimizer,
+                lr=args.lr,
+                content_weight=args.content_weight,
+                style_weight=args.style_weight,
+                tv_weight=args.tv_weight,
+                init=args.init,
+                seed=args.seed,
+                preserve_colors=args.preserve_colors,
+                progress=not args.quiet,
+                callback=callback,
+            )
+        except VisionkitError as exc:
+            if len(contents) == 1:
+                raise
+            failures += 1
+            print(f"{PROG}: skipped {content}: {exc}", file=sys.stderr)
+            continue
+        save_image(outcome.image, output)
+        first, last = outcome.history[0]["loss"], outcome.history[-1]["loss"]
+        print(f"{output}  ({time.perf_counter() - started:.1f} s, loss {first:.4g} → {last:.4g})", flush=True)
+    return failures
+
+
+def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path]) -> int:
+    from visionkit.fast_stylize import load_stylizer, stylize_files
+    from visionkit.style.optimize import pick_device
+
+    if args.style:
+        raise VisionkitError("--model stylizes with the style it was trained on: drop --style, or drop --model")
+    task = load_stylizer(args.model)
+    failures = []
+
+    def on_error(path: str, exc: VisionkitError) -> None:
+        if len(contents) == 1:
+            raise exc
+        failures.append(path)
+        print(f"{PROG}: skipped {path}: {exc}", file=sys.stderr)
+
+    started = time.perf_counter()
+    written = stylize_files(
+        task,
+        contents,
+        outputs,
+        size=args.size or None,
+        batch_size=max(1, args.batch_size),
+        device=pick_device(args.device),
+        precision=args.precision,
+        on_error=on_error,
+    )
+    seconds = time.perf_counter() - started
+    target = outputs[0] if len(outputs) == 1 else outputs[0].parent
+    print(f"{written} image(s) stylized in {seconds:.1f} s: {target}", flush=True)
+    return len(failures)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, stylize, and return the exit status (1 when some photos were skipped)."""
+    args = build_parser().parse_args(argv)
+    contents = _contents(args.content)
+    outputs = output_paths(contents, args.output, single_file_ok=True)
+    extra_inputs = [*args.style, *([args.model] if args.model else [])]
+    check_outputs(outputs, [*contents, *extra_inputs], args.overwrite)
+    failures = _run_model(args, contents, outputs) if args.model else _run_optimization(args, contents, outputs)
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: one clean error line for bad input (--verbose for the traceback)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = run(argv)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; finished outputs are kept", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if "--verbose" in argv:
+            raise
+        message = user_message(exc)
+        if message is None:
+            message = f"{type(exc).__name__}: {exc} (run again with --verbose for the full traceback)"
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
