@@ -44,6 +44,14 @@ def pool(tmp_path: Path, count: int = 6) -> Path:
     return root
 
 
+def test_a_larger_training_split_keeps_the_same_validation_and_test_images(tmp_path: Path) -> None:
+    small = generate_shapes_segmentation(tmp_path / "small", {"train": 2, "val": 2, "test": 1})
+    large = generate_shapes_segmentation(tmp_path / "large", {"train": 5, "val": 2, "test": 1})
+    for name in ("images/val/00001.png", "masks/val/00001.png", "images/test/00000.png"):
+        assert (small / name).read_bytes() == (large / name).read_bytes()
+    assert len(list((large / "images" / "train").iterdir())) == 5
+
+
 def test_builtin_set_is_deterministic_and_generated_once(tmp_path: Path) -> None:
     counts = {"train": 3}
     first, second = (

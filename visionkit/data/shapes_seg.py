@@ -108,6 +108,16 @@ def generate_shapes_segmentation(
     return root
 
 
-def shapes_segmentation_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The built-in set's folder (images/, masks/), generating it first if the cache does not hold it yet."""
-    return generated_once(cache_dir, VERSION, generate_shapes_segmentation, "classes.txt")
+def shapes_segmentation_root(cache_dir: str | os.PathLike[str] | None = None, train_images: int = 600) -> Path:
+    """The built-in set's folder (images/, masks/), generating it first if the cache does not hold it yet.
+
+    `train_images` other than the default 600 gives a larger (or smaller) training split in its own folder;
+    validation and test images are the same in every size (each image is seeded by its split and index).
+    """
+    counts = {**DEFAULT_COUNTS, "train": int(train_images)}
+    version = VERSION if counts == DEFAULT_COUNTS else f"{VERSION}_train{int(train_images)}"
+
+    def generate(root: Path) -> Path:
+        return generate_shapes_segmentation(root, counts)
+
+    return generated_once(cache_dir, version, generate, "classes.txt")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -34,6 +35,27 @@ def pick_device(device: str = "auto") -> torch.device:
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise VisionkitError(f"device={device} but CUDA is not available here; use device=cpu or auto")
     return chosen
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: CUDA compute capability 8.0+, or a CPU with AVX512-BF16
+    or AMX instructions (elsewhere bf16 is emulated and no faster than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` = bf16 (autocast, Gram in fp32) where the device computes it natively, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise VisionkitError(f"precision={precision!r}: choose auto, fp32 or bf16")
+    return precision
 
 
 def scale_sizes(size: int, num_scales: int) -> list[int]:
@@ -70,21 +92,19 @@ class StyleTransfer:
     weights: str = IMAGENET_WEIGHTS
     pooling: str = "max"
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     content_layers: Sequence[str] = GATYS_CONTENT
     style_layers: Sequence[str] = GATYS_STYLE
 
     def __post_init__(self) -> None:
         self.torch_device = pick_device(self.device)
+        self.precision = resolve_precision(self.precision, self.torch_device)
         layers = tuple(dict.fromkeys((*self.content_layers, *self.style_layers)))
         self.network = cached_vgg19(layers, str(self.weights), self.pooling, str(self.torch_device))
-        self.channels_last = self.torch_device.type == "cpu"  # oneDNN's fast convolution layout on CPU
-        if self.channels_last:
-            self.network.to(memory_format=torch.channels_last)
 
     def _layout(self, images: Tensor) -> Tensor:
-        images = images.to(self.torch_device)
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+        # channels-last was measured slower on CPU for VGG19 forward + backward (2.03 vs 1.91 s at 512 px)
+        return images.to(self.torch_device)
 
     def run(
         self,
@@ -286,7 +306,7 @@ def stylize(
     pooling: str = "max",
     weights: str = IMAGENET_WEIGHTS,
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     progress: bool = True,
     callback: StepCallback | None = None,
 ) -> Image.Image:
@@ -297,7 +317,8 @@ def stylize(
     `steps` is per scale (one number or one per scale). style_scale sizes the style relative to the output.
     preserve_colors: "luminance" (style on brightness only) or "histogram" (style recoloured to the photo).
     weights: "imagenet" (torchvision VGG19 IMAGENET1K_V1 from the torch cache), a file, or "random" (tests).
-    precision: "bf16" runs VGG19 under bfloat16 autocast. callback(scale, step, image, losses) runs each step.
+    precision: "bf16" runs VGG19 under bfloat16 autocast (Gram and losses in fp32), "fp32" does not, "auto"
+    (default) picks bf16 where the hardware computes it natively (CPUs with AVX512-BF16/AMX, CUDA 8.0+). callback(scale, step, image, losses) runs each step.
     """
     runner = StyleTransfer(weights=weights, pooling=pooling, device=device, precision=precision)
     return runner.run(
