@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import run_child  # noqa: E402
+from bench.common import run_child
 
 WARMUP = 2
 STYLE_WEIGHT = 1e6  # ours: mean over 5 style layers; the tutorial sums them, so it gets 1e6 / 5
@@ -206,8 +206,9 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size} px, {args.steps} timed steps")
     ref = run_child(__file__, ["reference", str(args.size), str(args.steps), str(workdir)])
-    print(f"| run | s/step | ÷ reference | peak RSS MB | first loss |\n|---|---|---|---|---|")
-    print(f"| tutorial reference (fp32) | {ref['s_per_step']:.3f} | 1.00 | {ref['peak_rss_mb']:.0f} | {ref['first_loss']:.5g} |")
+    print("| run | s/step | ÷ reference | peak RSS MB | first loss |\n|---|---|---|---|---|")
+    ref_row = f"{ref['s_per_step']:.3f} | 1.00 | {ref['peak_rss_mb']:.0f} | {ref['first_loss']:.5g}"
+    print(f"| tutorial reference (fp32) | {ref_row} |")
     for kind in ("ours_fp32", "ours_bf16"):  # auto picks bf16 on CPUs with AVX512-BF16/AMX
         res = run_child(__file__, [kind, str(args.size), str(args.steps), str(workdir)])
         ratio = res["s_per_step"] / ref["s_per_step"]
@@ -218,7 +219,9 @@ def main() -> None:
         )
     for precision in ("fp32", "bf16"):
         res = run_child(__file__, [f"fast_{precision}", str(args.size), "0", str(workdir)])
-        print(f"fast stylizer {precision}, batch 4, {args.size}x{args.size * 3 // 4}: {res['images_per_s']:.2f} images/s")
+        print(
+            f"fast stylizer {precision}, batch 4, {args.size}x{args.size * 3 // 4}: {res['images_per_s']:.2f} images/s"
+        )
 
 
 if __name__ == "__main__":

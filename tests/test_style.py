@@ -174,3 +174,10 @@ def test_exif_rotation_is_applied(tmp_path) -> None:
 def test_tiny_images_are_refused_with_their_size() -> None:
     with pytest.raises(VisionkitError, match="20x16 px; style transfer needs at least 32 px"):
         stylize(np.zeros((16, 20, 3), np.uint8), stripes(), weights="random", steps=1, progress=False)
+
+
+def test_a_much_smaller_style_is_enlarged_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING"):
+        image = stylize(content_photo(150, 200), stripes(40), size=200, steps=1, weights="random", progress=False)
+    assert image.size == (200, 150)
+    assert any("enlarged 5x" in record.getMessage() for record in caplog.records)

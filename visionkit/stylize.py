@@ -58,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="a fast stylizer checkpoint: stylize in one forward pass")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass with --model")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast (Gram in fp32)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="bf16: autocast, Gram in fp32; auto: bf16 where the CPU/GPU computes it natively",
+    )
     p.add_argument("--save-every", type=int, default=0, help="also save the image every N steps")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -171,7 +176,7 @@ def _run_optimization(args: argparse.Namespace, contents: list[str], outputs: li
 
 def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path]) -> int:
     from visionkit.fast_stylize import load_stylizer, stylize_files
-    from visionkit.style.optimize import pick_device
+    from visionkit.style.optimize import pick_device, resolve_precision
 
     if args.style:
         raise VisionkitError("--model stylizes with the style it was trained on: drop --style, or drop --model")
@@ -192,7 +197,7 @@ def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path
         size=args.size or None,
         batch_size=max(1, args.batch_size),
         device=pick_device(args.device),
-        precision=args.precision,
+        precision=resolve_precision(args.precision, pick_device(args.device)),
         on_error=on_error,
     )
     seconds = time.perf_counter() - started

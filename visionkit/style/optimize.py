@@ -318,7 +318,8 @@ def stylize(
     preserve_colors: "luminance" (style on brightness only) or "histogram" (style recoloured to the photo).
     weights: "imagenet" (torchvision VGG19 IMAGENET1K_V1 from the torch cache), a file, or "random" (tests).
     precision: "bf16" runs VGG19 under bfloat16 autocast (Gram and losses in fp32), "fp32" does not, "auto"
-    (default) picks bf16 where the hardware computes it natively (CPUs with AVX512-BF16/AMX, CUDA 8.0+). callback(scale, step, image, losses) runs each step.
+    (default) picks bf16 where the hardware computes it natively (CPUs with AVX512-BF16/AMX, CUDA 8.0+).
+    callback(scale, step, image, losses) runs after each step.
     """
     runner = StyleTransfer(weights=weights, pooling=pooling, device=device, precision=precision)
     return runner.run(
