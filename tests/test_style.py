@@ -100,7 +100,7 @@ def test_preserve_colors_luminance_keeps_the_content_chroma() -> None:
     chroma = rgb_to_yiq(to_tensor(photo))[:, 1:]
     error_kept = (rgb_to_yiq(kept)[:, 1:] - chroma).abs().mean()
     error_plain = (rgb_to_yiq(plain)[:, 1:] - chroma).abs().mean()
-    assert error_kept < 0.02 and error_kept < error_plain / 3, (error_kept, error_plain)
+    assert error_kept < 0.03 and error_kept < error_plain / 4, (error_kept, error_plain)  # left: clipping, rounding
     assert not torch.allclose(rgb_to_yiq(kept)[:, :1], rgb_to_yiq(to_tensor(photo))[:, :1], atol=0.02)  # styled Y
 
 

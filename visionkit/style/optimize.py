@@ -7,6 +7,7 @@ import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -290,54 +291,26 @@ def stylize(
     content: ImageLike,
     styles: ImageLike | Sequence[ImageLike],
     *,
-    style_weights: Sequence[float] | None = None,
-    style_scale: float = 1.0,
-    size: int | None = 512,
-    num_scales: int = 1,
-    steps: int | Sequence[int] = 500,
-    optimizer: str = "lbfgs",
-    lr: float | None = None,
-    content_weight: float = 1.0,
-    style_weight: float = 1e6,
-    tv_weight: float = 0.0,
-    init: str = "content",
-    seed: int | None = None,
-    preserve_colors: str | None = None,
-    pooling: str = "max",
     weights: str = IMAGENET_WEIGHTS,
+    pooling: str = "max",
     device: str = "auto",
     precision: str = "auto",
-    progress: bool = True,
-    callback: StepCallback | None = None,
+    **options: Any,
 ) -> Image.Image:
-    """Paint `content` (path, PIL image or array) in the style of `styles` (one or several, blended by
-    `style_weights`) and return the result as a PIL image whose long side is `size` (None: the photo's).
+    """Paint `content` (path, PIL image or array) in the style of `styles` (one or several) and return the
+    result as a PIL image. `options` are those of `StyleTransfer.run`, with the classic defaults:
 
-    num_scales > 1 runs coarse to fine (size/4 → size/2 → size for 3), each scale starting from the last;
-    `steps` is per scale (one number or one per scale). style_scale sizes the style relative to the output.
-    preserve_colors: "luminance" (style on brightness only) or "histogram" (style recoloured to the photo).
+    style_weights (blend, one per style), style_scale (style size relative to the output), size (long side,
+    512; None: the photo's), num_scales (coarse to fine: 3 runs size/4 → size/2 → size, each scale starting
+    from the last), steps (500; one number or one per scale), optimizer ("lbfgs" | "adam"), lr,
+    content_weight (1), style_weight (1e6), tv_weight (0), init ("content" | "noise"), seed,
+    preserve_colors (None | "luminance": style on brightness only | "histogram": style recoloured to the
+    photo first), progress (a progress bar with the losses), callback(scale, step, image, losses) after
+    each step.
+
     weights: "imagenet" (torchvision VGG19 IMAGENET1K_V1 from the torch cache), a file, or "random" (tests).
     precision: "bf16" runs VGG19 under bfloat16 autocast (Gram and losses in fp32), "fp32" does not, "auto"
     (default) picks bf16 where the hardware computes it natively (CPUs with AVX512-BF16/AMX, CUDA 8.0+).
-    callback(scale, step, image, losses) runs after each step.
     """
     runner = StyleTransfer(weights=weights, pooling=pooling, device=device, precision=precision)
-    return runner.run(
-        content,
-        styles,
-        style_weights=style_weights,
-        style_scale=style_scale,
-        size=size,
-        num_scales=num_scales,
-        steps=steps,
-        optimizer=optimizer,
-        lr=lr,
-        content_weight=content_weight,
-        style_weight=style_weight,
-        tv_weight=tv_weight,
-        init=init,
-        seed=seed,
-        preserve_colors=preserve_colors,
-        progress=progress,
-        callback=callback,
-    ).image
+    return runner.run(content, styles, **options).image
