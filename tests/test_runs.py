@@ -60,6 +60,8 @@ def test_every_experiment_runs_under_fast_dev_run(experiment: str, tmp_path: Pat
         f"paths.data_dir={tmp_path / 'cache'}",
     ]
     cfg = compose_config(tmp_path / "run", overrides)
+    if "train_images" in cfg.data:  # built-in segmentation recipes: a small generated training split
+        overrides.append("data.train_images=32")
     if OmegaConf.is_missing(cfg.data, "root"):
         overrides.append(f"data.root={write_shapes_folder(tmp_path / 'photos', per_class=6)}")
         overrides.append("data.image_size=64")
