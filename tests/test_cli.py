@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import zipfile
@@ -26,9 +27,23 @@ BIN = Path(sys.executable).parent
 QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "trainer.enable_model_summary=false"]
 
 
-def run(tool: str, args: list[str], cwd: Path, expect_ok: bool = True) -> subprocess.CompletedProcess:
+def run(
+    tool: str, args: list[str], cwd: Path, expect_ok: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run a console script; a run past `timeout` is killed with all its children (DDP ranks, loader
+    workers) and the test fails with what it had printed, so a hang is diagnosable and leaves no orphans."""
     env = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([str(BIN / tool), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    command = [str(BIN / tool), *args]
+    with subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    ) as child:
+        try:
+            stdout, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            stdout, stderr = child.communicate()
+            pytest.fail(f"{tool} {' '.join(args)} ran past {timeout} s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
+    proc = subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
     if expect_ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
