@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from visionkit.checkpoints import build_from_checkpoint, read_checkpoint
 from visionkit.errors import VisionkitError
 from visionkit.style.images import fit_long_side, load_rgb, resize, to_pil, to_tensor
 from visionkit.tasks.style_transfer import StyleTransferTask
@@ -16,23 +17,13 @@ from visionkit.tasks.style_transfer import StyleTransferTask
 
 def load_stylizer(path: str | os.PathLike[str]) -> StyleTransferTask:
     """The StyleTransferTask of a visionkit checkpoint (weights_only; needs neither VGG19 nor the style file)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise VisionkitError(f"--model: checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise VisionkitError(f"--model: {path} is not a readable checkpoint ({reason})") from None
-    task_name = (checkpoint.get("visionkit") or {}).get("task", "") if isinstance(checkpoint, dict) else ""
-    if not task_name.endswith("StyleTransferTask"):
-        kind = task_name.rsplit(".", 1)[-1] or "no visionkit task"
+    checkpoint, task_cls = read_checkpoint(os.fspath(path), key="--model")
+    if not issubclass(task_cls, StyleTransferTask):
         raise VisionkitError(
-            f"--model: {path} holds {kind}, not a fast stylizer; train one with visionkit-train task=style_transfer"
+            f"--model: {path} holds {task_cls.__name__}, not a fast stylizer; train one with "
+            "visionkit-train task=style_transfer"
         )
-    task = StyleTransferTask(**checkpoint.get("hyper_parameters", {}))
-    task.load_state_dict(checkpoint["state_dict"], strict=True)
-    return task.eval()
+    return build_from_checkpoint(checkpoint, task_cls)
 
 
 def _batches(
@@ -67,13 +58,11 @@ def stylize_files(
     batch_size: int = 8,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
-    keep_size: bool = True,
-    on_done: Callable[[str, Path], None] | None = None,
     on_error: Callable[[str, VisionkitError], None] | None = None,
 ) -> int:
     """Write the stylized image of each path to its output; returns how many were written.
 
-    size: long side the network sees (None: each image's own); keep_size: save at the photo's original size.
+    size: long side the network sees (None: each image's own); results are saved at each photo's own size.
     Unreadable images go to `on_error` (default: raise) and the rest go on.
     """
     from visionkit.style.images import save_image
@@ -89,9 +78,6 @@ def stylize_files(
         with autocast:
             stylized = net(images.to(device)).float().clamp(0, 1).cpu()
         for name, image, original in zip(names, stylized, originals):
-            picture = resize(image[None], original) if keep_size else image[None]
-            save_image(to_pil(picture), target[name])
+            save_image(to_pil(resize(image[None], original)), target[name])
             written += 1
-            if on_done is not None:
-                on_done(name, target[name])
     return written

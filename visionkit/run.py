@@ -6,7 +6,6 @@ The Hydra entry points only call these; tests and Python callers pass configs fr
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from visionkit.checkpoints import check_checkpoint, load_checkpoint
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule, build_transform
 from visionkit.data.files import ImageFiles, list_images
 from visionkit.data.letterbox import Letterbox
@@ -105,15 +105,6 @@ def _require_values(cfg: DictConfig) -> None:
         raise VisionkitError(f"{keys} is not set: pass {missing[0]}=<value> on the command line")
 
 
-def _check_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> Path | None:
-    if not ckpt_path:
-        return None
-    path = Path(str(ckpt_path)).expanduser()
-    if not path.is_file():
-        raise VisionkitError(f"{key}: checkpoint {path} does not exist")
-    return path
-
-
 def _save_run_config(cfg: DictConfig, output_dir: Path) -> None:
     """Write the resolved config to `<run>/config.yaml` (rank 0 only); DDP children re-read it."""
     if not is_rank_zero():
@@ -170,7 +161,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     The run folder is `cfg.paths.output_dir`; with `cfg.ckpt_path` training resumes from that checkpoint.
     """
     _require_values(cfg)
-    ckpt_path = _check_checkpoint(cfg.get("ckpt_path"))
+    ckpt_path = check_checkpoint(cfg.get("ckpt_path"))
     output_dir = Path(cfg.paths.output_dir).expanduser().absolute()
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -193,30 +184,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
             metrics.update(_metrics(results[0] if results else {}))
     return metrics
-
-
-def _task_class(checkpoint: Mapping[str, Any], path: Path) -> type[VisionTask]:
-    name = (checkpoint.get("visionkit") or {}).get("task", "")
-    if not name.startswith("visionkit.tasks."):
-        raise VisionkitError(f"ckpt_path: {path} was not written by a visionkit task (no visionkit metadata)")
-    module, _, attr = name.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
-def load_checkpoint(ckpt_path: str | None) -> tuple[VisionTask, dict[str, Any]]:
-    """The task a visionkit checkpoint holds (weights_only, offline) and its data contract
-    (image size, resize mode, mean/std, class names) as the data module saved it."""
-    path = _check_checkpoint(ckpt_path)
-    if path is None:
-        raise VisionkitError("ckpt_path is not set: pass ckpt_path=/path/to/best.ckpt")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    task_cls = _task_class(checkpoint, path)
-    data_state = dict(checkpoint.get(VisionDataModule.__qualname__, {}))
-    # What LightningModule.load_from_checkpoint does, on the checkpoint already read (it would read it again).
-    task = task_cls(**checkpoint.get("hyper_parameters", {}))
-    task.on_load_checkpoint(checkpoint)
-    task.load_state_dict(checkpoint["state_dict"], strict=True)
-    return task.eval(), data_state
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
