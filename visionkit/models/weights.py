@@ -28,11 +28,11 @@ def is_weights_file(weights: str) -> bool:
     return os.sep in weights or "/" in weights or weights.lower().endswith(WEIGHT_FILE_SUFFIXES)
 
 
-def torchvision_weights_state(arch: str, weights: str) -> dict[str, torch.Tensor]:
+def torchvision_weights_state(arch: str, weights: str, option: str = "model.weights") -> dict[str, torch.Tensor]:
     """State dict of torchvision `arch` for enum name `weights` ("DEFAULT", "IMAGENET1K_V1", ...).
 
     Reads the torch hub cache; downloads only when online. Offline and uncached: an error that says
-    where to put the file.
+    where to put the file, or how to pass it with `option` (the setting the user gives a file with).
     """
     import torchvision
 
@@ -42,7 +42,7 @@ def torchvision_weights_state(arch: str, weights: str) -> dict[str, torch.Tensor
     except KeyError:
         names = ", ".join(["DEFAULT", *(w.name for w in enum)])
         raise VisionkitError(
-            f"model.weights={weights!r} is not a weight set of {arch}; choose one of {names} or give a file path"
+            f"{option}={weights!r} is not a weight set of {arch}; choose one of {names} or give a file path"
         ) from None
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(entry.url).path).name
     if cached.is_file() or not offline():
@@ -57,15 +57,16 @@ def torchvision_weights_state(arch: str, weights: str) -> dict[str, torch.Tensor
     raise VisionkitError(
         f"pretrained weights {arch} {entry.name} are not available offline{reason}: download {entry.url} on a "
         f"machine with internet and copy it to {cached} (the torch hub cache; TORCH_HOME moves it), "
-        f"or pass model.weights=/path/to/{cached.name}"
+        f"or pass {option}=/path/to/{cached.name}"
     )
 
 
-def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """A state dict from a .pth/.pt/.bin/.safetensors file or a Lightning checkpoint (weights_only)."""
+def read_weights_file(path: str | os.PathLike[str], option: str = "model.weights") -> dict[str, torch.Tensor]:
+    """A state dict from a .pth/.pt/.bin/.safetensors file or a Lightning checkpoint (weights_only); errors
+    name `option`, the setting the file was given with."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise VisionkitError(f"model.weights: file {path} does not exist")
+        raise VisionkitError(f"{option}: file {path} does not exist")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -74,13 +75,13 @@ def read_weights_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise VisionkitError(f"model.weights: {path} is not a readable weights file ({exc})") from None
+        raise VisionkitError(f"{option}: {path} is not a readable weights file ({exc})") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise VisionkitError(f"model.weights: {path} holds no state dict of tensors")
+        raise VisionkitError(f"{option}: {path} holds no state dict of tensors")
     # A visionkit checkpoint: keep the backbone of `model.backbone.*`, drop its head.
     if any(k.startswith("model.backbone.") for k in state):
         state = {k[len("model.backbone.") :]: v for k, v in state.items() if k.startswith("model.backbone.")}

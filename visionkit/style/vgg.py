@@ -119,25 +119,6 @@ class VGG19Features(nn.Module):
             pool.calibrating = False
 
 
-def _torchvision_state() -> dict[str, Tensor]:
-    from visionkit.models.weights import torchvision_weights_state
-
-    try:
-        return torchvision_weights_state("vgg19", "IMAGENET1K_V1")
-    except VisionkitError as exc:
-        where = "--weights FILE (visionkit-stylize), weights=FILE (Python) or vgg_weights=FILE (training)"
-        raise VisionkitError(str(exc).replace("model.weights=", f"{where}, e.g. ")) from None
-
-
-def _file_state(path: Path) -> dict[str, Tensor]:
-    from visionkit.models.weights import read_weights_file
-
-    try:
-        return read_weights_file(path)
-    except VisionkitError as exc:
-        raise VisionkitError(str(exc).replace("model.weights: ", "VGG19 weights: ")) from None
-
-
 def _features_state(state: dict[str, Tensor], source: str, network: VGG19Features) -> dict[str, Tensor]:
     """Map a torchvision vgg19 state dict (`features.N.*`, or bare `N.*`) onto the truncated `body`."""
     if any(k.startswith("features.") for k in state):
@@ -155,10 +136,14 @@ def _features_state(state: dict[str, Tensor], source: str, network: VGG19Feature
 
 
 def build_vgg19(
-    layers: Iterable[str], weights: str | os.PathLike[str] = IMAGENET_WEIGHTS, pooling: str = "max"
+    layers: Iterable[str],
+    weights: str | os.PathLike[str] = IMAGENET_WEIGHTS,
+    pooling: str = "max",
+    option: str = "--weights",
 ) -> VGG19Features:
     """VGG19 features for `layers` with `weights`: "imagenet" (torchvision IMAGENET1K_V1 from the torch hub
-    cache), a weights file path, or "random" (seeded, for tests only: images will not look stylized)."""
+    cache), a weights file path, or "random" (seeded, for tests only: images will not look stylized).
+    `option` is the setting that takes a weights file, named in errors (`vgg_weights` for the fast stylizer)."""
     network = VGG19Features(layers, pooling)
     name = os.fspath(weights)
     if name == RANDOM_WEIGHTS:
@@ -171,10 +156,12 @@ def build_vgg19(
                     module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
                     module.bias.zero_()
         return network
+    from visionkit.models.weights import read_weights_file, torchvision_weights_state
+
     if name.lower() == IMAGENET_WEIGHTS:
-        state, source = _torchvision_state(), "torchvision IMAGENET1K_V1"
+        state, source = torchvision_weights_state("vgg19", "IMAGENET1K_V1", option), "torchvision IMAGENET1K_V1"
     else:
-        state, source = _file_state(Path(name).expanduser()), name
+        state, source = read_weights_file(Path(name).expanduser(), option), name
     network.body.load_state_dict(_features_state(state, source, network), strict=True)
     return network
 

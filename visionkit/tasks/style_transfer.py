@@ -73,7 +73,7 @@ class StyleTransferTask(VisionTask):
 
             h = self.hparams
             layers = tuple(dict.fromkeys((*h.content_layers, *h.style_layers)))
-            network = build_vgg19(layers, h.vgg_weights).to(self.device)
+            network = build_vgg19(layers, h.vgg_weights, option="vgg_weights").to(self.device)
             objective = PerceptualLoss(
                 network, h.content_layers, h.style_layers, h.content_weight, h.style_weight, h.tv_weight
             )
