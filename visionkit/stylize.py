@@ -76,11 +76,7 @@ def _contents(sources: Sequence[str]) -> list[str]:
 
     paths: list[str] = []
     for source in sources:
-        try:
-            found = list_images(source)
-        except VisionkitError as exc:
-            raise VisionkitError(str(exc).replace("source: ", "content: ").replace("source=", "content ")) from None
-        paths += [p for p in found if p not in paths]
+        paths += [p for p in list_images(source, key="content") if p not in paths]
     return paths
 
 
@@ -189,6 +185,7 @@ def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path
         failures.append(path)
         print(f"{PROG}: skipped {path}: {exc}", file=sys.stderr)
 
+    device = pick_device(args.device)
     started = time.perf_counter()
     written = stylize_files(
         task,
@@ -196,8 +193,8 @@ def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path
         outputs,
         size=args.size or None,
         batch_size=max(1, args.batch_size),
-        device=pick_device(args.device),
-        precision=resolve_precision(args.precision, pick_device(args.device)),
+        device=device,
+        precision=resolve_precision(args.precision, device),
         on_error=on_error,
     )
     seconds = time.perf_counter() - started

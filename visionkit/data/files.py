@@ -14,10 +14,10 @@ from visionkit.errors import VisionkitError
 from visionkit.utils.io import IMAGE_EXTENSIONS, read_image
 
 
-def list_images(source: str) -> list[str]:
-    """Image paths named by `source` (file, folder or glob), sorted; an error when there are none."""
+def list_images(source: str, key: str = "source") -> list[str]:
+    """Image paths named by `source` (file, folder or glob), sorted; an error naming `key` when there are none."""
     if not source:
-        raise VisionkitError("source is not set: pass source=<image file | folder | glob pattern>")
+        raise VisionkitError(f"{key} is not set: pass {key}=<image file | folder | glob pattern>")
     path = Path(source).expanduser()
     if path.is_file():
         return [str(path)]
@@ -26,10 +26,10 @@ def list_images(source: str) -> list[str]:
     elif any(ch in source for ch in "*?["):
         found = [Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]
     else:
-        raise VisionkitError(f"source: {source} is neither a file, a folder nor a glob pattern that exists")
+        raise VisionkitError(f"{key}: {source} is neither a file, a folder nor a glob pattern that exists")
     images = sorted(str(p) for p in found if not p.name.startswith("."))
     if not images:
-        raise VisionkitError(f"source: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {source}")
+        raise VisionkitError(f"{key}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {source}")
     return images
 
 
