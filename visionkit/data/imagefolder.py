@@ -24,6 +24,20 @@ def images_under(folder: Path) -> list[str]:
     )
 
 
+def split_folders(root: Path, contents: str) -> dict[str, Path]:
+    """The split folders under `root`: its `train/` (`val/`, `test/`) folders when it has them, else root itself
+    as the one `train` pool. `contents` says what belongs directly under root in the second layout."""
+    if not root.is_dir():
+        raise VisionkitError(f"data.root: folder {root} does not exist")
+    explicit = {name: root / name for name in SPLITS if (root / name).is_dir()}
+    if explicit and "train" not in explicit:
+        raise VisionkitError(
+            f"data.root {root} has {sorted(explicit)} folders but no train/ folder; add train/ "
+            f"or put {contents} directly under data.root"
+        )
+    return explicit or {"train": root}
+
+
 class ImageFolderSource:
     """Images sorted into one folder per class (the torchvision ImageFolder layout).
 
@@ -40,15 +54,7 @@ class ImageFolderSource:
         self._class_names: list[str] | None = None
 
     def _layout(self) -> dict[str, Path]:
-        if not self.root.is_dir():
-            raise VisionkitError(f"data.root: folder {self.root} does not exist")
-        explicit = {name: self.root / name for name in SPLITS if (self.root / name).is_dir()}
-        if explicit and "train" not in explicit:
-            raise VisionkitError(
-                f"data.root {self.root} has {sorted(explicit)} folders but no train/ folder; add train/ "
-                "or put the class folders directly under data.root"
-            )
-        return explicit or {"train": self.root}
+        return split_folders(self.root, "the class folders")
 
     def class_names(self) -> list[str]:
         """Names of the class folders under the training folder, sorted."""

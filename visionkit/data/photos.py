@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from visionkit.data.cache import generated_once
-from visionkit.data.imagefolder import images_under
-from visionkit.data.splits import SPLITS, SampleSet, complete_splits
+from visionkit.data.imagefolder import images_under, split_folders
+from visionkit.data.splits import SampleSet, complete_splits
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import IMAGE_EXTENSIONS
 
@@ -110,16 +110,10 @@ class PhotoSource:
 
     def splits(self, val_fraction: float, test_fraction: float, seed: int) -> dict[str, SampleSet]:
         """Explicit train/val/test folders when present, else a seeded split of every image under root."""
-        if not self.root.is_dir():
-            raise VisionkitError(f"data.root: folder {self.root} does not exist")
-        explicit = {name: self.root / name for name in SPLITS if (self.root / name).is_dir()}
-        folders = explicit or {"train": self.root}
         given = {}
-        for name, folder in folders.items():
+        for name, folder in split_folders(self.root, "the images").items():
             paths = images_under(folder)
             if not paths:
                 raise VisionkitError(f"data.root: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
             given[name] = SampleSet(paths, np.zeros(len(paths), dtype=np.int64))
-        if "train" not in given:
-            raise VisionkitError(f"data.root {self.root} has {sorted(given)} folders but no train/ folder")
         return complete_splits(given, val_fraction, test_fraction, seed)
