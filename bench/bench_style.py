@@ -7,10 +7,12 @@ classic layers ours uses (content relu4_2; style relu1_1..relu5_1) and the same 
 compute the same loss (checked on the first step). Each side runs in a fresh child process; seconds per
 optimization step = wall time / loss evaluations after two warm-up steps; peak memory = the child's peak RSS.
 Also: the fast stylizer's images/s at the same size. Weights are random (no download here): speed and
-memory do not depend on their values.
+memory do not depend on their values. On CUDA, peak memory is the child's peak allocated GPU memory and the
+"bf16" row is our `auto` precision there (bf16 on compute capability 8.0+).
 
-    python bench/bench_style.py              # 512 px, 10 timed steps
+    python bench/bench_style.py              # 512 px, 10 timed steps, CPU
     python bench/bench_style.py --size 256 --steps 5
+    python bench/bench_style.py --device cuda --size 1024
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def _weights_file(workdir: Path) -> Path:
     return path
 
 
-def reference(size: int, steps: int, weights: Path) -> dict:
+def reference(size: int, steps: int, weights: Path, device: str) -> dict:
     """The tutorial's code (names and structure kept), timed per loss evaluation."""
     import torch.nn.functional as F
     import torchvision
@@ -84,8 +86,8 @@ def reference(size: int, steps: int, weights: Path) -> dict:
     class Normalization(nn.Module):
         def __init__(self, mean, std):
             super().__init__()
-            self.mean = torch.tensor(mean).view(-1, 1, 1)
-            self.std = torch.tensor(std).view(-1, 1, 1)
+            self.mean = torch.tensor(mean).view(-1, 1, 1).to(device)
+            self.std = torch.tensor(std).view(-1, 1, 1).to(device)
 
         def forward(self, img):
             return (img - self.mean) / self.std
@@ -93,9 +95,10 @@ def reference(size: int, steps: int, weights: Path) -> dict:
     cnn = torchvision.models.vgg19().features.eval()
     state = torch.load(weights, weights_only=True)
     cnn.load_state_dict({k[len("features.") :]: v for k, v in state.items()}, strict=False)
+    cnn = cnn.to(device)
     content_np, style_np = _images(size)
-    content_img = torch.from_numpy(content_np).permute(2, 0, 1)[None].float().contiguous() / 255
-    style_img = torch.from_numpy(style_np).permute(2, 0, 1)[None].float().contiguous() / 255
+    content_img = torch.from_numpy(content_np).permute(2, 0, 1)[None].float().contiguous().to(device) / 255
+    style_img = torch.from_numpy(style_np).permute(2, 0, 1)[None].float().contiguous().to(device) / 255
     content_layers, style_layers = ["relu_10"], ["relu_1", "relu_3", "relu_5", "relu_9", "relu_13"]
     normalization = Normalization([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     content_losses, style_losses = [], []
@@ -151,11 +154,11 @@ def reference(size: int, steps: int, weights: Path) -> dict:
     return {"s_per_step": seconds, "first_loss": losses[0], "steps": run[0]}
 
 
-def ours(size: int, steps: int, weights: Path, precision: str) -> dict:
+def ours(size: int, steps: int, weights: Path, precision: str, device: str) -> dict:
     from visionkit.style import StyleTransfer
 
     content, style = _images(size)
-    runner = StyleTransfer(weights=str(weights), precision=precision, device="cpu")
+    runner = StyleTransfer(weights=str(weights), precision=precision, device=device)
     stamps: list[float] = []
     outcome = runner.run(
         content, style, size=size, steps=steps + WARMUP, style_weight=STYLE_WEIGHT, progress=False,
@@ -165,31 +168,41 @@ def ours(size: int, steps: int, weights: Path, precision: str) -> dict:
     return {"s_per_step": seconds, "first_loss": outcome.history[0]["loss"], "steps": len(outcome.history)}
 
 
-def fast_stylizer(size: int, batch: int, precision: str) -> dict:
+def fast_stylizer(size: int, batch: int, precision: str, device: str) -> dict:
     from visionkit.models.transformer_net import TransformerNet
 
-    net = TransformerNet().eval()
-    images = torch.rand(batch, 3, size * 3 // 4, size)
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.no_grad()
+    net = TransformerNet().eval().to(device)
+    images = torch.rand(batch, 3, size * 3 // 4, size, device=device)
+    context = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else torch.no_grad()
     with torch.inference_mode(), context:
         net(images)
+        _sync(device)
         started, count = time.perf_counter(), 0
         while time.perf_counter() - started < 10 or count < 2:
             net(images)
+            _sync(device)
             count += 1
     return {"images_per_s": batch * count / (time.perf_counter() - started)}
 
 
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def _child(args: list[str]) -> dict:
-    kind, size, steps, workdir = args[0], int(args[1]), int(args[2]), Path(args[3])
+    kind, size, steps, workdir, device = args[0], int(args[1]), int(args[2]), Path(args[3]), args[4]
     torch.manual_seed(0)
     if kind == "reference":
-        result = reference(size, steps, _weights_file(workdir))
+        result = reference(size, steps, _weights_file(workdir), device)
     elif kind.startswith("ours"):
-        result = ours(size, steps, _weights_file(workdir), kind.split("_")[1])
+        result = ours(size, steps, _weights_file(workdir), kind.split("_")[1], device)
     else:
-        result = fast_stylizer(size, 4, kind.split("_")[1])
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result = fast_stylizer(size, 4, kind.split("_")[1], device)
+    if device == "cuda":
+        result["peak_rss_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
 
@@ -201,16 +214,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="long side in px")
     parser.add_argument("--steps", type=int, default=10, help="timed optimization steps")
     parser.add_argument("--workdir", default="/tmp/visionkit-bench-style")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size} px, {args.steps} timed steps")
-    ref = run_child(__file__, ["reference", str(args.size), str(args.steps), str(workdir)])
-    print("| run | s/step | ÷ reference | peak RSS MB | first loss |\n|---|---|---|---|---|")
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, {args.size} px, {args.steps} timed steps")
+    ref = run_child(__file__, ["reference", str(args.size), str(args.steps), str(workdir), args.device])
+    memory = "peak GPU MB" if args.device == "cuda" else "peak RSS MB"
+    print(f"| run | s/step | ÷ reference | {memory} | first loss |\n|---|---|---|---|---|")
     ref_row = f"{ref['s_per_step']:.3f} | 1.00 | {ref['peak_rss_mb']:.0f} | {ref['first_loss']:.5g}"
     print(f"| tutorial reference (fp32) | {ref_row} |")
     for kind in ("ours_fp32", "ours_bf16"):  # auto picks bf16 on CPUs with AVX512-BF16/AMX
-        res = run_child(__file__, [kind, str(args.size), str(args.steps), str(workdir)])
+        res = run_child(__file__, [kind, str(args.size), str(args.steps), str(workdir), args.device])
         ratio = res["s_per_step"] / ref["s_per_step"]
         print(
             f"| visionkit {kind.split('_')[1]} | {res['s_per_step']:.3f} | {ratio:.2f} | {res['peak_rss_mb']:.0f} "
@@ -218,7 +234,7 @@ def main() -> None:
             flush=True,
         )
     for precision in ("fp32", "bf16"):
-        res = run_child(__file__, [f"fast_{precision}", str(args.size), "0", str(workdir)])
+        res = run_child(__file__, [f"fast_{precision}", str(args.size), "0", str(workdir), args.device])
         print(
             f"fast stylizer {precision}, batch 4, {args.size}x{args.size * 3 // 4}: {res['images_per_s']:.2f} images/s"
         )
