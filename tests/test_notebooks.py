@@ -19,8 +19,9 @@ def test_notebook_executes(path: Path, tmp_path: Path) -> None:
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     ).execute()
     images = [o for c in notebook.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 3  # augmented inputs, confusion matrix, predictions
+    assert len(images) >= 3  # each notebook shows its data, its training result and its predictions
 
 
-def test_there_is_a_classification_notebook() -> None:
-    assert "classification.ipynb" in {p.name for p in NOTEBOOKS}
+def test_there_is_a_notebook_per_task() -> None:
+    names = {p.name for p in NOTEBOOKS}
+    assert {f"{t}.ipynb" for t in ("classification", "detection", "segmentation", "style_transfer", "explain")} <= names

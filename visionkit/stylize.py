@@ -11,7 +11,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from visionkit.errors import VisionkitError, user_message
+from visionkit.console import run_console
+from visionkit.errors import VisionkitError
 
 PROG = "visionkit-stylize"
 
@@ -216,21 +217,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: one clean error line for bad input (--verbose for the traceback)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        status = run(argv)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; finished outputs are kept", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:
-        if "--verbose" in argv:
-            raise
-        message = user_message(exc)
-        if message is None:
-            message = f"{type(exc).__name__}: {exc} (run again with --verbose for the full traceback)"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(status)
+    run_console(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,35 @@
+"""See inside a network: first-layer filters, feature maps, Grad-CAM and the receptive field of every layer,
+for classification, detection and segmentation checkpoints and the VGG19 that style transfer uses."""
+
+from visionkit.explain.cam import grad_cam, overlay
+from visionkit.explain.features import (
+    default_layers,
+    feature_map_figure,
+    feature_maps,
+    filter_grid_figure,
+    first_conv_filters,
+    list_layers,
+)
+from visionkit.explain.receptive_field import LayerRow, layer_table, table_markdown
+from visionkit.explain.report import Explanation, Heatmap, explain_image
+from visionkit.explain.subjects import Subject, subject_from_checkpoint, vgg19_subject
+
+__all__ = [
+    "Explanation",
+    "Heatmap",
+    "LayerRow",
+    "Subject",
+    "default_layers",
+    "explain_image",
+    "feature_map_figure",
+    "feature_maps",
+    "filter_grid_figure",
+    "first_conv_filters",
+    "grad_cam",
+    "layer_table",
+    "list_layers",
+    "overlay",
+    "subject_from_checkpoint",
+    "table_markdown",
+    "vgg19_subject",
+]
