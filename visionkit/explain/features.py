@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from visionkit.errors import VisionkitError
+from visionkit.explain.hooks import run_hooked
 from visionkit.explain.receptive_field import LAYER_TYPES
 
 
@@ -27,21 +28,12 @@ class LayerName:
 def forward_order(model: nn.Module, image: Tensor) -> list[tuple[str, nn.Module, Tensor]]:
     """(name, module, output) of every named module with a 4-D tensor output, in the order they ran."""
     seen: list[tuple[str, nn.Module, Tensor]] = []
-    handles = [
-        module.register_forward_hook(
-            lambda mod, _i, out, name=name: (
-                seen.append((name, mod, out.detach())) if isinstance(out, Tensor) and out.dim() == 4 else None
-            )
-        )
-        for name, module in model.named_modules()
-        if name
-    ]
-    try:
-        with torch.no_grad():
-            model(image)
-    finally:
-        for handle in handles:
-            handle.remove()
+
+    def keep(name: str, module: nn.Module, output: object) -> None:
+        if isinstance(output, Tensor) and output.dim() == 4:
+            seen.append((name, module, output.detach()))
+
+    run_hooked(model, image, [(m, partial(keep, n)) for n, m in model.named_modules() if n])
     return seen
 
 
@@ -82,18 +74,10 @@ def feature_maps(model: nn.Module, image: Tensor, names: Sequence[str]) -> dict[
     modules = resolve_layers(model, names)
     maps: dict[str, np.ndarray] = {}
 
-    def keep(name: str, output: object) -> None:  # a hook that returned a value would replace the output
+    def keep(name: str, _module: nn.Module, output: object) -> None:
         maps.setdefault(name, _first_map(output, name))
 
-    handles = [
-        module.register_forward_hook(lambda _m, _i, out, name=name: keep(name, out)) for name, module in modules.items()
-    ]
-    try:
-        with torch.no_grad():
-            model(image)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_hooked(model, image, [(module, partial(keep, name)) for name, module in modules.items()])
     missing = [name for name in names if name not in maps]
     if missing:
         raise VisionkitError(f"--layers: {', '.join(missing)} did not run for this image (a training-only branch?)")

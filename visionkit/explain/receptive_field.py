@@ -13,13 +13,14 @@ import csv
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from visionkit.explain.hooks import run_hooked
 from visionkit.utils.io import atomic_write
 
 LAYER_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -166,22 +167,15 @@ def layer_table(model: nn.Module, image: Tensor) -> list[LayerRow]:
     """One row per conv/pool layer of `model`, in the order the forward pass runs them, for input `image`
     (a 1×C×H×W tensor); the receptive field is in input pixels and may exceed the image (padding)."""
     outputs: list[tuple[str, nn.Module, Tensor]] = []
-    handles = [
-        module.register_forward_hook(
-            lambda mod, _inputs, output, name=name: (
-                outputs.append((name, mod, output)) if isinstance(output, Tensor) else None
-            )
-        )
-        for name, module in model.named_modules()
-        if isinstance(module, LAYER_TYPES)
-    ]
+
+    def keep(name: str, module: nn.Module, output: object) -> None:
+        if isinstance(output, Tensor):
+            outputs.append((name, module, output))
+
     image = image.detach().clone()
-    try:
-        with torch.no_grad(), _Tracker(image) as tracker:
-            model(image)
-    finally:
-        for handle in handles:
-            handle.remove()
+    tracker = _Tracker(image)
+    hooks = [(m, partial(keep, n)) for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)]
+    run_hooked(model, image, hooks, context=tracker)
     rows = []
     for name, module, output in outputs:
         field = tracker.field(output) or _Field((float("nan"),) * 2, (float("nan"),) * 2)
