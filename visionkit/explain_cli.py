@@ -71,8 +71,7 @@ def load_subject(args: argparse.Namespace) -> Subject:
     if args.model == "vgg19":
         subject = vgg19_subject(args.weights, args.image_size or 224)
     elif args.ckpt_path:
-        subject = subject_from_checkpoint(args.ckpt_path, args.image_size)
-        subject.conf = args.conf
+        subject = subject_from_checkpoint(args.ckpt_path, args.image_size, args.conf)
     else:
         raise VisionkitError("nothing to explain: pass ckpt_path=/path/to/best.ckpt, or model=vgg19")
     subject.network.to(pick_device(args.device))
@@ -115,25 +114,28 @@ def run(argv: Sequence[str] | None = None) -> int:
     from visionkit.data.files import list_images
     from visionkit.explain.receptive_field import table_markdown
     from visionkit.explain.report import explain_image
+    from visionkit.utils.io import read_image
 
     paths = list_images(args.source, "source")
     folders = _folders(paths, Path(args.output_dir).expanduser())
     inputs = {Path(p).resolve() for p in paths}
-    failures, table, started = [], "", time.perf_counter()
-    for index, (path, folder) in enumerate(zip(paths, folders), 1):
+    for folder in folders:  # before any work: never write among the inputs
         if folder.resolve() in inputs or any(p.parent == folder.resolve() for p in inputs):
             raise VisionkitError(f"output folder {folder} holds the input images; choose another output_dir")
-        try:
-            result = explain_image(
-                subject, path, folder, layers=args.layers, top_k=max(1, args.top_k), classes=args.target_class,
-                cam_layers=args.cam_layers, max_channels=args.max_channels,
-            )  # fmt: skip
+    failures, table, started = [], "", time.perf_counter()
+    for index, (path, folder) in enumerate(zip(paths, folders), 1):
+        try:  # only unreadable images are skipped; a wrong setting stops on the first image
+            image = read_image(path)
         except VisionkitError as exc:
-            if len(paths) == 1 or "--layers" in str(exc) or "--target-class" in str(exc):
+            if len(paths) == 1:
                 raise
             failures.append(path)
             print(f"{PROG}: skipped {path}: {exc}", file=sys.stderr)
             continue
+        result = explain_image(
+            subject, image, folder, layers=args.layers, top_k=max(1, args.top_k), classes=args.target_class,
+            cam_layers=args.cam_layers, max_channels=args.max_channels,
+        )  # fmt: skip
         table = table or table_markdown(result.layers)
         cams = ", ".join(h.title for h in result.heatmaps) or "none (no detection above the threshold)"
         print(f"[{index}/{len(paths)}] {path} → {folder}/  Grad-CAM: {cams}", flush=True)

@@ -14,7 +14,6 @@ from PIL import Image, ImageDraw
 
 from visionkit.explain.cam import grad_cam, overlay
 from visionkit.explain.features import (
-    default_layers,
     feature_map_figure,
     feature_maps,
     filter_grid_figure,
@@ -22,8 +21,9 @@ from visionkit.explain.features import (
     first_conv_filters,
     resolve_layers,
 )
-from visionkit.explain.receptive_field import LayerRow, layer_table, write_layer_table
+from visionkit.explain.receptive_field import LayerRow, write_layer_table
 from visionkit.explain.subjects import CamTarget, Subject
+from visionkit.style.images import save_image
 from visionkit.utils.io import atomic_write, read_image
 from visionkit.utils.viz import save_figure
 
@@ -93,8 +93,8 @@ def explain_image(
     layers.csv/.md and explain.json there (atomically)."""
     array = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
     tensor, picture = subject.prepare(array)
-    layers = list(layers or subject.feature_layers or default_layers(subject.network, tensor))
-    cam_layers = list(cam_layers or subject.cam_layers or subject.default_cam_layers(tensor))
+    layers = list(layers or subject.feature_layer_names(tensor))
+    cam_layers = list(cam_layers or subject.cam_layer_names(tensor))
     cam_modules = list(resolve_layers(subject.network, cam_layers).values())
     filters = first_conv_filters(subject.network)
     maps = feature_maps(subject.network, tensor, layers)
@@ -102,7 +102,7 @@ def explain_image(
     for target in subject.cam_targets(tensor, top_k, classes):
         heat = grad_cam(subject.cam_network, tensor, cam_modules, target.target)
         heatmaps.append(Heatmap(target.title, heat, _picture(picture, heat, target), target.slug, target.box))
-    result = Explanation(picture, filters, maps, heatmaps, layer_table(subject.network, tensor), cam_layers)
+    result = Explanation(picture, filters, maps, heatmaps, subject.layer_rows(tensor), cam_layers)
     conv_name, conv = first_conv(subject.network)
     result.figures["filters"] = filter_grid_figure(
         filters, f"{conv_name}: {conv.out_channels} filters {conv.kernel_size[0]}×{conv.kernel_size[1]}"
@@ -121,9 +121,9 @@ def explain_image(
 
 def _write(result: Explanation, directory: Path, subject: Subject) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    files = [_save_png(result.input_image, directory / "input.png")]
+    files = [save_image(Image.fromarray(result.input_image), directory / "input.png")]
     files += [save_figure(fig, directory / f"{name}.png") for name, fig in result.figures.items()]
-    files += [_save_png(h.picture, directory / f"gradcam_{h.slug}.png") for h in result.heatmaps]
+    files += [save_image(Image.fromarray(h.picture), directory / f"gradcam_{h.slug}.png") for h in result.heatmaps]
     files += list(write_layer_table(result.layers, directory))
     summary = {
         "model": subject.kind,
@@ -136,9 +136,3 @@ def _write(result: Explanation, directory: Path, subject: Subject) -> list[Path]
     with atomic_write(directory / "explain.json", "w") as handle:
         json.dump(summary, handle, indent=1)
     return [*files, directory / "explain.json"]
-
-
-def _save_png(array: np.ndarray, path: Path) -> Path:
-    with atomic_write(path) as handle:
-        Image.fromarray(array).save(handle, format="PNG")
-    return path

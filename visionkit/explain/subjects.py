@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,8 +15,9 @@ from torch import Tensor, nn
 from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, build_transform, size_hw
 from visionkit.errors import VisionkitError
 from visionkit.explain.cam import BoxScore, ClassScore, MaskedClassScore, Target
-from visionkit.explain.features import forward_order
-from visionkit.explain.receptive_field import LAYER_TYPES
+from visionkit.explain.features import default_layers, forward_order
+from visionkit.explain.receptive_field import LAYER_TYPES, LayerRow, layer_table
+from visionkit.tasks.detection import DetectionTask, decoded_output
 from visionkit.utils.logging import get_logger
 from visionkit.utils.viz import denormalize
 
@@ -45,16 +45,35 @@ class Subject:
     std: tuple[float, ...] = IMAGENET_STD
     resize: str = "stretch"
     class_names: list[str] = field(default_factory=list)
-    cam_layers: list[str] | None = None
-    feature_layers: list[str] | None = None
+    cam_layers: list[str] | None = None  # None: chosen on first use (`cam_layer_names`)
+    feature_layers: list[str] | None = None  # None: chosen on first use (`feature_layer_names`)
     cam_network: nn.Module | None = None
     note: str = ""
-    conf: float = 0.25  # detection: lowest box score explained
+    _layer_rows: list[LayerRow] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.network = _without_inplace(self.network.eval())
         if self.cam_network is None:
             self.cam_network = self.network
+
+    # Every input has the subject's one size, so the layers it picks and the layer table are found once.
+    def feature_layer_names(self, image: Tensor) -> list[str]:
+        """The layers whose feature maps are drawn: as set, else one early, one middle and one deep."""
+        if self.feature_layers is None:
+            self.feature_layers = default_layers(self.network, image)
+        return self.feature_layers
+
+    def cam_layer_names(self, image: Tensor) -> list[str]:
+        """The layers Grad-CAM reads: as set, else the task's default."""
+        if self.cam_layers is None:
+            self.cam_layers = self.default_cam_layers(image)
+        return self.cam_layers
+
+    def layer_rows(self, image: Tensor) -> list[LayerRow]:
+        """Output shape and receptive field of every conv/pool layer for this subject's input size."""
+        if self._layer_rows is None:
+            self._layer_rows = layer_table(self.network, image)
+        return self._layer_rows
 
     def prepare(self, image: np.ndarray) -> tuple[Tensor, np.ndarray]:
         """(1×C×H×W input tensor, H×W×3 uint8 picture of that input) for an H×W×3 uint8 RGB image."""
@@ -109,12 +128,19 @@ class ClassifierSubject(Subject):
         ]  # fmt: skip
 
 
+@dataclass
 class SegmenterSubject(Subject):
     """Segmentation: Grad-CAM of a class's logits over the pixels predicted as that class (default: the
     largest predicted foreground class)."""
 
     binary: bool = False
     threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cam_layers is None:  # the encoder's last convolution: where the network decided what is there
+            convs = [n for n, m in self.network.named_modules() if isinstance(m, nn.Conv2d)]
+            self.cam_layers = [n for n in convs if n.startswith("encoder.")][-1:] or None
 
     def cam_targets(self, image: Tensor, top_k: int, classes: Sequence[str]) -> list[CamTarget]:
         with torch.no_grad():
@@ -147,15 +173,17 @@ class _RawDetections(nn.Module):
         self.model = model
 
     def forward(self, images: Tensor) -> Tensor:
-        out = self.model(images)
-        return out[0] if isinstance(out, (list, tuple)) else out
+        return decoded_output(self.model(images))
 
 
+@dataclass
 class DetectorSubject(Subject):
     """Detection: one Grad-CAM per detected box (up to `top_k`), for that box's class score at the anchor
-    that produced it; the heat comes from the feature maps the head reads (all scales averaged)."""
+    that produced it; the heat comes from the feature maps the head reads (all scales averaged). Boxes come
+    from the task's own NMS with visionkit-predict's settings, `conf` aside."""
 
-    iou: float = 0.7
+    task: DetectionTask | None = None
+    conf: float = 0.25  # lowest box score explained
 
     def default_cam_layers(self, image: Tensor) -> list[str]:
         head = self.network.model[-1]
@@ -165,18 +193,12 @@ class DetectorSubject(Subject):
 
     def detections(self, image: Tensor) -> list[tuple[tuple[float, float, float, float], float, int, int]]:
         """(box x1 y1 x2 y2 in input pixels, score, class, anchor index) after NMS, best first."""
-        from torchvision.ops import batched_nms
-
+        settings = {**type(self.task).predict_settings, "conf": self.conf}
         with torch.no_grad():
-            raw = self.cam_network(image).float()[0]  # 4 + C, anchors
-        scores, classes = raw[4:].max(0)
-        candidates = torch.nonzero(scores > self.conf).flatten()
-        cx, cy, w, h = raw[:4, candidates]
-        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
-        keep = batched_nms(boxes, scores[candidates], classes[candidates], self.iou)
+            boxes, anchors = self.task.detect(image, **settings, return_anchors=True)
         return [
-            (tuple(boxes[k].tolist()), float(scores[candidates[k]]), int(classes[candidates[k]]), int(candidates[k]))
-            for k in keep.tolist()
+            (tuple(row[:4].tolist()), float(row[4]), int(row[5]), int(anchor))
+            for row, anchor in zip(boxes[0].float().cpu(), anchors[0].tolist())
         ]
 
     def cam_targets(self, image: Tensor, top_k: int, classes: Sequence[str]) -> list[CamTarget]:
@@ -189,10 +211,12 @@ class DetectorSubject(Subject):
         ]  # fmt: skip
 
 
-def subject_from_checkpoint(ckpt_path: str, image_size: int | None = None) -> Subject:
-    """The network a visionkit checkpoint holds, with the input contract its data module saved."""
+def subject_from_checkpoint(ckpt_path: str, image_size: int | None = None, conf: float = 0.25) -> Subject:
+    """The network a visionkit checkpoint holds, with the input contract its data module saved (`conf`: the
+    lowest score of the boxes a detector's Grad-CAMs explain)."""
     from visionkit.checkpoints import load_checkpoint
-    from visionkit.tasks import ClassificationTask, DetectionTask, SegmentationTask
+    from visionkit.tasks import ClassificationTask, SegmentationTask
+    from visionkit.tasks.segmentation import check_input_size
 
     task, state = load_checkpoint(ckpt_path)
     size = size_hw(image_size or state.get("image_size") or (640 if isinstance(task, DetectionTask) else 224))
@@ -205,16 +229,12 @@ def subject_from_checkpoint(ckpt_path: str, image_size: int | None = None) -> Su
     if isinstance(task, ClassificationTask):
         return ClassifierSubject("classification", task.model, resize=state.get("resize", "stretch"), **common)
     if isinstance(task, SegmentationTask):
-        if any(s % 32 for s in size):
-            raise VisionkitError(f"image_size={size}: segmentation networks need sizes divisible by 32")
-        subject = SegmenterSubject("segmentation", task.model, resize="stretch", **common)
-        subject.binary, subject.threshold = bool(task.hparams.binary), float(task.hparams.threshold)
-        encoder = [n for n, m in task.model.named_modules() if n.startswith("encoder.") and isinstance(m, nn.Conv2d)]
-        subject.cam_layers = encoder[-1:] or None
-        return subject
+        check_input_size(size, "image_size")
+        binary, threshold = bool(task.hparams.binary), float(task.hparams.threshold)
+        return SegmenterSubject("segmentation", task.model, binary=binary, threshold=threshold, **common)
     if isinstance(task, DetectionTask):
         return DetectorSubject("detection", task.model, resize="letterbox", cam_network=_RawDetections(task.model),
-                               **common)  # fmt: skip
+                               task=task, conf=conf, **common)  # fmt: skip
     raise VisionkitError(
         f"{ckpt_path} holds a {type(task).__name__}; to look inside the VGG19 that style transfer uses, run "
         "visionkit-explain model=vgg19 source=photo.jpg"
@@ -226,8 +246,7 @@ def vgg19_subject(weights: str = "imagenet", image_size: int = 224) -> Classifie
     ..., pool5). weights: "imagenet" (torch hub cache), a file (full or features-only state dict), "random"."""
     import torchvision
 
-    from visionkit.models.weights import read_weights_file, torchvision_weights_state
-    from visionkit.style.vgg import LAYER_NAMES, RANDOM_WEIGHTS
+    from visionkit.style.vgg import LAYER_NAMES, RANDOM_WEIGHTS, read_vgg19_state
 
     torch.manual_seed(0)
     network = torchvision.models.vgg19()
@@ -235,11 +254,7 @@ def vgg19_subject(weights: str = "imagenet", image_size: int = 224) -> Classifie
     if weights == RANDOM_WEIGHTS:
         log.warning("VGG19 with RANDOM weights (for tests only): the pictures show an untrained network")
     else:
-        source = "--weights"
-        if weights.lower() == "imagenet":
-            state = torchvision_weights_state("vgg19", "IMAGENET1K_V1", source)
-        else:
-            state = read_weights_file(Path(weights).expanduser(), source)
+        state, _ = read_vgg19_state(weights, "--weights")
         state = {k if k.startswith(("features.", "classifier.")) else f"features.{k}": v for k, v in state.items()}
         has_classifier = any(k.startswith("classifier.") for k in state)
         missing = [k for k in network.state_dict() if k not in state and (has_classifier or k.startswith("features."))]
@@ -257,7 +272,6 @@ def vgg19_subject(weights: str = "imagenet", image_size: int = 224) -> Classifie
             note = "the weights hold VGG19's features only (no ImageNet classifier): Grad-CAM classes are untrained"
     network.features = nn.Sequential(OrderedDict(zip(LAYER_NAMES, network.features)))
     categories = list(torchvision.models.VGG19_Weights.IMAGENET1K_V1.meta["categories"])
-    subject = ClassifierSubject("vgg19", network, size_hw(image_size), class_names=categories, note=note)
-    subject.cam_layers = ["features.relu5_4"]
-    subject.feature_layers = ["features.relu1_1", "features.relu3_1", "features.relu5_1"]  # the style layers
-    return subject
+    style_layers = ["features.relu1_1", "features.relu3_1", "features.relu5_1"]
+    return ClassifierSubject("vgg19", network, size_hw(image_size), class_names=categories, note=note,
+                             cam_layers=["features.relu5_4"], feature_layers=style_layers)  # fmt: skip

@@ -156,14 +156,19 @@ def build_vgg19(
                     module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
                     module.bias.zero_()
         return network
-    from visionkit.models.weights import read_weights_file, torchvision_weights_state
-
-    if name.lower() == IMAGENET_WEIGHTS:
-        state, source = torchvision_weights_state("vgg19", "IMAGENET1K_V1", option), "torchvision IMAGENET1K_V1"
-    else:
-        state, source = read_weights_file(Path(name).expanduser(), option), name
+    state, source = read_vgg19_state(name, option)
     network.body.load_state_dict(_features_state(state, source, network), strict=True)
     return network
+
+
+def read_vgg19_state(weights: str, option: str = "--weights") -> tuple[dict[str, Tensor], str]:
+    """(a torchvision vgg19 state dict, where it came from) for "imagenet" (IMAGENET1K_V1 from the torch hub
+    cache; offline and uncached: an error saying where the file goes) or a weights file path."""
+    from visionkit.models.weights import read_weights_file, torchvision_weights_state
+
+    if weights.lower() == IMAGENET_WEIGHTS:
+        return torchvision_weights_state("vgg19", "IMAGENET1K_V1", option), "torchvision IMAGENET1K_V1"
+    return read_weights_file(Path(weights).expanduser(), option), weights
 
 
 @functools.lru_cache(maxsize=4)

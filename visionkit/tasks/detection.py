@@ -22,6 +22,12 @@ def _xywhn_to_xyxy(boxes: Tensor, height: int, width: int) -> Tensor:
     return torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
 
 
+def decoded_output(preds: Any) -> Tensor:
+    """The decoded predictions (B, 4 + classes, anchors) of a YOLO network in eval mode, which returns them
+    alone when exporting and with its feature maps otherwise."""
+    return preds[0] if isinstance(preds, (list, tuple)) else preds
+
+
 def _pad(rows: list[Tensor], width: int) -> Tensor:
     """Per-image (K_i, width) rows as one (B, max K, width) tensor; padding rows hold -1."""
     longest = max((len(r) for r in rows), default=0)
@@ -170,22 +176,24 @@ class DetectionTask(VisionTask):
         iou: float | None = None,
         max_det: int | None = None,
         multi_label: bool = True,
-    ) -> list[Tensor]:
-        """Boxes per image after NMS: (K, 6) rows of x1 y1 x2 y2 (input pixels), score, class.
+        return_anchors: bool = False,
+    ) -> Any:
+        """Boxes per image after NMS: (K, 6) rows of x1 y1 x2 y2 (input pixels), score, class; with
+        `return_anchors`, also per image the index of the anchor (output column) each box came from.
 
         Defaults are the mAP settings; `multi_label=False` keeps one class per box (ultralytics' predict).
         """
         from ultralytics.utils.nms import non_max_suppression
 
         hp = self.hparams
-        preds = self.model(images)
         return non_max_suppression(
-            preds[0] if isinstance(preds, (list, tuple)) else preds,
+            decoded_output(self.model(images)),
             conf_thres=hp.conf if conf is None else conf,
             iou_thres=hp.iou if iou is None else iou,
             multi_label=multi_label,
             max_det=hp.max_det if max_det is None else max_det,
             max_time_img=2.0,
+            return_idxs=return_anchors,
         )
 
     def fuse_for_inference(self) -> DetectionTask:

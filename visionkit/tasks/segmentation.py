@@ -24,6 +24,16 @@ from visionkit.utils.io import atomic_write
 SIZE_MULTIPLE = 32  # encoders downsample 5 times: inputs must be multiples of 32
 
 
+def check_input_size(size: int | Sequence[int], key: str) -> None:
+    """An error naming `key` (and a size that works) when `size` cannot pass the encoder's downsamplings."""
+    sizes = [size] if isinstance(size, int) else list(size)
+    if any(int(s) % SIZE_MULTIPLE for s in sizes):
+        raise VisionkitError(
+            f"{key}={size}: segmentation networks need sizes divisible by {SIZE_MULTIPLE} "
+            f"(e.g. {max(SIZE_MULTIPLE, round(int(sizes[0]) / SIZE_MULTIPLE) * SIZE_MULTIPLE)})"
+        )
+
+
 class SegmentationTask(VisionTask):
     """Label every pixel with one of `num_classes` classes (class 0 usually background).
 
@@ -98,14 +108,8 @@ class SegmentationTask(VisionTask):
     def setup(self, stage: str) -> None:
         """Stop early when the training size cannot pass through the encoder's five downsamplings."""
         size = getattr(getattr(self._trainer, "datamodule", None), "image_size", None)
-        if size is None:
-            return
-        sizes = [size] if isinstance(size, int) else list(size)
-        if any(int(s) % SIZE_MULTIPLE for s in sizes):
-            raise VisionkitError(
-                f"data.image_size={size}: segmentation networks need sizes divisible by {SIZE_MULTIPLE} "
-                f"(e.g. {max(SIZE_MULTIPLE, round(int(sizes[0]) / SIZE_MULTIPLE) * SIZE_MULTIPLE)})"
-            )
+        if size is not None:
+            check_input_size(size, "data.image_size")
 
     def train(self, mode: bool = True) -> SegmentationTask:
         """Training mode, except a frozen encoder keeps its BatchNorm statistics fixed."""
