@@ -34,8 +34,7 @@ def train_ours(epochs: int, out: Path, cache: Path) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from visionkit.config_dir import config_dir
-    from visionkit.resolvers import register_resolvers
+    from visionkit.config import config_dir, register_resolvers
     from visionkit.run import train
 
     register_resolvers()
@@ -102,8 +101,7 @@ def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path) -> dict:
     import lightning as L
     import torch
 
-    from visionkit.data import VisionDataModule
-    from visionkit.data.yolo import YoloSource
+    from visionkit.data import VisionDataModule, YoloSource
     from visionkit.export import export_ultralytics
     from visionkit.models.yolo import prepare_ultralytics
     from visionkit.run import load_checkpoint
@@ -147,8 +145,7 @@ def predict_speed(ours_ckpt: str, their_pt: str, yaml: Path, tmp: Path) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from visionkit.config_dir import config_dir
-    from visionkit.resolvers import register_resolvers
+    from visionkit.config import config_dir, register_resolvers
     from visionkit.run import predict
 
     register_resolvers()

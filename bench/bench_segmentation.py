@@ -113,7 +113,7 @@ def tiled_memory(tile: int, batch: int) -> dict:
     import numpy as np
     import torch
 
-    from visionkit.tiling import segment_image
+    from visionkit.inference.tiling import segment_image
 
     task = _task().eval()
     image = np.random.default_rng(0).integers(0, 256, (4096, 4096, 3), dtype=np.uint8)

@@ -14,8 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from visionkit.config_dir import config_dir
-from visionkit.resolvers import register_resolvers
+from visionkit.config import config_dir, register_resolvers
 
 os.environ.setdefault("VISIONKIT_OFFLINE", "1")  # never try a download from the tests
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
@@ -113,9 +112,8 @@ def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> TrainedDetecto
 
     import torch
 
-    from visionkit.data import VisionDataModule
+    from visionkit.data import VisionDataModule, YoloSource
     from visionkit.data.shapes import generate_shapes_detection
-    from visionkit.data.yolo import YoloSource
     from visionkit.tasks import DetectionTask
 
     root = tmp_path_factory.mktemp("detector")
@@ -180,3 +178,41 @@ def trained_segmenter(tmp_path_factory: pytest.TempPathFactory) -> TrainedSegmen
         confusion[:, 0] += torch.bincount(batch["mask"].flatten(), minlength=len(SEG_CLASSES))
     baseline = float(segmentation_scores(confusion)["miou"])
     return TrainedSegmenter(task.eval(), ckpt, data, rows, baseline)
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """LeNet-5 trained for 3 epochs on the built-in digits (test accuracy about 0.9), and one digit image as a
+    64×64 file (the checkpoint's training size is 32)."""
+    from functools import partial
+
+    import torch
+
+    from visionkit.data import DigitsSource, VisionDataModule
+    from visionkit.tasks import ClassificationTask
+
+    root = tmp_path_factory.mktemp("digits")
+    torch.manual_seed(0)
+    dm = VisionDataModule(DigitsSource(), image_size=32, batch_size=64, augment="none", mean=(0.5,) * 3, std=(0.5,) * 3)
+    task = ClassificationTask("lenet5", num_classes=10, optimizer=partial(torch.optim.AdamW, lr=3e-3))
+    _, ckpt, _ = fit_quietly(task, dm, root, epochs=3)
+    dm.setup("test")
+    sample = dm.datasets["test"][0]["image"].permute(1, 2, 0).numpy() * 0.5 + 0.5
+    image = root / "digit.png"
+    Image.fromarray((sample.clip(0, 1) * 255).astype(np.uint8)).resize((64, 64)).save(image)
+    return ckpt, image
+
+
+def save_task_checkpoint(task: Any, path: Path, data_state: dict[str, Any]) -> Path:
+    """A checkpoint with the keys Lightning writes and visionkit reads (weights, hyper-parameters, the task class,
+    the data contract), for tasks the tests do not need to train."""
+    import torch
+
+    checkpoint = {
+        "state_dict": task.state_dict(),
+        "hyper_parameters": dict(task.hparams),
+        "VisionDataModule": data_state,
+    }
+    task.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return path

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionkit.data.coco import CocoSource
 from visionkit.data.shapes import generate_shapes_detection
-from visionkit.data.yolo import YoloSource
+from visionkit.data.sources.coco import CocoSource
+from visionkit.data.sources.yolo import YoloSource
 from visionkit.errors import VisionkitError
 from visionkit.run import train
 

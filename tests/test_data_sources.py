@@ -172,3 +172,18 @@ def test_prediction_sources_file_folder_glob_and_errors(shapes_folder: Path, tmp
     (tmp_path / "empty").mkdir()
     with _raises("source: no images"):
         list_images(str(tmp_path / "empty"))
+
+
+def test_image_folder_with_only_train_and_val(tmp_path: Path, shapes_folder: Path) -> None:
+    """train/ and val/ given, no test/: the test split is carved out of train, val is kept as it is."""
+    root = tmp_path / "two"
+    (root / "train").mkdir(parents=True)
+    for cls in ("square", "hbar"):
+        (shapes_folder / cls).rename(root / "train" / cls)
+        (root / "val" / cls).mkdir(parents=True)
+        for path in sorted((root / "train" / cls).iterdir())[:3]:
+            path.rename(root / "val" / cls / path.name)
+    splits = ImageFolderSource(str(root)).splits(0.5, 0.25, seed=0)
+    assert len(splits["val"]) == 6 and all("/val/" in p for p in splits["val"].images)
+    assert len(splits["test"]) == 4 and len(splits["train"]) == 14  # 2 of each class's 9 go to test
+    assert set(splits["test"].targets.tolist()) == {0, 1}

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import TrainedDetector, compose_config
-from visionkit.data.yolo import parse_label_file
+from visionkit.data.sources.yolo import parse_label_file
 from visionkit.errors import VisionkitError
 from visionkit.export import export_onnx, export_ultralytics
 from visionkit.models.yolo import prepare_ultralytics

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tests.conftest import TrainedDetector, TrainedSegmenter, fit_quietly
+from tests.conftest import TrainedDetector, TrainedSegmenter
 from visionkit.errors import VisionkitError
 from visionkit.explain import (
     default_layers,
@@ -129,24 +128,6 @@ def test_filters_feature_maps_and_layer_names() -> None:
         feature_maps(net, image, ["6"])
 
 
-@pytest.fixture(scope="module")
-def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """LeNet-5 trained for 3 epochs on the built-in digits, and one digit image as a file."""
-    from visionkit.data import DigitsSource, VisionDataModule
-    from visionkit.tasks import ClassificationTask
-
-    root = tmp_path_factory.mktemp("digits")
-    torch.manual_seed(0)
-    dm = VisionDataModule(DigitsSource(), image_size=32, batch_size=64, augment="none", mean=(0.5,) * 3, std=(0.5,) * 3)
-    task = ClassificationTask("lenet5", num_classes=10, optimizer=partial(torch.optim.AdamW, lr=3e-3))
-    _, ckpt, _ = fit_quietly(task, dm, root, epochs=3)
-    dm.setup("test")
-    sample = dm.datasets["test"][0]["image"].permute(1, 2, 0).numpy() * 0.5 + 0.5
-    image = root / "digit.png"
-    Image.fromarray((sample.clip(0, 1) * 255).astype(np.uint8)).resize((64, 64)).save(image)
-    return ckpt, image
-
-
 def test_explain_cli_on_a_classifier_writes_every_picture_and_the_table(
     digits_checkpoint: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -160,14 +141,19 @@ def test_explain_cli_on_a_classifier_writes_every_picture_and_the_table(
     assert len(summary["gradcam"]) == 3 and all((folder / g["file"]).is_file() for g in summary["gradcam"])
     assert "| layer | type | kernel | stride | padding | output H×W×C | receptive field | jump |" in out
     assert Image.open(folder / "input.png").size == (32, 32)  # what the network saw: the training size
-    layers = explain([f"ckpt_path={ckpt}", "--list-layers"], tmp_path).stdout
+    layers = explain([f"ckpt_path={ckpt}", "list_layers=true"], tmp_path).stdout
     assert "backbone" in layers or "features" in layers
-    name = layers.split("\n")[2].split()[0]
-    explain([f"ckpt_path={ckpt}", f"source={image}", "-o", "one", "--layers", name, "--top-k", "1"], tmp_path)
-    assert (tmp_path / "one" / "digit" / f"features_{name}.png").is_file()
-    bad = explain([f"ckpt_path={ckpt}", f"source={image}", "--layers", "nope"], tmp_path, ok=False)
-    assert "no layer named 'nope'" in bad.stderr and "--list-layers" in bad.stderr
+    names = [line.split()[0] for line in layers.splitlines()[1:4]]
+    args = [f"ckpt_path={ckpt}", f"source={image}", "hydra.run.dir=one", f"layers=[{names[0]},{names[2]}]"]
+    explain([*args, "target_class=[3,7]"], tmp_path)  # Hydra lists, the run folder chosen with hydra.run.dir
+    written = {p.name for p in (tmp_path / "one" / "digit").iterdir()}
+    assert {f"features_{names[0]}.png", f"features_{names[2]}.png"} <= written
+    assert {n for n in written if n.startswith("gradcam_")} == {"gradcam_1_3.png", "gradcam_2_7.png"}
+    bad = explain([f"ckpt_path={ckpt}", f"source={image}", "layers=[nope]"], tmp_path, ok=False)
+    assert "no layer named 'nope'" in bad.stderr and "list_layers=true" in bad.stderr
     assert "Traceback" not in bad.stderr
+    flags = explain([f"ckpt_path={ckpt}", "--list-layers"], tmp_path, ok=False)  # the old flags are gone
+    assert flags.returncode != 0
 
 
 def test_explain_cli_skips_unreadable_images_and_keeps_going(
@@ -219,19 +205,20 @@ def test_explain_the_style_vgg19(tmp_path: Path) -> None:
     image = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(image)
     out = explain(["model=vgg19", "weights=random", f"source={image}", "image_size=64", "top_k=1"], tmp_path).stdout
-    folder = tmp_path / "explain" / "photo"
+    (run,) = (tmp_path / "outputs" / "explain").glob("*/*")  # the default run folder
+    folder = run / "photo"
     for layer in ("relu1_1", "relu3_1", "relu5_1"):  # the style layers by their style-transfer names
         assert (folder / f"features_features.{layer}.png").is_file()
     assert "features.pool5" in out and (folder / "gradcam.png").is_file()
     features_only = tmp_path / "features.pth"
     renamed = vgg19_subject("random").network.state_dict()  # features.conv1_1.weight, ...: not torchvision's keys
     torch.save({k: v for k, v in renamed.items() if k.startswith("features.")}, features_only)
-    note = explain(["model=vgg19", f"weights={features_only}", "--list-layers"], tmp_path, ok=False)
+    note = explain(["model=vgg19", f"weights={features_only}", "list_layers=true"], tmp_path, ok=False)
     assert "not a torchvision vgg19 state dict" in note.stderr  # keys are conv1_1..., not torchvision's 0, 2, ...
     import torchvision
 
     torch.save(torchvision.models.vgg19().features.state_dict(), features_only)
-    note = explain(["model=vgg19", f"weights={features_only}", "--list-layers"], tmp_path).stderr
+    note = explain(["model=vgg19", f"weights={features_only}", "list_layers=true"], tmp_path).stderr
     assert "features only" in note
     offline = explain(["model=vgg19", f"source={image}"], tmp_path, ok=False)
     assert "vgg19-dcbb9e9d.pth" in offline.stderr and "Traceback" not in offline.stderr

@@ -13,9 +13,9 @@ from PIL import Image
 
 from tests.conftest import fit_quietly
 from visionkit.data import PhotoSource, VisionDataModule
-from visionkit.data.photos import CROPS_PER_PHOTO, SKIMAGE_PHOTOS
+from visionkit.data.sources.photos import CROPS_PER_PHOTO, SKIMAGE_PHOTOS
 from visionkit.errors import VisionkitError
-from visionkit.fast_stylize import load_stylizer, stylize_files
+from visionkit.inference import load_predictor
 from visionkit.models.transformer_net import TransformerNet
 from visionkit.tasks import StyleTransferTask
 
@@ -45,17 +45,18 @@ def test_fast_stylizer_loss_falls_and_its_checkpoint_stylizes(tmp_path: Path) ->
     losses = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
     assert len(losses) == 3 and losses[-1] < losses[0] / 2, losses
 
-    stylizer = load_stylizer(ckpt)  # no VGG19 and no style file needed
+    stylizer = load_predictor(ckpt, batch_size=4)  # no VGG19 and no style file needed
+    assert stylizer.task_name == "style_transfer" and stylizer.precision == "fp32"
     photos = tmp_path / "photos"
     photos.mkdir()
     sizes = [(80, 60), (80, 60), (45, 70)]
     for i, (w, h) in enumerate(sizes):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(photos / f"{i}.png")
     paths = sorted(str(p) for p in photos.iterdir())
-    outputs = [tmp_path / "out" / Path(p).name for p in paths]
-    assert stylize_files(stylizer, paths, outputs, batch_size=4) == 3
-    assert [Image.open(p).size for p in outputs] == sizes
-    direct = stylizer(torch.from_numpy(np.asarray(Image.open(paths[2]), np.float32) / 255).permute(2, 0, 1)[None])
+    results = stylizer(paths)
+    outputs = [r.save(tmp_path / "out")[0] for r in results]
+    assert [Image.open(p).size for p in outputs] == sizes and [r.size for r in results] == [(h, w) for w, h in sizes]
+    direct = stylizer.model(torch.from_numpy(np.asarray(Image.open(paths[2]), np.float32) / 255).permute(2, 0, 1)[None])
     saved = torch.from_numpy(np.asarray(Image.open(outputs[2]), np.float32) / 255).permute(2, 0, 1)[None]
     assert (direct - saved).abs().max() < 1 / 255 + 1e-4  # batched file path = one forward pass, rounded
 
@@ -89,5 +90,7 @@ def test_a_checkpoint_of_another_task_is_not_taken_for_a_stylizer(tmp_path: Path
     checkpoint = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams)}
     task.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, path)
+    from visionkit.cli.stylize import run
+
     with pytest.raises(VisionkitError, match="holds ClassificationTask, not a fast stylizer"):
-        load_stylizer(path)
+        run([str(path), "--model", str(path), "-o", str(tmp_path / "out")])

@@ -9,8 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import compose_config, write_shapes_folder
-from visionkit.config_dir import config_dir
-from visionkit.resolvers import run_dir_of_checkpoint
+from visionkit.config import config_dir, run_dir_of_checkpoint
 from visionkit.run import evaluate, train
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))

@@ -17,15 +17,15 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.conftest import TrainedSegmenter, compose_config
-from visionkit.config_dir import config_dir
+from visionkit.config import config_dir
 from visionkit.errors import VisionkitError
 from visionkit.export import export_onnx
+from visionkit.inference.tiling import segment_image
 from visionkit.models import available_architectures, build_segmentation_model
 from visionkit.run import predict
 from visionkit.tasks import SegmentationTask
 from visionkit.tasks.segmentation_loss import SegmentationLoss
 from visionkit.tasks.segmentation_metrics import segmentation_scores
-from visionkit.tiling import segment_image
 from visionkit.utils.io import read_image
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -193,3 +193,43 @@ def test_masks_stay_aligned_with_the_image_through_every_preset(preset: str) -> 
         assert np.abs(centres[0] - centres[1]).max() <= 1.0, preset
         checked += 1
     assert checked >= 10
+
+
+def test_the_kaggle_layout_is_found_and_named_in_the_scan_summary(tmp_path: Path) -> None:
+    """root/{train,val}/{images,masks}/ (no test/: carved out of train) reads like images/ + masks/."""
+    root = tmp_path / "kaggle"
+    for split, count in (("train", 8), ("val", 3)):
+        for i in range(count):
+            write_pair(root / split, f"{split}{i}", blocks(1 + i % 2))
+    source = MaskSource(root, class_names=NAMES)
+    splits = source.splits(0.1, 0.25, seed=0)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [6, 3, 2]
+    assert all("/val/images/" in p for p in splits["val"].images)
+    assert "(layout root/{train,val,test}/images/ + masks/)" in source.reports["train"].summary()
+    flat = MaskSource(pool(tmp_path), class_names=NAMES)
+    flat.splits(0.2, 0.2, seed=0)
+    assert "(layout root/images/ + root/masks/)" in flat.reports["all"].summary()
+    (root / "train" / "images" / "train0.jpg").unlink()  # a mask without its image is named, layout or not
+    with pytest.raises(VisionkitError, match=r"mask .*train0.png has no image in .*train/images"):
+        MaskSource(root, class_names=NAMES).splits(0.1, 0.2, 0)
+    with pytest.raises(VisionkitError, match="holds neither images/ and masks/ nor train/images/"):
+        MaskSource(tmp_path / "kaggle" / "train" / "images", class_names=NAMES)
+
+
+def test_num_classes_without_class_names_names_the_classes_by_id(tmp_path: Path) -> None:
+    from tests.conftest import compose_config
+    from visionkit.run import build_datamodule
+
+    root = pool(tmp_path)
+    assert MaskSource(root, num_classes=3).class_names() == ["0", "1", "2"]
+    cfg = compose_config(
+        tmp_path / "run", ["task=segmentation", "data=masks", f"data.root={root}", "data.num_classes=3"]
+    )
+    dm = build_datamodule(cfg.data, None, mean=cfg.model.mean, std=cfg.model.std)
+    assert dm.class_names == ["0", "1", "2"] and dm.num_classes == 3
+    cfg = compose_config(
+        tmp_path / "run", ["task=segmentation", "data=masks", f"data.root={root}", "data.num_classes=4"]
+    )
+    dm = build_datamodule(cfg.data, None, mean=cfg.model.mean, std=cfg.model.std)
+    dm.setup("fit")  # four named classes and masks with ids 0..2: fine (a class may be absent)
+    assert dm.class_names == ["0", "1", "2", "3"]

@@ -12,7 +12,7 @@ from PIL import Image
 
 from tests.test_cli import QUIET, run, run_folder
 from tests.test_style import content_photo, stripes
-from visionkit.stylize import main
+from visionkit.cli.stylize import main
 
 RANDOM = ["--weights", "random", "--quiet"]
 

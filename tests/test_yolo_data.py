@@ -17,7 +17,7 @@ from visionkit.callbacks.detection_recipe import CloseMosaic
 from visionkit.data import VisionDataModule
 from visionkit.data.datasets import DetectionDataset
 from visionkit.data.shapes import SHAPE_CLASSES, generate_shapes_detection, shapes_detection_yaml
-from visionkit.data.yolo import YoloSource, label_path_for, read_data_yaml
+from visionkit.data.sources.yolo import YoloSource, label_path_for, read_data_yaml
 from visionkit.errors import VisionkitError
 
 SMALL = {"train": 40, "val": 8, "test": 8}

@@ -7,6 +7,7 @@ The Hydra entry points only call these; tests and Python callers pass configs fr
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,21 +17,14 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 
 from visionkit.checkpoints import check_checkpoint, load_checkpoint
-from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule, build_transform
-from visionkit.data.files import ImageFiles, list_images
-from visionkit.data.letterbox import Letterbox
-from visionkit.detection_outputs import detection_record, write_detections
+from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config, run_dir_of_checkpoint
+from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
+from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.export import EXPORT_FORMATS, export_onnx, export_ultralytics
-from visionkit.predictions import prediction_rows, write_predictions
-from visionkit.resolvers import RUN_CONFIG, RUN_DIR_ENV, run_dir_of_checkpoint
 from visionkit.tasks.base import VisionTask
-from visionkit.tasks.detection import DetectionTask
-from visionkit.tasks.segmentation import SegmentationTask
-from visionkit.tasks.style_transfer import StyleTransferTask
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 
@@ -89,20 +83,16 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """Trainer with the configured callbacks and loggers."""
+    """Trainer with the configured callbacks and loggers. Without a logger there is nothing to record learning
+    rates in, so the learning-rate monitor is left out (any `callbacks` choice runs with `logger=none`)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and c.get("_target_")]
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    if not loggers and any(isinstance(c, L.pytorch.callbacks.LearningRateMonitor) for c in callbacks):
+        log.info("no logger: learning rates are not recorded (logger=default or csv records them)")
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-
-
-def _require_values(cfg: DictConfig) -> None:
-    """Stop early, naming the keys, when the config still holds mandatory `???` values."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:
-        keys = ", ".join(missing)
-        raise VisionkitError(f"{keys} is not set: pass {missing[0]}=<value> on the command line")
 
 
 def _save_run_config(cfg: DictConfig, output_dir: Path) -> None:
@@ -160,7 +150,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     The run folder is `cfg.paths.output_dir`; with `cfg.ckpt_path` training resumes from that checkpoint.
     """
-    _require_values(cfg)
+    check_config(cfg)
     ckpt_path = check_checkpoint(cfg.get("ckpt_path"))
     output_dir = Path(cfg.paths.output_dir).expanduser().absolute()
     if cfg.get("seed") is not None:
@@ -188,7 +178,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Re-test a checkpoint: its run's data (from `<run>/config.yaml`) unless `cfg.data` names other data."""
-    _require_values(cfg)
+    check_config(cfg)
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
     run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
     run_cfg = OmegaConf.load(run_dir / RUN_CONFIG) if run_dir is not None else None
@@ -224,130 +214,60 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def _input_size(cfg: DictConfig, data_state: Mapping[str, Any]) -> Any:
-    """The network input size for predict/export: `cfg.image_size`, else the checkpoint's training size."""
+    """The network input size for export: `cfg.image_size`, else the checkpoint's training size."""
     return _plain(cfg.get("image_size")) or data_state.get("image_size", 224)
 
 
-def _image_loader(
-    cfg: DictConfig, paths: list[str], data_state: Mapping[str, Any], resize: str, size: Any
-) -> DataLoader:
-    """Loose files resized to `size` and normalized as the checkpoint's data was."""
-    transform = build_transform(
-        None,
-        image_size=size,
-        mean=data_state.get("mean", IMAGENET_MEAN),
-        std=data_state.get("std", IMAGENET_STD),
-        resize=resize,
-    )
-    return DataLoader(
-        ImageFiles(paths, transform, skip_bad_images=bool(cfg.get("skip_bad_images", False))),
-        batch_size=int(cfg.batch_size),
-        num_workers=int(cfg.num_workers),
-        shuffle=False,
-    )
+def _predict_options(cfg: DictConfig, predictor_cls: type) -> dict[str, Any]:
+    """The predict config's values for the options the checkpoint's predictor takes (same names)."""
+    from visionkit.inference import predictor_options
+
+    return {name: _plain(cfg[name]) for name in predictor_options(predictor_cls) if name in cfg}
 
 
 def predict(cfg: DictConfig) -> dict[str, float]:
-    """Run a checkpoint on the images named by `cfg.source`. Classification: predictions.csv/json;
-    detection: predictions.json, YOLO txt labels and annotated images; segmentation: mask PNGs, overlays
-    and predictions.json, at each image's own resolution."""
-    _require_values(cfg)
-    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
-    _check_task_name(cfg, task)
-    if isinstance(task, StyleTransferTask):
+    """Run a checkpoint on the images named by `cfg.source` through its Predictor, writing each result's files
+    as it comes (classification: predictions.csv/json; detection: predictions.json, YOLO txt labels and annotated
+    images; segmentation: mask PNGs, overlays and predictions.json, at each image's own resolution)."""
+    from rich.progress import track
+
+    from visionkit.inference import build_predictor, open_checkpoint, output_names
+
+    check_config(cfg)
+    state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
+    if predictor_cls.task_name == "style_transfer":
         raise VisionkitError(
             f"{cfg.ckpt_path} is a fast stylizer: run visionkit-stylize photo.jpg --model {cfg.ckpt_path} -o out.jpg"
         )
-    paths = list_images(cfg.get("source"))
-    if isinstance(task, SegmentationTask):
-        return _predict_segmentation(cfg, task, paths, data_state)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[], devices=1, strategy="auto")
-    output_dir = Path(cfg.paths.output_dir)
-    size = _input_size(cfg, data_state)
-    if isinstance(task, DetectionTask):
-        loader = _image_loader(cfg, paths, data_state, "letterbox", size)
-        return _predict_detection(cfg, task, loader, paths, size, trainer, output_dir)
-    loader = _image_loader(cfg, paths, data_state, data_state.get("resize", "stretch"), size)
-    batches = trainer.predict(task, dataloaders=loader)
-    rows = prediction_rows(paths, batches, task.class_names, int(cfg.top_k))
-    write_predictions(rows, output_dir)
-    skipped = sum(1 for row in rows if row["label"] is None)
-    log.info(f"predicted {len(rows) - skipped} image(s), skipped {skipped}: {output_dir / 'predictions.csv'}")
-    return {"images": float(len(rows) - skipped), "skipped": float(skipped)}
-
-
-def _check_task_name(cfg: DictConfig, task: VisionTask) -> None:
-    """`task=<name>` on the predict command line is optional; when given it must match the checkpoint."""
     wanted = cfg.get("expected_task")
-    actual = type(task).__name__.removesuffix("Task").lower()
-    if wanted and str(wanted).lower() != actual:
-        raise VisionkitError(f"task={wanted} but {cfg.ckpt_path} holds a {actual} model; drop task= or fix ckpt_path")
-
-
-def _predict_segmentation(
-    cfg: DictConfig, task: SegmentationTask, paths: list[str], data_state: Mapping[str, Any]
-) -> dict[str, float]:
-    from visionkit.data.augment import size_hw
-    from visionkit.segmentation_predict import predict_segmentation
-
-    accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    use_cuda = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
-    return predict_segmentation(
-        task,
-        paths,
-        Path(cfg.paths.output_dir),
-        mean=data_state.get("mean", IMAGENET_MEAN),
-        std=data_state.get("std", IMAGENET_STD),
-        tile=size_hw(_plain(cfg.get("tile_size")) or _input_size(cfg, data_state)),
-        overlap=float(cfg.tile_overlap),
-        batch_size=int(cfg.batch_size),
-        scale=float(cfg.scale),
-        skip_bad_images=bool(cfg.get("skip_bad_images", False)),
-        draw=bool(cfg.save_images),
-        device="cuda" if use_cuda else "cpu",
-    )
-
-
-def _predict_detection(
-    cfg: DictConfig,
-    task: DetectionTask,
-    loader: DataLoader,
-    paths: list[str],
-    size: Any,
-    trainer: L.Trainer,
-    output_dir: Path,
-) -> dict[str, float]:
-    task.predict_settings = {
-        "conf": float(cfg.conf),
-        "iou": float(cfg.iou),
-        "max_det": int(cfg.max_det),
-        "multi_label": False,
-    }
-    task.fuse_for_inference()
-    records: list[dict[str, Any]] = []
-    for batch in trainer.predict(task, dataloaders=loader) or []:
-        for detections, index, ok, (height, width) in zip(
-            batch["detections"], batch["index"].tolist(), batch["ok"].tolist(), batch["size"].tolist()
-        ):
-            if not ok:
-                records.append({"path": paths[index], "skipped": True, "detections": []})
-                continue
-            array = detections.float().numpy()
-            boxes = Letterbox.fit(height, width, size).to_image(array[:, :4], height, width)
-            records.append(
-                detection_record(paths[index], height, width, boxes, array[:, 4], array[:, 5], task.class_names)
-            )
-    records.sort(key=lambda r: r["path"])
-    write_detections(records, output_dir, save_conf=bool(cfg.save_conf), draw=bool(cfg.save_images))
-    skipped = sum(1 for r in records if r.get("skipped"))
-    found = sum(len(r["detections"]) for r in records)
-    log.info(f"{found} object(s) in {len(records) - skipped} image(s), skipped {skipped}: {output_dir}")
-    return {"images": float(len(records) - skipped), "skipped": float(skipped), "objects": float(found)}
+    if wanted and str(wanted).lower() != predictor_cls.task_name:
+        raise VisionkitError(
+            f"task={wanted} but {cfg.ckpt_path} holds a {predictor_cls.task_name} model; drop task= or fix ckpt_path"
+        )
+    paths = list_images(cfg.get("source"))
+    options = _predict_options(cfg, predictor_cls)
+    predictor = build_predictor(state, task_cls, image_size=_plain(cfg.get("image_size")), **options)
+    output_dir = Path(cfg.paths.output_dir)
+    records = []
+    results = predictor.stream(paths)
+    try:
+        for result, name in track(zip(results, output_names(paths)), total=len(paths), description="predicting"):
+            result.save(output_dir, name, draw=bool(cfg.save_images))
+            records.append(result.to_dict())
+    finally:  # a run stopped by a bad image or Ctrl-C keeps the table of what was done
+        if records:
+            predictor.write_summary(records, output_dir)
+    counts = predictor.counts
+    found = sum(len(r.get("detections", [])) for r in records)
+    objects = f", {found} object(s)" if predictor_cls.task_name == "detection" else ""
+    log.info(f"predicted {counts['images']} image(s){objects}, skipped {counts['skipped']}: {output_dir}")
+    metrics = {"images": float(counts["images"]), "skipped": float(counts["skipped"])}
+    return {**metrics, "objects": float(found)} if objects else metrics
 
 
 def export(cfg: DictConfig) -> dict[str, float]:
     """Write the checkpoint in each of `cfg.formats` (onnx; ultralytics for detection) to the output folder."""
-    _require_values(cfg)
+    check_config(cfg)
     formats = [str(f).lower() for f in (_plain(cfg.get("formats")) or [])]
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if not formats or unknown:
@@ -363,3 +283,37 @@ def export(cfg: DictConfig) -> dict[str, float]:
     for path in written:
         log.info(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return {"files": float(len(written))}
+
+
+def explain(cfg: DictConfig) -> dict[str, float]:
+    """Filters, feature maps, Grad-CAMs and the layer table of a checkpoint's network (or of the style VGG19,
+    `network=vgg19`) for every image of `cfg.source`, one folder each under `cfg.output_dir`; with
+    `cfg.list_layers`, print the layer names and stop. `failed` counts unreadable images among several."""
+    from visionkit.explain.batch import explain_images, print_layers
+    from visionkit.explain.subjects import subject_from_checkpoint, vgg19_subject
+
+    check_config(cfg)
+    if cfg.get("network") and cfg.get("ckpt_path"):
+        raise VisionkitError("give either ckpt_path=... or model=vgg19, not both")
+    size = _plain(cfg.get("image_size"))
+    if cfg.get("network") == "vgg19":
+        subject = vgg19_subject(str(cfg.weights), size or 224, device=str(cfg.device))
+    elif cfg.get("ckpt_path"):
+        subject = subject_from_checkpoint(str(cfg.ckpt_path), size, float(cfg.conf), device=str(cfg.device))
+    else:
+        raise VisionkitError("nothing to explain: pass ckpt_path=/path/to/best.ckpt, or model=vgg19")
+    if subject.note:
+        print(f"visionkit-explain: note: {subject.note}", file=sys.stderr)
+    if cfg.list_layers:
+        print_layers(subject)
+        return {}
+    return explain_images(
+        subject,
+        list_images(cfg.get("source")),
+        Path(str(cfg.output_dir)).expanduser(),
+        layers=_plain(cfg.layers),
+        top_k=int(cfg.top_k),
+        classes=[str(c) for c in _plain(cfg.target_class) or []],
+        cam_layers=_plain(cfg.cam_layers),
+        max_channels=int(cfg.max_channels),
+    )

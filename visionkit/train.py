@@ -1,14 +1,6 @@
-"""`visionkit-train`: compose a run with Hydra overrides and train it (see conf/train.yaml)."""
+"""`python -m visionkit.train ...` (what torchrun and srun launch): the same as `visionkit-train`."""
 
-from visionkit.cli import run_cli
-
-
-def main() -> None:
-    """Console entry point."""
-    from visionkit.run import train
-
-    run_cli("visionkit-train", "train", train)
-
+from visionkit.cli.train import main
 
 if __name__ == "__main__":
     main()

@@ -7,19 +7,24 @@ from visionkit.data.augment import (
     build_transform,
     load_preset,
 )
-from visionkit.data.csv_source import CsvSource
 from visionkit.data.datamodule import DataSource, VisionDataModule
 from visionkit.data.datasets import ClassificationDataset
-from visionkit.data.digits import DigitsSource
-from visionkit.data.imagefolder import ImageFolderSource
-from visionkit.data.masks import MaskSource
-from visionkit.data.photos import PhotoSource
+from visionkit.data.sources import (
+    CocoSource,
+    CsvSource,
+    DigitsSource,
+    ImageFolderSource,
+    MaskSource,
+    PhotoSource,
+    YoloSource,
+)
 from visionkit.data.splits import SampleSet
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ClassificationDataset",
+    "CocoSource",
     "CsvSource",
     "DataSource",
     "DigitsSource",
@@ -28,6 +33,7 @@ __all__ = [
     "PhotoSource",
     "SampleSet",
     "VisionDataModule",
+    "YoloSource",
     "available_presets",
     "build_transform",
     "load_preset",

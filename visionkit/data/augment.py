@@ -10,7 +10,7 @@ import albumentations as A
 from albumentations.pytorch import ToTensorV2
 from omegaconf import OmegaConf
 
-from visionkit.config_dir import config_dir
+from visionkit.config import config_dir
 from visionkit.errors import VisionkitError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -1,17 +1,12 @@
-"""Loose image files for prediction: one file, a folder (searched recursively) or a glob pattern."""
+"""Loose image files for prediction and explanation: one file, a folder (searched recursively) or a glob pattern."""
 
 from __future__ import annotations
 
 import glob
 from pathlib import Path
 
-import albumentations as A
-import numpy as np
-import torch
-from torch.utils.data import Dataset
-
 from visionkit.errors import VisionkitError
-from visionkit.utils.io import IMAGE_EXTENSIONS, read_image
+from visionkit.utils.io import IMAGE_EXTENSIONS
 
 
 def list_images(source: str, key: str = "source") -> list[str]:
@@ -31,31 +26,3 @@ def list_images(source: str, key: str = "source") -> list[str]:
     if not images:
         raise VisionkitError(f"{key}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {source}")
     return images
-
-
-class ImageFiles(Dataset):
-    """`{"image": tensor, "index": int}` for each path; an unreadable file stops with its path, or is
-    marked (`"ok": False`) and given a blank image when `skip_bad_images` is on."""
-
-    def __init__(self, paths: list[str], transform: A.Compose, skip_bad_images: bool = False) -> None:
-        self.paths = paths
-        self.transform = transform
-        self.skip_bad_images = skip_bad_images
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        try:
-            image = read_image(self.paths[index])
-            ok = True
-        except VisionkitError:
-            if not self.skip_bad_images:
-                raise
-            image, ok = np.zeros((8, 8, 3), dtype=np.uint8), False  # a stand-in, reported as skipped
-        return {
-            "image": self.transform(image=image)["image"],
-            "index": torch.tensor(index),
-            "ok": torch.tensor(ok),
-            "size": torch.tensor(image.shape[:2]),  # original height, width
-        }

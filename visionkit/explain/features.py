@@ -38,7 +38,7 @@ def forward_order(model: nn.Module, image: Tensor) -> list[tuple[str, nn.Module,
 
 
 def list_layers(model: nn.Module, image: Tensor) -> list[LayerName]:
-    """Every module whose output is a feature map (N×C×H×W), in forward order: the names `--layers` takes."""
+    """Every module whose output is a feature map (N×C×H×W), in forward order: the names `layers=` takes."""
     return [LayerName(name, type(mod).__name__, "×".join(map(str, out.shape[1:]))) for name, mod, out in
             forward_order(model, image)]  # fmt: skip
 
@@ -64,7 +64,7 @@ def resolve_layers(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Modul
         if name not in modules or not name:
             close = [n for n in modules if n and (name in n or n.endswith(name.split(".")[-1]))][:8]
             hint = f"; close: {', '.join(close)}" if close else ""
-            raise VisionkitError(f"--layers: no layer named {name!r}{hint} (run with --list-layers to see them all)")
+            raise VisionkitError(f"layers: no layer named {name!r}{hint} (run with list_layers=true to see them all)")
         found[name] = modules[name]
     return found
 
@@ -80,7 +80,7 @@ def feature_maps(model: nn.Module, image: Tensor, names: Sequence[str]) -> dict[
     run_hooked(model, image, [(module, partial(keep, name)) for name, module in modules.items()])
     missing = [name for name in names if name not in maps]
     if missing:
-        raise VisionkitError(f"--layers: {', '.join(missing)} did not run for this image (a training-only branch?)")
+        raise VisionkitError(f"layers: {', '.join(missing)} did not run for this image (a training-only branch?)")
     return {name: maps[name] for name in names}
 
 
@@ -88,7 +88,7 @@ def _first_map(output: object, name: str) -> np.ndarray:
     tensor = output[0] if isinstance(output, (list, tuple)) else output
     if not isinstance(tensor, Tensor) or tensor.dim() != 4:
         shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-        raise VisionkitError(f"--layers: {name} outputs {shape}, not a feature map (N×C×H×W)")
+        raise VisionkitError(f"layers: {name} outputs {shape}, not a feature map (N×C×H×W)")
     return tensor[0].detach().float().cpu().numpy()
 
 

@@ -1,6 +1,7 @@
-"""What is explained: a network with its input contract (size, resize, mean/std), its class names, the layers
-Grad-CAM reads and how its outputs become Grad-CAM targets. One per task, built from a visionkit checkpoint
-(`subject_from_checkpoint`) or, for the VGG19 that style transfer uses, from its weights (`vgg19_subject`)."""
+"""What is explained: a network with the Predictor that serves it (its input contract and its predictions: the
+top classes, the predicted pixels, the boxes), the layers Grad-CAM reads and how predictions become Grad-CAM
+targets. One per task (the SUBJECTS table), built from a visionkit checkpoint (`subject_from_checkpoint`) or, for
+the VGG19 that style transfer uses, from its weights (`vgg19_subject`)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, build_transform, size_hw
+from visionkit.checkpoints import InputContract
+from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, size_hw
 from visionkit.errors import VisionkitError
 from visionkit.explain.cam import BoxScore, ClassScore, MaskedClassScore, Target
 from visionkit.explain.features import default_layers, forward_order
 from visionkit.explain.receptive_field import LAYER_TYPES, LayerRow, layer_table
-from visionkit.tasks.detection import DetectionTask, decoded_output
+from visionkit.inference import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor
+from visionkit.inference.base import InputImage
+from visionkit.tasks.detection import decoded_output
 from visionkit.utils.logging import get_logger
-from visionkit.utils.viz import denormalize
 
 log = get_logger(__name__)
 
@@ -36,15 +39,12 @@ class CamTarget:
 
 @dataclass
 class Subject:
-    """A network to explain. `network` is inspected by layer name; `cam_network` returns a batched tensor."""
+    """A network to explain. `network` is inspected by layer name; `cam_network` returns a batched tensor;
+    `predictor` prepares its inputs and makes the predictions Grad-CAM explains."""
 
     kind: str
     network: nn.Module
-    image_size: tuple[int, int]
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    resize: str = "stretch"
-    class_names: list[str] = field(default_factory=list)
+    predictor: Predictor
     cam_layers: list[str] | None = None  # None: chosen on first use (`cam_layer_names`)
     feature_layers: list[str] | None = None  # None: chosen on first use (`feature_layer_names`)
     cam_network: nn.Module | None = None
@@ -55,6 +55,19 @@ class Subject:
         self.network = _without_inplace(self.network.eval())
         if self.cam_network is None:
             self.cam_network = self.network
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        return self.predictor.contract.image_size
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.predictor.names
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictor.device
 
     # Every input has the subject's one size, so the layers it picks and the layer table are found once.
     def feature_layer_names(self, image: Tensor) -> list[str]:
@@ -76,11 +89,10 @@ class Subject:
         return self._layer_rows
 
     def prepare(self, image: np.ndarray) -> tuple[Tensor, np.ndarray]:
-        """(1×C×H×W input tensor, H×W×3 uint8 picture of that input) for an H×W×3 uint8 RGB image."""
-        transform = build_transform(None, image_size=self.image_size, mean=self.mean, std=self.std, resize=self.resize)
-        tensor = transform(image=image)["image"][None].float()
-        device = next(self.network.parameters()).device
-        return tensor.to(device), denormalize(tensor, self.mean, self.std)[0]
+        """(1×C×H×W input tensor, H×W×3 uint8 picture of that input) for an H×W×3 uint8 RGB image, prepared
+        exactly as the predictor prepares it."""
+        (picture,) = self.predictor.resized([InputImage(0, "image", image)])
+        return self.predictor.to_network([picture]), picture
 
     def default_cam_layers(self, image: Tensor) -> list[str]:
         """The layers Grad-CAM reads unless told: the last convolution that runs."""
@@ -99,7 +111,7 @@ class Subject:
             return self.class_names.index(name)
         if name.isdigit() and int(name) < len(self.class_names):
             return int(name)
-        raise VisionkitError(f"--target-class {name!r} is not a class of this model ({', '.join(self.class_names)})")
+        raise VisionkitError(f"target_class: {name!r} is not a class of this model ({', '.join(self.class_names)})")
 
 
 def _without_inplace(network: nn.Module) -> nn.Module:
@@ -117,9 +129,11 @@ def _slug(text: str) -> str:
 class ClassifierSubject(Subject):
     """Classification (and VGG19 on ImageNet): Grad-CAM of the top-k classes, or of the named ones."""
 
+    predictor: ClassificationPredictor
+
     def cam_targets(self, image: Tensor, top_k: int, classes: Sequence[str]) -> list[CamTarget]:
         with torch.no_grad():
-            probs = torch.softmax(self.cam_network(image).float(), dim=1)[0]
+            probs = self.predictor.probabilities(image)[0]
         indices = [self.class_index(c) for c in classes] or probs.topk(min(top_k, len(probs))).indices.tolist()
         return [
             CamTarget(f"{self.class_names[i]} ({float(probs[i]):.2f})", f"{rank}_{_slug(self.class_names[i])}",
@@ -133,8 +147,7 @@ class SegmenterSubject(Subject):
     """Segmentation: Grad-CAM of a class's logits over the pixels predicted as that class (default: the
     largest predicted foreground class)."""
 
-    binary: bool = False
-    threshold: float = 0.5
+    predictor: SegmentationPredictor
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -144,8 +157,8 @@ class SegmenterSubject(Subject):
 
     def cam_targets(self, image: Tensor, top_k: int, classes: Sequence[str]) -> list[CamTarget]:
         with torch.no_grad():
-            logits = self.cam_network(image).float()[0]
-        labels = (torch.sigmoid(logits[0]) > self.threshold).long() if self.binary else logits.argmax(0)
+            labels = self.predictor.scores(image)[0].argmax(0)
+        binary = self.predictor.binary
         if classes:
             wanted = [self.class_index(c) for c in classes]
         else:
@@ -153,13 +166,13 @@ class SegmenterSubject(Subject):
             wanted = [int(counts.argmax()) + 1] if counts.sum() else [1]
         targets = []
         for index in wanted:
-            if self.binary and index != 1:
-                raise VisionkitError("--target-class: a binary model's Grad-CAM is for its foreground class only")
+            if binary and index != 1:
+                raise VisionkitError("target_class: a binary model's Grad-CAM is for its foreground class only")
             mask = (labels == index).float()
             where = f"{int(mask.sum())} px predicted"
             if not mask.any():
                 mask, where = torch.ones_like(mask), "not predicted: whole image"
-            channel = 0 if self.binary else index
+            channel = 0 if binary else index
             targets.append(CamTarget(f"{self.class_names[index]} ({where})", _slug(self.class_names[index]),
                                      MaskedClassScore(channel, mask)))  # fmt: skip
         return targets
@@ -180,10 +193,14 @@ class _RawDetections(nn.Module):
 class DetectorSubject(Subject):
     """Detection: one Grad-CAM per detected box (up to `top_k`), for that box's class score at the anchor
     that produced it; the heat comes from the feature maps the head reads (all scales averaged). Boxes come
-    from the task's own NMS with visionkit-predict's settings, `conf` aside."""
+    from the detection predictor (its NMS; its `conf` is the lowest box score explained)."""
 
-    task: DetectionTask | None = None
-    conf: float = 0.25  # lowest box score explained
+    predictor: DetectionPredictor
+
+    def __post_init__(self) -> None:
+        if self.cam_network is None:
+            self.cam_network = _RawDetections(self.network)
+        super().__post_init__()
 
     def default_cam_layers(self, image: Tensor) -> list[str]:
         head = self.network.model[-1]
@@ -193,9 +210,8 @@ class DetectorSubject(Subject):
 
     def detections(self, image: Tensor) -> list[tuple[tuple[float, float, float, float], float, int, int]]:
         """(box x1 y1 x2 y2 in input pixels, score, class, anchor index) after NMS, best first."""
-        settings = {**type(self.task).predict_settings, "conf": self.conf}
         with torch.no_grad():
-            boxes, anchors = self.task.detect(image, **settings, return_anchors=True)
+            boxes, anchors = self.predictor.detect(image)
         return [
             (tuple(row[:4].tolist()), float(row[4]), int(row[5]), int(anchor))
             for row, anchor in zip(boxes[0].float().cpu(), anchors[0].tolist())
@@ -211,37 +227,33 @@ class DetectorSubject(Subject):
         ]  # fmt: skip
 
 
-def subject_from_checkpoint(ckpt_path: str, image_size: int | None = None, conf: float = 0.25) -> Subject:
-    """The network a visionkit checkpoint holds, with the input contract its data module saved (`conf`: the
-    lowest score of the boxes a detector's Grad-CAMs explain)."""
-    from visionkit.checkpoints import load_checkpoint
-    from visionkit.tasks import ClassificationTask, SegmentationTask
-    from visionkit.tasks.segmentation import check_input_size
-
-    task, state = load_checkpoint(ckpt_path)
-    size = size_hw(image_size or state.get("image_size") or (640 if isinstance(task, DetectionTask) else 224))
-    common = {
-        "image_size": size,
-        "mean": tuple(state.get("mean", IMAGENET_MEAN)),
-        "std": tuple(state.get("std", IMAGENET_STD)),
-        "class_names": list(task.class_names),
-    }
-    if isinstance(task, ClassificationTask):
-        return ClassifierSubject("classification", task.model, resize=state.get("resize", "stretch"), **common)
-    if isinstance(task, SegmentationTask):
-        check_input_size(size, "image_size")
-        binary, threshold = bool(task.hparams.binary), float(task.hparams.threshold)
-        return SegmenterSubject("segmentation", task.model, binary=binary, threshold=threshold, **common)
-    if isinstance(task, DetectionTask):
-        return DetectorSubject("detection", task.model, resize="letterbox", cam_network=_RawDetections(task.model),
-                               task=task, conf=conf, **common)  # fmt: skip
-    raise VisionkitError(
-        f"{ckpt_path} holds a {type(task).__name__}; to look inside the VGG19 that style transfer uses, run "
-        "visionkit-explain model=vgg19 source=photo.jpg"
-    )
+SUBJECTS: dict[str, type[Subject]] = {
+    "classification": ClassifierSubject,
+    "segmentation": SegmenterSubject,
+    "detection": DetectorSubject,
+}  # one row per task: how its checkpoints are explained (keyed by the predictor's task name)
 
 
-def vgg19_subject(weights: str = "imagenet", image_size: int = 224) -> ClassifierSubject:
+def subject_from_checkpoint(
+    ckpt_path: str, image_size: int | None = None, conf: float = 0.25, device: str = "auto"
+) -> Subject:
+    """The network a visionkit checkpoint holds, served by its predictor (unfused, so layer names are the
+    trained network's); `conf`: the lowest score of the boxes a detector's Grad-CAMs explain."""
+    from visionkit.inference import build_predictor, open_checkpoint
+
+    state, task_cls, predictor_cls = open_checkpoint(ckpt_path)
+    subject_cls = SUBJECTS.get(predictor_cls.task_name)
+    if subject_cls is None:
+        raise VisionkitError(
+            f"{ckpt_path} holds a {task_cls.__name__}; to look inside the VGG19 that style transfer uses, run "
+            "visionkit-explain model=vgg19 source=photo.jpg"
+        )
+    options = {"conf": conf, "fuse": False} if predictor_cls is DetectionPredictor else {}
+    predictor = build_predictor(state, task_cls, device=device, image_size=image_size, **options)
+    return subject_cls(predictor.task_name, predictor.model.model, predictor)
+
+
+def vgg19_subject(weights: str = "imagenet", image_size: int = 224, device: str = "auto") -> ClassifierSubject:
     """torchvision's VGG19 with ImageNet classes, its `features` named as in style transfer (conv1_1, relu1_1,
     ..., pool5). weights: "imagenet" (torch hub cache), a file (full or features-only state dict), "random"."""
     import torchvision
@@ -254,7 +266,7 @@ def vgg19_subject(weights: str = "imagenet", image_size: int = 224) -> Classifie
     if weights == RANDOM_WEIGHTS:
         log.warning("VGG19 with RANDOM weights (for tests only): the pictures show an untrained network")
     else:
-        state, _ = read_vgg19_state(weights, "--weights")
+        state, _ = read_vgg19_state(weights, "weights")
         state = {k if k.startswith(("features.", "classifier.")) else f"features.{k}": v for k, v in state.items()}
         has_classifier = any(k.startswith("classifier.") for k in state)
         missing = [k for k in network.state_dict() if k not in state and (has_classifier or k.startswith("features."))]
@@ -271,7 +283,9 @@ def vgg19_subject(weights: str = "imagenet", image_size: int = 224) -> Classifie
         if not has_classifier:
             note = "the weights hold VGG19's features only (no ImageNet classifier): Grad-CAM classes are untrained"
     network.features = nn.Sequential(OrderedDict(zip(LAYER_NAMES, network.features)))
-    categories = list(torchvision.models.VGG19_Weights.IMAGENET1K_V1.meta["categories"])
+    categories = tuple(torchvision.models.VGG19_Weights.IMAGENET1K_V1.meta["categories"])
+    contract = InputContract(size_hw(image_size), "stretch", IMAGENET_MEAN, IMAGENET_STD, categories)
+    predictor = ClassificationPredictor(network, contract, device=device)
     style_layers = ["features.relu1_1", "features.relu3_1", "features.relu5_1"]
-    return ClassifierSubject("vgg19", network, size_hw(image_size), class_names=categories, note=note,
-                             cam_layers=["features.relu5_4"], feature_layers=style_layers)  # fmt: skip
+    return ClassifierSubject("vgg19", predictor.model, predictor, note=note, cam_layers=["features.relu5_4"],
+                             feature_layers=style_layers)  # fmt: skip

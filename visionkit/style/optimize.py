@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from visionkit.style.colors import COLOR_MODES, keep_luminance, match_colors
 from visionkit.style.images import ImageLike, describe, fit_long_side, load_rgb, resize, to_pil, to_tensor
 from visionkit.style.losses import GATYS_CONTENT, GATYS_STYLE, PerceptualLoss
 from visionkit.style.vgg import IMAGENET_WEIGHTS, cached_vgg19
+from visionkit.utils.device import pick_device, resolve_precision
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -27,37 +27,6 @@ OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 StepCallback = Callable[[int, int, Tensor, dict[str, float]], None]
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto` = CUDA when available, else CPU; a requested CUDA device that is missing is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    chosen = torch.device(device)
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise VisionkitError(f"device={device} but CUDA is not available here; use device=cpu or auto")
-    return chosen
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes bfloat16 natively: CUDA compute capability 8.0+, or a CPU with AVX512-BF16
-    or AMX instructions (elsewhere bf16 is emulated and no faster than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`auto` = bf16 (autocast, Gram in fp32) where the device computes it natively, else fp32."""
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise VisionkitError(f"precision={precision!r}: choose auto, fp32 or bf16")
-    return precision
 
 
 def scale_sizes(size: int, num_scales: int) -> list[int]:

@@ -68,21 +68,53 @@ class TrainStepStats:
 
 
 class VisionTask(L.LightningModule):
-    """Base LightningModule: subclasses build `self.model` and metrics; this class owns optimization.
+    """Base LightningModule (torchgeo's pattern): subclasses set their non-saved inputs (pretrained weights),
+    then call this `__init__`, which saves the hyper-parameters and calls `configure_models`,
+    `configure_losses` and `configure_metrics`; this class owns optimization and the default callbacks.
 
-    optimizer / scheduler: callables that take the parameters / the optimizer (Hydra `_partial_: true`
-    configs, or `functools.partial(torch.optim.AdamW, lr=1e-3)` in Python). They are not saved in the
-    checkpoint's hyper-parameters, so a checkpoint loads without them.
+    monitor: the metric plateau schedulers watch (the config passes `monitor.metric`, the same one best.ckpt and
+    early stopping use). optimizer / scheduler: callables that take the parameters / the optimizer (Hydra
+    `_partial_: true` configs, or `functools.partial(torch.optim.AdamW, lr=1e-3)` in Python). They are not
+    saved in the checkpoint's hyper-parameters, so a checkpoint loads without them.
     """
 
-    monitor: ClassVar[str] = "val_loss"
-    monitor_mode: ClassVar[str] = "min"
+    hparams_ignore: ClassVar[tuple[str, ...]] = ()  # arguments left out of checkpoints (pretrained weights)
     channels_last_on_cpu: ClassVar[bool] = False  # train in channels-last layout on CPU (oneDNN convs: faster)
 
-    def __init__(self, optimizer: OptimizerFactory | None = None, scheduler: SchedulerFactory | None = None) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+    ) -> None:
         super().__init__()
         self.optimizer_factory = optimizer or partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4)
         self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", *self.hparams_ignore])
+        self.train_stats = TrainStepStats()
+        self.configure_models()
+        self.configure_losses()
+        self.configure_metrics()
+
+    def configure_models(self) -> None:
+        """Build the network(s) from `self.hparams`."""
+
+    def configure_losses(self) -> None:
+        """Build the loss(es)."""
+
+    def configure_metrics(self) -> None:
+        """Build the metric objects (torchmetrics, synced across ranks)."""
+
+    def default_callbacks(self) -> list[L.Callback]:
+        """Callbacks the task brings (plots, schedules), so a plain Trainer gets them too."""
+        return []
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The task's callbacks, except those whose type the trainer already holds: a configured instance
+        (e.g. `callbacks.sample_predictions.*`) is kept, not replaced by the task's default one."""
+        held = {type(c) for c in self._trainer.callbacks} if self._trainer is not None else set()
+        return [c for c in self.default_callbacks() if type(c) not in held]
 
     @staticmethod
     def resolve_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:

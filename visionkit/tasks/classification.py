@@ -13,7 +13,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from visionkit.models.classifier import build_classifier
-from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, TrainStepStats, VisionTask
+from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 from visionkit.tasks.finetuning import STRATEGIES, BackboneFinetuning
 
 
@@ -33,11 +33,11 @@ class ClassificationTask(VisionTask):
         finetuning: "none", "freeze", "freeze_unfreeze" (unfreeze at `unfreeze_epoch`) or
             "unfreeze_milestones" (last `milestone_layers` blocks at milestones[0], the rest at milestones[1]).
         backbone_lr_factor: learning rate of unfrozen backbone blocks relative to the head's.
+        monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials); default AdamW(lr=1e-3), no scheduler.
     """
 
-    monitor = "val_loss"
-    monitor_mode = "min"
+    hparams_ignore = ("weights",)
 
     def __init__(
         self,
@@ -53,22 +53,19 @@ class ClassificationTask(VisionTask):
         milestones: Sequence[int] = (5, 10),
         milestone_layers: int = 2,
         backbone_lr_factor: float = 0.1,
+        monitor: str = "val_loss",
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler)
         if finetuning not in STRATEGIES:
             raise ValueError(f"finetuning={finetuning!r} is not one of {STRATEGIES}")
         self.class_names = self.resolve_class_names(class_names, num_classes)
-        self.save_hyperparameters(ignore=["weights", "optimizer", "scheduler"])
-        self.configure_models(weights)
-        self.configure_losses()
-        self.configure_metrics()
-        self.train_stats = TrainStepStats()
+        self.pretrained = weights
+        super().__init__(monitor, optimizer, scheduler)
 
-    def configure_models(self, weights: str | None) -> None:
+    def configure_models(self) -> None:
         hp = self.hparams
-        self.model = build_classifier(hp.backbone, hp.num_classes, weights=weights, dropout=hp.dropout)
+        self.model = build_classifier(hp.backbone, hp.num_classes, weights=self.pretrained, dropout=hp.dropout)
 
     def configure_losses(self) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.hparams.label_smoothing)
@@ -86,8 +83,8 @@ class ClassificationTask(VisionTask):
         self.val_metrics = collection.clone(prefix="val_")
         self.test_metrics = collection.clone(prefix="test_")
 
-    def configure_callbacks(self) -> list[Callback]:
-        """The fine-tuning schedule and the confusion-matrix plot, so a plain Trainer gets them too."""
+    def default_callbacks(self) -> list[Callback]:
+        """The confusion-matrix and sample plots and the fine-tuning schedule."""
         from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
         from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 
@@ -104,9 +101,7 @@ class ClassificationTask(VisionTask):
                     lr_factor=hp.backbone_lr_factor,
                 )
             )
-        # A trainer reused for test after fit already holds them: returning them again only warns.
-        held = {type(c) for c in self._trainer.callbacks} if self._trainer is not None else set()
-        return [c for c in callbacks if type(c) not in held]
+        return callbacks
 
     def forward(self, images: Tensor) -> Tensor:
         """Class scores (logits) for a batch of normalized images."""
@@ -160,9 +155,3 @@ class ClassificationTask(VisionTask):
     def export_module(self) -> tuple[torch.nn.Module, list[str], bool]:
         """The network for ONNX: `logits` (B, classes) for images of the training size."""
         return copy.deepcopy(self.model).float().eval(), ["logits"], False
-
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        """Class probabilities and predictions; `index`/`ok` of loose-file batches are passed through."""
-        probs = torch.softmax(self(batch["image"]), dim=1)
-        passed = {key: batch[key] for key in ("index", "ok") if key in batch}
-        return {**passed, "probs": probs, "preds": probs.argmax(dim=1)}

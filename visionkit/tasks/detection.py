@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning as L
 import torch
@@ -14,7 +14,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit.callbacks.detection_recipe import CloseMosaic, RampedEMA
 from visionkit.models.yolo import build_yolo, freeze_layers
-from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, TrainStepStats, VisionTask
+from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
 
 def _xywhn_to_xyxy(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -54,12 +54,12 @@ class DetectionTask(VisionTask):
         ema_decay: decay of the weight EMA used for validation and checkpoints (ultralytics: 0.9999 with a
             ramp); None to turn off.
         close_mosaic: epochs at the end trained without mosaic (ultralytics: 10).
+        monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials).
     Images come in as floats in 0..1 (model config mean 0, std 1), batches in ultralytics' loss layout.
     """
 
-    monitor = "val_map50_95"
-    monitor_mode = "max"
+    hparams_ignore = ("weights",)
     channels_last_on_cpu = True  # YOLOv8-n steps 25 % faster on 2 cores
 
     def __init__(
@@ -76,28 +76,37 @@ class DetectionTask(VisionTask):
         nominal_batch_size: int | None = 64,
         ema_decay: float | None = 0.9999,
         close_mosaic: int = 10,
+        monitor: str = "val_map50_95",
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
-        super().__init__(optimizer=optimizer, scheduler=scheduler)
         self.class_names = self.resolve_class_names(class_names, num_classes)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "weights"])
-        self.model = build_yolo(model, num_classes, weights=weights)
+        self.pretrained = weights
+        super().__init__(monitor, optimizer, scheduler)
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self.model = build_yolo(hp.model, hp.num_classes, weights=self.pretrained)
         self.model.names = dict(enumerate(self.class_names))
-        freeze_layers(self.model, freeze)
-        self.train_stats = TrainStepStats()
+        freeze_layers(self.model, hp.freeze)
+
+    def configure_losses(self) -> None:
+        """Nothing yet: ultralytics' criterion holds tensors on the network's device, so it is built when fitting
+        starts (`on_fit_start`), on the final device."""
+
+    def configure_metrics(self) -> None:
         logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)  # it prints its table at INFO
         self.val_map = MeanAveragePrecision(
             box_format="xyxy",
             iou_type="bbox",
             backend="faster_coco_eval",
-            max_detection_thresholds=[1, 10, max_det],  # mAP over all kept detections, as ultralytics counts
+            max_detection_thresholds=[1, 10, self.hparams.max_det],  # mAP over all kept detections, as ultralytics
         )
         self.val_map.warn_on_many_detections = False
         self.test_map = self.val_map.clone()
 
-    def configure_callbacks(self) -> list[L.Callback]:
-        """The recipe's EMA of the weights and the closing of mosaic for the last epochs."""
+    def default_callbacks(self) -> list[L.Callback]:
+        """The sample plot, the recipe's EMA of the weights and the closing of mosaic for the last epochs."""
         from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 
         callbacks: list[L.Callback] = [CloseMosaic(self.hparams.close_mosaic), SamplePredictionPlot()]
@@ -203,14 +212,6 @@ class DetectionTask(VisionTask):
         if self.device.type == "cpu":  # oneDNN convolutions run faster on channels-last tensors
             self.model.to(memory_format=torch.channels_last)
         return self.eval()
-
-    predict_settings: ClassVar[dict[str, Any]] = {"conf": 0.25, "iou": 0.7, "max_det": 300, "multi_label": False}
-
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
-        """Detections of loose-file batches (`predict_settings`: ultralytics' predict defaults), with the
-        batch's `index`, `ok` and original `size` passed through."""
-        detections = self.detect(batch["image"], **self.predict_settings)
-        return {"detections": [d.cpu() for d in detections], **{k: batch[k].cpu() for k in ("index", "ok", "size")}}
 
     def _evaluate(
         self, batch: dict[str, Tensor], metric: MeanAveragePrecision, for_plot: bool = False

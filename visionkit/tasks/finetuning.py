@@ -27,6 +27,32 @@ def _layers_with_params(module: nn.Module) -> list[nn.Module]:
     return blocks
 
 
+def follow_schedule(scheduler: object, optimizer: Optimizer, lr_factor: float) -> None:
+    """Give parameter groups added after `scheduler` was built the per-group state it keeps for the first group
+    (learning rates scaled by `lr_factor`), so they follow every torch and visionkit schedule: the group keys
+    OneCycleLR reads (initial_lr, max_lr, min_lr, momenta), and the lists base_lrs, min_lrs (plateau), max_lrs,
+    lr_lambdas (LambdaLR, WarmupLinearLR) and _last_lr. Idempotent: lists already as long as the groups stay."""
+    groups = optimizer.param_groups
+    reference = groups[0]
+    for group in groups[1:]:
+        for key, value in reference.items():
+            if key not in group:
+                group[key] = value * lr_factor if "lr" in key and isinstance(value, (int, float)) else value
+    for name in ("base_lrs", "min_lrs", "max_lrs", "lr_lambdas", "_last_lr"):
+        values = getattr(scheduler, name, None)
+        if not isinstance(values, list) or not values:
+            continue
+        for group in groups[len(values) :]:
+            if name == "base_lrs":
+                values.append(group.get("initial_lr", group["lr"]))
+            elif name == "_last_lr":
+                values.append(group["lr"])
+            elif name == "lr_lambdas":
+                values.append(values[0])
+            else:
+                values.append(values[0] * lr_factor)
+
+
 class BackboneFinetuning(BaseFinetuning):
     """Freeze `pl_module.model.backbone` and unfreeze it on a schedule.
 
@@ -60,11 +86,11 @@ class BackboneFinetuning(BaseFinetuning):
 
     def _unfreeze(self, modules: nn.Module | list[nn.Module], optimizer: Optimizer, trainer: L.Trainer) -> None:
         self.unfreeze_and_add_param_group(modules, optimizer, initial_denom_lr=1.0 / self.lr_factor, train_bn=True)
-        for config in trainer.lr_scheduler_configs:  # let the scheduler drive the new group too
-            base_lrs = getattr(config.scheduler, "base_lrs", None)
-            if base_lrs is not None:
-                for group in optimizer.param_groups[len(base_lrs) :]:
-                    base_lrs.append(group.setdefault("initial_lr", group["lr"]))
+        self._follow_schedules(trainer)
+
+    def _follow_schedules(self, trainer: L.Trainer) -> None:
+        for config in trainer.lr_scheduler_configs:  # let the scheduler drive the new groups too
+            follow_schedule(config.scheduler, config.scheduler.optimizer, self.lr_factor)
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
         backbone = pl_module.model.backbone
@@ -90,6 +116,7 @@ class BackboneFinetuning(BaseFinetuning):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
+        self._follow_schedules(trainer)  # groups restored on resume join the rebuilt schedulers too
         for module in pl_module.model.backbone.modules():  # frozen norm layers keep their statistics
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
                 p.requires_grad for p in module.parameters()

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from visionkit.errors import VisionkitError
 from visionkit.models.transformer_net import TransformerNet
-from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, TrainStepStats, VisionTask
+from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
 
 class StyleTransferTask(VisionTask):
@@ -30,11 +30,11 @@ class StyleTransferTask(VisionTask):
             (tests only). The loss network is built when training starts and never saved in checkpoints, so a
             checkpoint stylizes without VGG19 or the style file.
         num_classes, class_names: unused (photos have no classes); accepted so every task builds alike.
+        monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials).
     """
 
-    monitor = "val_loss"
-    monitor_mode = "min"
+    hparams_ignore = ("num_classes", "class_names")
 
     def __init__(
         self,
@@ -50,14 +50,19 @@ class StyleTransferTask(VisionTask):
         vgg_weights: str = "imagenet",
         num_classes: int = 0,
         class_names: Sequence[str] | None = None,
+        monitor: str = "val_loss",
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
-        super().__init__(optimizer, scheduler)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "num_classes", "class_names"])
-        self.net = TransformerNet(width, residual_blocks)
-        self._loss: dict[str, Any] = {}  # not a submodule: VGG19 stays out of checkpoints and the optimizer
-        self.train_stats = TrainStepStats()
+        super().__init__(monitor, optimizer, scheduler)
+
+    def configure_models(self) -> None:
+        self.net = TransformerNet(self.hparams.width, self.hparams.residual_blocks)
+
+    def configure_losses(self) -> None:
+        """The VGG19 perceptual loss is built on first use, on the module's device (`loss_network`); it is not a
+        submodule, so VGG19 stays out of checkpoints and the optimizer."""
+        self._loss: dict[str, Any] = {}
 
     def forward(self, images: Tensor) -> Tensor:
         """Stylized images (RGB in [0, 1]) of RGB images in [0, 1]."""
@@ -66,7 +71,7 @@ class StyleTransferTask(VisionTask):
     def loss_network(self) -> tuple[Any, dict[str, Tensor]]:
         """(PerceptualLoss, style Gram targets), built once on this module's device."""
         if self._loss.get("device") != self.device:
-            from visionkit.data.photos import builtin_style_image
+            from visionkit.data.sources.photos import builtin_style_image
             from visionkit.style.images import fit_long_side, load_rgb, resize, to_tensor
             from visionkit.style.losses import PerceptualLoss
             from visionkit.style.vgg import build_vgg19

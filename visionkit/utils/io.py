@@ -62,6 +62,37 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise VisionkitError(f"image {path} is corrupt or truncated ({exc}); delete or replace it") from None
 
 
+def to_rgb(image: object, name: str = "image") -> np.ndarray:
+    """HxWx3 uint8 RGB of any image a user may hand over: a file path, a PIL image, a numpy array (HxW,
+    HxWx1/3/4; uint8, or floats in [0, 1]) or a torch tensor (CxH×W with 1, 3 or 4 channels; uint8 or floats
+    in [0, 1]). `name` is how messages refer to it."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if type(image).__module__.startswith("torch") and hasattr(image, "permute"):
+        tensor = image.detach().cpu()
+        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+            raise VisionkitError(
+                f"{name}: a tensor of shape {tuple(tensor.shape)}; expected C×H×W with 1, 3 or 4 channels"
+            )
+        image = tensor.permute(1, 2, 0).numpy()
+    if not isinstance(image, np.ndarray):
+        raise VisionkitError(
+            f"{name}: cannot read an image from {type(image).__name__}; pass a path, PIL image, array or tensor"
+        )
+    array = image
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:
+        raise VisionkitError(f"{name}: an array of shape {image.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
+    if array.dtype != np.uint8:
+        array = _to_uint8(array.astype(np.float32) if array.dtype == np.bool_ else array)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    return np.ascontiguousarray(array[:, :, :3])
+
+
 def check_image(path: str | os.PathLike[str]) -> str | None:
     """Cheap integrity check (header and structure, no full decode): None if fine, else the reason."""
     path = Path(path)

@@ -1,4 +1,6 @@
-"""Class colours for masks: the PASCAL VOC colour map, colour-coded masks and overlays on photos."""
+"""The one class palette (PASCAL VOC's colour map) for every picture visionkit draws: masks, overlays, boxes in
+training plots, predictions and explain pictures. Masks use colour = class id (0, background, is black);
+detectors have no background class, so their class k takes colour k + 1 (`box_colour`)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,12 @@ def class_palette(num_colours: int = 256) -> np.ndarray:
         palette[index] = (r, g, b)
     palette.setflags(write=False)
     return palette
+
+
+def box_colour(class_id: int) -> tuple[int, int, int]:
+    """The colour of a detector's class `class_id` (the palette's entry class_id + 1: never background black)."""
+    r, g, b = (int(v) for v in class_palette()[(int(class_id) + 1) % 256])
+    return r, g, b
 
 
 def colorize(mask: np.ndarray, ignore_index: int | None = None) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from visionkit.data.sources.yolo import SKIP_HINT, ScanReport, SplitScan
 from visionkit.data.splits import SampleSet, complete_splits
-from visionkit.data.yolo import SKIP_HINT, ScanReport, SplitScan
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import check_image
 

@@ -47,6 +47,37 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def normalizer(
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str
+) -> Callable[[np.ndarray], Tensor]:
+    """(N, h, w, 3) uint8 crops -> (N, 3, h, w) float network input on `device`, normalized with mean/std."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
+
+    def normalize(crops: np.ndarray) -> Tensor:
+        return (torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() - mean_t) / std_t
+
+    return normalize
+
+
+def segment_small(
+    probabilities: ProbabilityFn,
+    images: Sequence[np.ndarray],
+    mean: Sequence[float],
+    std: Sequence[float],
+    tile: tuple[int, int],
+    device: torch.device | str = "cpu",
+) -> list[np.ndarray]:
+    """Class ids (H, W) of images no larger than one tile, in one forward pass: each is padded to the tile as
+    `segment_image` pads it, so both give the same labels."""
+    tile_h, tile_w = (int(v) for v in tile)
+    if any(image.shape[0] > tile_h or image.shape[1] > tile_w for image in images):
+        raise ValueError(f"segment_small takes images up to {tile_h}x{tile_w}")
+    batch = normalizer(mean, std, device)(np.stack([_pad_to(image, tile_h, tile_w) for image in images]))
+    labels = probabilities(batch).float().argmax(1).cpu().numpy().astype(np.int32)
+    return [ids[: image.shape[0], : image.shape[1]] for ids, image in zip(labels, images)]
+
+
 def segment_image(
     probabilities: ProbabilityFn,
     image: np.ndarray,
@@ -74,8 +105,7 @@ def segment_image(
     ys = tile_starts(full_h, tile_h, max(1, round(tile_h * (1 - overlap))))
     xs = tile_starts(full_w, tile_w, max(1, round(tile_w * (1 - overlap))))
     window = blend_window(tile_h, tile_w).to(device)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
+    normalize = normalizer(mean, std, device)
     labels = np.zeros((height, width), dtype=np.int32)
     band: Tensor | None = None  # weighted probability sums of the rows top..top + band height
     top = 0
@@ -86,7 +116,7 @@ def segment_image(
         for first in range(0, len(xs), batch_size):
             chunk = xs[first : first + batch_size]
             crops = np.stack([padded[y0:bottom, x0 : x0 + tile_w] for x0 in chunk])
-            batch = (torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() - mean_t) / std_t
+            batch = normalize(crops)
             probs = probabilities(batch).float() * window
             if band is None:
                 band = torch.zeros(probs.shape[1], bottom - top, full_w, device=device)

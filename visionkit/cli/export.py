@@ -1,13 +1,13 @@
 """`visionkit-export ckpt_path=... formats=[onnx,ultralytics]`: deployable files (see conf/export.yaml)."""
 
-from visionkit.cli import run_cli
+from visionkit.cli.runner import run_hydra
 
 
 def main() -> None:
     """Console entry point."""
     from visionkit.run import export
 
-    run_cli("visionkit-export", "export", export)
+    run_hydra("visionkit-export", "export", export)
 
 
 if __name__ == "__main__":

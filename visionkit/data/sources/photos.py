@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from visionkit.data.cache import generated_once
-from visionkit.data.imagefolder import images_under, split_folders
+from visionkit.data.sources.imagefolder import images_under, split_folders
 from visionkit.data.splits import SampleSet, complete_splits
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import IMAGE_EXTENSIONS

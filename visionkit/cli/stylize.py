@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from visionkit.console import run_console
+from visionkit.cli.runner import run_argparse
 from visionkit.errors import VisionkitError
 
 PROG = "visionkit-stylize"
@@ -172,36 +172,40 @@ def _run_optimization(args: argparse.Namespace, contents: list[str], outputs: li
 
 
 def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path]) -> int:
-    from visionkit.fast_stylize import load_stylizer, stylize_files
-    from visionkit.style.optimize import pick_device, resolve_precision
+    """Stylize with a fast stylizer checkpoint through its predictor: batches of same-sized photos, each
+    written at its own size as soon as its batch is done."""
+    from PIL import Image
+
+    from visionkit.inference import build_predictor, open_checkpoint
+    from visionkit.style.images import save_image
 
     if args.style:
         raise VisionkitError("--model stylizes with the style it was trained on: drop --style, or drop --model")
-    task = load_stylizer(args.model)
-    failures = []
-
-    def on_error(path: str, exc: VisionkitError) -> None:
-        if len(contents) == 1:
-            raise exc
-        failures.append(path)
-        print(f"{PROG}: skipped {path}: {exc}", file=sys.stderr)
-
-    device = pick_device(args.device)
-    started = time.perf_counter()
-    written = stylize_files(
-        task,
-        contents,
-        outputs,
-        size=args.size or None,
+    state, task_cls, predictor_cls = open_checkpoint(args.model, key="--model")
+    if predictor_cls.task_name != "style_transfer":
+        raise VisionkitError(
+            f"--model: {args.model} holds {task_cls.__name__}, not a fast stylizer; train one with "
+            "visionkit-train task=style_transfer"
+        )
+    predictor = build_predictor(
+        state,
+        task_cls,
+        device=args.device,
+        precision=args.precision,
         batch_size=max(1, args.batch_size),
-        device=device,
-        precision=resolve_precision(args.precision, device),
-        on_error=on_error,
+        size=args.size or None,
+        skip_bad_images=len(contents) > 1,
     )
+    started = time.perf_counter()
+    for result, output in zip(predictor.stream(contents), outputs):
+        if result.ok:
+            save_image(Image.fromarray(result.image), output)
+        else:
+            print(f"{PROG}: skipped {result.source}: {result.error}", file=sys.stderr)
     seconds = time.perf_counter() - started
     target = outputs[0] if len(outputs) == 1 else outputs[0].parent
-    print(f"{written} image(s) stylized in {seconds:.1f} s: {target}", flush=True)
-    return len(failures)
+    print(f"{predictor.counts['images']} image(s) stylized in {seconds:.1f} s: {target}", flush=True)
+    return predictor.counts["skipped"]
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -217,7 +221,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: one clean error line for bad input (--verbose for the traceback)."""
-    run_console(PROG, run, argv)
+    run_argparse(PROG, run, argv)
 
 
 if __name__ == "__main__":

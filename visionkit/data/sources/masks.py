@@ -1,5 +1,8 @@
-"""Segmentation datasets as image/mask pairs: `images/` and `masks/` with matching names (the mask a PNG of
-class ids), either split into `train/ val/ test/` subfolders or one pool split by the data config.
+"""Segmentation datasets as image/mask pairs with matching names (the mask a PNG of class ids), in either of
+the two common layouts, found automatically:
+
+- `root/images/` + `root/masks/`, each either one pool (split by the data config) or `train/ val/ test/` subfolders;
+- `root/{train,val,test}/images/` + `root/{train,val,test}/masks/` (the usual Kaggle layout; val/test optional).
 
 Every pair is scanned once before training (image readable, mask readable with valid ids, same size); a
 problem stops with the file named, or with `skip_bad_masks` the pair is left out and counted.
@@ -31,12 +34,13 @@ class MaskScanReport:
 
     split: str
     class_names: Sequence[str]
+    layout: str = ""
     pairs: int = 0
     pixels: np.ndarray | None = None
     skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = f"{self.split}: {self.pairs} image/mask pairs"
+        text = f"{self.split}: {self.pairs} image/mask pairs" + (f" (layout {self.layout})" if self.layout else "")
         if self.pixels is not None and self.pixels.sum() > 0:
             share = self.pixels / self.pixels.sum()
             shown = ", ".join(f"{name} {100 * s:.1f}%" for name, s in list(zip(self.class_names, share))[:12])
@@ -70,9 +74,11 @@ class MaskSource:
     """Image/mask pairs under `root` (see the module docstring); class names and ignore_index from the config.
 
     Args:
-        root: folder holding `images/` and `masks/` (names configurable).
+        root: folder holding `images/` and `masks/`, or `train/`, `val/`, `test/` each holding them (names
+            configurable).
         class_names: names in class-id order (id 0 first, usually "background"); for `binary` masks the
-            default is ["background", "foreground"].
+            default is ["background", "foreground"]; without names, `num_classes` gives "0".."N-1".
+        num_classes: the number of classes when no names are given.
         ignore_index: mask value left out of loss and metrics (e.g. 255 for object borders), or None.
         binary: non-zero pixels are the one foreground class (0/1 and 0/255 masks).
         colors: one [r, g, b] per class to read colour-coded RGB masks.
@@ -93,20 +99,34 @@ class MaskSource:
         masks: str = "masks",
         skip_bad_masks: bool = False,
         threads: int = 8,
+        num_classes: int | None = None,
     ) -> None:
         self.root = Path(root).expanduser()
         self.image_dir, self.mask_dir = self.root / images, self.root / masks
-        for folder in (self.root, self.image_dir, self.mask_dir):
-            if not folder.is_dir():
-                raise VisionkitError(
-                    f"data.root: {folder} is not a folder; expected {self.root}/{images}/ and {self.root}/{masks}/ "
-                    "with matching file names (see datasets/README.md)"
-                )
+        self.folders = (images, masks)
+        if not self.root.is_dir():
+            raise VisionkitError(
+                f"data.root: {self.root} is not a folder; expected {images}/ and {masks}/ (or train/{images}/ and "
+                f"train/{masks}/) inside it, with matching file names (see datasets/README.md)"
+            )
+        if self.image_dir.is_dir() and self.mask_dir.is_dir():
+            self.layout = f"root/{images}/ + root/{masks}/"
+        elif any((self.root / split / images).is_dir() for split in SPLITS):
+            self.layout = f"root/{{train,val,test}}/{images}/ + {masks}/"
+        else:
+            raise VisionkitError(
+                f"data.root: {self.root} holds neither {images}/ and {masks}/ nor train/{images}/ and train/{masks}/; "
+                "put the pairs in one of these layouts, with matching file names (see datasets/README.md)"
+            )
         if class_names is None and binary:
             class_names = ["background", "foreground"]
+        if not class_names and num_classes:
+            class_names = [str(i) for i in range(int(num_classes))]
         if not class_names:
             raise VisionkitError(
-                "data.class_names is not set: list the classes in id order, e.g. data.class_names=[background,road,car]"
+                "data.class_names is not set: list the classes in id order, e.g. "
+                "data.class_names=[background,road,car], "
+                "or give their number with data.num_classes=N (then named 0..N-1)"
             )
         if binary and len(class_names) != 2:
             raise VisionkitError(f"data.binary=true needs 2 class names (background, foreground), got {class_names}")
@@ -125,8 +145,18 @@ class MaskSource:
         return list(self.names)
 
     def splits(self, val_fraction: float, test_fraction: float, seed: int) -> dict[str, SampleSet]:
-        """Scanned pairs per split: from `images/<split>/` subfolders when `images/train` exists, else one
-        pool split with the fractions and seed."""
+        """Scanned pairs per split: from `<split>/images/` folders (the Kaggle layout), from `images/<split>/`
+        subfolders when `images/train` exists, else one pool split with the fractions and seed."""
+        images, masks = self.folders
+        if not self.image_dir.is_dir():
+            given = {
+                split: self._scan(split, self.root / split / images, self.root / split / masks)
+                for split in SPLITS
+                if (self.root / split / images).is_dir()
+            }
+            if "train" not in given:
+                raise VisionkitError(f"data.root: {self.root}/train/{images}/ is missing; the training pairs go there")
+            return complete_splits(given, val_fraction, test_fraction, seed)
         if (self.image_dir / "train").is_dir():
             given = {
                 split: self._scan(split, self.image_dir / split, self.mask_dir / split)
@@ -158,7 +188,7 @@ class MaskSource:
     def _scan(self, split: str, image_dir: Path, mask_dir: Path) -> SampleSet:
         images = _files_by_stem(image_dir)
         masks = _files_by_stem(mask_dir) if mask_dir.is_dir() else {}
-        report = MaskScanReport(split, self.names, pixels=np.zeros(len(self.names), dtype=np.int64))
+        report = MaskScanReport(split, self.names, self.layout, pixels=np.zeros(len(self.names), dtype=np.int64))
         problems = [
             f"mask {masks[s]} has no image in {image_dir} (same name, any image suffix)"
             for s in masks

@@ -1,4 +1,9 @@
-"""What every entry point shares: `--verbose`, clean one-line errors, DDP workers, the closing summary."""
+"""One runner for every console script: the Hydra commands (train, eval, predict, export, explain) and the
+argparse one (stylize) share the error formatter, the exit-code policy and `--verbose`.
+
+Exit codes: 0 done; 1 bad input (one line that names it and the fix), a bug (its type and message), some
+inputs left unprocessed, or failed sweep jobs; 130 interrupted (finished outputs are kept).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,26 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionkit.config_dir import config_dir
+from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_overrides, config_dir, new_run_dir, register_resolvers
 from visionkit.errors import user_message
-from visionkit.resolvers import RUN_CONFIG, RUN_DIR_ENV, new_run_dir, register_resolvers
 from visionkit.utils.logging import is_rank_zero
 
 Job = Callable[[DictConfig], dict[str, float]]
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+_NOISE = (
+    ".*treespec.*",
+    ".*does not have many workers.*",
+    ".*litlogger.*",
+    ".*configure_callbacks` will override.*",
+    ".*WeightAveraging callback, but loading a checkpoint outside.*",
+)
 
 
 def error_line(exc: BaseException) -> str:
@@ -36,6 +49,37 @@ def error_line(exc: BaseException) -> str:
         cause = cause.__cause__ or cause.__context__
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first} (run again with --verbose for the full traceback)"
+
+
+def guarded(prog: str, verbose: bool, work: Callable[[], Any]) -> Any:
+    """Run `work()`; Ctrl-C exits 130 and any error exits 1 with its one line (the traceback with --verbose)."""
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; finished outputs are kept", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if verbose:
+            raise
+        print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
+def _verbose(argv: list[str]) -> bool:
+    """Take `--verbose` out of `argv` (in place); it also asks Hydra for full tracebacks."""
+    if "--verbose" not in argv:
+        return False
+    argv.remove("--verbose")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    return True
+
+
+def run_argparse(prog: str, run: Callable[[list[str]], int], argv: Sequence[str] | None = None) -> None:
+    """An argparse command: `run(argv)` returns its exit status (1 when some inputs were skipped)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    sys.exit(guarded(prog, "--verbose" in args, lambda: run(args)))
 
 
 def _worker_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -76,30 +120,36 @@ def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
     print(f"run folder: {output_dir}", flush=True)
 
 
-def run_cli(prog: str, config_name: str, job: Job, renamed: dict[str, str] | None = None) -> None:
-    """Run `job` under Hydra with the shipped configs; print one clean error line on bad input.
+def _overrides(argv: list[str]) -> list[str]:
+    """The `key=value` overrides of a Hydra command line (its flags, such as -m or --cfg job, left out)."""
+    from hydra._internal.utils import get_args_parser
+
+    known, _ = get_args_parser().parse_known_args(argv)
+    return list(known.overrides or [])
+
+
+def run_hydra(prog: str, config_name: str, job: Job, renamed: dict[str, str] | None = None) -> None:
+    """Run `job` under Hydra with the shipped configs, after checking the overrides (a misspelt key or an unknown
+    choice is named with its close matches). A job whose metrics report `failed` inputs exits 1.
 
     renamed: command-line keys passed on under another name (`task=` of visionkit-predict is a plain value
     there, while Hydra would take it for the `task` config group of training).
     """
     for old, new in (renamed or {}).items():
         sys.argv = [f"{new}={a.split('=', 1)[1]}" if a.startswith(f"{old}=") else a for a in sys.argv]
-    verbose = "--verbose" in sys.argv
-    if verbose:
-        sys.argv.remove("--verbose")
-        os.environ["HYDRA_FULL_ERROR"] = "1"
+    argv = sys.argv[1:]
+    verbose = _verbose(argv)
+    sys.argv = sys.argv[:1] + argv
     register_resolvers()
-    for noise in (
-        ".*treespec.*",
-        ".*does not have many workers.*",
-        ".*litlogger.*",
-        ".*configure_callbacks` will override.*",
-        ".*WeightAveraging callback, but loading a checkpoint outside.*",
-    ):
+    for noise in _NOISE:
         warnings.filterwarnings("ignore", message=noise)
     failed: list[str] = []
 
-    def guarded(cfg: DictConfig) -> float | None:
+    def run_job(cfg: DictConfig) -> float | None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        sweeping = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         try:
             metrics = job(cfg)
         except KeyboardInterrupt:
@@ -108,29 +158,29 @@ def run_cli(prog: str, config_name: str, job: Job, renamed: dict[str, str] | Non
             if verbose:
                 raise
             print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
-            from hydra.core.hydra_config import HydraConfig
-            from hydra.types import RunMode
-
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            if sweeping:
                 failed.append(str(HydraConfig.get().job.num))
                 return float("nan")  # one failed job must not end the sweep
-            sys.exit(1)
+            sys.exit(EXIT_ERROR)
         _print_summary(metrics, str(cfg.paths.output_dir))
+        if metrics.get("failed"):
+            if not sweeping:
+                sys.exit(EXIT_ERROR)
+            failed.append(str(HydraConfig.get().job.num))
         target = cfg.get("optimized_metric")
         return metrics.get(target) if target else None
 
     if not is_rank_zero():
-        try:
-            cfg = _worker_config(config_name, sys.argv[1:])
-        except Exception as exc:
-            print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
-            sys.exit(1)
-        guarded(cfg)
+        cfg = guarded(prog, verbose, lambda: _worker_config(config_name, argv))
+        guarded(prog, verbose, lambda: run_job(cfg))
         return
 
     import hydra
 
-    hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(guarded)()
+    if not {"-h", "--help", "--hydra-help"} & set(argv):
+        guarded(prog, verbose, lambda: check_overrides(config_name, _overrides(argv)))
+    main = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(run_job)
+    guarded(prog, verbose, main)
     if failed:
         print(f"{prog}: error: sweep job(s) {', '.join(failed)} failed (messages above)", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)

@@ -1,0 +1,1 @@
+"""Every console script (train, eval, predict, export, explain, stylize) on one runner (`runner.py`)."""

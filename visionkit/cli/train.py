@@ -1,0 +1,14 @@
+"""`visionkit-train`: compose a run with Hydra overrides and train it (see conf/train.yaml)."""
+
+from visionkit.cli.runner import run_hydra
+
+
+def main() -> None:
+    """Console entry point."""
+    from visionkit.run import train
+
+    run_hydra("visionkit-train", "train", train)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,399 @@
+"""The config tree: where it lives, the resolvers that choose run folders, and the checks of a composed config
+(and of command-line overrides) that run before any work, so a wrong key, value or choice is named at once."""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import inspect
+import numbers
+import os
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path, PurePath
+from typing import Any, Literal, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from visionkit.errors import VisionkitError
+
+_PACKAGE = Path(__file__).resolve().parent
+RUN_CONFIG = "config.yaml"
+RUN_DIR_ENV = "VISIONKIT_RUN_DIR"  # set by rank 0 so DDP workers Lightning starts find its config
+
+
+def config_dir() -> Path:
+    """Absolute path of the config tree (`visionkit/conf` when installed, `<repo>/conf` when editable)."""
+    for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"visionkit's config tree is missing (looked in {_PACKAGE}/conf and ../conf)")
+
+
+# ---- run folders -------------------------------------------------------------------------------------------
+
+
+def run_dir_of_checkpoint(ckpt_path: str | None) -> Path | None:
+    """The visionkit run folder a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), if it is one."""
+    if not ckpt_path:
+        return None
+    ckpt = Path(str(ckpt_path)).expanduser()
+    run = ckpt.parent.parent
+    if ckpt.is_file() and ckpt.parent.name == "checkpoints" and (run / RUN_CONFIG).is_file():
+        return run
+    return None
+
+
+def new_run_dir(task_name: str) -> str:
+    """`outputs/<task>/<date>/<time>` for a fresh run."""
+    now = datetime.now()
+    return f"outputs/{task_name}/{now:%Y-%m-%d}/{now:%H-%M-%S}"
+
+
+def _run_dir(ckpt_path: str | None, task_name: str) -> str:
+    run = run_dir_of_checkpoint(ckpt_path)
+    return str(run) if run is not None else new_run_dir(task_name)
+
+
+def _sub_run_dir(ckpt_path: str | None, kind: str) -> str:
+    """`<run>/<kind>/<date>_<time>` beside the checkpoint's run, else `outputs/<kind>/<date>/<time>`."""
+    run = run_dir_of_checkpoint(ckpt_path)
+    now = datetime.now()
+    if run is not None:
+        return str(run / kind / f"{now:%Y-%m-%d_%H-%M-%S}")
+    return f"outputs/{kind}/{now:%Y-%m-%d}/{now:%H-%M-%S}"
+
+
+def register_resolvers() -> None:
+    """Register `vk_run_dir` and `vk_sub_run_dir` (cached, so one run resolves to one folder)."""
+    if not OmegaConf.has_resolver("vk_run_dir"):
+        OmegaConf.register_new_resolver("vk_run_dir", _run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("vk_sub_run_dir"):
+        OmegaConf.register_new_resolver("vk_sub_run_dir", _sub_run_dir, use_cache=True)
+
+
+# ---- checks of a composed config ---------------------------------------------------------------------------
+
+Size = int | list[int] | None
+# visionkit's own keys (those not passed to a `_target_`), with the types the code expects.
+DOCUMENTED_KEYS: dict[str, Any] = {
+    "seed": int | None,
+    "cpu_threads": int | None,
+    "test_after_fit": bool,
+    "ckpt_path": str | None,
+    "optimized_metric": str | None,
+    "monitor.metric": str,
+    "monitor.mode": Literal["min", "max"],
+    "data.num_classes": int | None,
+    "data.class_names": list[str] | None,
+    "data.image_size": int | list[int],
+    "data.resize": Literal["stretch", "letterbox", "crop"],
+    "data.batch_size": int,
+    "data.eval_batch_size": int | None,
+    "data.num_workers": int,
+    "data.pin_memory": bool | None,
+    "data.persistent_workers": bool,
+    "data.val_fraction": float,
+    "data.test_fraction": float,
+    "data.split_seed": int,
+    "data.skip_bad_images": bool,
+    "data.mosaic": float,
+    "source": str | None,
+    "batch_size": int,
+    "num_workers": int,
+    "image_size": Size,
+    "skip_bad_images": bool,
+    "top_k": int,
+    "conf": float,
+    "iou": float,
+    "max_det": int,
+    "save_images": bool,
+    "save_conf": bool,
+    "tile_size": Size,
+    "tile_overlap": float,
+    "scale": float,
+    "device": str,
+    "precision": Literal["auto", "fp32", "bf16", "fp16"],
+    "split": Literal["test", "val"],
+    "formats": list[str],
+    "opset": int,
+    "network": Literal["vgg19"] | None,
+    "weights": str,
+    "output_dir": str,
+    "layers": list[str] | None,
+    "cam_layers": list[str] | None,
+    "list_layers": bool,
+    "target_class": list[str | int],
+    "max_channels": int,
+}
+_CALL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
+FILLED_AT_BUILD = ("task.num_classes", "task.class_names")  # run.build_task passes what the data found
+
+
+def _flat(hint: Any) -> list[Any]:
+    """The members of a (nested) union, Literal choices merged into one Literal."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    members = [m for a in args for m in _flat(a)] if origin in (Union, types.UnionType) else [hint]
+    choices = [c for m in members if typing.get_origin(m) is Literal for c in typing.get_args(m)]
+    rest = [m for m in members if typing.get_origin(m) is not Literal]
+    return ([Literal[tuple(dict.fromkeys(choices))]] if choices else []) + rest
+
+
+def _describe(hint: Any) -> str:
+    """The type a hint asks for, in words."""
+    members = _flat(hint)
+    if len(members) > 1:
+        return " or ".join(dict.fromkeys(_describe(m) for m in members))
+    hint = members[0]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(dict.fromkeys(str(a) for a in args))
+    if origin in (list, tuple, Sequence, typing.Sequence):
+        return "a list"
+    if origin in (dict, Mapping):
+        return "a mapping"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def matches(value: Any, hint: Any) -> bool:
+    """Whether a plain config value fits a type hint. Only what can be checked is: primitives, Literal, None,
+    lists and mappings; any other class accepts (the library it belongs to checks it)."""
+    if hint in (Any, inspect.Parameter.empty) or isinstance(hint, typing.TypeVar):
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(matches(value, a) for a in args)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args) or (
+            isinstance(value, int) and not isinstance(value, bool) and value in args
+        )
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence, typing.Sequence, typing.MutableSequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        element = args[0] if args and (origin is not tuple or (len(args) == 2 and args[1] is Ellipsis)) else Any
+        return all(matches(v, element) for v in value)
+    if origin in (dict, Mapping, typing.Mapping) or hint in (dict, Mapping):
+        return isinstance(value, dict)
+    if hint in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if isinstance(hint, type) and isinstance(value, (str, int, float, bool)):
+        # a plain value for a class: only path-like classes take strings, enums their values, Number numbers
+        if issubclass(hint, (PurePath, os.PathLike)):
+            return isinstance(value, str)
+        if issubclass(hint, numbers.Number):
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return issubclass(hint, enum.Enum)
+    return True
+
+
+def _check_value(key: str, value: Any, hint: Any, source: str | None = None) -> None:
+    if not matches(value, hint):
+        origin = f" (from {source})" if source else ""
+        raise VisionkitError(f"{key}={value!r}{origin}: expected {_describe(hint)}")
+
+
+Check = tuple[str, Any, Any, str | None]  # key, value, type hint, the interpolation it came from
+
+
+def _closest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f"did you mean {', '.join(close)}? " if close else ""
+
+
+@lru_cache(maxsize=256)
+def _signature(target: str) -> tuple[dict[str, Any], bool] | None:
+    """({parameter: type hint}, takes **kwargs) of a `_target_`, or None when it cannot be inspected."""
+    from hydra.utils import get_object
+
+    try:
+        obj = get_object(target)
+    except Exception:
+        raise VisionkitError(f"_target_: {target} cannot be imported; check the name") from None
+    call = obj.__init__ if inspect.isclass(obj) else obj
+    try:
+        params = inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return None
+    try:
+        hints = typing.get_type_hints(call)
+    except Exception:
+        hints = {}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return {name: hints.get(name, Any) for name in params if name != "self"}, takes_any
+
+
+def _plain(node: Any, key: str | int) -> tuple[bool, Any]:
+    """(resolved?, plain value) of one child, leaving interpolations that only Hydra resolves alone."""
+    try:
+        value = node[key]
+    except Exception:
+        return False, None
+    if isinstance(value, (DictConfig, ListConfig)):
+        try:
+            return True, OmegaConf.to_container(value, resolve=True)
+        except Exception:
+            return False, None
+    return True, value
+
+
+def _value_check(node: DictConfig, key: str, where: str, hint: Any) -> Check | None:
+    """The check of one child value (None when only Hydra can resolve it, or it is an object config)."""
+    ok, value = _plain(node, key)
+    if not ok or (isinstance(value, dict) and "_target_" in value):
+        return None
+    child = node._get_node(key)
+    source = str(child._value()) if OmegaConf.is_interpolation(node, key) else None
+    return where, value, hint, source
+
+
+def _check_call(path: str, node: DictConfig, checks: list[Check]) -> None:
+    """The keys of a `_target_` node must be parameters of the target; their value checks go to `checks`."""
+    target = str(node._target_)
+    found = _signature(target)
+    if found is None:
+        return
+    params, takes_any = found
+    for key in node:
+        key = str(key)
+        if key in _CALL_KEYS:
+            continue
+        if key not in params:
+            if takes_any:
+                continue
+            where = f"{path}.{key}" if path else key
+            raise VisionkitError(
+                f"{where} is not an option of {target.rsplit('.', 1)[-1]}; {_closest(key, list(params))}"
+                f"(options: {', '.join(params)})"
+            )
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and "_target_" in child:
+            continue  # an object built from its own config: checked on its own
+        where = f"{path}.{key}" if path else key
+        check = None if where in FILLED_AT_BUILD else _value_check(node, key, where, params[key])
+        if check is not None:
+            checks.append(check)
+
+
+def _require_values(cfg: DictConfig) -> None:
+    """Stop early, naming the keys, when the config still holds mandatory `???` values."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        keys = ", ".join(missing)
+        raise VisionkitError(f"{keys} is not set: pass {missing[0]}=<value> on the command line")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Before any work: no `???` values left; every `_target_` node takes its keys with values of the right type;
+    visionkit's own keys (DOCUMENTED_KEYS) have their types. Errors name the key, the value and what is expected."""
+    _require_values(cfg)
+    checks: list[Check] = []
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, DictConfig):
+            if "_target_" in node:
+                _check_call(path, node, checks)
+            for key in node:
+                if key == "hydra":
+                    continue
+                child = node._get_node(key)
+                if isinstance(child, (DictConfig, ListConfig)):
+                    visit(child, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, ListConfig):
+            for index in range(len(node)):
+                child = node._get_node(index)
+                if isinstance(child, (DictConfig, ListConfig)):
+                    visit(child, f"{path}[{index}]")
+
+    visit(cfg, "")
+    for key, hint in DOCUMENTED_KEYS.items():
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig) and leaf in node:
+            check = _value_check(node, leaf, key, hint)
+            if check is not None:
+                checks.append(check)
+    # values set directly first: a wrong value is named where the user set it, not where it is interpolated
+    for key, value, hint, source in sorted(checks, key=lambda c: c[3] is not None):
+        _check_value(key, value, hint, source)
+
+
+# ---- checks of command-line overrides ----------------------------------------------------------------------
+
+
+def _groups() -> dict[str, list[str]]:
+    """Config groups and their choices (`conf/<group>/<choice>.yaml`)."""
+    root = config_dir()
+    return {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(root.iterdir())
+        if d.is_dir() and d.name != "hydra"
+    }
+
+
+def _missing_key(cfg: DictConfig, dotted: str) -> tuple[str, str, list[str]] | None:
+    """None when `dotted` exists, else (its deepest existing parent, the first missing part, that parent's keys)."""
+    node: Any = cfg
+    parts = dotted.split(".")
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node.keys():  # `in` alone misses `???` values
+            keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+            return ".".join(parts[:depth]), part, keys
+        node = node._get_node(part)
+    return None
+
+
+def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
+    """Check `key=value` overrides before Hydra runs: a group choice must exist, a key must exist (unless added
+    with `+`); the error names the override and the close matches."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as exc:
+        raise VisionkitError(f"cannot read the overrides: {str(exc).splitlines()[0]}") from None
+    groups = _groups()
+    selections, values = [], []
+    for override in parsed:
+        key = override.key_or_group
+        if override.is_hydra_override():
+            continue
+        if key in groups and not override.is_delete():
+            chosen = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            chosen = [None if c is None else str(c) for c in chosen]
+            for choice in chosen:
+                if choice is not None and choice not in groups[key]:
+                    raise VisionkitError(
+                        f"{key}={choice}: no such {key} config; {_closest(choice, groups[key])}"
+                        f"(choices: {', '.join(groups[key])})"
+                    )
+            prefix = "+" if override.is_add() else ""
+            selections.append(f"{prefix}{key}={'null' if chosen[0] is None else chosen[0]}")
+        elif not (override.is_add() or override.is_force_add()):
+            values.append(key)
+    if not values:
+        return
+    register_resolvers()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name, overrides=selections)
+    for key in values:
+        missing = _missing_key(cfg, key)
+        if missing is not None:
+            parent, part, known = missing
+            place = f" in {parent}" if parent else ""
+            hint = _closest(part, known) or f"its keys: {', '.join(known)}; "
+            raise VisionkitError(f"{key}: no such key{place}; {hint}(to add a new key: +{key}=...)")

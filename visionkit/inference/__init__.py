@@ -1,0 +1,122 @@
+"""Checkpoint in, results out: `load_predictor(ckpt)` gives the Predictor of the checkpoint's task, and
+`predictor(images)` / `predictor.stream(images)` give one Result per image (the predict command, explain and
+the later video and serving paths all go through here). No Lightning Trainer on this path."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+from visionkit.checkpoints import InputContract, build_from_checkpoint, data_state, read_checkpoint
+from visionkit.errors import VisionkitError
+from visionkit.inference.base import ImageInput, Predictor, Result, output_names, write_records
+from visionkit.inference.classification import ClassificationPredictor, ClassificationResult
+from visionkit.inference.detection import DetectionPredictor, DetectionResult
+from visionkit.inference.segmentation import SegmentationPredictor, SegmentationResult
+from visionkit.inference.stylizer import StylizedResult, StylizerPredictor
+from visionkit.tasks import ClassificationTask, DetectionTask, SegmentationTask, StyleTransferTask
+from visionkit.tasks.base import VisionTask
+
+# One row per task: the predictor that serves its checkpoints.
+PREDICTORS: dict[type[VisionTask], type[Predictor]] = {
+    ClassificationTask: ClassificationPredictor,
+    DetectionTask: DetectionPredictor,
+    SegmentationTask: SegmentationPredictor,
+    StyleTransferTask: StylizerPredictor,
+}
+
+
+def predictor_class(task_cls: type[VisionTask]) -> type[Predictor]:
+    """The Predictor class for a task class (its own row, or its nearest base class's)."""
+    for cls in task_cls.__mro__:
+        if cls in PREDICTORS:
+            return PREDICTORS[cls]
+    raise VisionkitError(
+        f"{task_cls.__name__} has no predictor (known tasks: {', '.join(t.__name__ for t in PREDICTORS)})"
+    )
+
+
+def predictor_options(predictor_cls: type[Predictor]) -> list[str]:
+    """The keyword options a predictor class takes, its own and the shared ones."""
+    names: list[str] = []
+    for cls in (predictor_cls, Predictor):
+        for name, param in inspect.signature(cls.__init__).parameters.items():
+            if param.kind is param.KEYWORD_ONLY and name not in names:
+                names.append(name)
+    return names
+
+
+def open_checkpoint(
+    checkpoint: str | os.PathLike[str], key: str = "ckpt_path"
+) -> tuple[dict[str, Any], type[VisionTask], type[Predictor]]:
+    """(the checkpoint's contents, the task class that wrote it, its Predictor class), read once."""
+    state, task_cls = read_checkpoint(os.fspath(checkpoint), key)
+    return state, task_cls, predictor_class(task_cls)
+
+
+def build_predictor(
+    state: dict[str, Any],
+    task_cls: type[VisionTask],
+    *,
+    device: str = "auto",
+    image_size: int | list[int] | None = None,
+    **options: Any,
+) -> Predictor:
+    """The Predictor of a checkpoint already read (`open_checkpoint`); see `load_predictor` for the options."""
+    predictor_cls = predictor_class(task_cls)
+    known = predictor_options(predictor_cls)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        task = predictor_cls.task_name
+        raise VisionkitError(
+            f"{', '.join(unknown)}: not an option of the {task} predictor (options: {', '.join(known)})"
+        )
+    task = build_from_checkpoint(state, task_cls)
+    names = getattr(task, "class_names", [])
+    contract = InputContract.of(data_state(state), names, image_size, predictor_cls.default_size)
+    return predictor_cls(task, contract, device=device, **options)
+
+
+def load_predictor(
+    checkpoint: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    image_size: int | list[int] | None = None,
+    key: str = "ckpt_path",
+    **options: Any,
+) -> Predictor:
+    """The Predictor of a visionkit checkpoint (read with weights_only, offline), with the checkpoint's input
+    contract; `image_size` overrides the training size.
+
+    Options shared by every task: device ("auto", "cpu", "cuda:N"), precision ("fp32", "bf16", "fp16", "auto"),
+    batch_size (16), skip_bad_images (False: an unreadable input stops with its name). Per task: classification
+    top_k; detection conf, iou, max_det, save_conf, fuse; segmentation tile_size, tile_overlap, scale;
+    fast stylizer size. `key` names the option the user set, in messages.
+    """
+    state, task_cls, _ = open_checkpoint(checkpoint, key)
+    return build_predictor(state, task_cls, device=device, image_size=image_size, **options)
+
+
+__all__ = [
+    "PREDICTORS",
+    "ClassificationPredictor",
+    "ClassificationResult",
+    "DetectionPredictor",
+    "DetectionResult",
+    "ImageInput",
+    "InputContract",
+    "Predictor",
+    "Result",
+    "SegmentationPredictor",
+    "SegmentationResult",
+    "StylizedResult",
+    "StylizerPredictor",
+    "build_predictor",
+    "load_predictor",
+    "open_checkpoint",
+    "output_names",
+    "predictor_class",
+    "predictor_options",
+    "write_records",
+]

@@ -1,0 +1,261 @@
+"""The inference layer's base: a `Predictor` turns images of any kind (paths, arrays, PIL images, tensors) into one
+`Result` per image, in batches, with the preprocessing its checkpoint stored. Each task's module adds its result
+type, its batch step and its output writers; `load_predictor` (in `visionkit.inference`) picks one per checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import albumentations as A
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from visionkit.checkpoints import InputContract
+from visionkit.data.augment import resize_ops
+from visionkit.data.files import list_images
+from visionkit.errors import VisionkitError
+from visionkit.utils.device import autocast, pick_device, resolve_precision
+from visionkit.utils.io import atomic_write, read_image, to_rgb
+from visionkit.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+ImageInput = str | os.PathLike | np.ndarray | Image.Image | Tensor
+
+
+@dataclass
+class InputImage:
+    """One input as read: its place in the request, its name, its RGB pixels (None when unreadable) and why not."""
+
+    index: int
+    source: str
+    pixels: np.ndarray | None
+    error: str | None = None
+    from_file: bool = False
+
+
+@dataclass
+class Result:
+    """What a predictor found in one image; every task's result has these fields and methods.
+
+    source: the input's path, or `image<N>` for arrays, PIL images and tensors. size: (height, width) of the image
+    as given. names: class names in class-id order. error: why the input was skipped (unreadable), else None.
+    """
+
+    task: ClassVar[str] = ""
+    source: str
+    size: tuple[int, int]
+    names: list[str]
+    error: str | None = None
+    pixels: np.ndarray | None = field(default=None, repr=False)  # the input's pixels, while held
+    from_file: bool = field(default=False, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """False when the input could not be read (then the task's fields are empty)."""
+        return self.error is None
+
+    @property
+    def original(self) -> np.ndarray:
+        """The input image (HxWx3 uint8 RGB); files are read again rather than kept in memory."""
+        if self.pixels is not None:
+            return self.pixels
+        if not self.ok:
+            raise VisionkitError(f"{self.source} was skipped ({self.error}); it has no picture")
+        return read_image(self.source)
+
+    def plot(self) -> np.ndarray:
+        """HxWx3 uint8 picture of the result drawn on the image (each task draws its own)."""
+        raise NotImplementedError
+
+    def fields(self) -> dict[str, Any]:
+        """The task's own JSON-ready fields (see `to_dict`)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: task, path, height, width and the task's fields; skipped inputs say so and why."""
+        head: dict[str, Any] = {"task": self.task, "path": self.source}
+        if not self.ok:
+            return {**head, "skipped": True, "error": self.error, **self.fields()}
+        return {**head, "height": int(self.size[0]), "width": int(self.size[1]), **self.fields()}
+
+    def save(self, folder: str | os.PathLike[str], name: str | None = None, draw: bool = True) -> list[Path]:
+        """Write the task's per-image files under `folder` (named after `name`, default the source's file name);
+        returns the paths written. Skipped inputs write nothing."""
+        raise NotImplementedError
+
+    def file_name(self, name: str | None) -> str:
+        """The relative name this result's files take: `name`, else the source's file name (`image<N>.png`)."""
+        if name:
+            return name
+        base = Path(self.source).name
+        return base if Path(base).suffix else f"{base}.png"
+
+
+def save_picture(picture: np.ndarray, path: Path) -> Path:
+    """An HxWx3 uint8 picture as JPEG (for .jpg/.jpeg names) or PNG (any other name gets .png), atomically."""
+    suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+    target = path.with_suffix(suffix)
+    with atomic_write(target) as handle:
+        Image.fromarray(picture).save(handle, format="JPEG" if suffix != ".png" else "PNG", quality=92)
+    return target
+
+
+def write_records(records: Sequence[dict[str, Any]], folder: Path) -> Path:
+    """`predictions.json`: every result's `to_dict()`, in input order."""
+    path = folder / "predictions.json"
+    with atomic_write(path, "w") as handle:
+        json.dump(list(records), handle, indent=1)
+    return path
+
+
+def output_names(paths: Sequence[str]) -> list[str]:
+    """A unique relative name per input (its path below the inputs' common folder), for files written per image."""
+    parents = [str(Path(p).resolve().parent) for p in paths]
+    root = Path(os.path.commonpath(parents)) if parents else Path()
+    return [str(Path(p).resolve().relative_to(root)) for p in paths]
+
+
+def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
+    """One input, a folder or glob (its image files), a 4-D batch (its images) or an iterable of inputs."""
+    if isinstance(images, (str, os.PathLike)):
+        path = Path(images).expanduser()
+        return [images] if path.is_file() else list_images(str(images))
+    if isinstance(images, (np.ndarray, Tensor)):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, Image.Image):
+        return [images]
+    return images
+
+
+class Predictor:
+    """Checkpoint in, results out, for one task. Owns the device and precision, the checkpoint's preprocessing
+    (`contract`: size, resize mode, mean/std, class names), batching and the skipping of unreadable inputs.
+
+    `predictor(images)` returns a list (one Result per input, in order); `predictor.stream(images)` yields them
+    lazily, batch by batch, so memory stays bounded whatever the number of images.
+    """
+
+    task_name: ClassVar[str] = ""
+    default_size: ClassVar[int] = 224  # network input size for checkpoints that stored none
+
+    def __init__(
+        self,
+        model: nn.Module,
+        contract: InputContract,
+        *,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        batch_size: int = 16,
+        skip_bad_images: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise VisionkitError(f"batch_size={batch_size}: give at least 1")
+        self.device = pick_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.contract = contract
+        self.batch_size = int(batch_size)
+        self.skip_bad_images = skip_bad_images
+        self.model = self.prepare(model.to(self.device).eval())
+        self.counts = {"images": 0, "skipped": 0}
+        scale = torch.tensor(contract.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
+        self._mean = torch.tensor(contract.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
+        self._inverse_std = 1.0 / scale
+        self._resize = A.Compose(resize_ops(contract.image_size, contract.resize))
+
+    @property
+    def names(self) -> list[str]:
+        """Class names in class-id order."""
+        return list(self.contract.class_names)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The network made ready for inference (on its device, in eval mode); tasks may fuse layers here."""
+        return model
+
+    def __call__(self, images: ImageInput | Iterable[ImageInput], batch_size: int | None = None) -> list[Result]:
+        """One Result per input, in input order (inputs: paths, folders, globs, arrays, PIL images, tensors).
+        Results of files do not hold their pixels (`original` reads the file again), so long lists stay small."""
+        results = list(self.stream(images, batch_size))
+        for result in results:
+            if result.from_file:
+                result.pixels = None
+        return results
+
+    def stream(self, images: ImageInput | Iterable[ImageInput], batch_size: int | None = None) -> Iterator[Result]:
+        """Results one by one as their batch is done; inputs are read lazily (a video or a camera works)."""
+        size = int(batch_size or self.batch_size)
+        batch: list[InputImage] = []
+        for item in self._read(_expand(images)):
+            batch.append(item)
+            if len(batch) == size:
+                yield from self._run(batch)
+                batch = []
+        if batch:
+            yield from self._run(batch)
+
+    def _read(self, images: Iterable[ImageInput]) -> Iterator[InputImage]:
+        for index, image in enumerate(images):
+            from_file = isinstance(image, (str, os.PathLike))
+            source = os.fspath(image) if from_file else f"image{index}"
+            try:
+                yield InputImage(index, source, to_rgb(image, name=source), from_file=from_file)
+            except VisionkitError as exc:
+                if not self.skip_bad_images:
+                    raise
+                log.warning(f"skipped {source}: {exc}")
+                yield InputImage(index, source, None, str(exc), from_file)
+
+    def _run(self, batch: list[InputImage]) -> Iterator[Result]:
+        good = [item for item in batch if item.error is None]
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            done = iter(self.predict_batch(good) if good else [])
+        for item in batch:
+            if item.error is not None:
+                self.counts["skipped"] += 1
+                yield self.skipped(item)
+            else:
+                self.counts["images"] += 1
+                yield next(done)
+
+    def predict_batch(self, items: list[InputImage]) -> list[Result]:
+        """Results for readable inputs (called in inference mode under the chosen precision)."""
+        raise NotImplementedError
+
+    def skipped(self, item: InputImage) -> Result:
+        """The Result of an input that could not be read."""
+        raise NotImplementedError
+
+    def write_summary(self, records: Sequence[dict[str, Any]], folder: Path) -> list[Path]:
+        """The per-run files of a set of results' `to_dict()` records (predictions.json; classification adds
+        predictions.csv)."""
+        return [write_records(records, folder)]
+
+    def common(self, item: InputImage) -> dict[str, Any]:
+        """The Result fields every task fills the same way."""
+        assert item.pixels is not None
+        return {
+            "source": item.source,
+            "size": tuple(item.pixels.shape[:2]),
+            "names": self.names,
+            "pixels": item.pixels,
+            "from_file": item.from_file,
+        }
+
+    def resized(self, items: Sequence[InputImage]) -> list[np.ndarray]:
+        """Each image brought to the network size the way training did (the checkpoint's resize mode)."""
+        return [self._resize(image=item.pixels)["image"] for item in items]
+
+    def to_network(self, pictures: Sequence[np.ndarray], channels_last: bool = False) -> Tensor:
+        """(B, 3, H, W) float input, normalized with the checkpoint's mean/std on the device: pixels travel as
+        uint8 and become floats only there."""
+        stacked = torch.from_numpy(np.stack(pictures)).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        images = (stacked.float() - self._mean) * self._inverse_std
+        return images if channels_last else images.contiguous()

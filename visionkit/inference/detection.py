@@ -1,0 +1,157 @@
+"""Detection inference: letterboxed batches through the fused YOLO network, NMS with ultralytics' predict
+settings, boxes mapped back to each image's own pixels; results drawn, as JSON and as YOLO txt labels."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from visionkit.data.letterbox import Letterbox
+from visionkit.inference.base import InputImage, Predictor, Result, save_picture
+from visionkit.utils.io import atomic_write
+from visionkit.utils.palette import box_colour
+
+
+def _empty(columns: int, dtype: Any = np.float32) -> np.ndarray:
+    return np.zeros((0, columns) if columns else (0,), dtype=dtype)
+
+
+@dataclass
+class DetectionResult(Result):
+    """Boxes found in one image. boxes: (K, 4) x1 y1 x2 y2 in the image's own pixels; scores: (K,);
+    classes: (K,) class ids (names in `names`); anchors: (K,) the network output column each box came from."""
+
+    task: ClassVar[str] = "detection"
+    boxes: np.ndarray = field(default_factory=lambda: _empty(4))
+    scores: np.ndarray = field(default_factory=lambda: _empty(0))
+    classes: np.ndarray = field(default_factory=lambda: _empty(0, np.int64))
+    anchors: np.ndarray = field(default_factory=lambda: _empty(0, np.int64), repr=False)
+    save_conf: bool = False  # `save` appends each box's score to its label line
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def detections(self) -> list[dict[str, Any]]:
+        """Per box: class id and name, confidence, `box_xyxy` in pixels and `box_xywhn` (YOLO, normalized)."""
+        height, width = self.size
+        out = []
+        for (x1, y1, x2, y2), score, cls in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist()):
+            centre_w = ((x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height)
+            out.append(
+                {
+                    "class_id": int(cls),
+                    "class": self.names[int(cls)],
+                    "confidence": round(float(score), 5),
+                    "box_xyxy": [round(v, 2) for v in (x1, y1, x2, y2)],
+                    "box_xywhn": [round(v, 6) for v in centre_w],
+                }
+            )
+        return out
+
+    def fields(self) -> dict[str, Any]:
+        return {"detections": self.detections() if self.ok else []}
+
+    def yolo_lines(self, save_conf: bool | None = None) -> list[str]:
+        """The boxes as YOLO label lines `class cx cy w h` (normalized; the score appended with save_conf)."""
+        save_conf = self.save_conf if save_conf is None else save_conf
+        lines = []
+        for det in self.detections():
+            fields = [str(det["class_id"]), *(f"{v:.6f}" for v in det["box_xywhn"])]
+            lines.append(" ".join(fields + ([f"{det['confidence']:.5f}"] if save_conf else [])))
+        return lines
+
+    def plot(self) -> np.ndarray:
+        """The image with each box outlined in its class colour and labelled `class score`."""
+        canvas = Image.fromarray(self.original)
+        draw = ImageDraw.Draw(canvas)
+        thickness = max(1, round(max(canvas.size) / 300))
+        font = ImageFont.load_default(size=max(10, round(max(canvas.size) / 40)))
+        for (x1, y1, x2, y2), score, cls in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist()):
+            colour = box_colour(int(cls))
+            draw.rectangle([x1, y1, x2, y2], outline=colour, width=thickness)
+            text = f"{self.names[int(cls)]} {score:.2f}"
+            left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
+            lift = bottom - top + 2
+            y_text = y1 - lift if y1 - lift >= 0 else y1
+            draw.rectangle([x1, y_text, x1 + right - left + 4, y_text + lift], fill=colour)
+            draw.text((x1 + 2, y_text), text, fill=(255, 255, 255), font=font)
+        return np.asarray(canvas)
+
+    def save(self, folder: str | os.PathLike[str], name: str | None = None, draw: bool = True) -> list[Path]:
+        """`labels/<name>.txt` (YOLO format, usable as training labels unless `save_conf`) and, with `draw`,
+        `images/<name>` with the boxes drawn."""
+        if not self.ok:
+            return []
+        folder, name = Path(folder), self.file_name(name)
+        lines = self.yolo_lines()
+        label = (folder / "labels" / name).with_suffix(".txt")
+        with atomic_write(label, "w") as handle:
+            handle.write("\n".join(lines) + ("\n" if lines else ""))
+        return [label, save_picture(self.plot(), folder / "images" / name)] if draw else [label]
+
+
+class DetectionPredictor(Predictor):
+    """Boxes per image from a DetectionTask checkpoint.
+
+    conf, iou, max_det: NMS settings (ultralytics' predict defaults 0.25, 0.7, 300); one class per box.
+    save_conf: results' `save` appends the score to each YOLO label line (then it is no longer a training label).
+    fuse: fold BatchNorm into the convolutions (same boxes, about a third faster; off for explain, which names
+    the unfused layers).
+    """
+
+    task_name = "detection"
+    default_size = 640
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        contract: Any,
+        *,
+        conf: float = 0.25,
+        iou: float = 0.7,
+        max_det: int = 300,
+        save_conf: bool = False,
+        fuse: bool = True,
+        **common: Any,
+    ) -> None:
+        self.conf, self.iou, self.max_det, self.fuse = float(conf), float(iou), int(max_det), fuse
+        self.save_conf = save_conf
+        super().__init__(model, contract.with_resize("letterbox"), **common)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.fuse_for_inference() if self.fuse else model
+
+    def detect(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(per image (K, 6) rows x1 y1 x2 y2 score class in input pixels, per image the anchor of each box)."""
+        return self.model.detect(
+            images, conf=self.conf, iou=self.iou, max_det=self.max_det, multi_label=False, return_anchors=True
+        )
+
+    def predict_batch(self, items: list[InputImage]) -> list[Result]:
+        channels_last = self.device.type == "cpu" and self.fuse
+        boxes, anchors = self.detect(self.to_network(self.resized(items), channels_last=channels_last))
+        results: list[Result] = []
+        for item, found, anchor in zip(items, boxes, anchors):
+            array = found.float().cpu().numpy()
+            height, width = item.pixels.shape[:2]
+            placed = Letterbox.fit(height, width, self.contract.image_size).to_image(array[:, :4], height, width)
+            results.append(
+                DetectionResult(
+                    **self.common(item),
+                    boxes=placed.astype(np.float32),
+                    scores=array[:, 4].copy(),
+                    classes=array[:, 5].astype(np.int64),
+                    anchors=anchor.cpu().numpy().astype(np.int64),
+                    save_conf=self.save_conf,
+                )
+            )
+        return results
+
+    def skipped(self, item: InputImage) -> Result:
+        return DetectionResult(source=item.source, size=(0, 0), names=self.names, error=item.error)

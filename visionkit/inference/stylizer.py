@@ -1,0 +1,74 @@
+"""Fast stylizer inference: one forward pass of the trained transformation network per batch of same-sized
+images, each result at its image's own size."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from visionkit.inference.base import InputImage, Predictor, Result, save_picture
+from visionkit.style.images import fit_long_side, resize
+
+
+@dataclass
+class StylizedResult(Result):
+    """The stylized picture of one image: `image` (H, W, 3) uint8 at the image's own size."""
+
+    task: ClassVar[str] = "style_transfer"
+    image: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 3), dtype=np.uint8), repr=False)
+    output_file: str | None = None  # the stylized image's path relative to the folder `save` wrote to
+
+    def fields(self) -> dict[str, Any]:
+        return {"output": self.output_file}
+
+    def plot(self) -> np.ndarray:
+        """The stylized picture itself."""
+        return self.image
+
+    def save(self, folder: str | os.PathLike[str], name: str | None = None, draw: bool = True) -> list[Path]:
+        """`<folder>/<name>`: the stylized image (JPEG for .jpg names, else PNG)."""
+        if not self.ok:
+            return []
+        written = save_picture(self.image, Path(folder) / self.file_name(name))
+        self.output_file = written.name
+        return [written]
+
+
+class StylizerPredictor(Predictor):
+    """Stylized images from a StyleTransferTask checkpoint (needs neither VGG19 nor the style image).
+
+    size: long side the network sees (None: each image's own); results come back at each image's own size.
+    Consecutive images of the same network size share a forward pass (video frames batch fully).
+    """
+
+    task_name = "style_transfer"
+    default_size = 256
+
+    def __init__(self, model: torch.nn.Module, contract: Any, *, size: int | None = None, **common: Any) -> None:
+        self.size = int(size) if size else None
+        super().__init__(model, contract, **common)
+
+    def _network_size(self, item: InputImage) -> tuple[int, int]:
+        height, width = item.pixels.shape[:2]
+        return fit_long_side(height, width, self.size) if self.size else (height, width)
+
+    def predict_batch(self, items: list[InputImage]) -> list[Result]:
+        results: list[Result] = []
+        for size, group in groupby(items, key=self._network_size):
+            members = list(group)
+            images = torch.cat([resize(self.to_network([m.pixels]).clamp_(0, 1), size) for m in members])
+            stylized = self.model(images).float().clamp(0, 1)
+            for member, picture in zip(members, stylized):
+                back = resize(picture[None], member.pixels.shape[:2])[0]
+                array = back.mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+                results.append(StylizedResult(**self.common(member), image=np.ascontiguousarray(array)))
+        return results
+
+    def skipped(self, item: InputImage) -> Result:
+        return StylizedResult(source=item.source, size=(0, 0), names=self.names, error=item.error)

@@ -1,0 +1,55 @@
+"""Device and precision choice for inference and style optimization: one rule for `auto` everywhere."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import torch
+
+from visionkit.errors import VisionkitError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` = CUDA when available, else CPU; a requested CUDA device that is missing is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise VisionkitError(f"device={device!r}: choose auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise VisionkitError(f"device={device} but CUDA is not available here; use device=cpu or auto")
+    return chosen
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively: CUDA compute capability 8.0+, or a CPU with AVX512-BF16
+    or AMX instructions (elsewhere bf16 is emulated and no faster than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto` = bf16 (autocast) where the device computes it natively, else fp32; fp16 needs CUDA."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise VisionkitError(f"precision={precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise VisionkitError("precision=fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """The autocast context of a resolved precision (fp32: none)."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
