@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import TrainedDetector
 from visionkit.errors import VisionkitError
@@ -49,10 +50,19 @@ def test_warmup_then_linear_decay() -> None:
 
 
 def test_detection_task_runs_from_the_shipped_config(make_cfg, tmp_path: Path) -> None:
+    """Also: the configured sample plot (`callbacks.sample_predictions.*`) is the one used, not the task's own."""
     cfg = make_cfg(
-        ["task=detection", "++trainer.fast_dev_run=true", "data.num_workers=0", f"paths.data_dir={tmp_path / 'cache'}"]
+        [
+            "task=detection",
+            "++trainer.fast_dev_run=true",
+            "data.num_workers=0",
+            f"paths.data_dir={tmp_path / 'cache'}",
+            "callbacks.sample_predictions.num_samples=2",
+        ]
     )
     assert cfg.task._target_ == "visionkit.tasks.DetectionTask" and cfg.model.arch == "yolov8n.yaml"
     metrics = train(cfg)
     assert {"test_map50", "test_map50_95"} <= set(metrics)
     assert (tmp_path / "cache" / "shapes_det_v2" / "data.yaml").is_file()
+    width, _ = Image.open(tmp_path / "run" / "plots" / "val_samples.png").size
+    assert width < 700  # two samples side by side; the task's default (16, four a row) draws 1248 px wide

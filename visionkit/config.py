@@ -8,6 +8,7 @@ import enum
 import inspect
 import numbers
 import os
+import sys
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -223,17 +224,23 @@ def _signature(target: str) -> tuple[dict[str, Any], bool] | None:
         obj = get_object(target)
     except Exception:
         raise VisionkitError(f"_target_: {target} cannot be imported; check the name") from None
-    call = obj.__init__ if inspect.isclass(obj) else obj
     try:
         params = inspect.signature(obj).parameters
     except (TypeError, ValueError):
         return None
-    try:
-        hints = typing.get_type_hints(call)
-    except Exception:
-        hints = {}
+    namespace = vars(sys.modules.get(getattr(obj, "__module__", ""), typing))
+
+    def hint(annotation: Any) -> Any:
+        """A string annotation evaluated where the target was defined; Any when it does not evaluate."""
+        if not isinstance(annotation, str):
+            return annotation
+        try:
+            return eval(annotation, namespace)  # the annotations of installed code, never user input
+        except Exception:
+            return Any
+
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    return {name: hints.get(name, Any) for name in params if name != "self"}, takes_any
+    return {name: hint(p.annotation) for name, p in params.items() if name != "self"}, takes_any
 
 
 def _plain(node: Any, key: str | int) -> tuple[bool, Any]:
@@ -349,8 +356,8 @@ def _missing_key(cfg: DictConfig, dotted: str) -> tuple[str, str, list[str]] | N
     node: Any = cfg
     parts = dotted.split(".")
     for depth, part in enumerate(parts):
-        if not isinstance(node, DictConfig) or part not in node.keys():  # `in` alone misses `???` values
-            keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        keys = [str(k) for k in node] if isinstance(node, DictConfig) else []  # `in` would miss `???` values
+        if part not in keys:
             return ".".join(parts[:depth]), part, keys
         node = node._get_node(part)
     return None

@@ -36,7 +36,7 @@ def follow_schedule(scheduler: object, optimizer: Optimizer, lr_factor: float) -
     reference = groups[0]
     for group in groups[1:]:
         for key, value in reference.items():
-            if key not in group:
+            if key not in group and key != "name":
                 group[key] = value * lr_factor if "lr" in key and isinstance(value, (int, float)) else value
     for name in ("base_lrs", "min_lrs", "max_lrs", "lr_lambdas", "_last_lr"):
         values = getattr(scheduler, name, None)
