@@ -4,7 +4,7 @@ Same shapes dataset (the built-in one), same model yaml, image size, batch, epoc
 with the lr their automatic choice gives, as our `adamw_yolo` config) and comparable augmentation (mosaic, HSV,
 translate/scale, flips; mosaic closed for the last 10 epochs). Each side trains in its own process. Both
 best checkpoints are then scored by the same evaluator (ours, torchmetrics on the test split) and by
-ultralytics' validator; inference images/s of `visionkit-predict`'s path vs `YOLO.predict`.
+ultralytics' validator. Inference speed is in bench/bench_predict.py.
 
 Run:  .venv/bin/python bench/bench_detection.py [--epochs 30] [--quick]
 """
@@ -97,7 +97,7 @@ def _threads() -> int:
 
 
 def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path) -> dict:
-    """test mAP of both models with our evaluator and with ultralytics' validator; predict images/s."""
+    """test mAP of both models with our evaluator and with ultralytics' validator."""
     import lightning as L
     import torch
 
@@ -133,66 +133,7 @@ def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path) -> dict:
     for name, pt in (("ours", our_pt), ("ultralytics", their_pt)):
         val = YOLO(str(pt)).val(data=str(yaml), imgsz=IMGSZ, batch=BATCH, split="test", plots=False, verbose=False)
         result[f"{name}_uval_map50_95"] = float(val.box.map)
-    result.update(predict_speed(ours_ckpt, their_pt, yaml, tmp))
     return result
-
-
-def predict_speed(ours_ckpt: str, their_pt: str, yaml: Path, tmp: Path) -> dict:
-    """Images/s over 500 images (the test split 5 times), checkpoint loading, file reading and boxes included
-    (best of 3).
-    Ours also writes predictions.json and the YOLO txt labels (not the annotated images)."""
-    import torch
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from visionkit.config import config_dir, register_resolvers
-    from visionkit.run import predict
-
-    register_resolvers()
-    test_images = sorted((yaml.parent / "images" / "test").glob("*.png"))
-    folder = tmp / "predict_images"  # 500 files, so start-up costs (loading the model) weigh little
-    folder.mkdir(exist_ok=True)
-    for copy in range(5):
-        for path in test_images:
-            (folder / f"{copy}_{path.name}").write_bytes(path.read_bytes())
-    images = sorted(folder.glob("*.png"))
-    speeds: dict = {}
-    for batch in (1, 16):
-        with initialize_config_dir(str(config_dir()), version_base="1.3"):
-            cfg = compose(
-                "predict",
-                overrides=[
-                    f"ckpt_path={ours_ckpt}",
-                    f"source={folder}",
-                    f"batch_size={batch}",
-                    "num_workers=0",
-                    "save_images=false",
-                    "trainer.enable_progress_bar=false",
-                ],
-            )
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp / f"predict{batch}")
-        best = 0.0
-        for _ in range(3):
-            start = time.perf_counter()
-            predict(cfg)
-            best = max(best, len(images) / (time.perf_counter() - start))
-        speeds[f"ours_predict_b{batch}"] = best
-    from ultralytics import YOLO
-
-    for batch in (1, 16):
-        best = 0.0
-        for _ in range(3):
-            torch.set_num_threads(os.cpu_count() or 1)  # their predictor lowers it to cpu_count - 1
-            start = time.perf_counter()
-            model = YOLO(their_pt)  # loading counted on both sides, as predict() loads the checkpoint
-            for _result in model.predict(
-                [str(p) for p in images], imgsz=IMGSZ, batch=batch, stream=True, verbose=False
-            ):
-                pass
-            best = max(best, len(images) / (time.perf_counter() - start))
-        speeds[f"ultralytics_predict_b{batch}"] = best
-    return speeds
 
 
 def _child(args: list[str]) -> dict:
@@ -252,16 +193,6 @@ def main() -> None:
         ("test mAP50-95, ultralytics' validator: ultralytics-trained", scores["ultralytics_uval_map50_95"], ""),
         ("test mAP50-95, ultralytics' validator: visionkit-trained (exported .pt)", scores["ours_uval_map50_95"], ""),
     ]
-    for batch in (1, 16):
-        ratio = scores[f"ours_predict_b{batch}"] / scores[f"ultralytics_predict_b{batch}"]
-        rows.append((f"predict images/s, batch {batch}: YOLO.predict", scores[f"ultralytics_predict_b{batch}"], ""))
-        rows.append(
-            (
-                f"predict images/s, batch {batch}: visionkit predict()",
-                scores[f"ours_predict_b{batch}"],
-                f"ratio {ratio:.2f}",
-            )
-        )
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print("| measurement | value | note |\n|---|---:|---|")
     for name, value, note in rows:

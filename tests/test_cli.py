@@ -129,6 +129,9 @@ def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path: Path) -> None:
         (["data=imagefolder"], "data.root is not set: pass data.root=<value> on the command line"),
         (["model.backbone=resnt18"], "unknown backbone 'resnt18'; did you mean resnet18"),
         (["data.num_classes=7"], "data.num_classes=7 but built-in handwritten digits"),
+        (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected an integer or null"),
+        (["trainer.max_epoch=5"], "trainer.max_epoch: no such key in trainer; did you mean max_epochs"),
+        (["model=resnt18"], "model=resnt18: no such model config; did you mean resnet18"),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_a_failing_exit_code(tmp_path: Path, args: list[str], message: str) -> None:
@@ -137,6 +140,7 @@ def test_bad_input_gets_one_clear_line_and_a_failing_exit_code(tmp_path: Path, a
     lines = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert lines == [f"visionkit-train: error: {lines[0].split('error: ', 1)[1]}"] and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    assert "Epoch" not in proc.stdout and "LeNet" not in proc.stdout  # stopped before any work
 
 
 def test_verbose_shows_the_traceback(tmp_path: Path) -> None:

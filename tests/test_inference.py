@@ -90,7 +90,7 @@ def test_unreadable_inputs_stop_with_their_name_or_are_skipped_and_counted(
 
 def test_stream_reads_lazily_and_runs_in_batches(digits_checkpoint: tuple[Path, Path]) -> None:
     ckpt, image = digits_checkpoint
-    predictor = load_predictor(ckpt)
+    predictor = load_predictor(ckpt, num_workers=0)
     array = np.asarray(Image.open(image).convert("RGB"))
     consumed, batches = [], []
     predictor.model.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
@@ -107,6 +107,10 @@ def test_stream_reads_lazily_and_runs_in_batches(digits_checkpoint: tuple[Path, 
     assert len(rest) == 9 and batches == [4, 4, 2] and len(consumed) == 10
     four_d = predictor(np.stack([array] * 3))  # a batch array is three images
     assert len(four_d) == 3
+    consumed.clear()
+    ahead = load_predictor(ckpt, num_workers=1).stream(frames(), batch_size=4)
+    assert next(ahead).ok and len(consumed) == 8  # a reading thread reads the next batch ahead, never more
+    assert len(list(ahead)) == 9
 
 
 def test_detection_results_are_in_image_pixels_and_round_trip_as_json(

@@ -136,5 +136,7 @@ def test_fast_stylizer_ddp_two_cpu_processes_then_stylize_export_and_predict(tmp
     assert Image.open(tmp_path / "fast" / "second.png").size == (56, 40)
     exported = run_folder(run("visionkit-export", [f"ckpt_path={best}", "formats=[onnx]"], tmp_path).stdout)
     assert (exported / "model.onnx").is_file()
-    wrong = run("visionkit-predict", [f"ckpt_path={best}", f"source={pictures}"], tmp_path, expect_ok=False)
-    assert wrong.returncode == 1 and "visionkit-stylize photo.jpg --model" in wrong.stderr
+    for named in ([], ["task=style_transfer"]):  # with or without naming the task: pointed to visionkit-stylize
+        args = [*named, f"ckpt_path={best}", f"source={pictures}"]
+        wrong = run("visionkit-predict", args, tmp_path, expect_ok=False)
+        assert wrong.returncode == 1 and "visionkit-stylize photo.jpg --model" in wrong.stderr, wrong.stderr

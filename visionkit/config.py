@@ -104,7 +104,7 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "data.mosaic": float,
     "source": str | None,
     "batch_size": int,
-    "num_workers": int,
+    "num_workers": int | None,
     "image_size": Size,
     "skip_bad_images": bool,
     "top_k": int,

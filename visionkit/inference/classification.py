@@ -95,6 +95,9 @@ class ClassificationPredictor(Predictor):
         """(B, C) softmax probabilities of normalized network inputs."""
         return torch.softmax(self.model(images).float(), dim=1)
 
+    def prepare_input(self, pixels: np.ndarray) -> np.ndarray:
+        return self.resize(pixels)
+
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
         probs = self.probabilities(self.to_network(self.resized(items))).cpu().numpy()
         return [ClassificationResult(**self.common(i), probs=p, k=self.top_k) for i, p in zip(items, probs)]

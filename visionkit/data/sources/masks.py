@@ -22,7 +22,7 @@ from PIL import Image
 from visionkit.data.mask_files import MaskReader
 from visionkit.data.splits import SPLITS, SampleSet, complete_splits, split_pool
 from visionkit.errors import VisionkitError
-from visionkit.utils.io import IMAGE_EXTENSIONS, check_image
+from visionkit.utils.io import IMAGE_EXTENSIONS, ORIENTATION, check_image
 
 SKIP_HINT = "fix it, or set data.skip_bad_masks=true to leave such pairs out"
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -66,7 +66,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     """(height, width) as `read_image` returns the image (EXIF rotation applied), from the header only."""
     with Image.open(path) as img:
         width, height = img.size
-        orientation = img.getexif().get(0x0112, 1)
+        orientation = img.getexif().get(ORIENTATION, 1)
     return (width, height) if orientation in _ROTATED else (height, width)
 
 
