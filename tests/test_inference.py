@@ -49,6 +49,10 @@ def test_every_input_type_gives_the_same_result(digits_checkpoint: tuple[Path, P
     top = results[0].top_k(3)
     assert len(top) == 3 and top[0][0] == results[0].label and top[0][1] >= top[1][1] >= top[2][1]
     assert abs(float(results[0].probs.sum()) - 1) < 1e-5 and results[0].names == [str(i) for i in range(10)]
+    record = results[1].to_dict()
+    assert json.loads(json.dumps(record)) == record and record["task"] == "classification"
+    assert record["label"] == results[1].label and len(record["top_k"]) == 5 and record["path"] == "image1"
+    assert results[0].plot().shape == (64, 64, 3) and results[0].plot().dtype == np.uint8
 
 
 def test_the_predictor_prepares_images_as_the_training_pipeline_did(digits_checkpoint: tuple[Path, Path]) -> None:

@@ -139,7 +139,6 @@ def test_predict_writes_masks_overlays_and_json_at_original_size(
         f"ckpt_path={trained_segmenter.ckpt}",
         f"source={photos}",
         "expected_task=segmentation",
-        "trainer.enable_progress_bar=false",
     ]
     cfg = compose_config(tmp_path / "out", overrides, name="predict")
     assert predict(cfg) == {"images": 2.0, "skipped": 0.0}

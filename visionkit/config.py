@@ -4,22 +4,15 @@
 from __future__ import annotations
 
 import difflib
-import enum
-import inspect
-import numbers
-import os
-import sys
-import types
-import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from functools import lru_cache
-from pathlib import Path, PurePath
-from typing import Any, Literal, Union
+from pathlib import Path
+from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from visionkit.errors import VisionkitError
+from visionkit.utils.hints import describe, fits, parameters
 
 _PACKAGE = Path(__file__).resolve().parent
 RUN_CONFIG = "config.yaml"
@@ -134,77 +127,10 @@ _CALL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 FILLED_AT_BUILD = ("task.num_classes", "task.class_names")  # run.build_task passes what the data found
 
 
-def _flat(hint: Any) -> list[Any]:
-    """The members of a (nested) union, Literal choices merged into one Literal."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    members = [m for a in args for m in _flat(a)] if origin in (Union, types.UnionType) else [hint]
-    choices = [c for m in members if typing.get_origin(m) is Literal for c in typing.get_args(m)]
-    rest = [m for m in members if typing.get_origin(m) is not Literal]
-    return ([Literal[tuple(dict.fromkeys(choices))]] if choices else []) + rest
-
-
-def _describe(hint: Any) -> str:
-    """The type a hint asks for, in words."""
-    members = _flat(hint)
-    if len(members) > 1:
-        return " or ".join(dict.fromkeys(_describe(m) for m in members))
-    hint = members[0]
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(dict.fromkeys(str(a) for a in args))
-    if origin in (list, tuple, Sequence, typing.Sequence):
-        return "a list"
-    if origin in (dict, Mapping):
-        return "a mapping"
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def matches(value: Any, hint: Any) -> bool:
-    """Whether a plain config value fits a type hint. Only what can be checked is: primitives, Literal, None,
-    lists and mappings; any other class accepts (the library it belongs to checks it)."""
-    if hint in (Any, inspect.Parameter.empty) or isinstance(hint, typing.TypeVar):
-        return True
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return any(matches(value, a) for a in args)
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in args) or (
-            isinstance(value, int) and not isinstance(value, bool) and value in args
-        )
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin in (list, tuple, Sequence, typing.Sequence, typing.MutableSequence):
-        if not isinstance(value, (list, tuple)):
-            return False
-        element = args[0] if args and (origin is not tuple or (len(args) == 2 and args[1] is Ellipsis)) else Any
-        return all(matches(v, element) for v in value)
-    if origin in (dict, Mapping, typing.Mapping) or hint in (dict, Mapping):
-        return isinstance(value, dict)
-    if hint in (list, tuple):
-        return isinstance(value, (list, tuple))
-    if isinstance(hint, type) and isinstance(value, (str, int, float, bool)):
-        # a plain value for a class: only path-like classes take strings, enums their values, Number numbers
-        if issubclass(hint, (PurePath, os.PathLike)):
-            return isinstance(value, str)
-        if issubclass(hint, numbers.Number):
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        return issubclass(hint, enum.Enum)
-    return True
-
-
 def _check_value(key: str, value: Any, hint: Any, source: str | None = None) -> None:
-    if not matches(value, hint):
+    if not fits(value, hint):
         origin = f" (from {source})" if source else ""
-        raise VisionkitError(f"{key}={value!r}{origin}: expected {_describe(hint)}")
+        raise VisionkitError(f"{key}={value!r}{origin}: expected {describe(hint)}")
 
 
 Check = tuple[str, Any, Any, str | None]  # key, value, type hint, the interpolation it came from
@@ -215,7 +141,6 @@ def _closest(word: str, choices: Sequence[str]) -> str:
     return f"did you mean {', '.join(close)}? " if close else ""
 
 
-@lru_cache(maxsize=256)
 def _signature(target: str) -> tuple[dict[str, Any], bool] | None:
     """({parameter: type hint}, takes **kwargs) of a `_target_`, or None when it cannot be inspected."""
     from hydra.utils import get_object
@@ -224,23 +149,7 @@ def _signature(target: str) -> tuple[dict[str, Any], bool] | None:
         obj = get_object(target)
     except Exception:
         raise VisionkitError(f"_target_: {target} cannot be imported; check the name") from None
-    try:
-        params = inspect.signature(obj).parameters
-    except (TypeError, ValueError):
-        return None
-    namespace = vars(sys.modules.get(getattr(obj, "__module__", ""), typing))
-
-    def hint(annotation: Any) -> Any:
-        """A string annotation evaluated where the target was defined; Any when it does not evaluate."""
-        if not isinstance(annotation, str):
-            return annotation
-        try:
-            return eval(annotation, namespace)  # the annotations of installed code, never user input
-        except Exception:
-            return Any
-
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    return {name: hint(p.annotation) for name, p in params.items() if name != "self"}, takes_any
+    return parameters(obj)
 
 
 def _plain(node: Any, key: str | int) -> tuple[bool, Any]:

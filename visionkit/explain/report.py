@@ -25,6 +25,7 @@ from visionkit.explain.receptive_field import LayerRow, write_layer_table
 from visionkit.explain.subjects import CamTarget, Subject
 from visionkit.style.images import save_image
 from visionkit.utils.io import atomic_write, read_image
+from visionkit.utils.palette import box_colour
 from visionkit.utils.viz import save_figure
 
 
@@ -54,10 +55,12 @@ class Explanation:
 
 
 def _picture(image: np.ndarray, heat: np.ndarray, target: CamTarget) -> np.ndarray:
+    """The heat map over the image; a detection's box in its class colour (the predictions' palette)."""
     picture = overlay(image, heat)
     if target.box is not None:
         canvas = Image.fromarray(picture)
-        ImageDraw.Draw(canvas).rectangle(target.box, outline=(255, 255, 255), width=2)
+        colour = box_colour(getattr(target.target, "class_index", 0))
+        ImageDraw.Draw(canvas).rectangle(target.box, outline=colour, width=2)
         picture = np.asarray(canvas)
     return picture
 

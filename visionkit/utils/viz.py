@@ -84,18 +84,20 @@ def detection_grid_figure(
     class_names: Sequence[str],
     title: str,
 ) -> Figure:
-    """Images in a grid with true boxes (dashed white) and predicted boxes (solid, class colour, `name score`).
+    """Images in a grid with true boxes (dashed white) and predicted boxes (solid, in the class palette of
+    `visionkit.utils.palette`, `name score`).
 
     predictions: per image (K, 6) `x1 y1 x2 y2 score class`; truths: per image (M, 5) `class x1 y1 x2 y2`.
     """
     from matplotlib.patches import Rectangle
+
+    from visionkit.utils.palette import box_colour
 
     count = len(images)
     cols = min(4, count)
     rows = (count + cols - 1) // cols
     fig = Figure(figsize=(cols * 2.6, rows * 2.6 + 0.4))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    colours = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple", "tab:cyan", "tab:pink")
     for ax in axes:
         ax.axis("off")
     for ax, image, pred, truth in zip(axes, images, predictions, truths):
@@ -103,7 +105,7 @@ def detection_grid_figure(
         for _cls, x1, y1, x2, y2 in np.asarray(truth).reshape(-1, 5):
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", lw=1.0, ls="--"))
         for x1, y1, x2, y2, score, cls in np.asarray(pred).reshape(-1, 6):
-            colour = colours[int(cls) % len(colours)]
+            colour = tuple(v / 255 for v in box_colour(int(cls)))  # the palette predictions are drawn in
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=1.2))
             ax.text(x1, y1, f"{class_names[int(cls)]} {score:.2f}", color="white", fontsize=5, va="bottom",
                     bbox={"facecolor": colour, "pad": 0.5, "lw": 0})  # fmt: skip
