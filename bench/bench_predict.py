@@ -1,15 +1,14 @@
 """Inference benchmark: images/s of `load_predictor(ckpt)(paths)` per task, and for detection side by side with
 `ultralytics.YOLO(<the same weights exported as .pt>).predict(paths)`.
 
-Detection: a YOLOv8-n trained here on the built-in shapes (128 px), a folder of 500 image files (the test split 5
+Detection: a YOLOv8-n trained here on the built-in shapes (128 px); a folder of 500 image files (the test split 5
 times) that both sides read lazily in batches (given a *list* of paths, ultralytics decodes them all into one
-batch whatever `batch` says, so a list would not be batch 1 on its side); the predictor with its default
-num_workers=1 (one thread reads the next batch; ultralytics has no such option),
-the same image size, conf 0.25, IoU 0.7, max_det 300, one class per box, the same torch thread count;
-model loading and warm-up outside the timing on both sides, both return a list of results; rounds interleaved
-(ours, theirs, ours, ...): the medians of `--rounds` rounds and the median of the per-round ratios (this VM's
-speed swings up to 2x within minutes; a pair of neighbouring runs shares the swing). The boxes of both sides are
-compared, so the two do the same work.
+batch whatever `batch` says, so a list would not be batch 1 on its side); the predictor with its defaults (no
+reading thread on the CPU); the same image size, conf 0.25, IoU 0.7, max_det 300, one class per box, the same
+torch thread count; model loading and warm-up outside the timing on both sides, both return a list of results.
+Rounds are interleaved, who goes first alternating (ours, theirs, theirs, ours, ...); the table gives the medians
+of `--rounds` rounds and the median of the per-round ratios (this VM's speed swings up to 2x within minutes; two
+neighbouring runs share the swing). The boxes of both sides are compared, so the two do the same work.
 Classification (LeNet-5 on 32 px digits, ResNet-18 at 224 px) and segmentation (U-Net/ResNet-18 on 128 px shapes,
 and a 512 x 512 image through 128 px tiles): images/s, with a plain PyTorch loop (PIL read, resize, normalize,
 forward) beside the classifiers for scale.
@@ -110,12 +109,14 @@ def detection(ckpt: str, cache: Path, tmp: Path, rounds: int, device: str) -> di
         ours(paths[:32], batch_size=batch)  # warm-up: first calls allocate and pick kernels
         theirs.predict(paths[:32], batch=batch, **settings)
         mine, other = [], []
-        for _ in range(rounds):  # interleaved: ours, theirs, ours, theirs ...
-            torch.set_num_threads(threads)
-            mine += _rates(partial(ours, folder, batch_size=batch), len(paths), 1)
-            torch.set_num_threads(threads)
-            other += _rates(partial(theirs.predict, folder, batch=batch, **settings), len(paths), 1)
-            result[f"their_threads_b{batch}"] = torch.get_num_threads()
+        for index in range(rounds):  # interleaved, and who goes first alternates: ours, theirs, theirs, ours ...
+            for side in ("ours", "theirs")[:: 1 if index % 2 == 0 else -1]:
+                torch.set_num_threads(threads)
+                if side == "ours":
+                    mine += _rates(partial(ours, folder, batch_size=batch), len(paths), 1)
+                else:
+                    other += _rates(partial(theirs.predict, folder, batch=batch, **settings), len(paths), 1)
+                    result[f"their_threads_b{batch}"] = torch.get_num_threads()
         result[f"ours_b{batch}"], result[f"theirs_b{batch}"] = median(mine), median(other)
         result[f"ours_b{batch}_all"], result[f"theirs_b{batch}_all"] = mine, other
         result[f"ratio_b{batch}"] = median(a / b for a, b in zip(mine, other))  # each round's pair: same load

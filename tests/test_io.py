@@ -81,3 +81,19 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
         handle.write("half")
         raise RuntimeError("crash")
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("suffix", "mode"),
+    [(".png", m) for m in ("RGB", "L", "RGBA", "LA", "P")] + [(".jpg", "RGB"), (".jpg", "L"), (".bmp", "RGB")],
+)
+def test_the_fast_decoder_gives_what_pil_gives(tmp_path: Path, suffix: str, mode: str) -> None:
+    """JPEG, PNG and BMP are decoded by OpenCV (faster); the pixels are PIL's (EXIF, alpha on white, palettes)."""
+    from visionkit.utils.io import pil_to_rgb
+
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((rng.random((30, 40, 4)) * 255).astype(np.uint8), "RGBA").convert(mode)
+    image.save(tmp_path / f"x{suffix}")
+    ours = read_image(tmp_path / f"x{suffix}")
+    assert ours.shape == (30, 40, 3) and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - pil_to_rgb(Image.open(tmp_path / f"x{suffix}"))).max() <= 1
