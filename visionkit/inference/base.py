@@ -180,6 +180,7 @@ class Predictor:
         scale = torch.tensor(contract.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
         self._mean = torch.tensor(contract.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
         self._inverse_std = 1.0 / scale
+        self._zero_mean = not any(contract.mean)  # YOLO and the stylizer take 0..1 pixels: one pass less
         self._resize = A.Compose(resize_ops(contract.image_size, contract.resize))
 
     @property
@@ -290,5 +291,7 @@ class Predictor:
         uint8 and become floats only there. Contiguous (NCHW): YOLOv8-n's channels-last CPU convolutions run 12 %
         faster on it at batch 16 than on a channels-last input (measured)."""
         stacked = torch.from_numpy(np.stack(pictures)).to(self.device, non_blocking=True)
-        images = stacked.permute(0, 3, 1, 2).contiguous().float()  # NCHW while still bytes: the cheap copy
+        images = stacked.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # one pass
+        if self._zero_mean:
+            return images.mul_(self._inverse_std)
         return images.sub_(self._mean).mul_(self._inverse_std)

@@ -42,7 +42,7 @@ class ClassificationResult(Result):
         return self.top_k(1)[0][1] if self.ok and len(self.probs) else None
 
     def fields(self) -> dict[str, Any]:
-        ranked = [(name, round(p, 6)) for name, p in self.top_k(self.k)] if self.ok else []
+        ranked = [[name, round(p, 6)] for name, p in self.top_k(self.k)] if self.ok else []
         return {"label": self.label, "confidence": ranked[0][1] if ranked else None, "top_k": ranked}
 
     def plot(self, k: int = 3) -> np.ndarray:
