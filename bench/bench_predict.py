@@ -29,35 +29,10 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
+from bench_detection import train_ours
 from common import run_child
 
 IMGSZ, CONF, IOU, MAX_DET = 128, 0.25, 0.7, 300
-
-
-def train_detector(epochs: int, out: Path, cache: Path) -> dict:
-    """YOLOv8-n through visionkit-train's config on the built-in shapes; returns the best checkpoint."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    from visionkit.config import config_dir, register_resolvers
-    from visionkit.run import train
-
-    register_resolvers()
-    overrides = [
-        "task=detection",
-        f"trainer.max_epochs={epochs}",
-        f"paths.data_dir={cache}",
-        "test_after_fit=false",
-        "trainer.enable_progress_bar=false",
-        "logger=csv",
-        f"task.close_mosaic={min(3, epochs)}",
-    ]
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-    train(cfg)
-    return {"ckpt": str(out / "checkpoints" / "best.ckpt")}
 
 
 def _copies(images: list[Path], folder: Path, total: int) -> list[str]:
@@ -230,8 +205,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        if kind == "train":
-            out = train_detector(int(rest[0]), Path(rest[1]), Path(rest[2]))
+        if kind == "train":  # the detection benchmark's training: visionkit-train's config, 128 px, batch 16
+            out = {"ckpt": train_ours(int(rest[0]), Path(rest[1]), Path(rest[2]))["best"]}
         elif kind == "detection":
             out = detection(rest[0], Path(rest[1]), Path(rest[2]), args.rounds, args.device)
         elif kind == "classification":

@@ -51,6 +51,13 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first} (run again with --verbose for the full traceback)"
 
 
+def report(prog: str, exc: Exception, verbose: bool) -> None:
+    """Print the one line of `exc` on stderr; with --verbose, raise it (its full traceback)."""
+    if verbose:
+        raise exc
+    print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+
+
 def guarded(prog: str, verbose: bool, work: Callable[[], Any]) -> Any:
     """Run `work()`; Ctrl-C exits 130 and any error exits 1 with its one line (the traceback with --verbose)."""
     try:
@@ -61,9 +68,7 @@ def guarded(prog: str, verbose: bool, work: Callable[[], Any]) -> Any:
     except SystemExit:
         raise
     except Exception as exc:
-        if verbose:
-            raise
-        print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+        report(prog, exc, verbose)
         sys.exit(EXIT_ERROR)
 
 
@@ -155,9 +160,7 @@ def run_hydra(prog: str, config_name: str, job: Job, renamed: dict[str, str] | N
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            if verbose:
-                raise
-            print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+            report(prog, exc, verbose)
             if sweeping:
                 failed.append(str(HydraConfig.get().job.num))
                 return float("nan")  # one failed job must not end the sweep

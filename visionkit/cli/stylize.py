@@ -123,6 +123,7 @@ def _steps(values: Sequence[int]) -> int | list[int]:
 def _run_optimization(args: argparse.Namespace, contents: list[str], outputs: list[Path]) -> int:
     from visionkit.style import StyleTransfer
     from visionkit.style.images import load_rgb, save_image, to_pil
+    from visionkit.utils.io import skip_unreadable
 
     if not args.style:
         raise VisionkitError("no style image: pass --style painting.jpg (or --model fast.ckpt)")
@@ -160,10 +161,8 @@ def _run_optimization(args: argparse.Namespace, contents: list[str], outputs: li
                 callback=callback,
             )
         except VisionkitError as exc:
-            if len(contents) == 1:
-                raise
+            skip_unreadable(PROG, content, exc, len(contents))
             failures += 1
-            print(f"{PROG}: skipped {content}: {exc}", file=sys.stderr)
             continue
         save_image(outcome.image, output)
         first, last = outcome.history[0]["loss"], outcome.history[-1]["loss"]

@@ -3,7 +3,6 @@ layer table printed once; and the layer list `layers=` takes."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,7 @@ from visionkit.explain.features import list_layers
 from visionkit.explain.receptive_field import table_markdown
 from visionkit.explain.report import explain_image
 from visionkit.explain.subjects import Subject
-from visionkit.utils.io import read_image
+from visionkit.utils.io import read_image, skip_unreadable
 
 
 def print_layers(subject: Subject) -> None:
@@ -63,10 +62,8 @@ def explain_images(
         try:  # only unreadable images are skipped; a wrong setting stops on the first image
             image = read_image(path)
         except VisionkitError as exc:
-            if len(paths) == 1:
-                raise
+            skip_unreadable(prog, path, exc, len(paths))
             failures += 1
-            print(f"{prog}: skipped {path}: {exc}", file=sys.stderr)
             continue
         result = explain_image(
             subject, image, folder, layers=layers, top_k=max(1, top_k), classes=classes, cam_layers=cam_layers,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,6 +139,14 @@ def to_rgb(image: object, name: str = "image") -> np.ndarray:
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     return np.ascontiguousarray(array[:, :, :3])
+
+
+def skip_unreadable(prog: str, path: str, exc: VisionkitError, inputs: int) -> None:
+    """The commands' rule for an unreadable input: alone it stops (raised); among several it is reported on
+    stderr and the others go on (the caller counts it, and exits 1 at the end)."""
+    if inputs == 1:
+        raise exc
+    print(f"{prog}: skipped {path}: {exc}", file=sys.stderr)
 
 
 def check_image(path: str | os.PathLike[str]) -> str | None:
