@@ -29,9 +29,8 @@ class Letterbox:
 
     def to_image(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
         """x1 y1 x2 y2 boxes in input pixels -> original image pixels, clipped to the image."""
-        out = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.left) / self.scale_x
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.top) / self.scale_y
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
+        out = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        xs, ys = out[:, 0::2], out[:, 1::2]  # views: the work is done in place
+        np.clip((xs - self.left) / self.scale_x, 0, width, out=xs)
+        np.clip((ys - self.top) / self.scale_y, 0, height, out=ys)
         return out
