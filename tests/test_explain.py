@@ -152,8 +152,6 @@ def test_explain_cli_on_a_classifier_writes_every_picture_and_the_table(
     bad = explain([f"ckpt_path={ckpt}", f"source={image}", "layers=[nope]"], tmp_path, ok=False)
     assert "no layer named 'nope'" in bad.stderr and "list_layers=true" in bad.stderr
     assert "Traceback" not in bad.stderr
-    flags = explain([f"ckpt_path={ckpt}", "--list-layers"], tmp_path, ok=False)  # the old flags are gone
-    assert flags.returncode != 0
 
 
 def test_explain_cli_skips_unreadable_images_and_keeps_going(

@@ -5,9 +5,7 @@ from visionkit.cli.runner import run_hydra
 
 def main() -> None:
     """Console entry point."""
-    from visionkit.run import evaluate
-
-    run_hydra("visionkit-eval", "eval", evaluate)
+    run_hydra("visionkit-eval", "eval", "evaluate")
 
 
 if __name__ == "__main__":

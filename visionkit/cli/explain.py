@@ -6,9 +6,7 @@ from visionkit.cli.runner import run_hydra
 
 def main() -> None:
     """Console entry point (`model=` is a plain value here, not the training config group)."""
-    from visionkit.run import explain
-
-    run_hydra("visionkit-explain", "explain", explain, renamed={"model": "network"})
+    run_hydra("visionkit-explain", "explain", "explain", renamed={"model": "network"})
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ from visionkit.cli.runner import run_hydra
 
 def main() -> None:
     """Console entry point."""
-    from visionkit.run import export
-
-    run_hydra("visionkit-export", "export", export)
+    run_hydra("visionkit-export", "export", "export")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,7 @@ from visionkit.cli.runner import run_hydra
 
 def main() -> None:
     """Console entry point."""
-    from visionkit.run import predict
-
-    run_hydra("visionkit-predict", "predict", predict, renamed={"task": "expected_task"})
+    run_hydra("visionkit-predict", "predict", "predict", renamed={"task": "expected_task"})
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ inputs left unprocessed, or failed sweep jobs; 130 interrupted (finished outputs
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -22,7 +23,6 @@ from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_overrides, config_di
 from visionkit.errors import user_message
 from visionkit.utils.logging import is_rank_zero
 
-Job = Callable[[DictConfig], dict[str, float]]
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 _NOISE = (
     ".*treespec.*",
@@ -133,9 +133,10 @@ def _overrides(argv: list[str]) -> list[str]:
     return list(known.overrides or [])
 
 
-def run_hydra(prog: str, config_name: str, job: Job, renamed: dict[str, str] | None = None) -> None:
-    """Run `job` under Hydra with the shipped configs, after checking the overrides (a misspelt key or an unknown
-    choice is named with its close matches). A job whose metrics report `failed` inputs exits 1.
+def run_hydra(prog: str, config_name: str, job: str, renamed: dict[str, str] | None = None) -> None:
+    """Run `job` (a function of `visionkit.run`, by name) under Hydra with the shipped configs, after checking the
+    overrides (a misspelt key or an unknown choice is named with its close matches, in a second: the job's
+    heavy imports come after). A job whose metrics report `failed` inputs exits 1.
 
     renamed: command-line keys passed on under another name (`task=` of visionkit-predict is a plain value
     there, while Hydra would take it for the `task` config group of training).
@@ -156,7 +157,7 @@ def run_hydra(prog: str, config_name: str, job: Job, renamed: dict[str, str] | N
 
         sweeping = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         try:
-            metrics = job(cfg)
+            metrics = getattr(importlib.import_module("visionkit.run"), job)(cfg)
         except KeyboardInterrupt:
             raise
         except Exception as exc:

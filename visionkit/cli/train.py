@@ -5,9 +5,7 @@ from visionkit.cli.runner import run_hydra
 
 def main() -> None:
     """Console entry point."""
-    from visionkit.run import train
-
-    run_hydra("visionkit-train", "train", train)
+    run_hydra("visionkit-train", "train", "train")
 
 
 if __name__ == "__main__":

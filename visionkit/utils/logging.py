@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
-from lightning.pytorch.utilities import rank_zero_only
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")  # the ones Lightning reads
 
 
 def process_rank() -> int:
-    """Global rank of this process: Lightning's view, read from the launcher's environment at start-up."""
-    return int(getattr(rank_zero_only, "rank", 0))
+    """Global rank of this process: Lightning's view once Lightning is loaded (DDP set-up updates it), else the
+    launcher's environment as Lightning reads it at start-up (so the commands need not import it to know)."""
+    if "lightning.pytorch" in sys.modules:
+        from lightning.pytorch.utilities import rank_zero_only
+
+        return int(getattr(rank_zero_only, "rank", 0))
+    return next((int(os.environ[k]) for k in _RANK_VARIABLES if os.environ.get(k)), 0)
 
 
 def is_rank_zero() -> bool:
