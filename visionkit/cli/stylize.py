@@ -84,7 +84,7 @@ def _contents(sources: Sequence[str]) -> list[str]:
 def output_paths(contents: Sequence[str], output: str, single_file_ok: bool) -> list[Path]:
     """Where each content's result goes: `output` itself for one photo when it has an image suffix, else
     `output/<photo name>` (the photo's suffix when it is a writable type, else .png)."""
-    from visionkit.style.images import SAVE_FORMATS
+    from visionkit.utils.io import SAVE_FORMATS
 
     out = Path(output).expanduser()
     if out.suffix.lower() in SAVE_FORMATS and not out.is_dir():
@@ -122,8 +122,8 @@ def _steps(values: Sequence[int]) -> int | list[int]:
 
 def _run_optimization(args: argparse.Namespace, contents: list[str], outputs: list[Path]) -> int:
     from visionkit.style import StyleTransfer
-    from visionkit.style.images import load_rgb, save_image, to_pil
-    from visionkit.utils.io import skip_unreadable
+    from visionkit.style.images import load_rgb, to_pil
+    from visionkit.utils.io import save_image, skip_unreadable
 
     if not args.style:
         raise VisionkitError("no style image: pass --style painting.jpg (or --model fast.ckpt)")
@@ -176,7 +176,7 @@ def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path
     from PIL import Image
 
     from visionkit.inference import build_predictor, open_checkpoint
-    from visionkit.style.images import save_image
+    from visionkit.utils.io import save_image
 
     if args.style:
         raise VisionkitError("--model stylizes with the style it was trained on: drop --style, or drop --model")

@@ -23,8 +23,7 @@ from visionkit.explain.features import (
 )
 from visionkit.explain.receptive_field import LayerRow, write_layer_table
 from visionkit.explain.subjects import CamTarget, Subject
-from visionkit.style.images import save_image
-from visionkit.utils.io import atomic_write, read_image
+from visionkit.utils.io import atomic_write, read_image, save_image
 from visionkit.utils.palette import box_colour
 from visionkit.utils.viz import save_figure
 

@@ -25,7 +25,7 @@ from visionkit.data.augment import resize_ops
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.utils.device import autocast, pick_device, resolve_precision
-from visionkit.utils.io import atomic_write, read_image, to_rgb
+from visionkit.utils.io import SAVE_FORMATS, atomic_write, read_image, save_image, to_rgb
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -104,12 +104,9 @@ class Result:
 
 
 def save_picture(picture: np.ndarray, path: Path) -> Path:
-    """An HxWx3 uint8 picture as JPEG (for .jpg/.jpeg names) or PNG (any other name gets .png), atomically."""
-    suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
-    target = path.with_suffix(suffix)
-    with atomic_write(target) as handle:
-        Image.fromarray(picture).save(handle, format="JPEG" if suffix != ".png" else "PNG", quality=92)
-    return target
+    """An HxWx3 uint8 picture in its name's image type (.png when the name has none), atomically."""
+    target = path if path.suffix.lower() in SAVE_FORMATS else path.with_suffix(".png")
+    return save_image(Image.fromarray(picture), target, quality=92)
 
 
 def write_records(records: Sequence[dict[str, Any]], folder: Path) -> Path:

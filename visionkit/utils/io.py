@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from visionkit.errors import VisionkitError
 
 ORIENTATION = 0x0112  # the EXIF tag of the camera's rotation
+SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -26,7 +27,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype.kind == "f":
         peak = 1.0 if float(np.nanmax(array, initial=0.0)) <= 1.0 else 255.0
-        return np.clip(np.nan_to_num(array) * (255.0 / peak), 0, 255).astype(np.uint8)
+        return (np.clip(np.nan_to_num(array) * (255.0 / peak), 0, 255) + 0.5).astype(np.uint8)
     peak = 255 if int(array.max(initial=0)) <= 255 else 65535
     return (array.astype(np.float32) * (255.0 / peak) + 0.5).astype(np.uint8)
 
@@ -189,3 +190,15 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
     """Write to a temporary file beside `path` and rename it into place only when writing succeeded."""
     with atomic_path(path, suffix=".tmp") as tmp, open(tmp, mode) as handle:
         yield handle
+
+
+def save_image(image: Image.Image, path: str | os.PathLike[str], quality: int = 95) -> Path:
+    """Write `image` to `path` atomically (a crash leaves no half-written file); format from the suffix."""
+    path = Path(path)
+    fmt = SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise VisionkitError(f"output {path}: unknown image type {path.suffix!r}; use one of {sorted(SAVE_FORMATS)}")
+    options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    with atomic_write(path) as handle:
+        image.save(handle, format=fmt, **options)
+    return path
