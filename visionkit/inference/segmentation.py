@@ -116,12 +116,11 @@ class SegmentationPredictor(Predictor):
             labels = np.asarray(resized)
         return labels.astype(np.uint8 if len(self.names) <= 256 else np.int32)
 
-    def labels(self, image: np.ndarray, scaled: np.ndarray | None = None) -> np.ndarray:
-        """(H, W) class ids of an HxWx3 uint8 image at its own size, through overlapping tiles (`scaled`: the
-        image already resized by `scale`)."""
-        labels = segment_image(
+    def _tiled(self, seen: np.ndarray) -> np.ndarray:
+        """Class ids of an image (already resized by `scale`) through overlapping tiles."""
+        return segment_image(
             self.scores,
-            self._scaled(image) if scaled is None else scaled,
+            seen,
             self.contract.mean,
             self.contract.std,
             tile=self.tile,
@@ -130,21 +129,21 @@ class SegmentationPredictor(Predictor):
             multiple=SIZE_MULTIPLE,
             device=self.device,
         )
-        return self._at_size(labels, *image.shape[:2])
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
         """Images that fit in one tile share forward passes; larger ones are tiled one by one."""
         seen = [self._scaled(item.pixels) for item in items]
         small = [i for i, image in enumerate(seen) if image.shape[0] <= self.tile[0] and image.shape[1] <= self.tile[1]]
-        masks: dict[int, np.ndarray] = {}
+        labels: dict[int, np.ndarray] = {}
         if small:
-            labels = segment_small(
-                self.scores, [seen[i] for i in small], self.contract.mean, self.contract.std,
-                self.tile, self.device,
-            )  # fmt: skip
-            masks = {i: self._at_size(ids, *items[i].pixels.shape[:2]) for i, ids in zip(small, labels)}
+            batch = [seen[i] for i in small]
+            found = segment_small(self.scores, batch, self.contract.mean, self.contract.std, self.tile, self.device)
+            labels = dict(zip(small, found))
         return [
-            SegmentationResult(**self.common(item), mask=masks[i] if i in masks else self.labels(item.pixels, seen[i]))
+            SegmentationResult(
+                **self.common(item),
+                mask=self._at_size(labels[i] if i in labels else self._tiled(seen[i]), *item.pixels.shape[:2]),
+            )
             for i, item in enumerate(items)
         ]
 
