@@ -2,5 +2,6 @@
 
 from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
 from visionkit.callbacks.sample_predictions import SamplePredictionPlot
+from visionkit.callbacks.speed_report import SpeedReport
 
-__all__ = ["ConfusionMatrixPlot", "SamplePredictionPlot"]
+__all__ = ["ConfusionMatrixPlot", "SamplePredictionPlot", "SpeedReport"]
