@@ -45,7 +45,8 @@ def preloaded_digits(image_size: int) -> TensorDataset:
     dm.setup("fit")
     ds = dm.datasets["train"]
     items = [ds[i] for i in range(len(ds))]
-    return TensorDataset(torch.stack([s["image"] for s in items]), torch.stack([s["label"] for s in items]))
+    images = dm.normalize_batch({"image": torch.stack([s["image"] for s in items])})["image"]
+    return TensorDataset(images, torch.stack([s["label"] for s in items]))
 
 
 class _DictBatches(torch.utils.data.Dataset):

@@ -67,7 +67,7 @@ def test_the_predictor_prepares_images_as_the_training_pipeline_did(digits_check
     raw = [dataset.read(i) for i in range(16)]  # the RGB images before any transform
     task = ClassificationTask.load_from_checkpoint(ckpt, weights_only=True).eval()
     with torch.no_grad():
-        expected = torch.softmax(task(next(iter(dm.test_dataloader()))["image"]), 1).numpy()
+        expected = torch.softmax(task(dm.normalize_batch(next(iter(dm.test_dataloader())))["image"]), 1).numpy()
     ours = np.stack([r.probs for r in load_predictor(ckpt, device="cpu", batch_size=5)(raw)])
     np.testing.assert_allclose(ours, expected, atol=1e-4)
     labels = next(iter(dm.test_dataloader()))["label"].numpy()

@@ -66,6 +66,9 @@ def build_datamodule(
         split_seed=data.split_seed,
         skip_bad_images=data.skip_bad_images,
         mosaic=float(data.get("mosaic", 0.0)) if augment is not None else 0.0,
+        cache=data.get("cache"),
+        cache_dir=data.get("cache_dir"),
+        cache_max_gb=data.get("cache_max_gb"),
     )
 
 

@@ -4,9 +4,14 @@ change to whatever targets the task has (image only, boxes, masks)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 import albumentations as A
+import cv2
+import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 from omegaconf import OmegaConf
 
@@ -42,26 +47,66 @@ def size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return height, width
 
 
+def _first_op(height: int, width: int, mode: str) -> A.BasicTransform:
+    if mode == "stretch":
+        return A.Resize(height, width)
+    if mode == "letterbox":
+        return A.LongestMaxSize(max_size_hw=(height, width))
+    if mode == "crop":
+        return A.SmallestMaxSize(max_size_hw=(height, width))
+    raise VisionkitError(f"data.resize={mode!r} is not a resize mode; choose one of {list(RESIZE_MODES)}")
+
+
 def resize_ops(image_size: int | Sequence[int], mode: str, mask_fill: int = 0) -> list[A.BasicTransform]:
     """Bring any image to the network size: `stretch`, `letterbox` (keep aspect, pad) or `crop` (centre)."""
     height, width = size_hw(image_size)
-    if mode == "stretch":
-        return [A.Resize(height, width)]
+    first = _first_op(height, width, mode)
     if mode == "letterbox":
-        return [
-            A.LongestMaxSize(max_size_hw=(height, width)),
-            A.PadIfNeeded(
-                min_height=height,
-                min_width=width,
-                border_mode=0,
-                fill=LETTERBOX_FILL,
-                fill_mask=mask_fill,
-                position="center",
-            ),
-        ]
+        pad = A.PadIfNeeded(
+            min_height=height,
+            min_width=width,
+            border_mode=0,
+            fill=LETTERBOX_FILL,
+            fill_mask=mask_fill,
+            position="center",
+        )
+        return [first, pad]
     if mode == "crop":
-        return [A.SmallestMaxSize(max_size_hw=(height, width)), A.CenterCrop(height, width)]
-    raise VisionkitError(f"data.resize={mode!r} is not a resize mode; choose one of {list(RESIZE_MODES)}")
+        return [first, A.CenterCrop(height, width)]
+    return [first]
+
+
+@dataclass(frozen=True)
+class FirstResize:
+    """The pipeline's first, deterministic step (stretch to the size, or scale to fit inside or cover it), done
+    as soon as an image is read: JPEGs then decode at reduced size, caches hold only what the pipeline uses,
+    and the pipeline's own first step finds nothing left to do. Augmentations come after it either way."""
+
+    image_size: tuple[int, int]
+    mode: str
+
+    def needed(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) this step makes of a picture of (height, width): the target in one side (both
+        when stretching), the other rounded up, so the pipeline's own step leaves it as it is."""
+        target_h, target_w = self.image_size
+        if self.mode == "stretch":
+            return target_h, target_w
+        pick = min if self.mode == "letterbox" else max
+        scale = pick(target_h / height, target_w / width)
+        return max(1, math.ceil(height * scale - 1e-6)), max(1, math.ceil(width * scale - 1e-6))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """`image` at `needed(...)` (bilinear, as the pipeline's resize)."""
+        height, width = self.needed(*image.shape[:2])
+        if image.shape[:2] == (height, width):
+            return image
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def first_resize(image_size: int | Sequence[int], mode: str) -> FirstResize:
+    """The first step of `resize_ops(image_size, mode)` as a FirstResize."""
+    _first_op(*size_hw(image_size), mode)  # an unknown mode is named here
+    return FirstResize(size_hw(image_size), mode)
 
 
 def _fill_masks_with(transforms: Sequence[A.BasicTransform], value: int) -> None:
@@ -86,8 +131,12 @@ def build_transform(
     min_side: float = 2.0,
     mask_fill: int = 0,
     seed: int | None = None,
+    normalize: bool = True,
 ) -> A.Compose:
     """Compose resize + `augment` + normalize + to-tensor for the given targets.
+
+    With `normalize=False` images stay uint8 (C×H×W tensors): a quarter of the bytes through worker queues
+    and pinned memory; `normalize_images` turns a batch into floats later, on the training device.
 
     targets: any of "image", "boxes" (with `class_labels` kept aligned) and "mask". Pass `augment=None`
     for validation/test. The result is called as `t(image=..., bboxes=..., class_labels=..., mask=...)`.
@@ -113,7 +162,17 @@ def build_transform(
     ops = [
         *resize_ops(image_size, resize, mask_fill),
         *(augment or []),
-        A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+        *([A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)] if normalize else []),
         ToTensorV2(),
     ]
     return A.Compose(ops, bbox_params=bbox_params, seed=seed)
+
+
+def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """A uint8 (B, C, H, W) batch as float32 `(x / 255 - mean) / std` on the batch's device, the same values
+    albumentations' Normalize gives; a float batch (normalized already) is returned as it is."""
+    if images.is_floating_point():
+        return images
+    scale = torch.tensor([255.0 * s for s in std], device=images.device).view(1, -1, 1, 1)
+    shift = torch.tensor([255.0 * m for m in mean], device=images.device).view(1, -1, 1, 1)
+    return images.to(torch.float32).sub_(shift).div_(scale)

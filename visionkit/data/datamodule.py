@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -10,21 +11,49 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_preset, size_hw
+from visionkit.data.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_transform,
+    first_resize,
+    load_preset,
+    normalize_images,
+    size_hw,
+)
 from visionkit.data.datasets import (
     ClassificationDataset,
     DetectionDataset,
     ImageSampleDataset,
     PhotoDataset,
     SegmentationDataset,
+    bad_image_error,
     detection_collate,
     find_bad_images,
 )
+from visionkit.data.decoded import CACHE_KINDS, build_reader
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
+
+
+class TimedLoader(DataLoader):
+    """A DataLoader that notes how long the latest batch took to arrive (`last_wait`, seconds): the time the
+    training loop really waited for data, which the speed report tells from the rest of the loop's work."""
+
+    last_wait: float | None = None
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.last_wait = time.perf_counter() - start
+            yield batch
 
 
 class DataSource(Protocol):
@@ -51,6 +80,12 @@ class VisionDataModule(L.LightningDataModule):
     `num_classes`, when given, must agree with the data (it is checked, never trusted blindly).
     Lightning adds the DistributedSampler under DDP; the seeded split is identical on every rank.
     `mosaic` (detection): share of training samples built as a 2x2 mosaic of four images.
+
+    Images are read at the size the pipeline first needs (JPEGs decoded at 1/2, 1/4 or 1/8 scale when that
+    covers it) and travel as uint8 until Lightning has moved the batch to the device, where
+    `on_after_batch_transfer` normalizes them (call `normalize_batch` when iterating a loader by hand).
+    `cache`: "ram" decodes every image once into shared memory (at most `cache_max_gb`, default half the
+    memory available), "disk" keeps decoded images as files under `cache_dir` for later epochs and runs.
     """
 
     def __init__(
@@ -73,8 +108,14 @@ class VisionDataModule(L.LightningDataModule):
         skip_bad_images: bool = False,
         eval_batch_size: int | None = None,
         mosaic: float = 0.0,
+        cache: str | None = None,
+        cache_dir: str | None = None,
+        cache_max_gb: float | None = None,
     ) -> None:
         super().__init__()
+        if cache not in CACHE_KINDS:
+            raise VisionkitError(f"data.cache={cache!r} is not a cache kind; choose null, ram or disk")
+        self.cache, self.cache_dir, self.cache_max_gb = cache, cache_dir, cache_max_gb
         self.source = source
         self.image_size = image_size
         self.expected_num_classes = num_classes
@@ -145,11 +186,42 @@ class VisionDataModule(L.LightningDataModule):
             resize=self.resize,
             targets=self.dataset_class.targets,
             mask_fill=self.mask_fill,
+            normalize=False,
         )
+
+    def normalize_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with its uint8 images as normalized floats (on the images' device)."""
+        if isinstance(batch, dict) and isinstance(batch.get("image"), torch.Tensor):
+            batch["image"] = normalize_images(batch["image"], self.mean, self.std)
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Lightning's hook after the batch reached the device: normalization happens there (on the GPU when
+        training on one), so loaders and workers move a quarter of the bytes."""
+        return self.normalize_batch(batch)
+
+    def _reading(self, name: str, samples: SampleSet) -> dict[str, object]:
+        """How the split's images are read: at the first resize's size, through the configured cache."""
+        # a mosaic fits each tile inside the size; the samples left whole are resized as configured: covering
+        # the size serves both when that is a stretch
+        mosaic_stretch = self.mosaic_split(name) and self.resize == "stretch"
+        first = first_resize(self.image_size, "crop" if mosaic_stretch else self.resize)
+        if not isinstance(samples.images, list):
+            return {"first": first}
+        max_bytes = None if self.cache_max_gb is None else int(self.cache_max_gb * 2**30)
+        reader = build_reader(
+            samples.images, first, self.cache, cache_dir=self.cache_dir, max_bytes=max_bytes, split=name
+        )
+        return {"first": first, "reader": reader}
+
+    def mosaic_split(self, name: str) -> bool:
+        """Whether split `name` builds mosaics (each tile is fitted inside the size, whatever `resize` says)."""
+        return name == "train" and self.mosaic > 0 and self.dataset_class is DetectionDataset
 
     def _make_dataset(self, name: str, samples: SampleSet) -> ImageSampleDataset:
         train = name == "train"
-        if train and self.mosaic > 0 and self.dataset_class is DetectionDataset:
+        reading = self._reading(name, samples)
+        if self.mosaic_split(name):
             # the preset's Affine zooms and shifts the whole mosaic canvas instead of the cropped view
             affine = next((t for t in self.augment if isinstance(t, A.Affine)), None)
             scale, translate = (1.0, 1.0), 0.0
@@ -168,12 +240,17 @@ class VisionDataModule(L.LightningDataModule):
                 mosaic_transform=self.transform(train=True, augment=rest),
                 mosaic_scale=scale,
                 mosaic_translate=translate,
+                **reading,
             )
         if self.dataset_class is SegmentationDataset:
             return SegmentationDataset(
-                samples, self.transform(train=train), self.skip_bad_images, mask_reader=self.source.mask_reader
+                samples,
+                self.transform(train=train),
+                self.skip_bad_images,
+                mask_reader=self.source.mask_reader,
+                **reading,
             )
-        return self.dataset_class(samples, self.transform(train=train), self.skip_bad_images)
+        return self.dataset_class(samples, self.transform(train=train), self.skip_bad_images, **reading)
 
     def _load_splits(self) -> dict[str, SampleSet]:
         if self._splits is None:
@@ -195,11 +272,7 @@ class VisionDataModule(L.LightningDataModule):
             return samples
         first_path, first_reason = bad[0]
         if not self.skip_bad_images:
-            more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-            raise VisionkitError(
-                f"bad image {first_path}: {first_reason}{more}; delete or replace it, "
-                "or set data.skip_bad_images=true to skip bad images"
-            )
+            raise bad_image_error(first_path, first_reason, len(bad) - 1)
         bad_paths = {path for path, _ in bad}
         keep = [i for i, path in enumerate(samples.images) if path not in bad_paths]
         log.warning(f"{split}: skipped {len(bad)} bad image(s), e.g. {first_path}: {first_reason}")
@@ -219,7 +292,7 @@ class VisionDataModule(L.LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         if name not in self.datasets:
             self.setup({"train": "fit", "val": "fit"}.get(name, "test"))
-        return DataLoader(
+        return TimedLoader(
             self.datasets[name],
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,

@@ -9,18 +9,30 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from visionkit.data.augment import FirstResize
+from visionkit.data.batch_augment import BatchAugment
+from visionkit.data.decoded import Decoded, ImageReader
 from visionkit.data.mask_files import MaskReader
 from visionkit.data.mosaic import mosaic4
 from visionkit.data.splits import SampleSet
 from visionkit.errors import VisionkitError
-from visionkit.utils.io import check_image, read_image
+from visionkit.utils.io import UnreadableImage, check_image
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__, rank_zero_only=False)
+
+
+def bad_image_error(path: str, reason: str, more: int = 0) -> VisionkitError:
+    """The one message for an unreadable training image, whether the up-front scan or the decoder found it."""
+    also = f" (and {more} more)" if more else ""
+    return VisionkitError(
+        f"bad image {path}: {reason}{also}; delete or replace it, or set data.skip_bad_images=true to skip bad images"
+    )
 
 
 def find_bad_images(paths: Sequence[str], threads: int = 8) -> list[tuple[str, str]]:
@@ -38,12 +50,32 @@ class ImageSampleDataset(Dataset):
     """
 
     targets: tuple[str, ...] = ("image",)  # what the augmentation pipeline must carry along
+    batched: BatchAugment | None = None  # in-memory images augmented a batch at a time (`__getitems__`)
 
-    def __init__(self, samples: SampleSet, transform: A.Compose, skip_bad_images: bool = False) -> None:
+    def __init__(
+        self,
+        samples: SampleSet,
+        transform: A.Compose,
+        skip_bad_images: bool = False,
+        *,
+        first: FirstResize | None = None,
+        reader: ImageReader | None = None,
+    ) -> None:
+        """first: the pipeline's first resize, done when an image is read (JPEGs decode at reduced size;
+        in-memory images are resized once, here). reader: reads image files (with a cache); by default one
+        without cache."""
         self.samples = samples
         self.transform = transform
         self.skip_bad_images = skip_bad_images
         self._seeded_for: tuple[int, int] | None = None
+        images = samples.images
+        if isinstance(images, np.ndarray):
+            self._array_size = tuple(images.shape[1:3])
+            if first is not None and len(images):
+                self.samples = SampleSet(np.stack([first(image) for image in images]), samples.targets)
+            self.reader = None
+        else:
+            self.reader = reader or ImageReader(list(images), first, None)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -57,17 +89,27 @@ class ImageSampleDataset(Dataset):
         key = (os.getpid(), torch.initial_seed())
         if key != self._seeded_for:
             self.transform.set_random_seed(int(torch.initial_seed() % 2**31))
+            if self.batched is not None:
+                self.batched.seed(int(torch.initial_seed() % 2**31))
             self._seeded_for = key
 
-    def read(self, index: int) -> np.ndarray:
-        """The raw HxWx3 uint8 RGB image of sample `index`."""
-        images = self.samples.images
-        if isinstance(images, np.ndarray):
-            return images[index]
-        return read_image(images[index])
+    def load(self, index: int) -> Decoded:
+        """Sample `index`'s HxWx3 uint8 RGB image at the pipeline's first size, and the image's full size."""
+        if self.reader is None:
+            return self.samples.images[index], self._array_size
+        try:
+            return self.reader(index)
+        except UnreadableImage as exc:
+            raise bad_image_error(str(exc.path), exc.reason) from None
 
-    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
-        """Augment `image` with its `target` and return the sample dict."""
+    def read(self, index: int) -> np.ndarray:
+        """Sample `index`'s image at the pipeline's first size."""
+        return self.load(index)[0]
+
+    def make_sample(
+        self, image: np.ndarray, target: Any, index: int, full_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        """Augment `image` (at the first size) with its `target` (for the image's `full_size`), as a sample dict."""
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -75,27 +117,47 @@ class ImageSampleDataset(Dataset):
         for attempt in range(len(self)):
             current = (index + attempt) % len(self)
             try:
-                image = self.read(current)
+                image, full = self.load(current)
             except VisionkitError as exc:
                 if not self.skip_bad_images:
                     raise
-                log.warning(f"skipped bad image: {exc}")
+                log.warning(f"skipped {str(exc).split(';')[0]}")
                 continue
-            return self.make_sample(image, self.samples.targets[current], current)
+            return self.make_sample(image, self.samples.targets[current], current, full)
         raise VisionkitError("every image in this split is unreadable")
 
 
 class ClassificationDataset(ImageSampleDataset):
-    """Samples `{"image": CxHxW float tensor, "label": int64 tensor}` from images and class ids."""
+    """Samples `{"image": CxHxW uint8 tensor, "label": int64 tensor}` from images and class ids. In-memory
+    images whose pipeline `BatchAugment` can run are augmented a whole batch at a time (DataLoader's
+    `__getitems__`): the built-in digits' loader then delivers several times what LeNet-5 consumes."""
 
-    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+    def __init__(self, samples: SampleSet, transform: A.Compose, skip_bad_images: bool = False, **reading: Any):
+        super().__init__(samples, transform, skip_bad_images, **reading)
+        images = self.samples.images
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            self.batched = BatchAugment.from_pipeline(transform, images.shape[1:3])
+
+    def make_sample(
+        self, image: np.ndarray, target: Any, index: int, full_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         return {"image": self.transform(image=image)["image"], "label": torch.as_tensor(target)}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        if self.batched is None:
+            return [self[index] for index in indices]
+        self._reseed()
+        images = self.batched(self.samples.images[indices])
+        labels = torch.as_tensor(self.samples.targets[indices])
+        return [{"image": image, "label": label} for image, label in zip(images, labels)]
 
 
 class PhotoDataset(ImageSampleDataset):
     """Samples `{"image", "index"}` from unlabelled photos (the fast stylizer's training data)."""
 
-    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+    def make_sample(
+        self, image: np.ndarray, target: Any, index: int, full_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         return {"image": self.transform(image=image)["image"], "index": torch.tensor(index)}
 
 
@@ -122,8 +184,9 @@ class DetectionDataset(ImageSampleDataset):
         mosaic_transform: A.Compose | None = None,
         mosaic_scale: tuple[float, float] = (1.0, 1.0),
         mosaic_translate: float = 0.0,
+        **reading: Any,
     ) -> None:
-        super().__init__(samples, transform, skip_bad_images)
+        super().__init__(samples, transform, skip_bad_images, **reading)
         self.mosaic_size = mosaic_size
         self.mosaic_transform = mosaic_transform or transform
         self.mosaic_scale = mosaic_scale
@@ -171,7 +234,9 @@ class DetectionDataset(ImageSampleDataset):
             items.append((np.full_like(image, 114), np.zeros((0, 5), np.float32)))
         return mosaic4(items, self.mosaic_size, self._rng, self.mosaic_scale, self.mosaic_translate)
 
-    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+    def make_sample(
+        self, image: np.ndarray, target: Any, index: int, full_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         transform = self.transform
         if self.mosaic_size is not None and self._rng.random() < self.mosaic_probability:
             self._recent[index] = image
@@ -197,18 +262,28 @@ class SegmentationDataset(ImageSampleDataset):
     targets = ("image", "mask")
 
     def __init__(
-        self, samples: SampleSet, transform: A.Compose, skip_bad_images: bool = False, *, mask_reader: MaskReader
+        self,
+        samples: SampleSet,
+        transform: A.Compose,
+        skip_bad_images: bool = False,
+        *,
+        mask_reader: MaskReader,
+        **reading: Any,
     ) -> None:
-        super().__init__(samples, transform, skip_bad_images)
+        super().__init__(samples, transform, skip_bad_images, **reading)
         self.mask_reader = mask_reader
 
-    def make_sample(self, image: np.ndarray, target: Any, index: int) -> dict[str, torch.Tensor]:
+    def make_sample(
+        self, image: np.ndarray, target: Any, index: int, full_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
         mask = self.mask_reader.read(target)
-        if mask.shape != image.shape[:2]:
+        if mask.shape != tuple(full_size):
             raise VisionkitError(
                 f"mask {target} is {mask.shape[1]}x{mask.shape[0]} px but its image {self.samples.images[index]} "
-                f"is {image.shape[1]}x{image.shape[0]}; a mask must have its image's size"
+                f"is {full_size[1]}x{full_size[0]}; a mask must have its image's size"
             )
+        if mask.shape != image.shape[:2]:  # the image was read at the pipeline's first size: the mask follows
+            mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
         out = self.transform(image=image, mask=mask)
         return {"image": out["image"], "mask": torch.as_tensor(out["mask"]).long(), "index": torch.tensor(index)}
 

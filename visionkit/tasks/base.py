@@ -75,17 +75,20 @@ class VisionTask(L.LightningModule):
     monitor: the metric plateau schedulers watch (the config passes `monitor.metric`, the same one best.ckpt and
     early stopping use). optimizer / scheduler: callables that take the parameters / the optimizer (Hydra
     `_partial_: true` configs, or `functools.partial(torch.optim.AdamW, lr=1e-3)` in Python). They are not
-    saved in the checkpoint's hyper-parameters, so a checkpoint loads without them.
+    saved in the checkpoint's hyper-parameters, so a checkpoint loads without them. compile: the networks run
+    through `torch.compile` when a Trainer runs the task (in place: checkpoints keep their keys).
     """
 
     hparams_ignore: ClassVar[tuple[str, ...]] = ()  # arguments left out of checkpoints (pretrained weights)
     channels_last_on_cpu: ClassVar[bool] = False  # train in channels-last layout on CPU (oneDNN convs: faster)
+    networks: ClassVar[tuple[str, ...]] = ("model",)  # the attributes holding the trained network(s)
 
     def __init__(
         self,
         monitor: str = "val_loss",
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.optimizer_factory = optimizer or partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4)
@@ -100,6 +103,15 @@ class VisionTask(L.LightningModule):
     def configure_models(self) -> None:
         """Build the network(s) from `self.hparams`."""
 
+    def setup(self, stage: str) -> None:
+        """Lightning's hook before a fit, test or predict (after the callbacks', so the EMA copies the plain
+        network): with `compile`, each network is compiled in place, once. Compilation runs at the first batch,
+        which the speed report leaves out."""
+        if self.hparams.get("compile") and not getattr(self, "_compiled", False):
+            for name in self.networks:
+                getattr(self, name).compile()
+            self._compiled = True
+
     def configure_losses(self) -> None:
         """Build the loss(es)."""
 
@@ -111,10 +123,12 @@ class VisionTask(L.LightningModule):
         return []
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """The task's callbacks, except those whose type the trainer already holds: a configured instance
-        (e.g. `callbacks.sample_predictions.*`) is kept, not replaced by the task's default one."""
+        """The task's callbacks and the speed report every fit ends with, except those whose type the trainer
+        already holds: a configured instance (e.g. `callbacks.sample_predictions.*`) is kept, not replaced."""
+        from visionkit.callbacks.speed_report import SpeedReport
+
         held = {type(c) for c in self._trainer.callbacks} if self._trainer is not None else set()
-        return [c for c in self.default_callbacks() if type(c) not in held]
+        return [c for c in [*self.default_callbacks(), SpeedReport()] if type(c) not in held]
 
     @staticmethod
     def resolve_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:

@@ -54,6 +54,7 @@ class ClassificationTask(VisionTask):
         milestone_layers: int = 2,
         backbone_lr_factor: float = 0.1,
         monitor: str = "val_loss",
+        compile: bool = False,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
@@ -61,7 +62,7 @@ class ClassificationTask(VisionTask):
             raise ValueError(f"finetuning={finetuning!r} is not one of {STRATEGIES}")
         self.class_names = self.resolve_class_names(class_names, num_classes)
         self.pretrained = weights
-        super().__init__(monitor, optimizer, scheduler)
+        super().__init__(monitor, optimizer, scheduler, compile)
 
     def configure_models(self) -> None:
         hp = self.hparams

@@ -77,12 +77,13 @@ class DetectionTask(VisionTask):
         ema_decay: float | None = 0.9999,
         close_mosaic: int = 10,
         monitor: str = "val_map50_95",
+        compile: bool = False,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
         self.class_names = self.resolve_class_names(class_names, num_classes)
         self.pretrained = weights
-        super().__init__(monitor, optimizer, scheduler)
+        super().__init__(monitor, optimizer, scheduler, compile)
 
     def configure_models(self) -> None:
         hp = self.hparams
@@ -116,6 +117,7 @@ class DetectionTask(VisionTask):
 
     def setup(self, stage: str) -> None:
         """Accumulate gradients up to the nominal batch (before the optimizer and schedule are built)."""
+        super().setup(stage)
         nominal = self.hparams.nominal_batch_size
         trainer = self._trainer
         if stage != "fit" or not nominal or trainer is None or trainer.accumulate_grad_batches != 1:

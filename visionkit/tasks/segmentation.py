@@ -73,6 +73,7 @@ class SegmentationTask(VisionTask):
         threshold: float = 0.5,
         model_kwargs: dict[str, Any] | None = None,
         monitor: str = "val_miou",
+        compile: bool = False,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
@@ -80,7 +81,7 @@ class SegmentationTask(VisionTask):
             raise ValueError(f"binary segmentation has 2 classes (background, foreground), not {num_classes}")
         self.class_names = self.resolve_class_names(class_names, num_classes)
         self.pretrained = encoder_weights
-        super().__init__(monitor, optimizer, scheduler)
+        super().__init__(monitor, optimizer, scheduler, compile)
 
     def configure_models(self) -> None:
         hp = self.hparams
@@ -115,6 +116,7 @@ class SegmentationTask(VisionTask):
 
     def setup(self, stage: str) -> None:
         """Stop early when the training size cannot pass through the encoder's five downsamplings."""
+        super().setup(stage)
         size = getattr(getattr(self._trainer, "datamodule", None), "image_size", None)
         if size is not None:
             check_input_size(size, "data.image_size")

@@ -35,6 +35,7 @@ class StyleTransferTask(VisionTask):
     """
 
     hparams_ignore = ("num_classes", "class_names")
+    networks = ("net",)
 
     def __init__(
         self,
@@ -51,10 +52,11 @@ class StyleTransferTask(VisionTask):
         num_classes: int = 0,
         class_names: Sequence[str] | None = None,
         monitor: str = "val_loss",
+        compile: bool = False,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
     ) -> None:
-        super().__init__(monitor, optimizer, scheduler)
+        super().__init__(monitor, optimizer, scheduler, compile)
 
     def configure_models(self) -> None:
         self.net = TransformerNet(self.hparams.width, self.hparams.residual_blocks)

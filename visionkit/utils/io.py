@@ -6,7 +6,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from visionkit.errors import VisionkitError
 ORIENTATION = 0x0112  # the EXIF tag of the camera's rotation
 SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+SizeNeeded = Callable[[int, int], tuple[int, int]]  # (height, width) of a picture -> the (height, width) needed
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -85,30 +86,73 @@ def _with_opencv(path: Path) -> np.ndarray | None:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as HxWx3 uint8 RGB; raise VisionkitError naming the file when it cannot be read."""
-    path = Path(path)
+class UnreadableImage(VisionkitError):
+    """An image file that cannot be decoded; `path` and `reason` (as the up-front scan words it) let the data
+    layer report it in the scan's words."""
+
+    def __init__(self, message: str, path: Path, reason: str) -> None:
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
+def _checked_file(path: Path) -> None:
     try:
         status = path.stat()
     except OSError:
         status = None
     if status is None or not stat.S_ISREG(status.st_mode):
-        raise VisionkitError(f"image {path} does not exist")
+        raise UnreadableImage(f"image {path} does not exist", path, "file does not exist")
     if status.st_size == 0:
-        raise VisionkitError(f"image {path} is empty (0 bytes); delete it or replace it with a valid image")
-    decoded = _with_opencv(path)
-    if decoded is not None:
-        return decoded
+        raise UnreadableImage(
+            f"image {path} is empty (0 bytes); delete it or replace it with a valid image", path, "empty file (0 bytes)"
+        )
+
+
+def _with_pil(path: Path, needed: SizeNeeded | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode with PIL (every format it knows); with `needed`, a JPEG is decoded by libjpeg at the largest of
+    1/2, 1/4, 1/8 scale that still covers the size the caller needs (PIL's draft mode). Returns the pixels and
+    the picture's full (height, width), EXIF rotation applied to both."""
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            turned = img.format == "JPEG" and img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+            full = (width, height) if turned else (height, width)
+            if needed is not None and img.format == "JPEG":
+                need_h, need_w = needed(*full)
+                img.draft("RGB", (need_h, need_w) if turned else (need_w, need_h))
             img.load()
-            return pil_to_rgb(img)
+            return pil_to_rgb(img), full
     except (UnidentifiedImageError, ImportError):  # ultralytics' patched Image.open raises ImportError here
-        raise VisionkitError(
-            f"image {path} is not a readable image format (corrupt, or not an image); delete or replace it"
-        ) from None
+        reason = "not a readable image (corrupt, or not an image)"
+        message = f"image {path} is not a readable image format (corrupt, or not an image); delete or replace it"
     except (OSError, ValueError, SyntaxError) as exc:
-        raise VisionkitError(f"image {path} is corrupt or truncated ({exc}); delete or replace it") from None
+        reason = f"corrupt or truncated ({exc})"
+        message = f"image {path} is corrupt or truncated ({exc}); delete or replace it"
+    raise UnreadableImage(message, path, reason) from None
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 RGB; raise UnreadableImage (a VisionkitError) naming the file when it
+    cannot be read."""
+    path = Path(path)
+    _checked_file(path)
+    decoded = _with_opencv(path)
+    return decoded if decoded is not None else _with_pil(path)[0]
+
+
+def read_image_at_least(path: str | os.PathLike[str], needed: SizeNeeded) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image decoded no larger than needed: `needed(height, width)` gives the smallest (height, width) the
+    caller will use of a picture that size; JPEGs are then decoded at 1/2, 1/4 or 1/8 scale when that still
+    covers it (a 2000x1500 photo for 224 px: 1/4, twice as fast as full size), other formats in full. Returns
+    the pixels and the file's full (height, width), so targets stored at full size can follow."""
+    path = Path(path)
+    _checked_file(path)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        return _with_pil(path, needed)
+    decoded = _with_opencv(path)
+    if decoded is not None:
+        return decoded, decoded.shape[:2]
+    return _with_pil(path)
 
 
 def to_rgb(image: object, name: str = "image") -> np.ndarray:
