@@ -120,11 +120,14 @@ def test_stream_reads_lazily_and_runs_in_batches(digits_checkpoint: tuple[Path, 
 def test_detection_results_are_in_image_pixels_and_round_trip_as_json(
     trained_detector: TrainedDetector, tmp_path: Path
 ) -> None:
-    images = sorted((trained_detector.data_yaml.parent / "images" / "test").glob("*.png"))[:4]
-    first = Image.open(images[0]).convert("RGB")
-    doubled = np.asarray(first.resize((256, 256), Image.Resampling.NEAREST))  # letterboxed down to 128 again
+    tests = sorted((trained_detector.data_yaml.parent / "images" / "test").glob("*.png"))
     predictor = load_predictor(trained_detector.ckpt, conf=0.05, device="cpu")
     assert predictor.contract.image_size == (128, 128) and predictor.contract.resize == "letterbox"
+    found = predictor(list(map(str, tests)))  # a briefly trained detector: start from its surest image
+    best = max(range(len(tests)), key=lambda i: found[i].scores.max(initial=0.0))
+    images = [tests[best], *tests[:best], *tests[best + 1 :]][:4]
+    first = Image.open(images[0]).convert("RGB")
+    doubled = np.asarray(first.resize((256, 256), Image.Resampling.NEAREST))  # letterboxed down to 128 again
     results = predictor([*map(str, images), doubled])
     assert all(isinstance(r, DetectionResult) for r in results) and len(results[0]) > 0
     for r in results:
