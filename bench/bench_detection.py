@@ -65,6 +65,10 @@ def train_ultralytics(epochs: int, out: Path, cache: Path) -> dict:
     prepare_ultralytics()
     from ultralytics import YOLO
 
+    if os.environ.get("BENCH_THREADS"):  # equal threads: ultralytics sets min(8, cores - 1) torch threads on CPU
+        import ultralytics.utils.torch_utils as torch_utils
+
+        torch_utils.NUM_THREADS = int(os.environ["BENCH_THREADS"])
     model = YOLO("yolov8n.yaml")
     start = time.perf_counter()
     model.train(
@@ -136,7 +140,11 @@ def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path) -> dict:
     return result
 
 
-def _child(args: list[str]) -> dict:
+def _child(args: list[str], threads: int | None = None) -> dict:
+    if threads is None:
+        os.environ.pop("BENCH_THREADS", None)
+    else:
+        os.environ["BENCH_THREADS"] = str(threads)
     return run_child(__file__, args)
 
 
@@ -163,6 +171,7 @@ def main() -> None:
         _child(["ours", "1", str(tmp / "warm"), str(cache)])  # generates the dataset, warms caches
         ours = _child(["ours", str(epochs), str(tmp / "ours"), str(cache)])
         theirs = _child(["ultralytics", str(epochs), str(tmp / "ultra"), str(cache)])
+        equal = _child(["ultralytics", str(epochs), str(tmp / "ultra_equal"), str(cache)], threads=ours["threads"])
         scores = _child(["score", ours["best"], theirs["best"], str(cache), str(tmp)])
     images = 600 * epochs
     rows = [
@@ -174,6 +183,11 @@ def main() -> None:
         ),
         ("visionkit DetectionTask: fit wall s", ours["fit_s"], f"torch threads {ours['threads']}"),
         ("ultralytics trainer: train images/s", images / theirs["fit_s"], ""),
+        (
+            "ultralytics trainer with our torch threads: fit wall s",
+            equal["fit_s"],
+            f"torch threads {equal['threads']}; **ratio {equal['fit_s'] / ours['fit_s']:.2f}** at equal threads",
+        ),
         (
             "visionkit: train images/s",
             images / ours["fit_s"],

@@ -221,12 +221,15 @@ def test_detection_ddp_two_cpu_processes_train_export_and_predict(tmp_path: Path
 
 
 def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: Path) -> None:
-    """Segmentation under DDP (2 CPU processes, gloo): one run folder, the per-class table and metrics once;
-    then the CLIs predict (a larger image, tiled) and export ONNX with the result."""
+    """Segmentation under DDP (2 CPU processes, gloo): one run folder, the per-class table, metrics and speed
+    report once, decoded images cached on disk by both ranks; then the CLIs predict (a larger image, tiled) and
+    export ONNX with the result."""
     cache = tmp_path / "cache"
     args = [
         "task=segmentation",
         "trainer=ddp_cpu",
+        "data.cache=disk",
+        f"data.cache_dir={tmp_path / 'decoded'}",
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=3",
         "+trainer.limit_val_batches=2",
@@ -241,6 +244,8 @@ def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: P
     assert out.count("test_miou:") == 1
     table = (runs[0] / "test_per_class.csv").read_text().splitlines()
     assert table[0] == "class_id,class,iou,dice" and len(table) == 6
+    assert json.loads((runs[0] / "speed.json").read_text())["world_size"] == 2 and out.count("speed: ") == 1
+    assert len(list((tmp_path / "decoded").rglob("*.npy"))) >= 3 * 2 * 2  # 3 train batches of 2+ per rank
     best = runs[0] / "checkpoints" / "best.ckpt"
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -190,6 +190,23 @@ def test_truncated_jpeg_that_passes_the_scan_stops_training_with_the_scan_messag
             list(loader)
 
 
+def _fit_a_few_batches(task: L.LightningModule, dm: VisionDataModule, root: Path, train_batches: int, val_batches: int):
+    """One quiet CPU epoch of `train_batches` batches; the speed report lands in `root`."""
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=train_batches,
+        limit_val_batches=val_batches,
+        accelerator="cpu",
+        default_root_dir=root,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(task, datamodule=dm)
+
+
 class _Slowed(torch.utils.data.Dataset):
     """A dataset that takes `delay` seconds more for every sample: an artificially slow loader."""
 
@@ -212,19 +229,7 @@ def test_speed_report_says_where_the_time_goes(tmp_path: Path, delay: float) -> 
     dm.setup("fit")
     dm.datasets["train"] = _Slowed(dm.datasets["train"], delay)
     task = ClassificationTask("resnet18", num_classes=10)  # a step of tens of ms against ~1 ms of loading
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=8,
-        limit_val_batches=1,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(task, datamodule=dm)
+    _fit_a_few_batches(task, dm, tmp_path, train_batches=8, val_batches=1)
     report = json.loads((tmp_path / "speed.json").read_text())
     assert report["batches_measured"] == 7 and report["batch_size"] == 16  # the first batch is start-up
     for key in ("images_per_s", "data_wait_share", "model_step_ms", "loop_overhead_ms", "cuda_peak_mb", "advice"):
@@ -290,17 +295,6 @@ def test_compiled_task_trains_and_keeps_its_checkpoint_keys(tmp_path: Path) -> N
     dm = VisionDataModule(DigitsSource(), image_size=32, batch_size=32, augment="none", num_workers=0)
     task = ClassificationTask("lenet5", num_classes=10, compile=True)
     keys = set(task.state_dict())
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=4,
-        limit_val_batches=0,
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(task, datamodule=dm)
+    _fit_a_few_batches(task, dm, tmp_path, train_batches=4, val_batches=0)
     assert hasattr(task.model, "_compiled_call_impl") and task.model._compiled_call_impl is not None
     assert set(task.state_dict()) == keys and json.loads((tmp_path / "speed.json").read_text())["batches_measured"] == 3

@@ -30,7 +30,7 @@ from visionkit.data.datasets import (
     detection_collate,
     find_bad_images,
 )
-from visionkit.data.decoded import CACHE_KINDS, build_reader
+from visionkit.data.decoded import build_reader, check_cache_kind
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
@@ -113,8 +113,7 @@ class VisionDataModule(L.LightningDataModule):
         cache_max_gb: float | None = None,
     ) -> None:
         super().__init__()
-        if cache not in CACHE_KINDS:
-            raise VisionkitError(f"data.cache={cache!r} is not a cache kind; choose null, ram or disk")
+        check_cache_kind(cache)
         self.cache, self.cache_dir, self.cache_max_gb = cache, cache_dir, cache_max_gb
         self.source = source
         self.image_size = image_size

@@ -26,6 +26,12 @@ CACHE_KINDS = (None, "ram", "disk")
 Decoded = tuple[np.ndarray, tuple[int, int]]  # pixels at the first size, the file's full (height, width)
 
 
+def check_cache_kind(cache: str | None) -> None:
+    """Stop on a `data.cache` value that is not null, ram or disk."""
+    if cache not in CACHE_KINDS:
+        raise VisionkitError(f"data.cache={cache!r} is not a cache kind; choose null, ram or disk")
+
+
 def decode(path: str, first: FirstResize | None) -> Decoded:
     """The image at `first`'s size (a JPEG decoded at reduced size when that covers it), and its full size."""
     if first is None:
@@ -202,8 +208,7 @@ def build_reader(
     split: str = "train",
 ) -> ImageReader:
     """The reader of one split for `data.cache` (null, ram or disk); the cache's size is logged."""
-    if cache not in CACHE_KINDS:
-        raise VisionkitError(f"data.cache={cache!r} is not a cache kind; choose null, ram or disk")
+    check_cache_kind(cache)
     if cache is None or first is None:
         return ImageReader(paths, first, None)
     if cache == "disk":
