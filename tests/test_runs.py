@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from tests.conftest import compose_config, write_shapes_folder
 from visionkit.config import config_dir, run_dir_of_checkpoint
@@ -28,6 +30,11 @@ def test_resume_from_last_checkpoint_continues_the_epoch_count(make_cfg, tmp_pat
     assert metrics["val_acc"] > 0.5
     epochs = (tmp_path / "run" / "csv" / "version_1" / "metrics.csv").read_text()
     assert "\n2," in epochs or ",2," in epochs  # the second run logged epochs 2 and 3, not 0 and 1
+    with open(tmp_path / "run" / "tables" / "results.csv") as handle:  # one continuous curve over both runs
+        table = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in table] == [0, 1, 2, 3]
+    assert all(r["val_loss"] and r["train_loss_epoch"] and r["lr-AdamW/weights"] for r in table)
+    assert Image.open(tmp_path / "run" / "plots" / "results.png").size[0] > 800
 
 
 def test_evaluate_uses_the_run_config_of_the_checkpoint(make_cfg, tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Callbacks shared by tasks: plots that work with any logger (files first, logger images when supported)."""
 
+from visionkit.callbacks.classification_report import ClassificationReport
 from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
 from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 from visionkit.callbacks.speed_report import SpeedReport
+from visionkit.callbacks.training_curves import TrainingCurves
 
-__all__ = ["ConfusionMatrixPlot", "SamplePredictionPlot", "SpeedReport"]
+__all__ = ["ClassificationReport", "ConfusionMatrixPlot", "SamplePredictionPlot", "SpeedReport", "TrainingCurves"]

@@ -123,12 +123,13 @@ class VisionTask(L.LightningModule):
         return []
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """The task's callbacks and the speed report every fit ends with, except those whose type the trainer
-        already holds: a configured instance (e.g. `callbacks.sample_predictions.*`) is kept, not replaced."""
+        """The task's callbacks, the training curves and the speed report every fit ends with, except those whose
+        type the trainer already holds: a configured instance (e.g. `callbacks.sample_predictions.*`) is kept."""
         from visionkit.callbacks.speed_report import SpeedReport
+        from visionkit.callbacks.training_curves import TrainingCurves
 
         held = {type(c) for c in self._trainer.callbacks} if self._trainer is not None else set()
-        return [c for c in [*self.default_callbacks(), SpeedReport()] if type(c) not in held]
+        return [c for c in [*self.default_callbacks(), TrainingCurves(), SpeedReport()] if type(c) not in held]
 
     @staticmethod
     def resolve_class_names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:

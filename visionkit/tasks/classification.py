@@ -85,11 +85,13 @@ class ClassificationTask(VisionTask):
         self.test_metrics = collection.clone(prefix="test_")
 
     def default_callbacks(self) -> list[Callback]:
-        """The confusion-matrix and sample plots and the fine-tuning schedule."""
+        """The confusion matrix, the test report (per-class table, ROC/PR, calibration, confident mistakes), the
+        sample plots and the fine-tuning schedule."""
+        from visionkit.callbacks.classification_report import ClassificationReport
         from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
         from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 
-        callbacks: list[Callback] = [ConfusionMatrixPlot(), SamplePredictionPlot()]
+        callbacks: list[Callback] = [ConfusionMatrixPlot(), ClassificationReport(), SamplePredictionPlot()]
         hp = self.hparams
         strategy = "freeze" if hp.freeze_backbone and hp.finetuning == "none" else hp.finetuning
         if strategy != "none":
@@ -118,7 +120,10 @@ class ClassificationTask(VisionTask):
         else:
             getattr(self, f"{stage}_metrics").update(logits.detach(), target)
             self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=target.shape[0])
-        return {"loss": loss, "preds": preds, "target": target}
+        out = {"loss": loss, "preds": preds, "target": target}
+        if stage == "test":  # for the test report's curves and calibration
+            out["probs"] = logits.detach().float().softmax(dim=1)
+        return out
 
     def _log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool) -> None:
         # Computed once per epoch (synced across ranks by torchmetrics) rather than logging the metric
