@@ -245,6 +245,10 @@ def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: P
     table = (runs[0] / "test_per_class.csv").read_text().splitlines()
     assert table[0] == "class_id,class,iou,dice" and len(table) == 6
     assert json.loads((runs[0] / "speed.json").read_text())["world_size"] == 2 and out.count("speed: ") == 1
+    for name in ("per_class", "confusion_matrix", "lowest_iou", "results"):  # the test report, drawn once
+        assert Image.open(runs[0] / "plots" / f"{name}.png").size[0] > 300, name
+    pixels = (runs[0] / "tables" / "confusion_matrix.csv").read_text().splitlines()
+    assert len(pixels) == 6 and sum(int(v) for row in pixels[1:] for v in row.split(",")[1:]) > 0
     assert len(list((tmp_path / "decoded").rglob("*.npy"))) >= 3 * 2 * 2  # 3 train batches of 2+ per rank
     best = runs[0] / "checkpoints" / "best.ckpt"
     photos = tmp_path / "photos"

@@ -250,3 +250,14 @@ def test_every_shipped_segmentation_model_config_builds_and_runs(name: str) -> N
     task = SegmentationTask(cfg.arch, cfg.encoder, num_classes=3, model_kwargs=dict(cfg.kwargs)).eval()
     with torch.no_grad():
         assert task(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+def test_each_images_iou_is_the_mean_over_its_classes() -> None:
+    from visionkit.callbacks.segmentation_report import image_ious
+
+    mask = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 255, 255]]])
+    pred = torch.tensor([[[0, 0, 1, 0], [0, 0, 1, 1], [2, 1, 1, 1]]])
+    # class 0: 4 hit, union 5; class 1: 3 hit, union 5 (ignored pixels left out); class 2: 1 hit, union 2
+    expected = (4 / 5 + 3 / 5 + 1 / 2) / 3
+    assert image_ious(pred, mask, 3, ignore_index=255).tolist() == pytest.approx([expected])
+    assert image_ious(mask.clamp(max=2), mask.clamp(max=2), 3, None).tolist() == [1.0]

@@ -3,7 +3,15 @@
 from visionkit.callbacks.classification_report import ClassificationReport
 from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
 from visionkit.callbacks.sample_predictions import SamplePredictionPlot
+from visionkit.callbacks.segmentation_report import SegmentationReport
 from visionkit.callbacks.speed_report import SpeedReport
 from visionkit.callbacks.training_curves import TrainingCurves
 
-__all__ = ["ClassificationReport", "ConfusionMatrixPlot", "SamplePredictionPlot", "SpeedReport", "TrainingCurves"]
+__all__ = [
+    "ClassificationReport",
+    "ConfusionMatrixPlot",
+    "SamplePredictionPlot",
+    "SegmentationReport",
+    "SpeedReport",
+    "TrainingCurves",
+]

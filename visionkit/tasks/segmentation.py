@@ -109,10 +109,12 @@ class SegmentationTask(VisionTask):
         self.last_scores: dict[str, Tensor] = {}
 
     def default_callbacks(self) -> list[L.Callback]:
-        """The validation sample grid (image | truth | prediction)."""
+        """The validation sample grid (image | truth | prediction) and the test report (per-class bars, pixel
+        confusion matrix, lowest-IoU images)."""
         from visionkit.callbacks.sample_predictions import SamplePredictionPlot
+        from visionkit.callbacks.segmentation_report import SegmentationReport
 
-        return [SamplePredictionPlot(num_samples=8)]
+        return [SamplePredictionPlot(num_samples=8), SegmentationReport()]
 
     def setup(self, stage: str) -> None:
         """Stop early when the training size cannot pass through the encoder's five downsamplings."""
@@ -163,7 +165,8 @@ class SegmentationTask(VisionTask):
 
     def _log_scores(self, stage: str) -> dict[str, Tensor]:
         confusion = getattr(self, f"{stage}_confusion")
-        scores = segmentation_scores(confusion.compute())  # synced across ranks by torchmetrics
+        self.last_confusion = confusion.compute()  # synced across ranks by torchmetrics
+        scores = segmentation_scores(self.last_confusion)
         confusion.reset()
         self.log_dict({f"{stage}_{key}": scores[key] for key in ("miou", "mdice", "pixel_acc")}, prog_bar=True)
         for name, iou in zip(self.class_names, scores["iou"]):
@@ -178,8 +181,8 @@ class SegmentationTask(VisionTask):
     def on_validation_epoch_end(self) -> None:
         self._log_scores("val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test", for_plot=False)
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        return self._evaluate(batch, "test", for_plot=True)  # the test report keeps the worst images
 
     def on_test_epoch_end(self) -> None:
         scores = self._log_scores("test")
