@@ -62,6 +62,7 @@ def test_train_then_eval_the_best_checkpoint(tmp_path: Path) -> None:
     assert run_dir.parent.parent == tmp_path / "outputs" / "classification"
     for name in ("config.yaml", ".hydra/config.yaml", "train.log", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert (run_dir / name).is_file(), name
+    assert "trainer.max_epochs=2" in (run_dir / "report.html").read_text()  # the command's overrides
     assert next((run_dir / "csv").rglob("metrics.csv")).is_file()
     assert next((run_dir / "tensorboard").rglob("events.out.tfevents.*")).is_file()
 
@@ -70,6 +71,7 @@ def test_train_then_eval_the_best_checkpoint(tmp_path: Path) -> None:
     assert eval_acc == pytest.approx(train_acc, abs=1e-4)
     assert run_folder(out).parent == run_dir / "eval"
     assert (run_folder(out) / "plots" / "confusion_matrix.png").is_file()
+    assert "evaluation of" in (run_folder(out) / "report.html").read_text()  # its own report, in its folder
 
     # Predict on loose files: 8×8 digit PNGs in a nested folder, plus one broken file.
     digits = load_digits()

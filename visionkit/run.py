@@ -24,6 +24,7 @@ from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.export import EXPORT_FORMATS, export_onnx, export_ultralytics
+from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
@@ -176,6 +177,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             best = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
             results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
             metrics.update(_metrics(results[0] if results else {}))
+    if trainer.is_global_zero:
+        log.info(f"report: {write_report(trainer.default_root_dir, metrics, f'{cfg.task_name} run {output_dir.name}')}")
     return metrics
 
 
@@ -213,7 +216,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     with _launcher_env_restored():
         run = trainer.validate if cfg.get("split", "test") == "val" else trainer.test
         results = run(task, datamodule=datamodule)
-    return _metrics(results[0] if results else {})
+    metrics = _metrics(results[0] if results else {})
+    if trainer.is_global_zero:
+        title = f"evaluation of {cfg.ckpt_path}"
+        log.info(f"report: {write_report(trainer.default_root_dir, metrics, title)}")
+    return metrics
 
 
 def _input_size(cfg: DictConfig, data_state: Mapping[str, Any]) -> Any:

@@ -1,0 +1,63 @@
+"""report.html: one self-contained page per run, checked in a real browser (Debian's Chromium via Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from visionkit.errors import VisionkitError
+from visionkit.report import write_report
+from visionkit.run import train
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRED = os.environ.get("VISIONKIT_REQUIRE_BROWSER") == "1"  # .ci/run sets it: CI never skips
+
+
+def _browser_or_skip() -> str:
+    if BROWSER is None:
+        if REQUIRED:
+            pytest.fail("VISIONKIT_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
+        pytest.skip("no Chromium on PATH: apt-get install chromium to run the browser test")
+    return BROWSER
+
+
+def test_the_run_report_opens_offline_with_every_picture_and_table(make_cfg, tmp_path: Path) -> None:
+    browser = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    train(make_cfg(["trainer.max_epochs=2"]))
+    report = tmp_path / "run" / "report.html"
+    text = report.read_text()
+    assert "http://" not in text and "https://" not in text and "<script" not in text  # nothing to fetch or run
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = chromium.new_page()
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(report.as_uri())
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        captions = page.eval_on_selector_all("figcaption", "nodes => nodes.map(n => n.textContent)")
+        per_class = page.eval_on_selector_all(
+            "details",
+            "nodes => nodes.filter(n => n.textContent.startsWith('per_class.csv'))"
+            ".map(n => n.querySelectorAll('tbody tr').length)",
+        )
+        metrics = page.inner_text("table")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        chromium.close()
+    assert len(widths) >= 7 and all(w > 0 for w in widths), widths  # curves, 5 test plots, samples
+    for name in ("results", "confusion matrix", "roc", "reliability", "confident mistakes", "val samples"):
+        assert name in captions, (name, captions)
+    assert per_class == [10] and "test_acc" in metrics and not errors, (per_class, errors)
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_a_folder_that_is_not_a_run_says_so(tmp_path: Path) -> None:
+    with pytest.raises(VisionkitError, match=r"holds no run: no config.yaml, metrics, plots or tables"):
+        write_report(tmp_path)
+    with pytest.raises(VisionkitError, match=r"is not a folder"):
+        write_report(tmp_path / "missing")
