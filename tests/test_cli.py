@@ -122,6 +122,19 @@ def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path: Path) -> None:
     lrs = [float(re.search(r"lr: ([0-9.e-]+)", (j / "config.yaml").read_text()).group(1)) for j in jobs]
     assert lrs == [1e-3, 3e-3]
     assert out.count("test_acc:") == 2
+    page = (jobs[0].parent / "compare.html").read_text()  # the sweep ends with one comparison page
+    assert page.count("<tr><td>") >= 2 + 1 and "★" in page and "optimizer.lr" in page and "data:image/png" in page
+    assert "logger.csv.save_dir" not in page  # a difference only because each job has its own folder
+    compared = run("visionkit-report", [*map(str, jobs), "-o", str(tmp_path / "two.html")], tmp_path)
+    assert compared.stdout.strip().endswith("two.html") and "optimizer.lr" in (tmp_path / "two.html").read_text()
+    rewritten = run("visionkit-report", [str(jobs[0])], tmp_path).stdout.strip()
+    assert rewritten.endswith("report.html") and "test_acc" in Path(rewritten).read_text()
+    for bad, message in (
+        (tmp_path, "is not a visionkit run folder (no config.yaml)"),
+        (tmp_path / "no", "not a folder"),
+    ):
+        failed = run("visionkit-report", [str(bad), str(jobs[0])], tmp_path, expect_ok=False)
+        assert failed.returncode == 1 and message in failed.stderr and "Traceback" not in failed.stderr
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,9 @@ import torchmetrics.functional.classification as tmf
 from matplotlib.figure import Figure
 from torchmetrics.aggregation import CatMetric
 
+from visionkit.callbacks.figures import publish, shown_images
 from visionkit.utils.io import atomic_write
-from visionkit.utils.viz import denormalize, labelled_grid_figure, log_figure, save_figure
+from visionkit.utils.viz import labelled_grid_figure
 
 CALIBRATION_BINS = 15
 MISTAKES = 16
@@ -222,13 +223,10 @@ class ClassificationReport(L.Callback):
             "reliability": _reliability_figure(scores.bins, scores.ece),
         }
         if self.mistakes:
-            datamodule = getattr(trainer, "datamodule", None)
-            mean, std = getattr(datamodule, "mean", (0.0,) * 3), getattr(datamodule, "std", (1.0,) * 3)
-            images = denormalize(torch.stack([m[1] for m in self.mistakes]), mean, std)
+            images = shown_images(trainer, torch.stack([m[1] for m in self.mistakes]))
             titles = [f"{names[p]} {c:.2f} / {names[t]}" for c, _, p, t in self.mistakes]
             figures["confident_mistakes"] = labelled_grid_figure(
                 images, titles, [False] * len(titles), "most confident mistakes (prediction confidence / truth)"
             )
         for name, fig in figures.items():
-            log_figure(trainer.loggers, f"test/{name}", fig, trainer.global_step)
-            save_figure(fig, root / "plots" / f"{name}.png")
+            publish(trainer, f"test/{name}", fig, root / "plots" / f"{name}.png")

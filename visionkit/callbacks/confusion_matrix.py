@@ -10,8 +10,18 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from visionkit.callbacks.figures import publish
 from visionkit.utils.io import atomic_write
-from visionkit.utils.viz import confusion_matrix_figure, log_figure, save_figure
+from visionkit.utils.viz import confusion_matrix_figure
+
+
+def write_confusion_csv(counts: np.ndarray, names: list, path: Path) -> Path:
+    """A confusion matrix as CSV: a row per true class, a column per predicted class, counts in the cells."""
+    with atomic_write(path, "w") as handle:
+        handle.write("true\\predicted," + ",".join(map(str, names)) + "\n")
+        for name, row in zip(names, counts):
+            handle.write(f"{name}," + ",".join(str(int(v)) for v in row) + "\n")
+    return path
 
 
 class ConfusionMatrixPlot(Callback):
@@ -53,9 +63,5 @@ class ConfusionMatrixPlot(Callback):
         out_dir = Path(self.dirpath or Path(trainer.default_root_dir) / "plots")
         accuracy = np.trace(counts) / max(counts.sum(), 1)
         fig = confusion_matrix_figure(counts, names, f"test confusion matrix (accuracy {accuracy:.3f})")
-        log_figure(trainer.loggers, "test/confusion_matrix", fig, trainer.global_step)
-        self.last_path = save_figure(fig, out_dir / "confusion_matrix.png")
-        with atomic_write(out_dir / "confusion_matrix.csv", "w") as handle:
-            handle.write("true\\predicted," + ",".join(map(str, names)) + "\n")
-            for name, row in zip(names, counts):
-                handle.write(f"{name}," + ",".join(str(int(v)) for v in row) + "\n")
+        self.last_path = publish(trainer, "test/confusion_matrix", fig, out_dir / "confusion_matrix.png")
+        write_confusion_csv(counts, names, out_dir / "confusion_matrix.csv")

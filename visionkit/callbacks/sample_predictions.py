@@ -13,8 +13,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from visionkit.utils.viz import denormalize, log_figure, save_figure
+from visionkit.callbacks.figures import publish, shown_images
 
 
 class SamplePredictionPlot(Callback):
@@ -63,11 +62,7 @@ class SamplePredictionPlot(Callback):
             return
         batch, outputs = self._held
         self._held = None
-        datamodule = getattr(trainer, "datamodule", None)
-        mean = getattr(datamodule, "mean", IMAGENET_MEAN)
-        std = getattr(datamodule, "std", IMAGENET_STD)
         title = f"validation samples, epoch {trainer.current_epoch}"
-        fig = pl_module.sample_figure(batch, outputs, denormalize(batch["image"], mean, std), title)
-        log_figure(trainer.loggers, "val/samples", fig, trainer.global_step)
+        fig = pl_module.sample_figure(batch, outputs, shown_images(trainer, batch["image"]), title)
         out_dir = Path(self.dirpath or Path(trainer.default_root_dir) / "plots")
-        self.last_path = save_figure(fig, out_dir / "val_samples.png")
+        self.last_path = publish(trainer, "val/samples", fig, out_dir / "val_samples.png")

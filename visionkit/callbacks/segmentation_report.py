@@ -11,12 +11,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from visionkit.utils.io import atomic_write
+from visionkit.callbacks.confusion_matrix import write_confusion_csv
+from visionkit.callbacks.figures import publish, shown_images
 from visionkit.utils.viz import (
     confusion_matrix_figure,
-    denormalize,
-    log_figure,
-    save_figure,
     segmentation_grid_figure,
 )
 
@@ -84,19 +82,14 @@ class SegmentationReport(L.Callback):
         root = Path(trainer.default_root_dir)
         names = [str(n) for n in pl_module.class_names]
         counts = confusion.cpu().numpy()
-        with atomic_write(root / "tables" / "confusion_matrix.csv", "w") as handle:
-            handle.write("true\\predicted," + ",".join(names) + "\n")
-            for name, row in zip(names, counts):
-                handle.write(f"{name}," + ",".join(str(int(v)) for v in row) + "\n")
+        write_confusion_csv(counts, names, root / "tables" / "confusion_matrix.csv")
         accuracy = float(np.trace(counts) / max(counts.sum(), 1))
         figures = {
             "per_class": class_scores_figure(names, scores["iou"].cpu().numpy(), scores["dice"].cpu().numpy()),
             "confusion_matrix": confusion_matrix_figure(counts, names, f"test pixels (accuracy {accuracy:.3f})"),
         }
         if self.worst:
-            datamodule = getattr(trainer, "datamodule", None)
-            mean, std = getattr(datamodule, "mean", (0.0,) * 3), getattr(datamodule, "std", (1.0,) * 3)
-            images = denormalize(torch.stack([w[1] for w in self.worst]), mean, std)
+            images = shown_images(trainer, torch.stack([w[1] for w in self.worst]))
             figures["lowest_iou"] = segmentation_grid_figure(
                 images,
                 [w[2].numpy() for w in self.worst],
@@ -106,5 +99,4 @@ class SegmentationReport(L.Callback):
                 pl_module.hparams.ignore_index,
             )
         for name, fig in figures.items():
-            log_figure(trainer.loggers, f"test/{name}", fig, trainer.global_step)
-            save_figure(fig, root / "plots" / f"{name}.png")
+            publish(trainer, f"test/{name}", fig, root / "plots" / f"{name}.png")

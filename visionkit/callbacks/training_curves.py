@@ -13,8 +13,8 @@ from lightning.pytorch.loggers import CSVLogger
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from visionkit.callbacks.figures import publish
 from visionkit.utils.io import atomic_write
-from visionkit.utils.viz import log_figure, save_figure
 
 Curves = dict[str, dict[int, float]]  # metric -> epoch -> value
 
@@ -48,7 +48,7 @@ def read_epoch_curves(csv_dir: str | Path) -> Curves:
     return curves
 
 
-def _panel(metric: str) -> str:
+def panel_of(metric: str) -> str:
     """Which picture a metric goes in: train and val of one quantity together, learning rates together."""
     if metric.startswith("lr-"):
         return "learning rate"
@@ -59,7 +59,7 @@ def curves_figure(curves: Curves, title: str = "training curves") -> Figure:
     """One panel per quantity (loss, each metric, learning rate), train and validation on shared axes."""
     panels: dict[str, list[str]] = {}
     for metric in sorted(curves):
-        panels.setdefault(_panel(metric), []).append(metric)
+        panels.setdefault(panel_of(metric), []).append(metric)
     order = sorted(panels, key=lambda p: (p != "loss", p == "learning rate", p))
     cols = min(4, len(order)) or 1
     rows = math.ceil(len(order) / cols) or 1
@@ -107,5 +107,4 @@ class TrainingCurves(L.Callback):
         root = Path(trainer.default_root_dir)
         write_curves_table(curves, root / "tables" / "results.csv")
         fig = curves_figure(curves, f"training curves ({type(pl_module).__name__})")
-        log_figure(trainer.loggers, "train/curves", fig, trainer.global_step)
-        save_figure(fig, root / "plots" / "results.png")
+        publish(trainer, "train/curves", fig, root / "plots" / "results.png")
