@@ -70,21 +70,17 @@ def make_photos(root: Path, count: int) -> Path:
     return root
 
 
-def _children_peak_rss() -> int:
-    from visionkit.callbacks.speed_report import _children_peak_rss as peak
-
-    return peak()
-
-
 def _one_pass(loader, key: str = "image") -> dict:
     """Images/s of one pass, from the first batch on; peak RSS of this process and of its workers."""
+    from visionkit.callbacks.speed_report import children_peak_rss
+
     iterator = iter(loader)
     next(iterator)  # workers started, first batch in
     seen, start, workers = 0, time.perf_counter(), 0
     for index, batch in enumerate(iterator):
         seen += len(batch[key])
         if index % 4 == 0:  # workers that do not persist are gone once the pass ends: read them on the way
-            workers = max(workers, _children_peak_rss())
+            workers = max(workers, children_peak_rss())
     elapsed = time.perf_counter() - start
     del iterator
     return {

@@ -298,3 +298,12 @@ def test_compiled_task_trains_and_keeps_its_checkpoint_keys(tmp_path: Path) -> N
     _fit_a_few_batches(task, dm, tmp_path, train_batches=4, val_batches=0)
     assert hasattr(task.model, "_compiled_call_impl") and task.model._compiled_call_impl is not None
     assert set(task.state_dict()) == keys and json.loads((tmp_path / "speed.json").read_text())["batches_measured"] == 3
+
+
+def test_full_size_follows_the_exif_rotation_in_every_format(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees
+    for name in ("turned.tiff", "turned.webp", "turned.jpg"):
+        Image.fromarray(_photo(tmp_path / "plain.jpg", 60, 80)).save(tmp_path / name, exif=exif)
+        _, full = read_image_at_least(tmp_path / name, first_resize(SIZE, "stretch").needed)
+        assert full == (80, 60) == read_image(tmp_path / name).shape[:2], name

@@ -22,7 +22,7 @@ log = get_logger(__name__)
 BOUND_SHARE = 0.1  # with loader workers, waiting more than this share of the time means they fall behind
 
 
-def _children_peak_rss() -> int:
+def children_peak_rss() -> int:
     """Peak resident memory (bytes) summed over this process's live children (DataLoader workers; Linux)."""
     total = 0
     try:
@@ -102,7 +102,7 @@ class SpeedReport(L.Callback):
         self._last_end = end
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._peak_workers = max(self._peak_workers, _children_peak_rss())  # workers are alive until the end
+        self._peak_workers = max(self._peak_workers, children_peak_rss())  # workers are alive until the end
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_end = None  # validation in the middle of an epoch is not a wait for training data

@@ -24,15 +24,23 @@ def _version(path: Path) -> int:
     return int(match.group(1)) if match else 0
 
 
+def csv_log_tables(csv_dir: str | Path) -> list[list[dict[str, str]]]:
+    """The rows of every `csv_dir/version_*/metrics.csv` (Lightning's CSVLogger), one list per version, oldest
+    first (version_10 after version_9)."""
+    tables = []
+    for path in sorted(Path(csv_dir).glob("version_*/metrics.csv"), key=_version):
+        with open(path, newline="") as handle:
+            tables.append(list(csv.DictReader(handle)))
+    return tables
+
+
 def read_epoch_curves(csv_dir: str | Path) -> Curves:
     """Per-epoch values of every epoch-level metric in `csv_dir/version_*/metrics.csv`, older versions first so
     a resumed run's later epochs follow (and overwrite) its earlier ones. Step-level columns (`*_step`) and
     test metrics (one value, not a curve) are left out; learning rates (logged by step) get the epoch that
     step belongs to."""
     curves: Curves = {}
-    for path in sorted(Path(csv_dir).glob("version_*/metrics.csv"), key=_version):
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+    for rows in csv_log_tables(csv_dir):
         steps = sorted((int(r["step"]), int(r["epoch"])) for r in rows if r.get("step") and r.get("epoch"))
         for row in rows:
             epoch = row.get("epoch")

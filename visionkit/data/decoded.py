@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from visionkit.data.augment import FirstResize
 from visionkit.errors import VisionkitError
-from visionkit.utils.io import ORIENTATION, read_image, read_image_at_least
+from visionkit.utils.io import atomic_write, read_image, read_image_at_least, shown_size
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -51,14 +49,11 @@ def _stamp(path: str) -> tuple[int, int] | None:
 
 
 def _shown_size(path: str) -> tuple[int, int] | None:
-    """(height, width) as displayed (EXIF rotation applied), from the header only; None when unreadable."""
+    """The displayed (height, width) from the header; None when unreadable (the reader reports it, uncached)."""
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            turned = img.format == "JPEG" and img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
-    except Exception:  # a bad file is reported by the reader, which is not cached
+        return shown_size(path)
+    except Exception:  # PIL raises many types for damaged files
         return None
-    return (width, height) if turned else (height, width)
 
 
 def available_memory() -> int:
@@ -168,16 +163,9 @@ class DiskCache:
         entry = self.entry(path)
         if entry is None:
             return
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=".", suffix=".npy", dir=entry.parent)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.save(out, decoded[0])
-                np.save(out, np.asarray(decoded[1], dtype=np.int64))
-            os.replace(tmp, entry)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(entry) as out:
+            np.save(out, decoded[0])
+            np.save(out, np.asarray(decoded[1], dtype=np.int64))
 
 
 class ImageReader:

@@ -4,7 +4,6 @@ every sweep (`-m`) gets one for all its jobs."""
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 from pathlib import Path
@@ -13,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
 
-from visionkit.callbacks.training_curves import Curves, panel_of, read_epoch_curves
+from visionkit.callbacks.training_curves import Curves, csv_log_tables, panel_of, read_epoch_curves
 from visionkit.errors import VisionkitError
 from visionkit.report.html import embedded_png, table, write_page
 
@@ -33,12 +32,11 @@ def check_run(run: Path) -> None:
 def final_metrics(run: Path) -> dict[str, float]:
     """The last logged value of every metric in the run's CSV logs (test metrics, last epoch's validation)."""
     values: dict[str, float] = {}
-    for path in sorted(run.glob("csv/version_*/metrics.csv")):
-        with open(path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                for key, value in row.items():
-                    if value and key not in ("epoch", "step") and not key.endswith("_step"):
-                        values[key] = float(value)
+    for rows in csv_log_tables(run / "csv"):
+        for row in rows:
+            for key, value in row.items():
+                if value and key not in ("epoch", "step") and not key.endswith("_step"):
+                    values[key] = float(value)
     return values
 
 

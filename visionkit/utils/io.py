@@ -95,6 +95,18 @@ class UnreadableImage(VisionkitError):
         self.path, self.reason = path, reason
 
 
+def _turned(img: Image.Image) -> bool:
+    """Whether the EXIF orientation swaps width and height (read_image applies it)."""
+    return img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+
+
+def shown_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) of the image as `read_image` returns it (EXIF rotation applied), from the header only."""
+    with Image.open(path) as img:
+        width, height = img.size
+        return (width, height) if _turned(img) else (height, width)
+
+
 def _checked_file(path: Path) -> None:
     try:
         status = path.stat()
@@ -114,12 +126,15 @@ def _with_pil(path: Path, needed: SizeNeeded | None = None) -> tuple[np.ndarray,
     the picture's full (height, width), EXIF rotation applied to both."""
     try:
         with Image.open(path) as img:
+            if needed is None or img.format != "JPEG":  # decoded in full: its size is the picture's
+                img.load()
+                pixels = pil_to_rgb(img)
+                return pixels, pixels.shape[:2]
             width, height = img.size
-            turned = img.format == "JPEG" and img.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+            turned = _turned(img)
             full = (width, height) if turned else (height, width)
-            if needed is not None and img.format == "JPEG":
-                need_h, need_w = needed(*full)
-                img.draft("RGB", (need_h, need_w) if turned else (need_w, need_h))
+            need_h, need_w = needed(*full)
+            img.draft("RGB", (need_h, need_w) if turned else (need_w, need_h))
             img.load()
             return pil_to_rgb(img), full
     except (UnidentifiedImageError, ImportError):  # ultralytics' patched Image.open raises ImportError here

@@ -17,15 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from visionkit.data.mask_files import MaskReader
 from visionkit.data.splits import SPLITS, SampleSet, complete_splits, split_pool
 from visionkit.errors import VisionkitError
-from visionkit.utils.io import IMAGE_EXTENSIONS, ORIENTATION, check_image
+from visionkit.utils.io import IMAGE_EXTENSIONS, check_image, shown_size
 
 SKIP_HINT = "fix it, or set data.skip_bad_masks=true to leave such pairs out"
-_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 @dataclass
@@ -60,14 +58,6 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith("."):
             found.setdefault(str(path.relative_to(folder).with_suffix("")), path)
     return found
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) as `read_image` returns the image (EXIF rotation applied), from the header only."""
-    with Image.open(path) as img:
-        width, height = img.size
-        orientation = img.getexif().get(ORIENTATION, 1)
-    return (width, height) if orientation in _ROTATED else (height, width)
 
 
 class MaskSource:
@@ -175,7 +165,7 @@ class MaskSource:
             ids = self.mask_reader.read(mask)
         except VisionkitError as exc:
             return str(exc), None
-        height, width = _image_size(image)
+        height, width = shown_size(image)
         if ids.shape != (height, width):
             return (
                 f"mask {mask} is {ids.shape[1]}x{ids.shape[0]} px but its image {image} is {width}x{height}; "
