@@ -61,3 +61,20 @@ def test_a_folder_that_is_not_a_run_says_so(tmp_path: Path) -> None:
         write_report(tmp_path)
     with pytest.raises(VisionkitError, match=r"is not a folder"):
         write_report(tmp_path / "missing")
+
+
+def test_the_sweep_comparison_callback_answers_every_hydra_event(tmp_path: Path) -> None:
+    """Hydra warns once per event a callback lacks (it did after every single run); the sweep's end writes the
+    page and the other events do nothing."""
+    from omegaconf import OmegaConf
+
+    from visionkit.report.compare import CompareSweep
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    callback = CompareSweep()
+    for event in ("on_run_start", "on_run_end", "on_multirun_start"):
+        getattr(callback, event)(config=config)
+    callback.on_job_start(config=config, task_function=print)
+    callback.on_job_end(config=config, job_return=None)
+    callback.on_multirun_end(config=config)  # no job folders: nothing to compare, no page
+    assert not (tmp_path / "compare.html").exists()

@@ -8,6 +8,7 @@ import html
 import io
 from pathlib import Path
 
+from hydra.experimental.callback import Callback as HydraCallback
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from omegaconf import OmegaConf
@@ -136,12 +137,10 @@ def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
     return write_page(output, f"{len(folders)} runs compared", parts)
 
 
-class CompareSweep:
+class CompareSweep(HydraCallback):
     """Hydra callback (conf/hydra/default.yaml): when a sweep (`-m`) ends, `<sweep dir>/compare.html` compares
-    its jobs (those that logged metrics; a failed job is left out and named)."""
-
-    def on_multirun_start(self, config: object, **kwargs: object) -> None:
-        """Nothing to do before the jobs."""
+    its jobs (those that logged metrics; a failed job is left out and named). Hydra's base class supplies the
+    other events (a class without them gets a warning per event from Hydra)."""
 
     def on_multirun_end(self, config: object, **kwargs: object) -> None:
         from visionkit.utils.logging import get_logger

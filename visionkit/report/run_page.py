@@ -12,7 +12,7 @@ from typing import Any
 from visionkit.errors import VisionkitError
 from visionkit.report.html import csv_table, image, table, write_page
 
-PLOT_ORDER = ("results", "confusion_matrix", "per_class", "roc", "pr", "reliability")
+PLOT_ORDER = ("results", "confusion_matrix", "per_class", "roc", "pr", "confidence", "reliability")
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:

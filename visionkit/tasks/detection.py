@@ -107,10 +107,16 @@ class DetectionTask(VisionTask):
         self.test_map = self.val_map.clone()
 
     def default_callbacks(self) -> list[L.Callback]:
-        """The sample plot, the recipe's EMA of the weights and the closing of mosaic for the last epochs."""
+        """The sample plot, the test report, the recipe's EMA of the weights and the closing of mosaic for the
+        last epochs."""
+        from visionkit.callbacks.detection_report import DetectionReport
         from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 
-        callbacks: list[L.Callback] = [CloseMosaic(self.hparams.close_mosaic), SamplePredictionPlot()]
+        callbacks: list[L.Callback] = [
+            CloseMosaic(self.hparams.close_mosaic),
+            SamplePredictionPlot(),
+            DetectionReport(),
+        ]
         if self.hparams.ema_decay:
             callbacks.append(RampedEMA(self.hparams.ema_decay))
         return callbacks
@@ -216,9 +222,10 @@ class DetectionTask(VisionTask):
         return self.eval()
 
     def _evaluate(
-        self, batch: dict[str, Tensor], metric: MeanAveragePrecision, for_plot: bool = False
-    ) -> dict[str, Tensor] | None:
-        """Update `metric`; with `for_plot`, also return the batch's boxes for the sample-prediction plot."""
+        self, batch: dict[str, Tensor], metric: MeanAveragePrecision, for_plot: bool = False, for_report: bool = False
+    ) -> dict[str, Any] | None:
+        """Update `metric`; with `for_plot`, also return the batch's boxes for the sample-prediction plot; with
+        `for_report`, every image's detections (K, 6) and truths (M, 5: class x1 y1 x2 y2) for DetectionReport."""
         images = batch["image"]
         height, width = images.shape[-2:]
         detections = self.detect(images)
@@ -229,11 +236,13 @@ class DetectionTask(VisionTask):
             boxes = _xywhn_to_xyxy(batch["bboxes"][mine], height, width)
             targets.append({"boxes": boxes, "labels": batch["cls"][mine].view(-1).long()})
         metric.update(preds, targets)
+        truth = [torch.cat([t["labels"][:, None].float(), t["boxes"]], 1) for t in targets]
+        if for_report:
+            return {"detections": detections, "truths": truth}
         if not for_plot:
             return None
         # per-image, padded (class -1 = none) for the sample-prediction plot
         shown = [d[d[:, 4] >= 0.25][:50] for d in detections]
-        truth = [torch.cat([t["labels"][:, None].float(), t["boxes"]], 1) for t in targets]
         return {"pred_boxes": _pad(shown, 6), "true_boxes": _pad(truth, 5)}
 
     def sample_figure(self, batch: dict[str, Tensor], outputs: dict[str, Tensor], images: Any, title: str) -> Any:
@@ -256,8 +265,8 @@ class DetectionTask(VisionTask):
     def on_validation_epoch_end(self) -> None:
         self._log_map(self.val_map, "val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_map)
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any] | None:
+        return self._evaluate(batch, self.test_map, for_report=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_map(self.test_map, "test")
