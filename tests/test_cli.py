@@ -218,6 +218,10 @@ def test_detection_ddp_two_cpu_processes_train_export_and_predict(tmp_path: Path
     runs = list((tmp_path / "outputs" / "detection").glob("*/*"))
     assert runs == [run_folder(out)]
     assert out.count("test_map50_95:") == 1
+    with open(runs[0] / "tables" / "per_class.csv", newline="") as handle:
+        overall = list(csv.DictReader(handle))[-1]
+    assert overall["class"] == "all" and int(overall["images"]) == 2 * 2 * 16  # both ranks' 2 test batches
+    assert {p.name for p in (runs[0] / "plots").glob("*.png")} >= {"pr.png", "confidence.png", "confusion_matrix.png"}
     best = runs[0] / "checkpoints" / "best.ckpt"
     ckpt = torch.load(best, map_location="cpu", weights_only=True)
     assert ckpt["visionkit"]["task"] == "visionkit.tasks.detection.DetectionTask"

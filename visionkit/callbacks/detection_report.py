@@ -333,17 +333,18 @@ class DetectionReport(L.Callback):
         rank = float(trainer.global_rank)
         for found, truth in zip(outputs["detections"], outputs["truths"]):
             key = found.new_tensor([rank, float(self.images)])
-            self.found.update(torch.cat([key.expand(len(found), 2), found.float()], 1))
-            self.truth.update(torch.cat([key.expand(len(truth), 2), truth.float()], 1))
-            self.seen.update(key[None])
+            # flat rows: a rank with none sends an empty 1-D tensor like the others' (gathering needs equal ranks)
+            self.found.update(torch.cat([key.expand(len(found), 2), found.float()], 1).flatten())
+            self.truth.update(torch.cat([key.expand(len(truth), 2), truth.float()], 1).flatten())
+            self.seen.update(key)
             self.images += 1
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.seen.update_count:
             return
         seen = self.seen.compute().reshape(-1, 2).cpu().numpy()  # gathered from every rank
-        found = self.found.compute().reshape(-1, 8).cpu().numpy() if self.found.update_count else np.zeros((0, 8))
-        truth = self.truth.compute().reshape(-1, 7).cpu().numpy() if self.truth.update_count else np.zeros((0, 7))
+        found = self.found.compute().reshape(-1, 8).cpu().numpy()
+        truth = self.truth.compute().reshape(-1, 7).cpu().numpy()
         if trainer.is_global_zero:
             classes = int(pl_module.hparams.num_classes)
             names = [str(n) for n in (getattr(pl_module, "class_names", None) or range(classes))]
