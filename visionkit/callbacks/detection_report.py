@@ -12,6 +12,7 @@ import contextlib
 import csv
 import io
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,10 +349,15 @@ class DetectionReport(L.Callback):
         if trainer.is_global_zero:
             classes = int(pl_module.hparams.num_classes)
             names = [str(n) for n in (getattr(pl_module, "class_names", None) or range(classes))]
+            started = time.perf_counter()
             self.scored = (_split_by_image(seen, found), _split_by_image(seen, truth))
             max_det = int(getattr(pl_module.hparams, "max_det", 300))
             self.scores = scores = score_detection(*self.scored, classes, max_det)
             write_detection_report(scores, names, trainer, Path(self.dirpath or trainer.default_root_dir))
+            log.info(
+                f"detection report: {len(seen)} images, {len(found)} detections scored and drawn in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
             if scores.best_f1 > 0:
                 log.info(
                     f"best F1 {scores.best_f1:.3f} at confidence {scores.best_conf:.3f}: pass "
