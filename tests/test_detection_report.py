@@ -7,13 +7,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from visionkit.callbacks.detection_report import DetectionScores, score_detection
+from visionkit.callbacks.detection_report import (
+    DetectionScores,
+    confidence_figure,
+    pr_figure,
+    score_detection,
+    write_detection_tables,
+)
 
 CLASSES = 4  # class 3 never appears among the synthetic truths; the shapes have 3 classes
 
@@ -134,6 +141,17 @@ def test_scores_agree_with_pycocotools_and_ultralytics_and_an_absent_class_is_ma
     assert scores.instances[3] == 0 and np.isnan(scores.ap50[3]) and np.isnan(scores.precision[3])
     assert np.isnan(scores.pr_precision[3]).all() and np.isnan(scores.f1_curve[3]).all()
     assert 0 < scores.best_conf < 1 and scores.best_f1 == pytest.approx(np.nanmean(scores.f1_curve, 0).max(), abs=0.02)
+    names = ["a", "b", "c", "never"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no division by zero or empty mean for the absent class
+        write_detection_tables(scores, names, tmp_path)
+        labels = [t.get_text() for t in pr_figure(scores, names).axes[0].get_legend().get_texts()]
+        confidence_figure(scores, names)
+    assert "never (absent)" in labels
+    with open(tmp_path / "per_class.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[3]["instances"] == "0" and rows[3]["ap50"] == "" and rows[4]["class"] == "all"
+    assert float(rows[4]["ap50"]) == pytest.approx(np.mean(scores.ap50[:3]), abs=1e-6)  # over the classes present
 
 
 def test_the_confusion_matrix_of_a_case_counted_by_hand() -> None:
