@@ -28,6 +28,7 @@ from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
+from visionkit.utils.video import is_video_source
 
 log = get_logger(__name__)
 
@@ -235,10 +236,20 @@ def _predict_options(cfg: DictConfig, predictor_cls: type) -> dict[str, Any]:
     return {name: _plain(cfg[name]) for name in predictor_options(predictor_cls) if name in cfg}
 
 
+def _video_options(cfg: DictConfig) -> Any:
+    """The predict config's video keys (conf/predict.yaml: stride ... overwrite) as VideoOptions."""
+    from dataclasses import fields
+
+    from visionkit.inference.video import VideoOptions
+
+    return VideoOptions(**{f.name: _plain(cfg[f.name]) for f in fields(VideoOptions) if f.name in cfg})
+
+
 def predict(cfg: DictConfig) -> dict[str, float]:
     """Run a checkpoint on the images named by `cfg.source` through its Predictor, writing each result's files
     as it comes (classification: predictions.csv/json; detection: predictions.json, YOLO txt labels and annotated
-    images; segmentation: mask PNGs, overlays and predictions.json, at each image's own resolution)."""
+    images; segmentation: mask PNGs, overlays and predictions.json, at each image's own resolution). A video,
+    webcam or stream goes to `predict_video` (annotated .mp4, per-frame JSON, tracks, backgrounds)."""
     from rich.progress import track
 
     from visionkit.inference import build_predictor, open_checkpoint, output_names
@@ -254,8 +265,14 @@ def predict(cfg: DictConfig) -> dict[str, float]:
         raise VisionkitError(
             f"task={wanted} but {cfg.ckpt_path} holds a {predictor_cls.task_name} model; drop task= or fix ckpt_path"
         )
-    paths = list_images(cfg.get("source"))
+    source = cfg.get("source")
     options = _predict_options(cfg, predictor_cls)
+    if is_video_source(source):
+        from visionkit.inference.video import predict_video
+
+        predictor = build_predictor(state, task_cls, image_size=_plain(cfg.get("image_size")), **options)
+        return predict_video(predictor, str(source), Path(cfg.paths.output_dir), _video_options(cfg))
+    paths = list_images(source)
     predictor = build_predictor(state, task_cls, image_size=_plain(cfg.get("image_size")), **options)
     output_dir = Path(cfg.paths.output_dir)
     records = []

@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bf16: autocast, Gram in fp32; auto: bf16 where the CPU/GPU computes it natively",
     )
     p.add_argument("--save-every", type=int, default=0, help="also save the image every N steps")
+    p.add_argument(
+        "--temporal-smoothing",
+        type=float,
+        default=0.0,
+        help="video with --model: 0..1, how much of the last output frame still parts of the scene keep (less "
+        "flicker; 0 = off); the flicker is measured and printed either way",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="full tracebacks on errors")
@@ -207,9 +214,55 @@ def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path
     return predictor.counts["skipped"]
 
 
+def _run_video(args: argparse.Namespace) -> int:
+    """A video through a fast stylizer, frame by frame: `-o <name>.mp4` (or `<folder>/<video name>.mp4`) with
+    the video's fps, size and audio; the flicker measured (and reduced with --temporal-smoothing)."""
+    from visionkit.inference import build_predictor, open_checkpoint
+    from visionkit.inference.video import VideoOptions, predict_video
+    from visionkit.utils.video import video_name
+
+    if not args.model:
+        raise VisionkitError(
+            "a video needs a fast stylizer (--model fast.ckpt): optimization takes minutes a frame; train one with "
+            "visionkit-train task=style_transfer"
+        )
+    source = args.content[0]
+    output = Path(args.output).expanduser()
+    target = output if output.suffix else output / f"{video_name(source)}.mp4"
+    state, task_cls, predictor_cls = open_checkpoint(args.model, key="--model")
+    if predictor_cls.task_name != "style_transfer":
+        raise VisionkitError(f"--model: {args.model} holds {task_cls.__name__}, not a fast stylizer")
+    predictor = build_predictor(
+        state,
+        task_cls,
+        device=args.device,
+        precision=args.precision,
+        batch_size=max(1, args.batch_size),
+        size=args.size or None,
+    )
+    options = VideoOptions(
+        output=str(target), overwrite=args.overwrite, save_json=False, smoothing=args.temporal_smoothing
+    )
+    counts = predict_video(predictor, source, target.parent, options)
+    print(
+        f"{int(counts['frames'])} frame(s) stylized at {counts['frames_per_s']:.1f} frames/s: {target}\n"
+        f"flicker {counts['flicker']:.2f} (unsmoothed {counts['raw_flicker']:.2f}; 1 = as much change between "
+        "frames as the input has)",
+        flush=True,
+    )
+    return 1 if counts["skipped"] else 0
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse `argv`, stylize, and return the exit status (1 when some photos were skipped)."""
+    from visionkit.utils.video import is_video_source
+
     args = build_parser().parse_args(argv)
+    videos = [c for c in args.content if is_video_source(c)]
+    if videos:
+        if len(args.content) != 1:
+            raise VisionkitError(f"stylize one video at a time ({videos[0]} came with {len(args.content) - 1} more)")
+        return _run_video(args)
     contents = _contents(args.content)
     outputs = output_paths(contents, args.output, single_file_ok=True)
     extra_inputs = [*args.style, *([args.model] if args.model else [])]

@@ -27,10 +27,11 @@ from visionkit.errors import VisionkitError
 from visionkit.utils.device import autocast, pick_device, resolve_precision
 from visionkit.utils.io import SAVE_FORMATS, atomic_write, read_image, save_image, to_rgb
 from visionkit.utils.logging import get_logger
+from visionkit.utils.video import VideoFrame, is_video_source, video_frames
 
 log = get_logger(__name__)
 
-ImageInput = str | os.PathLike | np.ndarray | Image.Image | Tensor
+ImageInput = str | os.PathLike | np.ndarray | Image.Image | Tensor | VideoFrame
 
 
 @dataclass
@@ -43,14 +44,17 @@ class InputImage:
     error: str | None = None
     from_file: bool = False
     prepared: np.ndarray | None = field(default=None, repr=False)  # the image at the network size, when resized
+    frame: int | None = None  # a video frame's index and time (seconds) in its video
+    time: float | None = None
 
 
 @dataclass
 class Result:
     """What a predictor found in one image; every task's result has these fields and methods.
 
-    source: the input's path, or `image<N>` for arrays, PIL images and tensors. size: (height, width) of the image
-    as given. names: class names in class-id order. error: why the input was skipped (unreadable), else None.
+    source: the input's path (a video frame: its video's), or `image<N>` for arrays, PIL images and tensors.
+    size: (height, width) of the image as given. names: class names in class-id order. error: why the input was
+    skipped (unreadable), else None. frame, time: a video frame's index and time in seconds, else None.
     """
 
     task: ClassVar[str] = ""
@@ -60,6 +64,8 @@ class Result:
     error: str | None = None
     pixels: np.ndarray | None = field(default=None, repr=False)  # the input's pixels, while held
     from_file: bool = field(default=False, repr=False)
+    frame: int | None = None
+    time: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -86,6 +92,8 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: task, path, height, width and the task's fields; skipped inputs say so and why."""
         head: dict[str, Any] = {"task": self.task, "path": self.source}
+        if self.frame is not None:
+            head.update(frame=self.frame, time=round(float(self.time or 0.0), 4))
         if not self.ok:
             return {**head, "skipped": True, "error": self.error, **self.fields()}
         return {**head, "height": int(self.size[0]), "width": int(self.size[1]), **self.fields()}
@@ -125,8 +133,11 @@ def output_names(paths: Sequence[str]) -> list[str]:
 
 
 def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
-    """One input, a folder or glob (its image files), a 4-D batch (its images) or an iterable of inputs."""
+    """One input, a video (its frames), a folder or glob (its image files), a 4-D batch (its images) or an
+    iterable of inputs."""
     if isinstance(images, (str, os.PathLike)):
+        if is_video_source(images):
+            return video_frames(images)
         path = Path(images).expanduser()
         return [images] if path.is_file() else list_images(str(images))
     if isinstance(images, (np.ndarray, Tensor)):
@@ -220,6 +231,11 @@ class Predictor:
 
     def _load(self, index: int, image: ImageInput) -> InputImage:
         """One input read as RGB and prepared (`prepare_input`); unreadable ones stop, or are marked skipped."""
+        if isinstance(image, VideoFrame):
+            pixels = image.image
+            return InputImage(
+                index, image.source, pixels, None, False, self.prepare_input(pixels), image.index, image.time
+            )
         from_file = isinstance(image, (str, os.PathLike))
         source = os.fspath(image) if from_file else f"image{index}"
         try:
@@ -270,6 +286,8 @@ class Predictor:
             "names": self.names,
             "pixels": item.pixels,
             "from_file": item.from_file,
+            "frame": item.frame,
+            "time": item.time,
         }
 
     def resize(self, pixels: np.ndarray) -> np.ndarray:

@@ -26,7 +26,8 @@ def _empty(columns: int, dtype: Any = np.float32) -> np.ndarray:
 class DetectionResult(Result):
     """Boxes found in one image. boxes: (K, 4) x1 y1 x2 y2 in the image's own pixels; scores: (K,);
     classes: (K,) class ids (names in `names`); anchors: (K,) the network output column each box came from (with
-    the predictor's `anchors` option, else empty)."""
+    the predictor's `anchors` option, else empty); track_ids: (K,) each box's track id when a tracker ran
+    (`ObjectTracker`, video), else empty."""
 
     task: ClassVar[str] = "detection"
     boxes: np.ndarray = field(default_factory=lambda: _empty(4))
@@ -34,6 +35,7 @@ class DetectionResult(Result):
     classes: np.ndarray = field(default_factory=lambda: _empty(0, np.int64))
     anchors: np.ndarray = field(default_factory=lambda: _empty(0, np.int64), repr=False)
     save_conf: bool = False  # `save` appends each box's score to its label line
+    track_ids: np.ndarray = field(default_factory=lambda: _empty(0, np.int64))  # per box, when tracked (video)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -53,6 +55,8 @@ class DetectionResult(Result):
                     "box_xywhn": [round(v, 6) for v in centre_w],
                 }
             )
+        for det, track_id in zip(out, self.track_ids.tolist()):
+            det["track_id"] = int(track_id)
         return out
 
     def fields(self) -> dict[str, Any]:
@@ -68,15 +72,19 @@ class DetectionResult(Result):
         return lines
 
     def plot(self) -> np.ndarray:
-        """The image with each box outlined in its class colour and labelled `class score`."""
+        """The image with each box outlined in its class colour and labelled `class score` (`#id class score`
+        when tracked)."""
         canvas = Image.fromarray(self.original)
         draw = ImageDraw.Draw(canvas)
         thickness = max(1, round(max(canvas.size) / 300))
         font = ImageFont.load_default(size=max(10, round(max(canvas.size) / 40)))
-        for (x1, y1, x2, y2), score, cls in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist()):
+        ids = [f"#{i} " for i in self.track_ids.tolist()] if len(self.track_ids) else [""] * len(self.boxes)
+        for (x1, y1, x2, y2), score, cls, track in zip(
+            self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(), ids
+        ):
             colour = box_colour(int(cls))
             draw.rectangle([x1, y1, x2, y2], outline=colour, width=thickness)
-            text = f"{self.names[int(cls)]} {score:.2f}"
+            text = f"{track}{self.names[int(cls)]} {score:.2f}"
             left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
             lift = bottom - top + 2
             y_text = y1 - lift if y1 - lift >= 0 else y1
