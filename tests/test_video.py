@@ -5,6 +5,7 @@ background replacement, the fast stylizer's flicker, and bad input named in one 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -26,7 +27,10 @@ from visionkit.utils.video import VideoReader, VideoWriter, video_frames
 
 
 def probe(path: Path) -> dict[str, object]:
-    """Frames, fps, size and stream kinds of a video, read by ffprobe (or by PyAV's demuxer without ffprobe)."""
+    """Frames, fps, size and stream kinds of a video, read by ffprobe (or by PyAV's demuxer without ffprobe,
+    unless VISIONKIT_REQUIRE_FFPROBE=1, as .ci/run sets)."""
+    if os.environ.get("VISIONKIT_REQUIRE_FFPROBE") == "1" and not shutil.which("ffprobe"):
+        pytest.fail("VISIONKIT_REQUIRE_FFPROBE=1 but no ffprobe on PATH (apt-get install ffmpeg)")
     if shutil.which("ffprobe"):
         out = subprocess.run(
             ["ffprobe", "-v", "error", "-count_packets", "-show_entries",
@@ -88,6 +92,31 @@ def test_a_truncated_video_keeps_its_readable_frames(tmp_path: Path) -> None:
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
     frames = list(video_frames(cut))
     assert 10 <= len(frames) < 40 and all(f.image.shape == (64, 96, 3) for f in frames)
+
+
+def test_a_corrupt_frame_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> None:
+    """Motion JPEG in AVI (each frame decoded on its own; H.264 conceals damage instead of failing): frame 10's
+    JPEG overwritten with junk."""
+    import av
+
+    from visionkit.data.shapes_video import render_shapes_frames
+
+    container = av.open(str(tmp_path / "clip.avi"), "w")
+    stream = container.add_stream("mjpeg", rate=10)
+    stream.width, stream.height, stream.pix_fmt = 96, 64, "yuvj420p"
+    for picture in render_shapes_frames(20, 64, 96)[0]:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+    container.close()
+    data = bytearray((tmp_path / "clip.avi").read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]  # JPEG start markers
+    data[starts[10] : starts[11] - 16] = b"\xaa" * (starts[11] - 16 - starts[10])
+    (tmp_path / "damaged.avi").write_bytes(bytes(data))
+    reader = VideoReader(tmp_path / "damaged.avi")
+    indices = [frame.index for frame in reader]
+    assert reader.skipped == 1 and indices == [i for i in range(20) if i != 10]
 
 
 def _free_port() -> int:
