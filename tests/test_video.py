@@ -136,6 +136,16 @@ def test_bad_video_input_is_named_in_one_line(clip, tmp_path: Path) -> None:
         ("/dev/video97", r"webcam /dev/video97: /dev/video97 does not exist"),
         (f"rtsp://127.0.0.1:{_free_port()}/live", r"rtsp://127.0.0.1:\d+/live: (cannot open it|no answer)"),
     ]
+    import av
+
+    with av.open(str(tmp_path / "tone.m4a"), "w", format="mp4") as sound:  # audio only: no picture to read
+        stream = sound.add_stream("aac", rate=8000)
+        stream.layout = "mono"
+        chunk = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        chunk.sample_rate, chunk.pts = 8000, 0
+        for packet in [*stream.encode(chunk), *stream.encode(None)]:
+            sound.mux(packet)
+    cases.append((tmp_path / "tone.m4a", r"tone.m4a holds no video stream"))
     for source, message in cases:
         with pytest.raises(VisionkitError, match=message):
             VideoReader(source, timeout=3)

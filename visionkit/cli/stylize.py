@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
@@ -177,31 +178,37 @@ def _run_optimization(args: argparse.Namespace, contents: list[str], outputs: li
     return failures
 
 
-def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path]) -> int:
-    """Stylize with a fast stylizer checkpoint through its predictor: batches of same-sized photos, each
-    written at its own size as soon as its batch is done."""
-    from PIL import Image
-
+def _stylizer(args: argparse.Namespace, skip_bad_images: bool = False) -> Any:
+    """The predictor of the fast stylizer checkpoint `--model` (another task's checkpoint is refused)."""
     from visionkit.inference import build_predictor, open_checkpoint
-    from visionkit.utils.io import save_image
 
-    if args.style:
-        raise VisionkitError("--model stylizes with the style it was trained on: drop --style, or drop --model")
     state, task_cls, predictor_cls = open_checkpoint(args.model, key="--model")
     if predictor_cls.task_name != "style_transfer":
         raise VisionkitError(
             f"--model: {args.model} holds {task_cls.__name__}, not a fast stylizer; train one with "
             "visionkit-train task=style_transfer"
         )
-    predictor = build_predictor(
+    return build_predictor(
         state,
         task_cls,
         device=args.device,
         precision=args.precision,
         batch_size=max(1, args.batch_size),
         size=args.size or None,
-        skip_bad_images=len(contents) > 1,
+        skip_bad_images=skip_bad_images,
     )
+
+
+def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path]) -> int:
+    """Stylize with a fast stylizer checkpoint through its predictor: batches of same-sized photos, each
+    written at its own size as soon as its batch is done."""
+    from PIL import Image
+
+    from visionkit.utils.io import save_image
+
+    if args.style:
+        raise VisionkitError("--model stylizes with the style it was trained on: drop --style, or drop --model")
+    predictor = _stylizer(args, skip_bad_images=len(contents) > 1)
     started = time.perf_counter()
     for result, output in zip(predictor.stream(contents), outputs):
         if result.ok:
@@ -217,7 +224,6 @@ def _run_model(args: argparse.Namespace, contents: list[str], outputs: list[Path
 def _run_video(args: argparse.Namespace) -> int:
     """A video through a fast stylizer, frame by frame: `-o <name>.mp4` (or `<folder>/<video name>.mp4`) with
     the video's fps, size and audio; the flicker measured (and reduced with --temporal-smoothing)."""
-    from visionkit.inference import build_predictor, open_checkpoint
     from visionkit.inference.video import VideoOptions, predict_video
     from visionkit.utils.video import video_name
 
@@ -229,17 +235,7 @@ def _run_video(args: argparse.Namespace) -> int:
     source = args.content[0]
     output = Path(args.output).expanduser()
     target = output if output.suffix else output / f"{video_name(source)}.mp4"
-    state, task_cls, predictor_cls = open_checkpoint(args.model, key="--model")
-    if predictor_cls.task_name != "style_transfer":
-        raise VisionkitError(f"--model: {args.model} holds {task_cls.__name__}, not a fast stylizer")
-    predictor = build_predictor(
-        state,
-        task_cls,
-        device=args.device,
-        precision=args.precision,
-        batch_size=max(1, args.batch_size),
-        size=args.size or None,
-    )
+    predictor = _stylizer(args)
     options = VideoOptions(
         output=str(target), overwrite=args.overwrite, save_json=False, smoothing=args.temporal_smoothing
     )
