@@ -327,14 +327,15 @@ class VideoWriter:
         self._mux_audio_until(self.frames / float(self.rate))
 
     def close(self) -> Path | None:
-        """Flush the encoder, copy the remaining audio and move the file into place; None when no frame came."""
+        """Flush the encoder, copy the audio up to the video's end and move the file into place; None when no frame
+        came."""
         if self.container is None:
             return self.path if self.path.exists() else None
         try:
             if self.video is not None:
                 for packet in self.video.encode(None):
                     self.container.mux(packet)
-                self._mux_audio_until(None)
+                self._mux_audio_until(self.frames / float(self.rate))  # audio as long as the video
         finally:
             self.container.close()
             self.container = None
