@@ -266,15 +266,15 @@ def predict(cfg: DictConfig) -> dict[str, float]:
             f"task={wanted} but {cfg.ckpt_path} holds a {predictor_cls.task_name} model; drop task= or fix ckpt_path"
         )
     source = cfg.get("source")
+    video = is_video_source(source)
+    paths = [] if video else list_images(source)  # a wrong source stops before the model is built
     options = _predict_options(cfg, predictor_cls)
-    if is_video_source(source):
-        from visionkit.inference.video import predict_video
-
-        predictor = build_predictor(state, task_cls, image_size=_plain(cfg.get("image_size")), **options)
-        return predict_video(predictor, str(source), Path(cfg.paths.output_dir), _video_options(cfg))
-    paths = list_images(source)
     predictor = build_predictor(state, task_cls, image_size=_plain(cfg.get("image_size")), **options)
     output_dir = Path(cfg.paths.output_dir)
+    if video:
+        from visionkit.inference.video import predict_video
+
+        return predict_video(predictor, str(source), output_dir, _video_options(cfg))
     records = []
     results = predictor.stream(paths)
     try:

@@ -156,15 +156,15 @@ def score_detection(
     for found, truth in zip(detections, truths):
         found = found[np.argsort(-found[:, 4], kind="stable")]
         boxes, true_cls = torch.as_tensor(truth[:, 1:5]).float(), torch.as_tensor(truth[:, 0]).long()
-        pred_cls = torch.as_tensor(found[:, 5]).long()
-        iou = box_iou(boxes, torch.as_tensor(found[:, :4]).float()) if len(truth) and len(found) else None
+        found_boxes, pred_cls = torch.as_tensor(found[:, :4]).float(), torch.as_tensor(found[:, 5]).long()
+        iou = box_iou(boxes, found_boxes) if len(truth) and len(found) else None
         tps.append(match_detections(pred_cls, true_cls, iou))
         confs.append(found[:, 4])
         pred_classes.append(found[:, 5])
         true_classes.append(truth[:, 0])
         images[np.unique(truth[:, 0]).astype(np.int64)] += 1
         matrix.process_batch(
-            {"bboxes": torch.as_tensor(found[:, :4]).float(), "conf": torch.as_tensor(found[:, 4]), "cls": pred_cls},
+            {"bboxes": found_boxes, "conf": torch.as_tensor(found[:, 4]), "cls": pred_cls},
             {"bboxes": boxes, "cls": true_cls},
             conf=CONFUSION_CONF,
             iou_thres=CONFUSION_IOU,

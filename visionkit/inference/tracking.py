@@ -67,11 +67,11 @@ class ObjectTracker:
         if len(tracked) == 0:
             tracked = np.zeros((0, 8), np.float32)
         ids = tracked[:, 4].astype(np.int64)
-        frame = result.frame if frame_index is None else frame_index
+        frame = int((result.frame if frame_index is None else frame_index) or 0)
         for track_id, cls, score in zip(ids.tolist(), tracked[:, 6].tolist(), tracked[:, 5].tolist()):
-            summary = self.tracks.setdefault(track_id, TrackSummary(track_id, first_frame=int(frame or 0)))
+            summary = self.tracks.setdefault(track_id, TrackSummary(track_id, first_frame=frame))
             summary.classes[int(cls)] += 1
-            summary.last_frame, summary.frames = int(frame or 0), summary.frames + 1
+            summary.last_frame, summary.frames = frame, summary.frames + 1
             summary.score_sum += float(score)
         return replace(
             result,

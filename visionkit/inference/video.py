@@ -104,23 +104,24 @@ def _until_interrupted(frames: Iterable[Any], stop: dict[str, bool]) -> Iterator
         stop["interrupted"] = True
 
 
-def _picture(result: Result, background: Any, smoothing: Any, options: VideoOptions) -> np.ndarray:
+def _picture(result: Result, background: Any, keep: list[int], smoothing: Any, feather: float) -> np.ndarray:
+    """The frame written for `result`: stylized (smoothed), its background replaced (keeping classes `keep`), or
+    the result drawn."""
     if smoothing is not None:
         return smoothing(result.original, result.image)
     if background is None:
         return result.plot()
     from visionkit.inference.background import replace_background
 
-    return replace_background(
-        result.original, result.mask, background, options.foreground, result.names, options.feather
-    )
+    return replace_background(result.original, result.mask, background, keep, result.names, feather)
 
 
 def predict_video(
     predictor: Predictor, source: str, folder: str | Path, options: VideoOptions | None = None
 ) -> dict[str, float]:
-    """Run `predictor` over the frames of `source` and write the outputs into `folder`; returns frames read,
-    skipped (corrupt), objects (detection), tracks, frames/s and the flicker-free output path's frame count."""
+    """Run `predictor` over the frames of `source` and write the outputs into `folder`; returns the frames
+    written, corrupt packets skipped and frames/s, with objects (detection), tracks (tracking) and the flicker
+    (fast stylizer) where they apply."""
     options = options or VideoOptions()
     folder = Path(folder)
     task = predictor.task_name
@@ -133,12 +134,12 @@ def predict_video(
     name = video_name(source)
     output = check_output(options.output or folder / f"{name}.mp4", source, options.overwrite)
     reader = VideoReader(source, options.stride, options.start, options.end, options.max_frames, options.timeout)
-    background = None
+    background, keep = None, []
     if options.background is not None:
         from visionkit.inference.background import Background, foreground_ids
 
         background = Background(options.background)
-        foreground_ids(predictor.names, options.foreground)  # a wrong class name stops before any frame
+        keep = foreground_ids(predictor.names, options.foreground)  # a wrong class name stops before any frame
     tracker = None
     if options.track:
         from visionkit.inference.tracking import ObjectTracker
@@ -159,7 +160,7 @@ def predict_video(
         for result in predictor.stream(_until_interrupted(reader, stop)):
             if tracker is not None:
                 result = tracker.update(result)
-            video.write(_picture(result, background, smoothing, options))
+            video.write(_picture(result, background, keep, smoothing, options.feather))
             if masks is not None:
                 masks.write(colorize(result.mask))
             if options.save_txt and task == "detection":

@@ -75,10 +75,6 @@ class VideoFrame:
     time: float
     source: str
 
-    @property
-    def name(self) -> str:
-        return f"{video_name(self.source)}_{self.index:06d}"
-
 
 class VideoReader:
     """Frames of a video file, webcam or stream, decoded one at a time (memory does not grow with the length).
@@ -114,7 +110,6 @@ class VideoReader:
         self.stream = streams[0]
         self.stream.thread_type = "AUTO"  # frame and slice threads in the decoder
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
-        self.fps = float(rate) if rate else 30.0
         self.rate = Fraction(rate) if rate else Fraction(30)
         self.width, self.height = int(self.stream.codec_context.width), int(self.stream.codec_context.height)
         self.has_audio = bool(self.container.streams.audio)
@@ -152,6 +147,10 @@ class VideoReader:
             raise VisionkitError(f"{self.source} is not a video FFmpeg can read: {exc}") from exc
 
     @property
+    def fps(self) -> float:
+        return float(self.rate)
+
+    @property
     def frame_count(self) -> int | None:
         """The number of frames the reader will keep, when the source says how many it has (files)."""
         total = int(self.stream.frames or 0)
@@ -168,27 +167,21 @@ class VideoReader:
         av = _av()
         if self.start:
             self.container.seek(int(self.start / self.stream.time_base), stream=self.stream, backward=True)
-        packets = self.container.demux(self.stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.error.FFmpegError as exc:  # the container itself is cut short
-                log.warning(f"{self.source}: the video ends early after {self.read} frames ({exc})")
-                break
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                self.skipped += 1
-                continue
-            yield from frames
+        try:
+            for packet in self.container.demux(self.stream):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    self.skipped += 1
+                    continue
+                yield from frames
+        except av.error.FFmpegError as exc:  # the container itself is cut short
+            log.warning(f"{self.source}: the video ends early after {self.read} frames ({exc})")
         with contextlib.suppress(av.error.FFmpegError):  # the decoder's last frames
             yield from self.stream.codec_context.decode(None)
 
     def __iter__(self) -> Iterator[VideoFrame]:
-        kept, position = 0, -1
-        first_index: int | None = None
+        position = -1
         try:
             for frame in self._decoded():
                 seconds = float(frame.time) if frame.time is not None else (position + 1) / self.fps
@@ -198,13 +191,11 @@ class VideoReader:
                     break
                 position += 1
                 index = round(seconds * self.fps) if frame.time is not None else position
-                first_index = index if first_index is None else first_index
                 if position % self.stride:
                     continue
                 self.read += 1
                 yield VideoFrame(frame.to_ndarray(format="rgb24"), index, seconds, self.source)
-                kept += 1
-                if self.max_frames and kept >= self.max_frames:
+                if self.max_frames and self.read >= self.max_frames:
                     break
         finally:
             self.close()
@@ -253,7 +244,7 @@ class VideoWriter:
         self.crf = crf
         self.video: Any = None
         self.frames = 0
-        self._audio: list[tuple[Any, Any]] = []  # (input stream, output stream)
+        self._audio_out: dict[int, Any] = {}  # id of an input audio stream -> its copy in the output
         self._audio_in: Any = None
         self._audio_packets: Iterator[Any] | None = None
         self._pending: Any = None
@@ -269,9 +260,10 @@ class VideoWriter:
             if stream.codec_context.name not in MP4_AUDIO:
                 log.warning(f"{source}: audio in {stream.codec_context.name} is not copied (an .mp4 cannot hold it)")
                 continue
-            self._audio.append((stream, self.container.add_stream_from_template(stream)))
-        if self._audio:
-            self._audio_packets = self._audio_in.demux(*[s for s, _ in self._audio])
+            self._audio_out[id(stream)] = self.container.add_stream_from_template(stream)
+        copied = [s for s in self._audio_in.streams.audio if id(s) in self._audio_out]
+        if copied:
+            self._audio_packets = self._audio_in.demux(*copied)
         else:
             self._audio_in.close()
             self._audio_in = None
@@ -287,27 +279,27 @@ class VideoWriter:
         if self.audio_from:  # after the video, so the video is the file's first stream
             self._copy_audio_from(self.audio_from)
 
-    def _mux_audio_until(self, seconds: float | None) -> None:
-        """Copy audio packets up to `seconds` (None: all the rest), interleaved with the video as it goes."""
+    def _mux_audio_until(self, seconds: float) -> None:
+        """Copy audio packets up to `seconds`, interleaved with the video as it goes."""
         if self._audio_packets is None:
             return
-        outputs = {id(s): out for s, out in self._audio}
+        av = _av()
         while True:
             packet = self._pending
             self._pending = None
             if packet is None:
                 try:
                     packet = next(self._audio_packets)
-                except (StopIteration, Exception):  # the end, or a damaged audio track: keep the video
+                except (StopIteration, av.error.FFmpegError):  # the end, or a damaged audio track: keep the video
                     self._audio_packets = None
                     return
             if packet.dts is None:
                 continue
             when = float(packet.pts * packet.time_base) if packet.pts is not None else 0.0
-            if seconds is not None and when > seconds:
+            if when > seconds:
                 self._pending = packet
                 return
-            packet.stream = outputs[id(packet.stream)]
+            packet.stream = self._audio_out[id(packet.stream)]
             self.container.mux(packet)
 
     def write(self, image: np.ndarray) -> None:
