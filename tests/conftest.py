@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,19 @@ from visionkit.config import config_dir, register_resolvers
 
 os.environ.setdefault("VISIONKIT_OFFLINE", "1")  # never try a download from the tests
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRE_BROWSER = os.environ.get("VISIONKIT_REQUIRE_BROWSER") == "1"  # .ci/run sets it: CI never skips
+
+
+def chromium_or_skip() -> str:
+    """The system Chromium for the browser tests; without one they skip with the reason (fail under CI)."""
+    if BROWSER is None:
+        if REQUIRE_BROWSER:
+            pytest.fail("VISIONKIT_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
+        pytest.skip("no Chromium on PATH: apt-get install chromium to run the browser test")
+    return BROWSER
+
 
 FAST = [
     "~callbacks.progress_bar",

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import chromium_or_skip
 from visionkit.errors import VisionkitError
 from visionkit.report import write_report
 from visionkit.run import train
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-REQUIRED = os.environ.get("VISIONKIT_REQUIRE_BROWSER") == "1"  # .ci/run sets it: CI never skips
-
-
-def _browser_or_skip() -> str:
-    if BROWSER is None:
-        if REQUIRED:
-            pytest.fail("VISIONKIT_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)")
-        pytest.skip("no Chromium on PATH: apt-get install chromium to run the browser test")
-    return BROWSER
-
 
 def test_the_run_report_opens_offline_with_every_picture_and_table(make_cfg, tmp_path: Path) -> None:
-    browser = _browser_or_skip()
+    browser = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
     train(make_cfg(["trainer.max_epochs=2"]))

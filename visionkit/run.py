@@ -1,4 +1,4 @@
-"""Orchestration: `train`, `evaluate`, `predict` and `export` of a config: instantiate, run, return metrics.
+"""Orchestration: `train`, `evaluate`, `predict`, `export` and `serve` of a config: instantiate, run, return metrics.
 
 The Hydra entry points only call these; tests and Python callers pass configs from `hydra.compose`
 (with `paths.output_dir` set).
@@ -310,6 +310,41 @@ def export(cfg: DictConfig) -> dict[str, float]:
     for path in written:
         log.info(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return {"files": float(len(written))}
+
+
+# Predictor options a server sets itself: the device each worker gets, batching, and uploads (checked first).
+_SERVER_OWNED = ("device", "batch_size", "num_workers", "skip_bad_images")
+
+
+def serve(cfg: DictConfig) -> dict[str, float]:
+    """Serve a checkpoint over HTTP until stopped (`visionkit-serve`; see `visionkit.serve`). The checkpoint and
+    the options are checked here, once, before any worker starts."""
+    from dataclasses import fields
+
+    from visionkit.inference import build_predictor, open_checkpoint
+    from visionkit.serve.app import ServeOptions, ServerSettings, check_formats, cpu_threads, model_info, run_server
+
+    check_config(cfg)
+    settings = ServerSettings(**{f.name: _plain(cfg[f.name]) for f in fields(ServerSettings) if f.name in cfg})
+    settings.check()
+    check_formats(str(cfg.mask_format), str(cfg.image_format))
+    state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
+    options = {k: v for k, v in _predict_options(cfg, predictor_cls).items() if k not in _SERVER_OWNED}
+    size = _plain(cfg.get("image_size"))
+    predictor = build_predictor(state, task_cls, device="cpu", image_size=size, **options)
+    info = model_info(predictor, dict(state.get("hyper_parameters", {})), str(cfg.ckpt_path))
+    del predictor, state
+    options = ServeOptions(
+        ckpt_path=str(Path(str(cfg.ckpt_path)).expanduser().resolve()),
+        predictor=options,
+        image_size=size,
+        mask_format=str(cfg.mask_format),
+        image_format=str(cfg.image_format),
+        api_key=str(cfg.api_key) if cfg.get("api_key") else None,
+        threads=cpu_threads(settings.workers),
+    )
+    run_server(options, settings, info)
+    return {}
 
 
 def explain(cfg: DictConfig) -> dict[str, float]:
