@@ -76,9 +76,7 @@ def main() -> None:
             for side in order:
                 with running_server(ckpt, folder, *sides[side]) as server:
                     rows[side].append(_load(server.url, jpeg, args.clients, args.warmup, args.seconds))
-    print(
-        f"machine: {platform.machine()}, {platform.system()}, {os.cpu_count()} cores, py {platform.python_version()}"
-    )
+    print(f"machine: {platform.machine()}, {platform.system()}, {os.cpu_count()} cores, py {platform.python_version()}")
     print(
         f"ResNet-18 224 px, CPU, 1 worker, {args.clients} clients, 640x480 JPEG, "
         f"{args.rounds} round(s) of {args.seconds:g} s"
