@@ -322,12 +322,10 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     from dataclasses import fields
 
     from visionkit.inference import build_predictor, open_checkpoint
-    from visionkit.serve.app import ServeOptions, ServerSettings, check_formats, cpu_threads, model_info, run_server
+    from visionkit.serve.app import ServeOptions, ServerSettings, cpu_threads, model_info, run_server
 
-    check_config(cfg)
+    check_config(cfg)  # mask_format and image_format among them
     settings = ServerSettings(**{f.name: _plain(cfg[f.name]) for f in fields(ServerSettings) if f.name in cfg})
-    settings.check()
-    check_formats(str(cfg.mask_format), str(cfg.image_format))
     state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
     options = {k: v for k, v in _predict_options(cfg, predictor_cls).items() if k not in _SERVER_OWNED}
     size = _plain(cfg.get("image_size"))

@@ -20,8 +20,14 @@ import visionkit
 from visionkit.errors import VisionkitError
 from visionkit.inference import Predictor
 from visionkit.serve.api import PredictorAPI, ServeOptions, cpu_threads
-from visionkit.serve.encode import IMAGE_FORMATS, MASK_FORMATS
-from visionkit.serve.uploads import BadUpload, content_kind, decode_upload, uploads_from_form, uploads_from_json
+from visionkit.serve.uploads import (
+    BadUpload,
+    Upload,
+    content_kind,
+    decode_upload,
+    uploads_from_form,
+    uploads_from_json,
+)
 from visionkit.utils.palette import box_colour, class_palette
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe binds to
@@ -66,8 +72,8 @@ class ServerSettings:
     max_image_pixels: int = 40_000_000
     max_images: int = 64
 
-    def check(self) -> None:
-        """Refuse settings LitServe would stop on, naming the key and what it takes."""
+    def __post_init__(self) -> None:
+        """Refuse settings LitServe would stop on, naming the key and what it takes (once, when made)."""
         if self.host not in HOSTS:
             raise VisionkitError(f"host={self.host}: give 127.0.0.1 (this machine), 0.0.0.0 or :: (every interface)")
         if not 1024 <= self.port <= 65535:
@@ -115,6 +121,29 @@ def _payload_limit_message(settings: ServerSettings) -> str:
     return f"the request is larger than this server's {settings.max_upload_mb:g} MB limit (max_upload_mb=)"
 
 
+async def _read_uploads(request: Request, settings: ServerSettings) -> list[Upload]:
+    """The request's images as sent (multipart files or JSON base64); a BadUpload for what cannot be read."""
+    kind = content_kind(request.headers.get("content-type", ""))
+    try:
+        if kind == "json":
+            uploads = uploads_from_json(await request.body())
+        else:
+            try:
+                form = await request.form(max_files=settings.max_images)
+            except HTTPException:
+                raise
+            except Exception as exc:  # a multipart body the parser gave up on
+                raise BadUpload(400, f"the multipart form could not be read ({exc})") from None
+            uploads = uploads_from_form(form)
+    except HTTPException as exc:  # LitServe's size limit while the body is read; Starlette's multipart errors
+        if exc.status_code == 413:
+            raise BadUpload(413, _payload_limit_message(settings)) from None
+        raise BadUpload(exc.status_code, f"the multipart form could not be read ({exc.detail})") from None
+    if len(uploads) > settings.max_images:
+        raise BadUpload(413, f"{len(uploads)} images in one request; this server takes {settings.max_images}")
+    return uploads
+
+
 def _predict_route(server: ls.LitServer, api: PredictorAPI, settings: ServerSettings) -> Any:
     """The endpoint of `POST /predict`: uploads read, checked and decoded here (in a thread, off the event
     loop), then handed to LitServe's queue to be batched with the other requests."""
@@ -124,22 +153,7 @@ def _predict_route(server: ls.LitServer, api: PredictorAPI, settings: ServerSett
 
     async def predict(request: Request) -> Response:
         try:
-            kind = content_kind(request.headers.get("content-type", ""))
-            try:
-                if kind == "json":
-                    uploads = uploads_from_json(await request.body())
-                else:
-                    uploads = uploads_from_form(await request.form(max_files=settings.max_images))
-            except HTTPException as exc:  # LitServe's size limit, raised while the body is read
-                if exc.status_code == 413:
-                    raise BadUpload(413, _payload_limit_message(settings)) from None
-                raise
-            except BadUpload:
-                raise
-            except Exception as exc:  # a multipart body that cannot be parsed
-                raise BadUpload(400, f"the multipart form could not be read ({exc})") from None
-            if len(uploads) > settings.max_images:
-                raise BadUpload(413, f"{len(uploads)} images in one request; this server takes {settings.max_images}")
+            uploads = await _read_uploads(request, settings)
             images = await run_in_threadpool(lambda: [decode_upload(u, settings.max_image_pixels) for u in uploads])
         except BadUpload as exc:
             return JSONResponse({"detail": str(exc)}, status_code=exc.status)
@@ -150,7 +164,6 @@ def _predict_route(server: ls.LitServer, api: PredictorAPI, settings: ServerSett
 
 def build_server(options: ServeOptions, settings: ServerSettings, info: dict[str, Any]) -> ls.LitServer:
     """The LitServer of a checkpoint, its `/predict` and `/` routes ours (see the module's docstring)."""
-    settings.check()
     api = PredictorAPI(options, max_batch_size=settings.max_batch_size, batch_timeout=settings.batch_timeout)
     accelerator = ACCELERATORS[settings.device.split(":")[0]]
     server = ls.LitServer(
@@ -178,17 +191,8 @@ def build_server(options: ServeOptions, settings: ServerSettings, info: dict[str
     return server
 
 
-def check_formats(mask_format: str, image_format: str) -> None:
-    """mask_format and image_format must be ones the encoder writes."""
-    if mask_format not in MASK_FORMATS:
-        raise VisionkitError(f"mask_format={mask_format}: choose from {', '.join(MASK_FORMATS)}")
-    if image_format not in IMAGE_FORMATS:
-        raise VisionkitError(f"image_format={image_format}: choose from {', '.join(IMAGE_FORMATS)}")
-
-
 def run_server(options: ServeOptions, settings: ServerSettings, info: dict[str, Any]) -> None:
     """Serve until Ctrl-C or SIGTERM (LitServe shuts its workers down)."""
-    check_formats(options.mask_format, options.image_format)
     server = build_server(options, settings, info)
     where = "localhost" if settings.host == "127.0.0.1" else settings.host
     print(f"visionkit-serve: {info['task']} model {info['model']} at http://{where}:{settings.port}/", flush=True)

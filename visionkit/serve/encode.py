@@ -15,9 +15,6 @@ from PIL import Image
 from visionkit.data.mask_files import mask_image
 from visionkit.inference import Result, SegmentationResult, StylizedResult
 
-MASK_FORMATS = ("png", "rle", "both")
-IMAGE_FORMATS = ("png", "jpeg")
-
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     """A class-id mask as runs in row-major order: `{"size": [h, w], "values": [...], "counts": [...]}`, run i
