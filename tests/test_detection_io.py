@@ -13,7 +13,7 @@ import torch
 from tests.conftest import TrainedDetector, compose_config
 from visionkit.data.sources.yolo import parse_label_file
 from visionkit.errors import VisionkitError
-from visionkit.export import export_onnx, export_ultralytics
+from visionkit.export import build_graph, export_onnx, export_ultralytics
 from visionkit.models.yolo import prepare_ultralytics
 from visionkit.run import export, predict
 from visionkit.tasks import DetectionTask
@@ -175,7 +175,7 @@ def test_ultralytics_export_predicts_the_same_boxes_and_validates(
 def test_onnx_export_matches_the_network(trained_detector: TrainedDetector, tmp_path: Path) -> None:
     import onnxruntime
 
-    path = export_onnx(trained_detector.task, tmp_path / "model.onnx", 128)
+    path = export_onnx(build_graph(trained_detector.task, {}, 128), tmp_path / "model.onnx")
     session = onnxruntime.InferenceSession(str(path))
     images = torch.rand(2, 3, 160, 96)  # other batch and size than the example input
     (output,) = session.run(None, {"images": images.numpy()})

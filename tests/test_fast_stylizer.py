@@ -65,10 +65,10 @@ def test_fast_stylizer_exports_onnx_with_the_same_output(tmp_path: Path) -> None
     pytest.importorskip("onnxruntime")
     import onnxruntime as ort
 
-    from visionkit.export import export_onnx
+    from visionkit.export import build_graph, export_onnx
 
     task = StyleTransferTask(vgg_weights="random", width=8, residual_blocks=1).eval()
-    path = export_onnx(task, tmp_path / "model.onnx", 64)
+    path = export_onnx(build_graph(task, {}, 64), tmp_path / "model.onnx")
     session = ort.InferenceSession(str(path))
     images = np.random.default_rng(0).random((2, 3, 70, 90), dtype=np.float32)
     with torch.no_grad():

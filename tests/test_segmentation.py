@@ -19,7 +19,7 @@ from PIL import Image
 from tests.conftest import TrainedSegmenter, compose_config
 from visionkit.config import config_dir
 from visionkit.errors import VisionkitError
-from visionkit.export import export_onnx
+from visionkit.export import build_graph, export_onnx
 from visionkit.inference.tiling import segment_image
 from visionkit.models import available_architectures, build_segmentation_model
 from visionkit.run import predict
@@ -158,7 +158,7 @@ def test_predict_writes_masks_overlays_and_json_at_original_size(
 
 def test_onnx_export_matches_the_network(trained_segmenter: TrainedSegmenter, tmp_path: Path) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")
-    path = export_onnx(trained_segmenter.task, tmp_path / "model.onnx", 64)
+    path = export_onnx(build_graph(trained_segmenter.task, {}, 64), tmp_path / "model.onnx")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     images = torch.randn(2, 3, 96, 128)  # another size than the export's: height and width are dynamic
     (logits,) = session.run(None, {"images": images.numpy()})

@@ -23,7 +23,6 @@ from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config, run_dir_of_c
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
-from visionkit.export import EXPORT_FORMATS, export_onnx, export_ultralytics
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
@@ -187,29 +186,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Re-test a checkpoint: its run's data (from `<run>/config.yaml`) unless `cfg.data` names other data."""
     check_config(cfg)
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
-    run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
-    run_cfg = OmegaConf.load(run_dir / RUN_CONFIG) if run_dir is not None else None
-    data_cfg = cfg.get("data") or (run_cfg.data if run_cfg is not None else None)
-    if data_cfg is None:
-        raise VisionkitError(
-            f"{cfg.ckpt_path} is not inside a visionkit run folder, so its data is unknown: "
-            "pass data=<name> (and its keys)"
-        )
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    datamodule = build_datamodule(
-        data_cfg,
-        None,
-        mean=data_state.get("mean", run_cfg.model.mean if run_cfg is not None else IMAGENET_MEAN),
-        std=data_state.get("std", run_cfg.model.std if run_cfg is not None else IMAGENET_STD),
-        image_size=data_state.get("image_size"),
-        resize=data_state.get("resize"),
-    )
-    expected = task.hparams.get("num_classes")
-    if expected is not None and datamodule.num_classes != int(expected):  # photos (style) have no classes
-        raise VisionkitError(
-            f"the checkpoint predicts {expected} classes but the evaluation data has {datamodule.num_classes}"
-        )
+    datamodule = checkpoint_datamodule(cfg, task, data_state)
     trainer = build_trainer(cfg)
     output_dir = Path(cfg.paths.output_dir)
     if is_rank_zero():
@@ -224,9 +203,31 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _input_size(cfg: DictConfig, data_state: Mapping[str, Any]) -> Any:
-    """The network input size for export: `cfg.image_size`, else the checkpoint's training size."""
-    return _plain(cfg.get("image_size")) or data_state.get("image_size", 224)
+def checkpoint_datamodule(cfg: DictConfig, task: VisionTask, data_state: Mapping[str, Any]) -> VisionDataModule:
+    """The data a checkpoint was trained on (its run's `config.yaml`), or `cfg.data` when set, prepared with
+    the checkpoint's size, resize mode and mean/std: what `visionkit-eval` tests and the export check runs."""
+    run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
+    run_cfg = OmegaConf.load(run_dir / RUN_CONFIG) if run_dir is not None else None
+    data_cfg = cfg.get("data") or (run_cfg.data if run_cfg is not None else None)
+    if data_cfg is None:
+        raise VisionkitError(
+            f"{cfg.ckpt_path} is not inside a visionkit run folder, so its data is unknown: "
+            "pass data=<name> (and its keys)"
+        )
+    datamodule = build_datamodule(
+        data_cfg,
+        None,
+        mean=data_state.get("mean", run_cfg.model.mean if run_cfg is not None else IMAGENET_MEAN),
+        std=data_state.get("std", run_cfg.model.std if run_cfg is not None else IMAGENET_STD),
+        image_size=data_state.get("image_size"),
+        resize=data_state.get("resize"),
+    )
+    expected = task.hparams.get("num_classes")
+    if expected is not None and datamodule.num_classes != int(expected):  # photos (style) have no classes
+        raise VisionkitError(
+            f"the checkpoint predicts {expected} classes but the evaluation data has {datamodule.num_classes}"
+        )
+    return datamodule
 
 
 def _predict_options(cfg: DictConfig, predictor_cls: type) -> dict[str, Any]:
@@ -293,23 +294,54 @@ def predict(cfg: DictConfig) -> dict[str, float]:
 
 
 def export(cfg: DictConfig) -> dict[str, float]:
-    """Write the checkpoint in each of `cfg.formats` (onnx; ultralytics for detection) to the output folder."""
+    """Write the checkpoint in each of `cfg.formats` to the output folder; with `cfg.check`, run every export
+    with its own runtime next to PyTorch on the validation split and fail when it answers differently."""
+    from visionkit.export import ExportRequest, check_exports, file_size_mb, write_exports
+
     check_config(cfg)
-    formats = [str(f).lower() for f in (_plain(cfg.get("formats")) or [])]
-    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
-    if not formats or unknown:
-        raise VisionkitError(f"formats={formats}: choose from {list(EXPORT_FORMATS)}, e.g. formats=[onnx,ultralytics]")
+    request = ExportRequest.from_config(cfg)
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
-    size = _input_size(cfg, data_state)
     output_dir = Path(cfg.paths.output_dir)
-    written = []
-    if "ultralytics" in formats:
-        written.append(export_ultralytics(task, output_dir / "model.pt", size))
-    if "onnx" in formats:
-        written.append(export_onnx(task, output_dir / "model.onnx", size, opset=int(cfg.opset)))
-    for path in written:
-        log.info(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return {"files": float(len(written))}
+    graph, written = write_exports(task, data_state, request, output_dir)
+    for path in written.values():
+        log.info(f"exported {path} ({file_size_mb(path):.1f} MB)")
+    metrics: dict[str, float] = {"files": float(len(written))}
+    if cfg.get("check"):
+        data = checkpoint_datamodule(cfg, task, data_state)
+        results = check_exports(task, graph, request, written, data, output_dir, max_batches=cfg.get("check_batches"))
+        metrics.update({f"{r.format}_max_diff": r.max_diff for r in results})
+    return metrics
+
+
+def benchmark(cfg: DictConfig) -> dict[str, float]:
+    """Export the checkpoint in `cfg.formats` and time each next to PyTorch (`visionkit-benchmark`): the table
+    is logged and saved as benchmark.csv and benchmark.md in the output folder."""
+    from visionkit.export import ExportRequest, write_exports
+    from visionkit.export.benchmark import benchmark_formats, format_table, save_csv
+
+    check_config(cfg)
+    request = ExportRequest.from_config(cfg)
+    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
+    output_dir = Path(cfg.paths.output_dir)
+    graph, written = write_exports(task, data_state, request, output_dir)
+    data = checkpoint_datamodule(cfg, task, data_state)
+    rows = benchmark_formats(
+        task,
+        graph,
+        str(cfg.ckpt_path),
+        written,
+        data,
+        batch_sizes=[int(b) for b in cfg.batch_sizes],
+        rounds=int(cfg.rounds),
+        seconds=float(cfg.seconds),
+        max_batches=cfg.get("check_batches"),
+    )
+    table = format_table(rows)
+    with atomic_write(output_dir / "benchmark.md", "w") as handle:
+        handle.write(table + "\n")
+    log.info(f"{cfg.ckpt_path} ({torch.get_num_threads()} CPU threads)\n{table}")
+    log.info(f"saved {save_csv(rows, output_dir / 'benchmark.csv')}")
+    return {f"{row.format}_ms_b{b}": ms for row in rows for b, ms in row.ms_per_image.items()}
 
 
 # Predictor options a server sets itself: the device each worker gets, batching, and uploads (checked first).

@@ -1,4 +1,5 @@
-"""Deployable copies of a trained task: ONNX (any task) and, for detection, an ultralytics `.pt`.
+"""Deployable copies of a trained task: ONNX, TorchScript and OpenVINO of any task (all three from one
+`ExportGraph`) and, for detection, an ultralytics `.pt`.
 
 Files are written to a temporary name and renamed into place, so a failed export leaves nothing half-written.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -16,43 +18,103 @@ import torch
 
 from visionkit.data.augment import size_hw
 from visionkit.errors import VisionkitError
+from visionkit.export.graph import ExportGraph
 from visionkit.tasks.base import VisionTask
-from visionkit.utils.io import atomic_path
+from visionkit.utils.io import atomic_dir, atomic_path
+from visionkit.utils.logging import get_logger
 
-EXPORT_FORMATS = ("onnx", "ultralytics")
+log = get_logger(__name__)
+
+# format -> the file (or, for OpenVINO, the folder of .xml + .bin) written into the export folder
+EXPORT_FILES = {
+    "onnx": "model.onnx",
+    "torchscript": "model.torchscript",
+    "openvino": "model_openvino",
+    "ultralytics": "model.pt",
+}
+EXPORT_FORMATS = tuple(EXPORT_FILES)
+
+
+def _needs(module: str, what: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise VisionkitError(f"{what} needs {module}: pip install 'visionkit[export]'") from None
 
 
 def export_onnx(
-    task: VisionTask, path: str | os.PathLike[str], image_size: int | Sequence[int], opset: int = 17
+    graph: ExportGraph,
+    path: str | os.PathLike[str],
+    opset: int = 17,
+    half: bool = False,
+    simplify: bool = False,
 ) -> Path:
-    """Write the task's inference graph as ONNX with a dynamic batch (and, for detection, image size).
-
-    Input `images` (B, 3, H, W) preprocessed as in training; outputs as `task.export_module()` documents them.
-    """
-    try:
-        import onnx  # noqa: F401 - the exporter needs it
-    except ImportError:
-        raise VisionkitError("ONNX export needs onnx: pip install 'visionkit[export]'") from None
-    module, output_names, dynamic = task.export_module()
-    height, width = size_hw(image_size)
-    example = torch.rand(1, 3, height, width)
-    axes: dict[str, dict[int, str]] = {"images": {0: "batch"}}
-    if dynamic:
-        axes["images"].update({2: "height", 3: "width"})
-    for name in output_names:
-        axes[name] = {0: "batch"}
+    """Write `graph` as ONNX: input `images` (B, 3, H, W), outputs named by the graph; `half` makes weights and
+    compute float16 (inputs and outputs stay float32), `simplify` folds constants and fuses nodes (onnxslim)."""
+    _needs("onnx", "ONNX export")
+    if simplify:
+        _needs("onnxslim", "simplify=true")
+    if half:
+        _needs("onnxconverter_common", "half=true")
     path = Path(path)
     with atomic_path(path) as tmp, torch.no_grad():
         torch.onnx.export(
-            module.eval(),
-            (example,),
+            graph.module,
+            (graph.example(),),
             str(tmp),
             input_names=["images"],
-            output_names=list(output_names),
-            dynamic_axes=axes,
+            output_names=list(graph.output_names),
+            dynamic_axes=graph.axes() or None,
             opset_version=opset,
             dynamo=False,  # the TorchScript exporter handles YOLO heads; ultralytics exports the same way
         )
+        if simplify:
+            import onnxslim
+
+            onnxslim.slim(str(tmp), str(tmp))
+        if half:
+            import onnx
+            from onnxconverter_common import float16
+
+            model = float16.convert_float_to_float16(onnx.load(str(tmp)), keep_io_types=True)
+            onnx.save(_casts_follow_float16(model), str(tmp))
+    return path
+
+
+def _casts_follow_float16(model: Any) -> Any:
+    """The cast of `preprocess`'s uint8 input to float: the float16 converter retypes its result as float16 but
+    leaves the cast saying float, and onnxruntime refuses the graph; make it cast to float16."""
+    from onnx import TensorProto, helper
+
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16)
+    integer_inputs = {i.name for i in model.graph.input if i.type.tensor_type.elem_type not in floats}
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.input[0] in integer_inputs:
+            for attribute in node.attribute:
+                if attribute.name == "to" and attribute.i == TensorProto.FLOAT:
+                    attribute.CopyFrom(helper.make_attribute("to", TensorProto.FLOAT16))
+    return model
+
+
+def export_torchscript(graph: ExportGraph, path: str | os.PathLike[str]) -> Path:
+    """Write `graph` traced as TorchScript (`torch.jit.load` runs it without visionkit; float32)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, torch.no_grad():
+        traced = torch.jit.trace(graph.module, (graph.example(),), check_trace=False)
+        torch.jit.save(traced, str(tmp))
+    return path
+
+
+def export_openvino(graph: ExportGraph, path: str | os.PathLike[str], opset: int = 17, half: bool = False) -> Path:
+    """Write `graph` as OpenVINO IR (a folder with model.xml and model.bin), converted from the same ONNX graph
+    the ONNX export writes; `half` stores float16 weights (OpenVINO's CPU plugin computes in float32)."""
+    _needs("openvino", "OpenVINO export")
+    import openvino as ov
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as scratch, atomic_dir(path) as tmp:
+        onnx_file = export_onnx(graph, Path(scratch) / "model.onnx", opset=opset)
+        ov.save_model(ov.convert_model(str(onnx_file)), str(tmp / "model.xml"), compress_to_fp16=half)
     return path
 
 

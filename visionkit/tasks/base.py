@@ -82,6 +82,8 @@ class VisionTask(L.LightningModule):
     hparams_ignore: ClassVar[tuple[str, ...]] = ()  # arguments left out of checkpoints (pretrained weights)
     channels_last_on_cpu: ClassVar[bool] = False  # train in channels-last layout on CPU (oneDNN convs: faster)
     networks: ClassVar[tuple[str, ...]] = ("model",)  # the attributes holding the trained network(s)
+    # the validation metric (higher is better) that says an export answers like the checkpoint; None: none fits
+    quality_metric: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -37,6 +37,8 @@ class ClassificationTask(VisionTask):
         optimizer, scheduler: factories (Hydra partials); default AdamW(lr=1e-3), no scheduler.
     """
 
+    quality_metric = "val_acc"
+
     hparams_ignore = ("weights",)
 
     def __init__(

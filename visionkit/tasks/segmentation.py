@@ -55,6 +55,8 @@ class SegmentationTask(VisionTask):
         optimizer, scheduler: factories (Hydra partials).
     """
 
+    quality_metric = "val_miou"
+
     hparams_ignore = ("encoder_weights",)
     channels_last_on_cpu = True  # U-Net/ResNet-18 steps 15 % faster on 2 cores
 

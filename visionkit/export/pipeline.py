@@ -1,0 +1,147 @@
+"""What `visionkit-export` and `visionkit-benchmark` do with a checkpoint: one request (formats and graph
+options, checked once), the files written into one folder, and the check of each file against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from visionkit.data.datamodule import VisionDataModule
+from visionkit.errors import VisionkitError
+from visionkit.export.check import CheckResult, check_export
+from visionkit.export.formats import (
+    EXPORT_FILES,
+    EXPORT_FORMATS,
+    export_onnx,
+    export_openvino,
+    export_torchscript,
+    export_ultralytics,
+)
+from visionkit.export.graph import ExportGraph, GraphOptions, build_graph
+from visionkit.export.runtimes import load_runtime
+from visionkit.tasks.base import VisionTask
+from visionkit.utils.io import atomic_write
+from visionkit.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+HALF_FORMATS = ("onnx", "openvino")  # TorchScript on the CPU runs float32; ultralytics' .pt keeps its dtype
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """The formats to write and how (conf/export.yaml documents every key)."""
+
+    formats: tuple[str, ...]
+    graph: GraphOptions = field(default_factory=GraphOptions)
+    image_size: Any = None
+    opset: int = 17
+    half: bool = False
+    simplify: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.formats) - set(EXPORT_FORMATS))
+        if not self.formats or unknown:
+            raise VisionkitError(
+                f"formats={list(self.formats)}: choose from {list(EXPORT_FORMATS)}, e.g. formats=[onnx,openvino]"
+            )
+        if "ultralytics" in self.formats and (self.graph.nms or self.graph.preprocess):
+            raise VisionkitError(
+                "nms=true and preprocess=true change the graph; format=ultralytics writes the network as "
+                "ultralytics trains it: export them separately"
+            )
+        if self.half and not set(self.formats) & set(HALF_FORMATS):
+            raise VisionkitError(f"half=true applies to {list(HALF_FORMATS)}; formats={list(self.formats)}")
+        if not 11 <= self.opset <= 21:
+            raise VisionkitError(f"opset={self.opset}: choose an ONNX opset from 11 to 21 (17 is the default)")
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> ExportRequest:
+        """The request of a composed export (or benchmark) config; `pytorch` in formats is the reference."""
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(plain, dict)
+        formats = tuple(str(f).lower() for f in plain.get("formats") or [] if str(f).lower() != "pytorch")
+        graph = GraphOptions(
+            dynamic=bool(plain.get("dynamic", True)),
+            preprocess=bool(plain.get("preprocess", False)),
+            nms=bool(plain.get("nms", False)),
+            conf=plain.get("nms_conf"),
+            iou=plain.get("nms_iou"),
+            max_det=plain.get("nms_max_det"),
+        )
+        return cls(
+            formats=formats,
+            graph=graph,
+            image_size=plain.get("image_size"),
+            opset=int(plain.get("opset", 17)),
+            half=bool(plain.get("half", False)),
+            simplify=bool(plain.get("simplify", False)),
+        )
+
+    def is_half(self, format: str) -> bool:
+        """Whether `format`'s file holds float16 weights."""
+        return self.half and format in HALF_FORMATS
+
+
+def file_size_mb(path: str | os.PathLike[str]) -> float:
+    """A file's size, or the sum of a folder's files (OpenVINO), in MB."""
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def write_exports(
+    task: VisionTask, data_state: Mapping[str, Any], request: ExportRequest, folder: str | os.PathLike[str]
+) -> tuple[ExportGraph, dict[str, Path]]:
+    """Write every requested format of `task` into `folder` (names in EXPORT_FILES): (the graph, format -> path)."""
+    graph = build_graph(task, data_state, request.image_size, request.graph)
+    folder = Path(folder)
+    written: dict[str, Path] = {}
+    for format in request.formats:
+        path = folder / EXPORT_FILES[format]
+        if format == "onnx":
+            export_onnx(graph, path, request.opset, half=request.half, simplify=request.simplify)
+        elif format == "torchscript":
+            export_torchscript(graph, path)
+        elif format == "openvino":
+            export_openvino(graph, path, request.opset, half=request.half)
+        else:
+            export_ultralytics(task, path, graph.contract.image_size)
+        written[format] = path
+    return graph, written
+
+
+def check_exports(
+    task: VisionTask,
+    graph: ExportGraph,
+    request: ExportRequest,
+    written: Mapping[str, Path],
+    data: VisionDataModule,
+    folder: str | os.PathLike[str],
+    max_batches: int | None = None,
+) -> list[CheckResult]:
+    """Check each written file that has a runtime against PyTorch (see `check_export`), log one line each, save
+    them as check.json in `folder`, and fail naming every export that answered differently."""
+    results = []
+    for format, path in written.items():
+        if format == "ultralytics":  # its own tests: ultralytics.YOLO(path).val() (see the README)
+            continue
+        runtime = load_runtime(format, path)
+        result = check_export(task, graph, format, runtime, data, half=request.is_half(format), max_batches=max_batches)
+        log.info(result.summary())
+        results.append(result)
+    with atomic_write(Path(folder) / "check.json", "w") as handle:
+        json.dump([r.to_dict() for r in results], handle, indent=2)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        lines = "\n  ".join(r.summary() for r in failed)
+        raise VisionkitError(
+            f"{len(failed)} export(s) answer differently from PyTorch (files kept in {folder} to inspect):\n  {lines}"
+        )
+    return results

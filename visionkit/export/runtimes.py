@@ -1,0 +1,107 @@
+"""Each exported format run by its own runtime (onnxruntime, torch.jit, OpenVINO) behind one call: graph input
+tensor in, output tensor out. The export check and `visionkit-benchmark` use them; PyTorch is the reference."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from visionkit.errors import VisionkitError
+
+RUNTIME_NAMES = {
+    "pytorch": "PyTorch",
+    "onnx": "ONNX Runtime",
+    "torchscript": "TorchScript",
+    "openvino": "OpenVINO",
+}
+
+
+class Runtime(Protocol):
+    """Runs one exported model: the graph's input (B, 3, H, W) in, its one output out, on the CPU."""
+
+    name: str
+
+    def __call__(self, images: Tensor) -> Tensor: ...
+
+
+class PyTorchRuntime:
+    """The export graph itself, eager, in PyTorch: the reference every export is compared with."""
+
+    name = RUNTIME_NAMES["pytorch"]
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module.eval()
+
+    def __call__(self, images: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return self.module(images)
+
+
+class OnnxRuntime:
+    """An ONNX file in onnxruntime (CUDA, then TensorRT, when asked for and installed)."""
+
+    name = RUNTIME_NAMES["onnx"]
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider"] if device.startswith("cuda") else []
+        providers = [p for p in wanted if p in available] + ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, images: Tensor) -> Tensor:
+        return torch.from_numpy(self.session.run(None, {self.input: images.cpu().numpy()})[0])
+
+
+class TorchScriptRuntime:
+    """A TorchScript file in torch.jit (no visionkit code involved)."""
+
+    name = RUNTIME_NAMES["torchscript"]
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        self.device = torch.device(device if device.startswith("cuda") else "cpu")
+        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+
+    def __call__(self, images: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return self.module(images.to(self.device)).cpu()
+
+
+class OpenVINORuntime:
+    """An OpenVINO IR folder (model.xml + model.bin) compiled for the CPU."""
+
+    name = RUNTIME_NAMES["openvino"]
+
+    def __init__(self, path: Path, device: str = "cpu") -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        self.model = core.compile_model(core.read_model(str(path / "model.xml")), "CPU")
+        self.request = self.model.create_infer_request()
+
+    def __call__(self, images: Tensor) -> Tensor:
+        result = self.request.infer([np.ascontiguousarray(images.cpu().numpy())])
+        return torch.from_numpy(np.array(result[self.model.output(0)]))
+
+
+_RUNTIMES = {"onnx": OnnxRuntime, "torchscript": TorchScriptRuntime, "openvino": OpenVINORuntime}
+
+
+def load_runtime(format: str, path: str | os.PathLike[str], device: str = "cpu") -> Runtime:
+    """The runtime for an exported `format` file (or OpenVINO folder) at `path`."""
+    if format not in _RUNTIMES:
+        raise VisionkitError(f"no runtime for format {format!r}: choose from {sorted(_RUNTIMES)}")
+    path = Path(path)
+    if not path.exists():
+        raise VisionkitError(f"{format} export {path} does not exist")
+    try:
+        return _RUNTIMES[format](path, device)
+    except ImportError as exc:
+        raise VisionkitError(f"running {format} needs {exc.name}: pip install 'visionkit[export]'") from None
