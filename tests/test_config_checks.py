@@ -48,6 +48,7 @@ SHIPPED = [("train", [f"task={task}"]) for task in TASKS] + [
     ("eval", ["ckpt_path=/some/best.ckpt"]),
     ("predict", ["ckpt_path=/some/best.ckpt", "source=photos/"]),
     ("export", ["ckpt_path=/some/best.ckpt"]),
+    ("benchmark", ["ckpt_path=/some/best.ckpt"]),
     ("explain", ["ckpt_path=/some/best.ckpt", "source=photos/"]),
 ]
 
