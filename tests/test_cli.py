@@ -196,7 +196,9 @@ def test_the_wheel_ships_the_configs(tmp_path: Path) -> None:
         assert f"visionkit/conf/{config}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert all(f"visionkit-{tool} =" in scripts for tool in ("train", "eval", "predict", "export", "benchmark", "stylize"))
+    assert all(
+        f"visionkit-{tool} =" in scripts for tool in ("train", "eval", "predict", "export", "benchmark", "stylize")
+    )
 
 
 def test_detection_ddp_two_cpu_processes_train_export_and_predict(tmp_path: Path) -> None:
