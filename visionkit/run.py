@@ -314,10 +314,9 @@ def export(cfg: DictConfig) -> dict[str, float]:
 
 
 def benchmark(cfg: DictConfig) -> dict[str, float]:
-    """Export the checkpoint in `cfg.formats` and time each next to PyTorch (`visionkit-benchmark`): the table
-    is logged and saved as benchmark.csv and benchmark.md in the output folder."""
+    """`visionkit-benchmark`: export `cfg.formats`, check and time each next to PyTorch, save the tables."""
     from visionkit.export import ExportRequest, write_exports
-    from visionkit.export.benchmark import benchmark_formats, format_table, save_csv
+    from visionkit.export.benchmark import benchmark_formats, save_tables
 
     check_config(cfg)
     request = ExportRequest.from_config(cfg)
@@ -325,22 +324,11 @@ def benchmark(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     graph, written = write_exports(task, data_state, request, output_dir)
     data = checkpoint_datamodule(cfg, task, data_state)
-    rows = benchmark_formats(
-        task,
-        graph,
-        str(cfg.ckpt_path),
-        written,
-        data,
-        batch_sizes=[int(b) for b in cfg.batch_sizes],
-        rounds=int(cfg.rounds),
-        seconds=float(cfg.seconds),
-        max_batches=cfg.get("check_batches"),
-    )
-    table = format_table(rows)
-    with atomic_write(output_dir / "benchmark.md", "w") as handle:
-        handle.write(table + "\n")
-    log.info(f"{cfg.ckpt_path} ({torch.get_num_threads()} CPU threads)\n{table}")
-    log.info(f"saved {save_csv(rows, output_dir / 'benchmark.csv')}")
+    sizes, rounds, seconds = [int(b) for b in cfg.batch_sizes], int(cfg.rounds), float(cfg.seconds)
+    timing = {"batch_sizes": sizes, "rounds": rounds, "seconds": seconds, "max_batches": cfg.get("check_batches")}
+    rows = benchmark_formats(task, graph, str(cfg.ckpt_path), written, data, **timing)
+    table = save_tables(rows, output_dir)
+    log.info(f"{cfg.ckpt_path} ({torch.get_num_threads()} CPU threads)\n{table}\nsaved in {output_dir}")
     return {f"{row.format}_ms_b{b}": ms for row in rows for b, ms in row.ms_per_image.items()}
 
 

@@ -88,7 +88,6 @@ def build_graph(
         hp = task.hparams
         module = DetectionsWithNMS(
             module,
-            num_classes=len(task.class_names),
             conf=float(hp.conf if options.conf is None else options.conf),
             iou=float(hp.iou if options.iou is None else options.iou),
             max_det=int(hp.max_det if options.max_det is None else options.max_det),
@@ -122,9 +121,9 @@ class DetectionsWithNMS(nn.Module):
     small and float32 keeps sub-pixel precision; there is no Python loop over the batch, so the batch stays free.
     """
 
-    def __init__(self, net: nn.Module, num_classes: int, conf: float, iou: float, max_det: int) -> None:
+    def __init__(self, net: nn.Module, conf: float, iou: float, max_det: int) -> None:
         super().__init__()
-        self.net, self.num_classes = net, num_classes
+        self.net = net
         self.conf, self.iou, self.max_det = conf, iou, max_det
 
     def forward(self, images: Tensor) -> Tensor:
