@@ -221,7 +221,7 @@ class _Slowed(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.02])
+@pytest.mark.parametrize("delay", [0.0, 0.08])
 def test_speed_report_says_where_the_time_goes(tmp_path: Path, delay: float) -> None:
     from visionkit.tasks import ClassificationTask
 
@@ -235,8 +235,8 @@ def test_speed_report_says_where_the_time_goes(tmp_path: Path, delay: float) -> 
     for key in ("images_per_s", "data_wait_share", "model_step_ms", "loop_overhead_ms", "cuda_peak_mb", "advice"):
         assert key in report
     assert report["rss_peak_mb"] > 50 and report["cuda_peak_mb"] is None
-    if delay:  # 320 ms of sleeping per batch against a step of a few tens of ms
-        assert report["verdict"] == "input-bound" and report["data_wait_ms"] > 300
+    if delay:  # 1.3 s of sleeping per batch against a step of tens of ms (a few hundred on a loaded CI machine)
+        assert report["verdict"] == "input-bound" and report["data_wait_ms"] > 1200
         assert any("data.num_workers" in tip for tip in report["advice"])
     else:
         assert report["verdict"] == "model-bound" and report["data_wait_share"] < 0.3
