@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -87,24 +86,6 @@ def shapes_folder(tmp_path: Path) -> Path:
     return write_shapes_folder(tmp_path / "shapes")
 
 
-def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], dict[str, Any]]) -> dict:
-    """`build(folder)` run once per test session, also when pytest-xdist runs it in several processes: the first
-    process builds into `<session temp>/<name>` under a file lock, the others wait and read what it recorded
-    (a JSON-ready dict of paths and numbers)."""
-    from filelock import FileLock
-
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # shared by the workers of one session
-    folder = base / name
-    record = folder / "built.json"
-    with FileLock(str(folder) + ".lock"):
-        if not record.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            record.write_text(json.dumps(build(folder)))
-    return json.loads(record.read_text())
-
-
 def fit_quietly(task: Any, datamodule: Any, root: Path, epochs: int) -> tuple[Any, Path, list[dict[str, str]]]:
     """Fit on CPU without progress output, logging to `root`; (trainer, checkpoint path, metrics.csv rows)."""
     import csv
@@ -141,14 +122,6 @@ class TrainedDetector:
 @pytest.fixture(scope="session")
 def trained_detector(tmp_path_factory: pytest.TempPathFactory) -> TrainedDetector:
     """8 epochs on 200 shapes images at 128 px (about 40 s on 2 cores), saved as a visionkit checkpoint."""
-    from visionkit.checkpoints import load_checkpoint
-
-    built = built_once(tmp_path_factory, "detector", _train_detector)
-    task = load_checkpoint(built["ckpt"])[0].eval()
-    return TrainedDetector(task, Path(built["ckpt"]), Path(built["yaml"]), built["rows"], built["accumulate"])
-
-
-def _train_detector(root: Path) -> dict[str, Any]:
     from functools import partial
 
     import torch
@@ -157,6 +130,7 @@ def _train_detector(root: Path) -> dict[str, Any]:
     from visionkit.data.shapes import generate_shapes_detection
     from visionkit.tasks import DetectionTask
 
+    root = tmp_path_factory.mktemp("detector")
     torch.manual_seed(0)
     yaml = generate_shapes_detection(root / "shapes", {"train": 200, "val": 40, "test": 16}, image_size=128)
     dm = VisionDataModule(
@@ -175,7 +149,7 @@ def _train_detector(root: Path) -> dict[str, Any]:
         optimizer=partial(torch.optim.AdamW, lr=2e-3, weight_decay=5e-4),
     )
     trainer, ckpt, rows = fit_quietly(task, dm, root, epochs=8)
-    return {"ckpt": str(ckpt), "yaml": str(yaml), "rows": rows, "accumulate": trainer.accumulate_grad_batches}
+    return TrainedDetector(task.eval(), ckpt, yaml, rows, trainer.accumulate_grad_batches)
 
 
 @dataclass
@@ -192,14 +166,6 @@ class TrainedSegmenter:
 @pytest.fixture(scope="session")
 def trained_segmenter(tmp_path_factory: pytest.TempPathFactory) -> TrainedSegmenter:
     """10 epochs on 160 shapes images at 64 px (about 90 s on 2 cores), saved as a visionkit checkpoint."""
-    from visionkit.checkpoints import load_checkpoint
-
-    built = built_once(tmp_path_factory, "segmenter", _train_segmenter)
-    task = load_checkpoint(built["ckpt"])[0].eval()
-    return TrainedSegmenter(task, Path(built["ckpt"]), Path(built["root"]), built["rows"], built["baseline"])
-
-
-def _train_segmenter(root: Path) -> dict[str, Any]:
     from functools import partial
 
     import torch
@@ -209,6 +175,7 @@ def _train_segmenter(root: Path) -> dict[str, Any]:
     from visionkit.tasks import SegmentationTask
     from visionkit.tasks.segmentation_metrics import segmentation_scores
 
+    root = tmp_path_factory.mktemp("segmenter")
     torch.manual_seed(0)
     data = generate_shapes_segmentation(root / "shapes", {"train": 160, "val": 32, "test": 16}, image_size=64)
     dm = VisionDataModule(MaskSource(data, class_names=list(SEG_CLASSES)), image_size=64, batch_size=16, augment="none")
@@ -224,18 +191,13 @@ def _train_segmenter(root: Path) -> dict[str, Any]:
     for batch in dm.val_dataloader():
         confusion[:, 0] += torch.bincount(batch["mask"].flatten(), minlength=len(SEG_CLASSES))
     baseline = float(segmentation_scores(confusion)["miou"])
-    return {"ckpt": str(ckpt), "root": str(data), "rows": rows, "baseline": baseline}
+    return TrainedSegmenter(task.eval(), ckpt, data, rows, baseline)
 
 
 @pytest.fixture(scope="session")
 def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """LeNet-5 trained for 3 epochs on the built-in digits (test accuracy about 0.9), and one digit image as a
     64×64 file (the checkpoint's training size is 32)."""
-    built = built_once(tmp_path_factory, "digits", _train_digits)
-    return Path(built["ckpt"]), Path(built["image"])
-
-
-def _train_digits(root: Path) -> dict[str, Any]:
     from functools import partial
 
     import torch
@@ -243,6 +205,7 @@ def _train_digits(root: Path) -> dict[str, Any]:
     from visionkit.data import DigitsSource, VisionDataModule
     from visionkit.tasks import ClassificationTask
 
+    root = tmp_path_factory.mktemp("digits")
     torch.manual_seed(0)
     dm = VisionDataModule(DigitsSource(), image_size=32, batch_size=64, augment="none", mean=(0.5,) * 3, std=(0.5,) * 3)
     task = ClassificationTask("lenet5", num_classes=10, optimizer=partial(torch.optim.AdamW, lr=3e-3))
@@ -251,7 +214,7 @@ def _train_digits(root: Path) -> dict[str, Any]:
     sample = dm.datasets["test"][0]["image"].permute(1, 2, 0).numpy() * 0.5 + 0.5
     image = root / "digit.png"
     Image.fromarray((sample.clip(0, 1) * 255).astype(np.uint8)).resize((64, 64)).save(image)
-    return {"ckpt": str(ckpt), "image": str(image)}
+    return ckpt, image
 
 
 def save_task_checkpoint(task: Any, path: Path, data_state: dict[str, Any]) -> Path:
