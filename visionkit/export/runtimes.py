@@ -84,7 +84,8 @@ class OpenVINORuntime:
         import openvino as ov
 
         core = ov.Core()
-        self.model = core.compile_model(core.read_model(str(path / "model.xml")), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        network = core.read_model(str(path / "model.xml"))
+        self.model = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         self.request = self.model.create_infer_request()
 
     def __call__(self, images: Tensor) -> Tensor:

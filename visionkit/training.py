@@ -1,0 +1,177 @@
+"""Training orchestration: build the data module, task and trainer of a config, fit, test the best checkpoint,
+write the report. `visionkit.run.train` is this module's `train`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from visionkit.checkpoints import check_checkpoint
+from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config
+from visionkit.data import VisionDataModule
+from visionkit.report import write_report
+from visionkit.tasks.base import VisionTask
+from visionkit.utils.io import atomic_write
+from visionkit.utils.logging import get_logger, is_rank_zero
+
+log = get_logger(__name__)
+
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def plain(value: Any) -> Any:
+    """A config node as plain Python (resolved); anything else unchanged."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def build_datamodule(
+    data: DictConfig,
+    augment: DictConfig | None,
+    *,
+    mean: Any,
+    std: Any,
+    image_size: Any = None,
+    resize: str | None = None,
+) -> VisionDataModule:
+    """The data module for a `data` config (source via `_target_`), the augment preset and model stats."""
+    transforms = instantiate(augment.train) if augment is not None and augment.get("train") else []
+    return VisionDataModule(
+        instantiate(data.source),
+        image_size=plain(image_size if image_size is not None else data.image_size),
+        num_classes=data.num_classes,
+        batch_size=data.batch_size,
+        eval_batch_size=data.eval_batch_size,
+        num_workers=data.num_workers,
+        pin_memory=data.pin_memory,
+        persistent_workers=data.persistent_workers,
+        augment=list(transforms),
+        resize=resize or data.resize,
+        mean=plain(mean),
+        std=plain(std),
+        val_fraction=data.val_fraction,
+        test_fraction=data.test_fraction,
+        split_seed=data.split_seed,
+        skip_bad_images=data.skip_bad_images,
+        mosaic=float(data.get("mosaic", 0.0)) if augment is not None else 0.0,
+        cache=data.get("cache"),
+        cache_dir=data.get("cache_dir"),
+        cache_max_gb=data.get("cache_max_gb"),
+    )
+
+
+def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
+    """The task module, with num_classes and class names taken from the data (one source of truth)."""
+    scheduler = cfg.get("scheduler")
+    return instantiate(
+        cfg.task,
+        num_classes=datamodule.num_classes,
+        class_names=datamodule.class_names,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(scheduler) if scheduler and scheduler.get("_target_") else None,
+        _convert_="all",
+    )
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """Trainer with the configured callbacks and loggers. Without a logger there is nothing to record learning
+    rates in, so the learning-rate monitor is left out (any `callbacks` choice runs with `logger=none`)."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and c.get("_target_")]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.ProgressBar)]
+    if not loggers and any(isinstance(c, L.pytorch.callbacks.LearningRateMonitor) for c in callbacks):
+        log.info("no logger: learning rates are not recorded (logger=default or csv records them)")
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
+    """Write the resolved config to `<run>/config.yaml` (rank 0 only); DDP children re-read it."""
+    if not is_rank_zero():
+        return
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(output_dir / RUN_CONFIG, "w") as handle:
+        handle.write(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+@contextmanager
+def launcher_env_restored() -> Iterator[None]:
+    """Undo the environment Lightning's DDP launcher sets in this process, so the next job of a sweep
+    launches its own workers instead of believing it was launched externally."""
+    saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and saved["LOCAL_RANK"] is None:
+            torch.distributed.destroy_process_group()
+
+
+def metrics_of(values: Mapping[str, Any]) -> dict[str, float]:
+    """The scalar entries of Lightning's metric dicts as floats."""
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, (int, float, torch.Tensor)) and torch.numel(torch.as_tensor(v)) == 1
+    }
+
+
+def set_cpu_threads(cfg: DictConfig) -> int | None:
+    """Torch threads for CPU training: `cfg.cpu_threads`, or (null) the machine's cores divided among the
+    training processes (DDP on CPU: 2 processes on 2 cores get 1 thread each instead of oversubscribing).
+    Set here, it also holds against libraries that change it at import (ultralytics)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        return None
+    threads = cfg.get("cpu_threads")
+    if threads is None:
+        devices = cfg.trainer.get("devices", 1)
+        processes = int(devices) if str(devices).isdigit() else 1
+        threads = max((os.cpu_count() or 1) // max(processes, 1), 1)
+    torch.set_num_threads(int(threads))
+    return int(threads)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit the configured task on the configured data, test the best checkpoint, return all metrics.
+
+    The run folder is `cfg.paths.output_dir`; with `cfg.ckpt_path` training resumes from that checkpoint.
+    """
+    check_config(cfg)
+    ckpt_path = check_checkpoint(cfg.get("ckpt_path"))
+    output_dir = Path(cfg.paths.output_dir).expanduser().absolute()
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    threads = set_cpu_threads(cfg)
+    if threads is not None:
+        log.info(f"CPU training with {threads} torch thread(s) per process (cpu_threads to change)")
+    datamodule = build_datamodule(cfg.data, cfg.get("augment"), mean=cfg.model.mean, std=cfg.model.std)
+    task = build_task(cfg, datamodule)
+    trainer = build_trainer(cfg)
+    save_run_config(cfg, output_dir)
+    os.environ[RUN_DIR_ENV] = str(output_dir)  # DDP workers started by Lightning read the config here
+    with launcher_env_restored():
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = metrics_of(trainer.callback_metrics)
+        if trainer.interrupted:
+            log.warning("training was interrupted; last.ckpt holds the latest state")
+        elif cfg.get("test_after_fit", True):
+            checkpoint = trainer.checkpoint_callback
+            best = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
+            results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
+            metrics.update(metrics_of(results[0] if results else {}))
+    if trainer.is_global_zero:
+        log.info(f"report: {write_report(trainer.default_root_dir, metrics, f'{cfg.task_name} run {output_dir.name}')}")
+    return metrics
