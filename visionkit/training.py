@@ -19,6 +19,7 @@ from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config
 from visionkit.data import VisionDataModule
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
+from visionkit.tracking import trackers
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 
@@ -161,6 +162,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     task = build_task(cfg, datamodule)
     trainer = build_trainer(cfg)
     save_run_config(cfg, output_dir)
+    for tracker in trackers(trainer.loggers):
+        tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
     os.environ[RUN_DIR_ENV] = str(output_dir)  # DDP workers started by Lightning read the config here
     with launcher_env_restored():
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -174,4 +177,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             metrics.update(metrics_of(results[0] if results else {}))
     if trainer.is_global_zero:
         log.info(f"report: {write_report(trainer.default_root_dir, metrics, f'{cfg.task_name} run {output_dir.name}')}")
+        for tracker in trackers(trainer.loggers):
+            tracker.log_run_files()
     return metrics
