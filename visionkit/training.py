@@ -20,6 +20,7 @@ from visionkit.data import VisionDataModule
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
 from visionkit.tracking import trackers
+from visionkit.tuning import tune
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 
@@ -164,6 +165,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     save_run_config(cfg, output_dir)
     for tracker in trackers(trainer.loggers):
         tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
+    tune(cfg.get("tune"), trainer, task, datamodule)
     os.environ[RUN_DIR_ENV] = str(output_dir)  # DDP workers started by Lightning read the config here
     with launcher_env_restored():
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
