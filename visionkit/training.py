@@ -18,6 +18,7 @@ from visionkit.checkpoints import check_checkpoint
 from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config
 from visionkit.data import VisionDataModule
 from visionkit.report import write_report
+from visionkit.sweep import pruning_callback
 from visionkit.tasks.base import VisionTask
 from visionkit.tracking import trackers
 from visionkit.tuning import tune
@@ -162,6 +163,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule = build_datamodule(cfg.data, cfg.get("augment"), mean=cfg.model.mean, std=cfg.model.std)
     task = build_task(cfg, datamodule)
     trainer = build_trainer(cfg)
+    pruning = pruning_callback(cfg)  # in an Optuna sweep's trial: stops a bad trial early
+    if pruning is not None:
+        trainer.callbacks.append(pruning)
     save_run_config(cfg, output_dir)
     for tracker in trackers(trainer.loggers):
         tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
@@ -169,6 +173,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     os.environ[RUN_DIR_ENV] = str(output_dir)  # DDP workers started by Lightning read the config here
     with launcher_env_restored():
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if pruning is not None:
+            pruning.check_pruned()  # under DDP the callback only stops training; this raises TrialPruned
         metrics = metrics_of(trainer.callback_metrics)
         if trainer.interrupted:
             log.warning("training was interrupted; last.ckpt holds the latest state")

@@ -133,6 +133,12 @@ def _overrides(argv: list[str]) -> list[str]:
     return list(known.overrides or [])
 
 
+def _pruned(exc: BaseException) -> bool:
+    """An Optuna trial stopped by its pruner (optuna is imported only when a sweep uses it)."""
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(exc, optuna.TrialPruned)
+
+
 def run_hydra(prog: str, config_name: str, job: str, renamed: dict[str, str] | None = None) -> None:
     """Run `job` (a function of `visionkit.run`, by name) under Hydra with the shipped configs, after checking the
     overrides (a misspelt key or an unknown choice is named with its close matches, in a second: the job's
@@ -161,6 +167,8 @@ def run_hydra(prog: str, config_name: str, job: str, renamed: dict[str, str] | N
         except KeyboardInterrupt:
             raise
         except Exception as exc:
+            if sweeping and _pruned(exc):
+                raise  # the Optuna sweeper tells the study; a pruned trial is not a failed job
             report(prog, exc, verbose)
             if sweeping:
                 failed.append(str(HydraConfig.get().job.num))

@@ -1,0 +1,7 @@
+"""The Hydra plugin class of visionkit's Optuna sweeper; the sweeper itself is `visionkit.sweep`."""
+
+from visionkit.sweep import OptunaSweeperImpl
+
+
+class VisionkitOptunaSweeper(OptunaSweeperImpl):
+    """`hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml): see visionkit.sweep."""

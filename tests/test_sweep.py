@@ -1,0 +1,92 @@
+"""The Optuna sweeper: search space from Hydra's sweep syntax, pruning, and a killed sweep resumed by rerunning it."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from tests.serve_requests import BIN
+
+optuna = pytest.importorskip("optuna")
+from visionkit.sweep import distribution  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("a=choice(32, 64)", optuna.distributions.CategoricalDistribution([32, 64])),
+        ("a=range(1, 10, 3)", optuna.distributions.IntDistribution(1, 7, step=3)),
+        ("a=interval(0.0, 0.5)", optuna.distributions.FloatDistribution(0.0, 0.5)),
+        ("a=int(interval(2, 9))", optuna.distributions.IntDistribution(2, 9)),
+        ("a=tag(log, interval(1e-4, 1e-1))", optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)),
+        ("a=0.3", "0.3"),
+    ],
+)
+def test_hydra_sweep_syntax_maps_to_optuna_distributions(line: str, expected: object) -> None:
+    (override,) = OverridesParser.create().parse_overrides([line])
+    assert distribution(override) == expected
+
+
+def _sweep(sweep_dir: Path, log: Path) -> subprocess.Popen:
+    command = [str(BIN / "visionkit-train"), "-m", "hparams_search=digits_optuna", f"hydra.sweep.dir={sweep_dir}"]
+    command += ["hydra.sweeper.n_trials=5", "trainer.max_epochs=3", "data.batch_size=128"]
+    command += ["optimizer.lr=choice(0.003,0.00001)"]  # a good and a hopeless rate, in place of the config's range
+    command += ["hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as sink:
+        return subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, cwd=log.parent, env=env, start_new_session=True
+        )
+
+
+def test_a_killed_sweep_resumes_with_the_remaining_trials_and_prunes_hopeless_ones(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    first = _sweep(sweep_dir, tmp_path / "first.log")
+    deadline = time.monotonic() + 300
+    while not (sweep_dir / "2" / "config.yaml").exists():  # trial 2 is training
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "trial 2 did not start in 300 s"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    finished_before = {n: (sweep_dir / n / "report.html").stat().st_mtime for n in ("0", "1")}
+
+    second = _sweep(sweep_dir, tmp_path / "second.log")
+    assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
+    log = (tmp_path / "second.log").read_text()
+    assert "Optuna trial 2 was cut off" in log and "Optuna trial 0 (" not in log and "Optuna trial 1 (" not in log
+    assert {n: (sweep_dir / n / "report.html").stat().st_mtime for n in ("0", "1")} == finished_before
+
+    study = optuna.load_study(study_name="digits_lenet5", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    trials = study.get_trials()
+    killed = [t for t in trials if t.user_attrs.get("killed")]
+    assert [t.number for t in killed] == [2] and killed[0].state.name == "FAIL"
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == 2)
+    assert retry.params == killed[0].params and retry.state.name in ("COMPLETE", "PRUNED")
+    counted = [t for t in trials if not t.user_attrs.get("killed")]
+    assert len(counted) == 5 and all(t.state.name in ("COMPLETE", "PRUNED") for t in counted)
+
+    pruned = [t for t in counted if t.state.name == "PRUNED"]
+    assert pruned and all(t.params["optimizer.lr"] == 0.00001 for t in pruned)
+    assert all((sweep_dir / str(t.number) / "config.yaml").exists() for t in pruned)  # their folders kept
+
+    best = yaml.safe_load((sweep_dir / "optuna_best.yaml").read_text())
+    complete = [t for t in counted if t.state.name == "COMPLETE"]
+    assert best["best_value"] == max(t.value for t in complete) > 0.8
+    assert best["best_params"]["optimizer.lr"] == 0.003
+    rows = list(csv.DictReader((sweep_dir / "optuna_trials.csv").open()))
+    assert len(rows) == len(trials) and (sweep_dir / "compare.html").exists()
+
+
+def test_sweep_module_imports_without_optuna_loaded() -> None:
+    code = "import sys, visionkit.sweep; assert 'optuna' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
