@@ -48,6 +48,13 @@ def _sweep(sweep_dir: Path, log: Path) -> subprocess.Popen:
         )
 
 
+def _files_and_times(sweep_dir: Path, trials: tuple[str, ...]) -> dict[str, float]:
+    """Every file of the given trial folders with its modification time: a rerun trial would change them."""
+    files = [f for n in trials for f in (sweep_dir / n).rglob("*") if f.is_file()]
+    assert {f.relative_to(sweep_dir).parts[0] for f in files} == set(trials)
+    return {str(f.relative_to(sweep_dir)): f.stat().st_mtime for f in files}
+
+
 def test_a_killed_sweep_resumes_with_the_remaining_trials_and_prunes_hopeless_ones(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     first = _sweep(sweep_dir, tmp_path / "first.log")
@@ -58,13 +65,13 @@ def test_a_killed_sweep_resumes_with_the_remaining_trials_and_prunes_hopeless_on
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    finished_before = {n: (sweep_dir / n / "report.html").stat().st_mtime for n in ("0", "1")}
+    finished_before = _files_and_times(sweep_dir, ("0", "1"))  # trial 1 is pruned: it has no report
 
     second = _sweep(sweep_dir, tmp_path / "second.log")
     assert second.wait(timeout=300) == 0, (tmp_path / "second.log").read_text()[-3000:]
     log = (tmp_path / "second.log").read_text()
     assert "Optuna trial 2 was cut off" in log and "Optuna trial 0 (" not in log and "Optuna trial 1 (" not in log
-    assert {n: (sweep_dir / n / "report.html").stat().st_mtime for n in ("0", "1")} == finished_before
+    assert _files_and_times(sweep_dir, ("0", "1")) == finished_before
 
     study = optuna.load_study(study_name="digits_lenet5", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     trials = study.get_trials()
@@ -76,7 +83,8 @@ def test_a_killed_sweep_resumes_with_the_remaining_trials_and_prunes_hopeless_on
     assert len(counted) == 5 and all(t.state.name in ("COMPLETE", "PRUNED") for t in counted)
 
     pruned = [t for t in counted if t.state.name == "PRUNED"]
-    assert pruned and all(t.params["optimizer.lr"] == 0.00001 for t in pruned)
+    hopeless = [t for t in counted if t.params["optimizer.lr"] == 0.00001]
+    assert hopeless and all(t.state.name == "PRUNED" for t in hopeless)  # a good rate may be pruned too: noise
     assert all((sweep_dir / str(t.number) / "config.yaml").exists() for t in pruned)  # their folders kept
 
     best = yaml.safe_load((sweep_dir / "optuna_best.yaml").read_text())
