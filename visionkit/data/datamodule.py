@@ -31,6 +31,7 @@ from visionkit.data.datasets import (
     find_bad_images,
 )
 from visionkit.data.decoded import build_reader, check_cache_kind
+from visionkit.data.resumable import ResumableSampler, global_seed
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
@@ -133,6 +134,8 @@ class VisionDataModule(L.LightningDataModule):
         self.skip_bad_images = skip_bad_images
         self.mosaic = mosaic
         self.datasets: dict[str, ImageSampleDataset] = {}
+        self.train_sampler: ResumableSampler | None = None  # the latest training loader's, for resume_at
+        self._resume_point: tuple[int, int] | None = None
         task = getattr(source, "task", "classification")
         self.dataset_class: type[ImageSampleDataset] = {
             "detection": DetectionDataset,
@@ -291,16 +294,31 @@ class VisionDataModule(L.LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader:
         if name not in self.datasets:
             self.setup({"train": "fit", "val": "fit"}.get(name, "test"))
+        sampler = None
+        if train:
+            sampler = self.train_sampler = ResumableSampler(self.datasets[name])
+            if self._resume_point is not None:
+                sampler.resume(*self._resume_point, self.batch_size)
+                self._resume_point = None
         return TimedLoader(
             self.datasets[name],
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=False,
+            generator=torch.Generator().manual_seed(global_seed()),  # worker seeds: the global RNG stays untouched
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=self.collate_fn,
         )
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the training loader continue at `epoch` after `batches_done` batches (a resumed checkpoint):
+        at once if it exists, else when it is built."""
+        if self.train_sampler is not None:
+            self.train_sampler.resume(epoch, batches_done, self.batch_size)
+        else:
+            self._resume_point = (epoch, batches_done)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

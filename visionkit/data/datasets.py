@@ -19,6 +19,7 @@ from visionkit.data.batch_augment import BatchAugment
 from visionkit.data.decoded import Decoded, ImageReader
 from visionkit.data.mask_files import MaskReader
 from visionkit.data.mosaic import mosaic4
+from visionkit.data.resumable import SampleKey, global_seed, sample_seed, split_keys
 from visionkit.data.splits import SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import UnreadableImage, check_image
@@ -80,12 +81,18 @@ class ImageSampleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _reseed(self) -> None:
-        """Give each DataLoader worker its own augmentation stream, derived from the global seed.
-
-        In a worker, torch.initial_seed() is the loader's base seed + worker id, so streams differ per
-        worker yet repeat run to run when `seed` is set.
+    def _reseed(self, epoch: int | None = None, index: int = 0) -> None:
+        """Seed the augmentation of sample `index` in `epoch` from the run's seed alone (training, through
+        `ResumableSampler`: a resumed run draws what the uninterrupted one drew), or, without an epoch, give
+        each DataLoader worker its own stream: torch.initial_seed() is the loader's base seed + worker id.
         """
+        if epoch is not None:
+            seed = sample_seed(global_seed(), epoch, index)
+            self.transform.set_random_seed(seed)
+            if self.batched is not None:
+                self.batched.seed(seed)
+            self._seeded_for = None
+            return
         key = (os.getpid(), torch.initial_seed())
         if key != self._seeded_for:
             self.transform.set_random_seed(int(torch.initial_seed() % 2**31))
@@ -112,8 +119,9 @@ class ImageSampleDataset(Dataset):
         """Augment `image` (at the first size) with its `target` (for the image's `full_size`), as a sample dict."""
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        self._reseed()
+    def __getitem__(self, key: int | SampleKey) -> dict[str, torch.Tensor]:
+        (index,), epoch = split_keys([key])
+        self._reseed(epoch, index)
         for attempt in range(len(self)):
             current = (index + attempt) % len(self)
             try:
@@ -143,10 +151,11 @@ class ClassificationDataset(ImageSampleDataset):
     ) -> dict[str, torch.Tensor]:
         return {"image": self.transform(image=image)["image"], "label": torch.as_tensor(target)}
 
-    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+    def __getitems__(self, keys: list[int | SampleKey]) -> list[dict[str, torch.Tensor]]:
         if self.batched is None:
-            return [self[index] for index in indices]
-        self._reseed()
+            return [self[key] for key in keys]
+        indices, epoch = split_keys(keys)
+        self._reseed(epoch, indices[0])  # one draw per batch: seeded by the batch's epoch and first sample
         images = self.batched(self.samples.images[indices])
         labels = torch.as_tensor(self.samples.targets[indices])
         return [{"image": image, "label": label} for image, label in zip(images, labels)]
@@ -206,9 +215,12 @@ class DetectionDataset(ImageSampleDataset):
         """Change the mosaic share (0 turns it off), also in DataLoader workers that already run."""
         self._mosaic.fill_(probability)
 
-    def _reseed(self) -> None:
-        super()._reseed()
-        if self._rng_seeded_for != self._seeded_for:
+    def _reseed(self, epoch: int | None = None, index: int = 0) -> None:
+        super()._reseed(epoch, index)
+        if epoch is not None:
+            self._rng.seed(sample_seed(global_seed(), epoch, index) + 1)
+            self._rng_seeded_for = None
+        elif self._rng_seeded_for != self._seeded_for:
             self._rng.seed(int(torch.initial_seed() % 2**31) + 1)
             self._rng_seeded_for = self._seeded_for
 

@@ -1,0 +1,65 @@
+"""The training sampler that makes a resumed run exact: its order depends only on (seed, epoch), it can start
+part-way through an epoch, and it hands each sample its epoch so augmentation is seeded per sample."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
+
+SampleKey = tuple[int, int]  # (index, epoch): what the training sampler yields to a dataset
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one sample in one epoch: the same whatever worker, process or resume draws it."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch, index]).generate_state(1)[0] % 2**31)
+
+
+def split_keys(keys: Sequence[int | SampleKey]) -> tuple[list[int], int | None]:
+    """Plain indices and the epoch of keys from `ResumableSampler` (None for plain indices, e.g. evaluation)."""
+    if keys and isinstance(keys[0], tuple):
+        return [int(k[0]) for k in keys], int(keys[0][1])
+    return [int(k) for k in keys], None
+
+
+def global_seed() -> int:
+    """The run's seed as Lightning's `seed_everything` recorded it (0 when unseeded, like Lightning's samplers)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+class ResumableSampler(DistributedSampler):
+    """Shuffled training order from (seed, epoch) alone, sharded per DDP rank, yielding `(index, epoch)`.
+
+    A `DistributedSampler` subclass, so Lightning keeps it under DDP instead of wrapping it. `resume(epoch,
+    batches_done, batch_size)` makes the next pass start at that epoch, after the batches already trained on:
+    nothing is repeated or skipped. `len()` stays the whole epoch, the count Lightning's progress continues.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int | None = None) -> None:
+        distributed = dist.is_available() and dist.is_initialized()
+        super().__init__(
+            dataset,
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=True,
+            seed=global_seed() if seed is None else seed,
+        )
+        self._skip = 0
+        self.resume_pending = False  # a resume point no pass has started from yet
+
+    def resume(self, epoch: int, batches_done: int, batch_size: int) -> None:
+        """Start the next pass at `epoch`, leaving out the first `batches_done` batches of this rank's share."""
+        self.set_epoch(epoch)
+        self._skip = batches_done * batch_size
+        self.resume_pending = True
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        self.resume_pending = False
+        indices: list[Any] = list(super().__iter__())[self._skip :]
+        self._skip = 0
+        epoch = self.epoch
+        return iter([(int(i), epoch) for i in indices])
