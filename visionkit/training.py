@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from visionkit.callbacks.exact_resume import ExactResume
 from visionkit.checkpoints import check_checkpoint
 from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config
 from visionkit.data import VisionDataModule
@@ -22,6 +23,7 @@ from visionkit.sweep import pruning_callback
 from visionkit.tasks.base import VisionTask
 from visionkit.tracking import trackers
 from visionkit.tuning import tune
+from visionkit.utils.checkpoint_io import AtomicCheckpointIO
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 
@@ -93,7 +95,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     if not loggers and any(isinstance(c, L.pytorch.callbacks.LearningRateMonitor) for c in callbacks):
         log.info("no logger: learning rates are not recorded (logger=default or csv records them)")
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    callbacks.append(ExactResume())  # random states and loader position in every checkpoint
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
 
 
 def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
