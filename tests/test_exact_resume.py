@@ -1,0 +1,106 @@
+"""Exact resume: a run killed with SIGKILL and resumed from its newest checkpoint ends where an uninterrupted
+run ends (same weights, same test metrics); a kill in the middle of a checkpoint write leaves the previous one."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tests.serve_requests import BIN
+
+# LeNet-5 on the digits, 3 epochs of 40 steps, a checkpoint after every step, deterministic algorithms, light
+# augmentation (its draws are part of what must come out the same).
+JOB = [
+    "experiment=digits_lenet5",
+    "trainer.max_epochs=3",
+    "trainer.deterministic=true",
+    "callbacks.model_checkpoint.every_n_train_steps=1",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "~callbacks.sample_predictions",
+    "trainer.enable_model_summary=false",
+    "logger=csv",
+]
+ENV = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
+
+
+def _train(run_dir: Path, *extra: str) -> subprocess.Popen:
+    command = [str(BIN / "visionkit-train"), *JOB, f"hydra.run.dir={run_dir}", *extra]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = (run_dir.parent / f"{run_dir.name}-{len(list(run_dir.parent.glob(run_dir.name + '-*.log')))}.log").open("w")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+
+
+def _finished(process: subprocess.Popen, run_dir: Path) -> str:
+    code = process.wait(timeout=300)
+    logs = sorted(run_dir.parent.glob(run_dir.name + "-*.log"))
+    text = logs[-1].read_text()
+    assert code == 0, text[-3000:]
+    return text
+
+
+def _step_of(checkpoint: Path) -> int:
+    try:
+        return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return -1  # not written yet
+
+
+def _test_metrics(log: str) -> dict[str, float]:
+    return {m[0]: float(m[1]) for m in re.findall(r"^(test_\w+): ([0-9.]+)$", log, flags=re.MULTILINE)}
+
+
+def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    whole = _train(tmp_path / "whole")  # the two runs share the two cores: start the reference first
+    # a random step, mid-epoch or at an epoch's end (40, 80); KILL_AT=<step> repeats a failure
+    kill_at = int(os.environ.get("KILL_AT") or random.Random().randint(5, 110))
+    killed_dir = tmp_path / "killed"
+    killed = _train(killed_dir)
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while _step_of(last) < kill_at:
+        assert killed.poll() is None, f"the run ended before step {kill_at}"
+        assert time.monotonic() < deadline, f"step {kill_at} not reached in 300 s"
+        time.sleep(0.05)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    resumed_from = _step_of(last)
+    # resumed with two loader workers where the killed run had none: order and augmentation must not care
+    resumed_log = _finished(_train(killed_dir, f"ckpt_path={last}", "data.num_workers=2"), killed_dir)
+    whole_log = _finished(whole, tmp_path / "whole")
+
+    expected = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    got = torch.load(last, weights_only=True)
+    assert got["global_step"] == expected["global_step"] > resumed_from
+    differing = [k for k, v in expected["state_dict"].items() if not torch.equal(v, got["state_dict"][k])]
+    assert not differing, f"killed at step {resumed_from}: weights differ in {differing}"
+    assert _test_metrics(resumed_log) == _test_metrics(whole_log) != {}, f"killed at step {resumed_from}"
+
+
+WRITER = """
+import sys, torch
+from visionkit.utils.checkpoint_io import save_atomically
+save_atomically({"weights": torch.arange(60_000_000, dtype=torch.float32), "step": 2}, sys.argv[1])
+"""
+
+
+def test_a_kill_in_the_middle_of_a_checkpoint_write_leaves_the_previous_checkpoint(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "last.ckpt"
+    torch.save({"weights": torch.zeros(3), "step": 1}, checkpoint)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(checkpoint)], start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size > 1_000_000 for p in tmp_path.glob(".last.ckpt.*.tmp")):  # 240 MB on its way
+        assert writer.poll() is None, "the write finished before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    os.killpg(writer.pid, signal.SIGKILL)
+    writer.wait()
+    assert torch.load(checkpoint, weights_only=True)["step"] == 1
