@@ -28,6 +28,7 @@ JOB = [
     "~callbacks.sample_predictions",
     "trainer.enable_model_summary=false",
     "logger=csv",
+    "scheduler=onecycle",  # per-step schedule from estimated_stepping_batches: the loader is built in setup
 ]
 ENV = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
 

@@ -75,8 +75,8 @@ class ExactResume(L.Callback):
         sampler = getattr(trainer.datamodule, "train_sampler", None)
         fetcher = trainer.fit_loop._data_fetcher
         if sampler is not None and sampler.resume_pending and fetcher is not None:
-            # the loader was iterated before the checkpoint was read (`estimated_stepping_batches` in
-            # configure_optimizers does that, Lightning #20550): start its pass again from the resume point
+            # the loader was iterated before the checkpoint was read (strategies that restore after their
+            # setup, e.g. FSDP, where `estimated_stepping_batches` builds it first): restart from the resume point
             iter(fetcher)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int) -> None:
