@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -36,11 +37,14 @@ def test_hydra_sweep_syntax_maps_to_optuna_distributions(line: str, expected: ob
     assert distribution(override) == expected
 
 
-def _sweep(sweep_dir: Path, log: Path) -> subprocess.Popen:
+KILLED_SWEEP = ["hydra.sweeper.n_trials=5", "trainer.max_epochs=3", "data.batch_size=128"]
+KILLED_SWEEP += ["optimizer.lr=choice(0.003,0.00001)"]  # a good and a hopeless rate, in place of the config's range
+KILLED_SWEEP += ["hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0"]
+
+
+def _sweep(sweep_dir: Path, log: Path, overrides: list[str] = KILLED_SWEEP) -> subprocess.Popen:
     command = [str(BIN / "visionkit-train"), "-m", "hparams_search=digits_optuna", f"hydra.sweep.dir={sweep_dir}"]
-    command += ["hydra.sweeper.n_trials=5", "trainer.max_epochs=3", "data.batch_size=128"]
-    command += ["optimizer.lr=choice(0.003,0.00001)"]  # a good and a hopeless rate, in place of the config's range
-    command += ["hydra.sweeper.pruner.n_startup_trials=1", "hydra.sweeper.pruner.n_warmup_steps=0"]
+    command += [*overrides, "~callbacks.progress_bar", "~callbacks.model_summary"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("w") as sink:
         return subprocess.Popen(
@@ -98,3 +102,31 @@ def test_a_killed_sweep_resumes_with_the_remaining_trials_and_prunes_hopeless_on
 def test_sweep_module_imports_without_optuna_loaded() -> None:
     code = "import sys, visionkit.sweep; assert 'optuna' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_two_sweeps_share_one_storage_and_ddp_trials_report_from_rank_zero(tmp_path: Path) -> None:
+    """Optuna's way to run trials in parallel: the same command twice (here in two processes, one of them
+    training each trial with DDP on 2 CPU processes) shares the study in the sweep folder's storage."""
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    common = ["hydra.sweeper.n_trials=4", "trainer.max_epochs=2", "data.batch_size=128", "optimizer.lr=choice(0.003)"]
+    plain = _sweep(sweep_dir, tmp_path / "plain.log", common)
+    ddp = _sweep(sweep_dir, tmp_path / "ddp.log", [*common, "trainer=ddp_cpu"])
+    for process, name in ((plain, "plain"), (ddp, "ddp")):
+        assert process.wait(timeout=400) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+    logs = {name: (tmp_path / f"{name}.log").read_text() for name in ("plain", "ddp")}
+    ran = {name: [int(n) for n in re.findall(r"Optuna trial (\d+) \(", text)] for name, text in logs.items()}
+    assert ran["plain"] and ran["ddp"] and not set(ran["plain"]) & set(ran["ddp"]), ran  # each trial once
+
+    study = optuna.load_study(study_name="digits_lenet5", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    trials = study.get_trials()
+    # both may ask for the last trial at the same moment (as with Optuna's own n_trials): one extra at most
+    assert 4 <= len(trials) <= 5 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials), trials
+    assert all(t.intermediate_values.keys() == {0, 1} for t in trials)  # one report per epoch, from rank 0
+    drawn = {tuple(sorted(t.params.items())) for t in trials}
+    assert len(drawn) == len(trials)  # the sampler is seeded per trial number: two processes do not draw alike
+    for number in ran["ddp"]:  # each of its trials trained on 2 processes
+        trainer = yaml.safe_load((sweep_dir / str(number) / "config.yaml").read_text())["trainer"]
+        assert (trainer["strategy"], trainer["devices"]) == ("ddp", 2)
+    assert "Starting with 2 processes" in logs["ddp"]
+    assert "already reported" not in logs["ddp"]  # what Optuna warns when a step is reported twice

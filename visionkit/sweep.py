@@ -9,6 +9,8 @@ side (`pruning_callback`) finds its trial through the environment the sweeper se
 from __future__ import annotations
 
 import csv
+import fcntl
+import functools
 import math
 import os
 import socket
@@ -70,6 +72,17 @@ def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
     return space, [f"{key}={value}" for key, value in fixed.items()]
 
 
+def suggest(trial: Any, name: str, dist: Any) -> Any:
+    """`trial.suggest_*` for an Optuna distribution (what `study.ask(space)` does, through the public API)."""
+    import optuna.distributions as d
+
+    if isinstance(dist, d.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, d.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+
+
 def _overrides(key: str, value: Any) -> str:
     """A trial's value as a Hydra override (strings quoted only when Hydra would misread them)."""
     return f"{key}={value!r}" if isinstance(value, str) and any(c in value for c in " ,()[]{}=") else f"{key}={value}"
@@ -115,14 +128,17 @@ class OptunaSweeperImpl(Sweeper):
 
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         storage = self.storage or f"sqlite:///{(self.sweep_dir / 'optuna.db').absolute()}"
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            sampler=self.sampler,
-            pruner=self.pruner,
-            direction=self.direction,
-            load_if_exists=True,
-        )
+        # two processes started together would both create the database's tables: one at a time
+        with open(self.sweep_dir / ".optuna.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=storage,
+                sampler=self._sampler_for(0, None),
+                pruner=self.pruner,
+                direction=self.direction,
+                load_if_exists=True,
+            )
         self.storage_url = storage
         _sweeping[(storage, self.study_name)] = study  # the jobs of this process prune with its pruner
         return study
@@ -135,7 +151,10 @@ class OptunaSweeperImpl(Sweeper):
         study = self.study()
         self._requeue_killed(study)
         while (done := self._counted(study)) < self.n_trials:
-            trial = study.ask(space)
+            trial = study.ask()  # its number is unique among every process that shares the storage
+            study.sampler = self._sampler_for(trial.number, study.sampler)
+            for name, dist in space.items():
+                suggest(trial, name, dist)  # an enqueued retry gets its own parameters back
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("pid", os.getpid())
             trial.set_user_attr("folder", str(self.sweep_dir / str(trial.number)))
@@ -160,6 +179,16 @@ class OptunaSweeperImpl(Sweeper):
                 continue
             study.tell(trial, float(value))
         self._write_results(study)
+
+    def _sampler_for(self, number: int, current: Any) -> Any:
+        """The configured sampler seeded with seed + trial number: a resumed or a parallel sweep does not replay
+        the draws of the first one, and trial N draws the same whichever process runs it."""
+        if not isinstance(self.sampler, functools.partial):
+            return self.sampler  # a sampler object (or None, Optuna's default): as configured
+        seed = self.sampler.keywords.get("seed")
+        if seed is None:
+            return current if current is not None else self.sampler()
+        return self.sampler(seed=int(seed) + number)
 
     def _counted(self, study: Any) -> int:
         """Trials that count towards n_trials: finished (complete, pruned, failed) or running in a live process;
