@@ -126,6 +126,9 @@ def test_wandb_offline_run_folder_holds_the_metrics(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "run"
     train(compose_config(run_dir, [*QUICK, "trainer.max_epochs=2", "logger=wandb"]))
+    import wandb
+
+    wandb.teardown()  # run.finish() returns before W&B's service has flushed the .wandb file; teardown waits for it
     (offline,) = list((run_dir / "wandb").glob("offline-run-*"))
     rows, config = _wandb_log(offline)
     assert [row["epoch"] for row in rows if "val_acc" in row] == [0, 1]
