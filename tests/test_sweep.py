@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from tests.serve_requests import BIN
 
 optuna = pytest.importorskip("optuna")
-from visionkit.sweep import distribution  # noqa: E402
+from visionkit.training.sweep import distribution  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ def test_a_killed_sweep_resumes_with_the_remaining_trials_and_prunes_hopeless_on
 
 
 def test_sweep_module_imports_without_optuna_loaded() -> None:
-    code = "import sys, visionkit.sweep; assert 'optuna' not in sys.modules"
+    code = "import sys, visionkit.training.sweep; assert 'optuna' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 

@@ -20,7 +20,7 @@ from omegaconf import open_dict
 from tests.conftest import compose_config
 from tests.serve_requests import BIN, free_port
 from visionkit.run import train
-from visionkit.tracking import run_name
+from visionkit.training.tracking import run_name
 
 pytest.importorskip("mlflow")
 QUICK = ["trainer.max_epochs=3", "data.batch_size=128", "callbacks.sample_predictions.every_n_epochs=1"]

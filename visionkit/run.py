@@ -22,8 +22,8 @@ from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
-from visionkit.training import build_datamodule, build_task, build_trainer, launcher_env_restored, metrics_of, plain
-from visionkit.training import train as train  # `visionkit.run.train`, the name the CLI runner and users call
+from visionkit.training.fit import build_datamodule, build_task, build_trainer, launcher_env_restored, metrics_of, plain
+from visionkit.training.fit import train as train  # `visionkit.run.train`, the name the CLI runner and users call
 from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.video import is_video_source
 

@@ -1,7 +1,7 @@
-"""The Hydra plugin class of visionkit's Optuna sweeper; the sweeper itself is `visionkit.sweep`."""
+"""The Hydra plugin class of visionkit's Optuna sweeper; the sweeper itself is `visionkit.training.sweep`."""
 
-from visionkit.sweep import OptunaSweeperImpl
+from visionkit.training.sweep import OptunaSweeperImpl
 
 
 class VisionkitOptunaSweeper(OptunaSweeperImpl):
-    """`hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml): see visionkit.sweep."""
+    """`hydra/sweeper=optuna` (conf/hydra/sweeper/optuna.yaml): see visionkit.training.sweep."""

@@ -19,10 +19,10 @@ from visionkit.checkpoints import check_checkpoint
 from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config
 from visionkit.data import VisionDataModule
 from visionkit.report import write_report
-from visionkit.sweep import pruning_callback
 from visionkit.tasks.base import VisionTask
-from visionkit.tracking import trackers
-from visionkit.tuning import tune
+from visionkit.training.sweep import pruning_callback
+from visionkit.training.tracking import trackers
+from visionkit.training.tuning import tune
 from visionkit.utils.checkpoint_io import AtomicCheckpointIO
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
