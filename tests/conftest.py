@@ -24,18 +24,6 @@ BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRE_BROWSER = os.environ.get("VISIONKIT_REQUIRE_BROWSER") == "1"  # .ci/run sets it: CI never skips
 
 
-# `make test` runs the suite on 2 xdist workers (--dist loadgroup): the tests sharing a trained model go to one
-# worker, so each session fixture trains once; the most expensive fixture a test uses names its group.
-TRAINED_FIXTURES = ("trained_segmenter", "trained_detector", "digits_checkpoint")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        shared = next((name for name in TRAINED_FIXTURES if name in getattr(item, "fixturenames", ())), None)
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared))
-
-
 def chromium_or_skip() -> str:
     """The system Chromium for the browser tests; without one they skip with the reason (fail under CI)."""
     if BROWSER is None:
