@@ -30,7 +30,8 @@ from visionkit.utils.viz import confusion_matrix_figure
 
 log = logging.getLogger(__name__)
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's, in float64 as pycocotools has them
+RECALL_POINTS = np.linspace(0, 1, 101)
 CONFUSION_CONF = 0.25  # ultralytics' validator: detections above this enter the confusion matrix ...
 CONFUSION_IOU = 0.45  # ... and match a truth above this IoU
 
@@ -197,7 +198,7 @@ def score_detection(
         ap=ap,
         best_conf=float(x[best]),
         best_f1=float(f1_curve.mean(0)[best]) if len(present) else 0.0,
-        recall_points=np.linspace(0, 1, 101),
+        recall_points=RECALL_POINTS,
         pr_precision=pr_precision,
         confidence=x,
         p_curve=per_class(p_curve),

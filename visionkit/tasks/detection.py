@@ -13,6 +13,7 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit.callbacks.detection_recipe import CloseMosaic, RampedEMA
+from visionkit.callbacks.detection_report import IOU_THRESHOLDS, RECALL_POINTS
 from visionkit.models.yolo import build_yolo, freeze_layers
 from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
@@ -104,6 +105,10 @@ class DetectionTask(VisionTask):
             iou_type="bbox",
             backend="faster_coco_eval",
             max_detection_thresholds=[1, 10, self.hparams.max_det],  # mAP over all kept detections, as ultralytics
+            # COCO's thresholds: torchmetrics' defaults come from a float32 torch.linspace (0.55 -> 0.55000001),
+            # which moved mAP50 by 4e-4 from pycocotools' and the test report's on the same detections
+            iou_thresholds=IOU_THRESHOLDS.tolist(),
+            rec_thresholds=RECALL_POINTS.tolist(),
         )
         self.val_map.warn_on_many_detections = False
         self.test_map = self.val_map.clone()
