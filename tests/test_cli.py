@@ -7,10 +7,10 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import zipfile
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from tests.console_runs import run_console
 from visionkit.data import DigitsSource
 from visionkit.data.shapes_seg import VERSION as SEG_VERSION
 
@@ -28,22 +29,15 @@ QUIET = ["~callbacks.progress_bar", "~callbacks.model_summary", "trainer.enable_
 
 
 def run(
-    tool: str, args: list[str], cwd: Path, expect_ok: bool = True, timeout: float = 300
+    tool: str, args: list[str], cwd: Path, expect_ok: bool = True, timeout: float = 300, fresh: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run a console script; a run past `timeout` is killed with all its children (DDP ranks, loader
-    workers) and the test fails with what it had printed, so a hang is diagnosable and leaves no orphans."""
+    """Run a console script (through tests/console_runs.py; `fresh=True`: a new interpreter); a run past
+    `timeout` is killed with all its children (DDP ranks, loader workers) and the test fails with what it had
+    printed, so a hang is diagnosable and leaves no orphans."""
     env = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
-    command = [str(BIN / tool), *args]
-    with subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    ) as child:
-        try:
-            stdout, stderr = child.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            stdout, stderr = child.communicate()
-            pytest.fail(f"{tool} {' '.join(args)} ran past {timeout} s:\n{stdout[-3000:]}\n{stderr[-3000:]}")
-    proc = subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
+    proc, killed = run_console(tool, args, cwd, env, timeout, fresh=fresh)
+    if killed:
+        pytest.fail(f"{tool} {' '.join(args)} ran past {timeout} s:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     if expect_ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -53,6 +47,15 @@ def run_folder(stdout: str) -> Path:
     match = re.search(r"^run folder: (.+)$", stdout, flags=re.MULTILINE)
     assert match, stdout[-2000:]
     return Path(match.group(1).strip())
+
+
+def test_every_installed_console_script_starts_in_a_new_interpreter(tmp_path: Path) -> None:
+    """The other tests fork a helper that has imported everything; this one launches each installed script."""
+    scripts = [e.name for e in entry_points(group="console_scripts") if e.value.startswith("visionkit.")]
+    assert len(scripts) >= 9, scripts
+    for script in scripts:
+        out = run(script, ["--help"], tmp_path, fresh=True).stdout
+        assert f"usage: {script}" in out or "Compose your configuration from those groups" in out, (script, out)
 
 
 def test_train_then_eval_the_best_checkpoint(tmp_path: Path) -> None:

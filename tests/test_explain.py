@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from tests.conftest import TrainedDetector, TrainedSegmenter
+from tests.console_runs import run_console
 from visionkit.errors import VisionkitError
 from visionkit.explain import (
     default_layers,
@@ -36,9 +36,9 @@ def _row(rows, name):
 
 
 def explain(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("visionkit-explain")
     env = {**os.environ, "TORCH_HOME": str(cwd / "torch-home")}  # an empty hub cache: never the user's weights
-    proc = subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+    proc, killed = run_console("visionkit-explain", args, cwd, env, timeout=300)
+    assert not killed, f"visionkit-explain {args} ran past 300 s:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
