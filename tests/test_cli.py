@@ -204,10 +204,10 @@ def test_the_wheel_ships_the_configs(tmp_path: Path) -> None:
     )
 
 
-def test_detection_ddp_two_cpu_processes_train_export_and_predict(tmp_path: Path) -> None:
+def test_detection_ddp_two_cpu_processes_train_export_and_predict(tmp_path: Path, builtin_data: Path) -> None:
     """Detection under DDP (2 CPU processes, gloo): one run folder, checkpoints written (a collective on
     every rank), test mAP reported once; then the CLI exports and predicts with the result."""
-    cache = tmp_path / "cache"
+    cache = builtin_data
     args = [
         "task=detection",
         "trainer=ddp_cpu",
@@ -244,11 +244,11 @@ def test_detection_ddp_two_cpu_processes_train_export_and_predict(tmp_path: Path
     assert len(json.loads((predicted / "predictions.json").read_text())) == 100
 
 
-def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: Path) -> None:
+def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: Path, builtin_data: Path) -> None:
     """Segmentation under DDP (2 CPU processes, gloo): one run folder, the per-class table, metrics and speed
     report once, decoded images cached on disk by both ranks; then the CLIs predict (a larger image, tiled) and
     export ONNX with the result."""
-    cache = tmp_path / "cache"
+    cache = builtin_data
     args = [
         "task=segmentation",
         "trainer=ddp_cpu",

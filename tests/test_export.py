@@ -82,7 +82,7 @@ def test_detector_with_nms_in_the_graph_exports_final_boxes_that_match(
     ]
     records, folder = _export(tmp_path, trained_detector.ckpt, *overrides)
     _assert_checked(records, {"onnx", "torchscript", "openvino"}, "val_map50_95")
-    assert all(r["pytorch"] > 0.01 for r in records), json.dumps(records)  # the 8-epoch fixture: about 0.03
+    assert all(r["pytorch"] > 0.01 for r in records), json.dumps(records)  # the 12-epoch fixture: about 0.09
     # the graph's NMS is ultralytics' (one class per box) for a batch of another size than the example's
     import onnxruntime as ort
 
@@ -103,10 +103,12 @@ def test_detector_with_nms_in_the_graph_exports_final_boxes_that_match(
     with torch.no_grad():
         expected = task.detect(images, multi_label=False)
     assert boxes.shape == (5, task.hparams.max_det, 6)
+    assert sum(len(theirs) for theirs in expected) > 0  # an image without boxes is fine, all five are not
     for mine, theirs in zip(boxes, expected, strict=True):
         mine = mine[mine[:, 4] > 0]
-        assert len(mine) == len(theirs) > 0
-        assert np.abs(mine - theirs.numpy()).max() < 1e-3
+        assert len(mine) == len(theirs)
+        if len(mine):
+            assert np.abs(mine - theirs.numpy()).max() < 1e-3
 
 
 def test_segmenter_exports_fixed_size_graphs_checked_by_miou(

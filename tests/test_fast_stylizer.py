@@ -41,7 +41,7 @@ def test_fast_stylizer_loss_falls_and_its_checkpoint_stylizes(tmp_path: Path) ->
         style_size=64,
         optimizer=partial(torch.optim.Adam, lr=3e-3),
     )
-    _, ckpt, rows = fit_quietly(task, dm, tmp_path / "run", epochs=3)
+    _, ckpt, rows = fit_quietly(task, dm, tmp_path / "run", epochs=3, limit_train_batches=8, limit_val_batches=1)
     losses = [float(r["train_loss_epoch"]) for r in rows if r.get("train_loss_epoch")]
     assert len(losses) == 3 and losses[-1] < losses[0] / 2, losses
 

@@ -52,7 +52,9 @@ def test_num_classes_is_interpolated_from_the_data_config(make_cfg) -> None:
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_runs_under_fast_dev_run(experiment: str, tmp_path: Path, monkeypatch) -> None:
+def test_every_experiment_runs_under_fast_dev_run(
+    experiment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, builtin_data: Path
+) -> None:
     """Recipes that need a folder of photos get a tiny generated one; pretrained weights come from a
     state dict placed in a temporary torch hub cache (the real loading code, offline)."""
     from urllib.parse import urlparse
@@ -63,7 +65,7 @@ def test_every_experiment_runs_under_fast_dev_run(experiment: str, tmp_path: Pat
         f"experiment={experiment}",
         "++trainer.fast_dev_run=true",
         "data.num_workers=0",
-        f"paths.data_dir={tmp_path / 'cache'}",
+        f"paths.data_dir={builtin_data}",
     ]
     cfg = compose_config(tmp_path / "run", overrides)
     if "train_images" in cfg.data:  # built-in segmentation recipes: a small generated training split

@@ -23,7 +23,7 @@ from visionkit.serve.encode import mask_to_rle, rle_to_mask
 from visionkit.serve.uploads import BadUpload, Upload, content_kind, decode_upload, uploads_from_json
 
 KEY = "s3cret-key"
-CONF = 0.05  # the shared detector trains for 8 epochs only
+CONF = 0.05  # the shared detector trains for 12 epochs only
 
 
 def _b64(data: bytes) -> str:

@@ -107,7 +107,9 @@ def test_missing_vgg19_weights_say_where_to_put_the_file(
     assert status == 1 and "vgg19-dcbb9e9d.pth" in err and str(tmp_path / "torch") in err and "--weights" in err
 
 
-def test_fast_stylizer_ddp_two_cpu_processes_then_stylize_export_and_predict(tmp_path: Path, pictures: Path) -> None:
+def test_fast_stylizer_ddp_two_cpu_processes_then_stylize_export_and_predict(
+    tmp_path: Path, pictures: Path, builtin_data: Path
+) -> None:
     """task=style_transfer under DDP (2 CPU processes, gloo) on the built-in photos: one run folder, the
     sample grid; the checkpoint stylizes a folder in batches (--model), exports ONNX, and visionkit-predict
     points to visionkit-stylize."""
@@ -123,7 +125,7 @@ def test_fast_stylizer_ddp_two_cpu_processes_then_stylize_export_and_predict(tmp
         "model.residual_blocks=1",
         "data.image_size=64",
         f"style_image={tmp_path / 'style.png'}",
-        f"paths.data_dir={tmp_path / 'cache'}",
+        f"paths.data_dir={builtin_data}",
         *QUIET,
     ]
     out = run("visionkit-train", args, tmp_path).stdout
