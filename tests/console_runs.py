@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-PRELOAD = (
+PRELOAD = (  # what the commands import; ultralytics through visionkit, which sets its environment first
     "torch",
     "torchvision",
     "lightning",
     "hydra",
     "omegaconf",
     "matplotlib.pyplot",
-    "ultralytics",
     "segmentation_models_pytorch",
     "visionkit.cli.runner",
     "visionkit.run",
@@ -207,7 +206,13 @@ def _serve() -> None:
     os.dup2(2, 1)
     for name in PRELOAD:
         importlib.import_module(name)
-    imported_env = {k: v for k, v in os.environ.items() if _start_env.get(k) != v}
+    from visionkit.models.yolo import prepare_ultralytics
+
+    before = dict(os.environ)
+    prepare_ultralytics()  # as the detection code does before its first ultralytics import ...
+    runtime_keys = {k for k, v in os.environ.items() if before.get(k) != v}  # ... at run time: not inherited
+    importlib.import_module("ultralytics")
+    imported_env = {k: v for k, v in os.environ.items() if _start_env.get(k) != v and k not in runtime_keys}
 
     def reply(message: dict[str, object]) -> None:
         protocol_out.write(json.dumps(message) + "\n")
