@@ -151,7 +151,7 @@ class DetectionPredictor(Predictor):
         if self.device.type == "cpu" and self.precision == "fp32":  # bf16 runs under autocast, which these skip
             from ultralytics.nn.modules.conv import Conv
 
-            probe = torch.rand(2, 3, *self.contract.image_size)
+            probe = torch.rand(1, 3, *self.contract.image_size)
             model.model = fuse_onednn(model.model, lambda m: isinstance(m, Conv) and not hasattr(m, "bn"), probe)
         return model
 
