@@ -101,16 +101,22 @@ def test_tiled_prediction_equals_whole_image_prediction_away_from_tile_borders(
     with torch.inference_mode():
         whole = segment_image(task.class_probabilities, image, MEAN, STD, tile=None)
         tiled = segment_image(task.class_probabilities, image, MEAN, STD, tile=(64, 64), overlap=0.5, batch_size=5)
-    assert tiled.shape == whole.shape == image.shape[:2]
-    # tile borders of the 64 px grid with stride 32: keep pixels at least 8 px from every stride-32 line
+        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        normalized = (pixels - torch.tensor(MEAN).view(1, 3, 1, 1) * 255) / (torch.tensor(STD).view(1, 3, 1, 1) * 255)
+        probs = task.class_probabilities(normalized)[0]  # 192 x 256: one pass, as tile=None makes it
+    assert tiled.shape == whole.shape == image.shape[:2] and (probs.argmax(0).numpy() == whole).all()
+    # tile borders of the 64 px grid with stride 32: keep pixels at least 8 px from every stride-32 line, where
+    # the whole-image pass is sure of its class. A 64 px tile gives the network less context than the whole
+    # image (its receptive field is wider), so a briefly trained model flips some of its uncertain pixels (their
+    # share depends on the machine's arithmetic during training: 0.87-0.97 overall); where it is sure, a tile
+    # must agree. Misplaced or mis-blended tiles score far lower: shifting the labels by half a tile gives < 0.9.
     ys, xs = np.mgrid[0 : image.shape[0], 0 : image.shape[1]]
     interior = (np.minimum(ys % 32, 32 - ys % 32) >= 8) & (np.minimum(xs % 32, 32 - xs % 32) >= 8)
-    agreement = (tiled == whole)[interior].mean()
-    # not 1.0: the network's receptive field is wider than a 64 px tile, so a tile sees less context than the
-    # whole image and a briefly trained model flips some uncertain pixels; misplaced or mis-blended tiles
-    # score far lower (shifting the whole-image labels by half a tile gives well under 0.9)
-    assert agreement >= 0.95, agreement
-    shifted = (tiled[:, 32:] == whole[:, :-32])[interior[:, 32:]].mean()
+    compared = interior & (probs.max(0).values.numpy() >= 0.9)
+    assert compared.sum() >= 0.4 * interior.sum()  # most of the picture is compared (0.71 of it here)
+    agreement = (tiled == whole)[compared].mean()
+    assert agreement >= 0.99, agreement
+    shifted = (tiled[:, 32:] == whole[:, :-32])[compared[:, 32:]].mean()
     assert shifted < agreement - 0.05, (shifted, agreement)
     assert len(np.unique(whole)) >= 2  # a real prediction, not one class everywhere
 
