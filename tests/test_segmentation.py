@@ -20,7 +20,7 @@ from tests.conftest import TrainedSegmenter, compose_config
 from visionkit.config import config_dir
 from visionkit.errors import VisionkitError
 from visionkit.export import build_graph, export_onnx
-from visionkit.inference.tiling import segment_image
+from visionkit.inference.tiling import normalizer, segment_image
 from visionkit.models import available_architectures, build_segmentation_model
 from visionkit.run import predict
 from visionkit.tasks import SegmentationTask
@@ -101,9 +101,7 @@ def test_tiled_prediction_equals_whole_image_prediction_away_from_tile_borders(
     with torch.inference_mode():
         whole = segment_image(task.class_probabilities, image, MEAN, STD, tile=None)
         tiled = segment_image(task.class_probabilities, image, MEAN, STD, tile=(64, 64), overlap=0.5, batch_size=5)
-        pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-        normalized = (pixels - torch.tensor(MEAN).view(1, 3, 1, 1) * 255) / (torch.tensor(STD).view(1, 3, 1, 1) * 255)
-        probs = task.class_probabilities(normalized)[0]  # 192 x 256: one pass, as tile=None makes it
+        probs = task.class_probabilities(normalizer(MEAN, STD, "cpu")(image[None]))[0]  # one pass, as tile=None
     assert tiled.shape == whole.shape == image.shape[:2] and (probs.argmax(0).numpy() == whole).all()
     # tile borders of the 64 px grid with stride 32: keep pixels at least 8 px from every stride-32 line, where
     # the whole-image pass is sure of its class. A 64 px tile gives the network less context than the whole
