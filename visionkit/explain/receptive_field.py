@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 
 from visionkit.explain.hooks import run_hooked
 from visionkit.utils.io import atomic_write
+from visionkit.utils.tensors import nested_tensors
 
 LAYER_TYPES = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
@@ -58,17 +59,6 @@ def _pair(value: Any, default: int = 1) -> tuple[int, int]:
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
-def _tensors(value: Any) -> Iterator[Tensor]:
-    if isinstance(value, Tensor):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-
-
 class _Tracker(TorchFunctionMode):
     """Carries a `_Field` for every tensor derived from the input image."""
 
@@ -87,12 +77,12 @@ class _Tracker(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        inputs = [f for t in _tensors((args, kwargs)) if (f := self.field(t)) is not None]
+        inputs = [f for t in nested_tensors((args, kwargs)) if (f := self.field(t)) is not None]
         if not inputs:
             return out
         widest = max(inputs, key=lambda f: f.size[0] * f.size[1])
         field = self._through(getattr(func, "__name__", ""), args, kwargs, widest, out)
-        for tensor in _tensors(out):
+        for tensor in nested_tensors(out):
             if tensor.is_floating_point() or tensor.dim() == 4:
                 self._set(tensor, field)
         return out
@@ -116,8 +106,8 @@ class _Tracker(TorchFunctionMode):
             stride = _pair(a.get("stride"))
             fine = (jump[0] / stride[0], jump[1] / stride[1])
             return _grow(fine, size, tuple(a["weight"].shape[-2:]), (1, 1), _pair(a.get("dilation")))
-        source = next(_tensors(args), None)
-        result = next(_tensors(out), None)
+        source = next(nested_tensors(args), None)
+        result = next(nested_tensors(out), None)
         if source is None or result is None or source.dim() != 4 or result.dim() != 4:
             return field
         (h_in, w_in), (h_out, w_out) = source.shape[-2:], result.shape[-2:]

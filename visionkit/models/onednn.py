@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.utils.logging import get_logger
+from visionkit.utils.tensors import nested_tensors
 
 log = get_logger(__name__)
 
@@ -102,18 +103,9 @@ def fuse_onednn(
     except RuntimeError as exc:  # an operator this build lacks or refuses: keep the plain network
         log.warning(f"oneDNN packed convolutions failed ({exc}); the network runs unpacked")
         return network
-    pairs = list(zip(_tensors(reference), _tensors(output)))
+    pairs = list(zip(nested_tensors(reference), nested_tensors(output)))
     if not pairs or not all(torch.allclose(a, b, rtol=rtol, atol=atol) for a, b in pairs):
         log.warning("oneDNN packed convolutions changed the network's output; the network runs unpacked")
         return network
     log.debug(f"{count} convolutions packed for oneDNN, activations fused")
     return packed
-
-
-def _tensors(output: object) -> list[Tensor]:
-    """The tensors of a network output (a tensor, or nested lists/tuples of them)."""
-    if isinstance(output, Tensor):
-        return [output]
-    if isinstance(output, (list, tuple)):
-        return [t for item in output for t in _tensors(item)]
-    return []
