@@ -6,6 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -217,3 +223,61 @@ def test_the_page_draws_a_detectors_boxes_in_chromium(trained_detector: TrainedD
     wanted = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
     assert max(abs(a - b) for a, b in zip(edge[:3], wanted)) <= 40, (edge, wanted)
     assert not errors, errors
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_answers_the_request_in_flight_then_stops_every_process(
+    digits_checkpoint: tuple[Path, Path], tmp_path: Path, workers: int
+) -> None:
+    """`kill <pid>` (SIGTERM to the main process only) as systemd, Docker and Kubernetes stop a service: the
+    request waiting in a batch at the signal is answered, the command exits 0, no process of the server's group is
+    left, and the port can be bound again."""
+    ckpt, digit = digits_checkpoint
+    overrides = [f"workers={workers}", "batch_timeout=2.0", "max_batch_size=16"]  # a request waits 2 s in its batch
+    with running_server(ckpt, tmp_path, *overrides) as server, ThreadPoolExecutor(1) as pool:
+        port = int(server.url.rsplit(":", 1)[1])
+        files = {"image": ("digit.png", digit.read_bytes())}
+        reply = pool.submit(httpx.post, f"{server.url}/predict", files=files, timeout=30)
+        time.sleep(0.8)
+        assert not reply.done()
+        server.process.send_signal(signal.SIGTERM)
+        answer = reply.result()
+        assert answer.status_code == 200 and answer.json()[0]["top_k"], answer.text
+        assert server.process.wait(timeout=30) == 0, server.log_text()[-3000:]
+        deadline = time.monotonic() + 15
+        while _group_alive(server.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(server.process.pid), "a worker outlived the server"
+        with socket.socket() as probe:  # as servers bind (uvicorn too): the closed connections' TIME_WAIT is no hold
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+            probe.listen()
+        log = server.log_text()
+    assert "Traceback" not in log and "visionkit-serve: stopped" in log, log[-3000:]
+
+
+def test_a_port_in_use_is_named_before_anything_is_announced(digits_checkpoint: tuple[Path, Path]) -> None:
+    ckpt, _ = digits_checkpoint
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "visionkit-serve"), f"ckpt_path={ckpt}", f"port={port}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ | {"VISIONKIT_OFFLINE": "1"},
+        )
+    assert run.returncode == 1, run.stderr
+    assert run.stdout == ""  # nothing announced
+    expected = f"visionkit-serve: error: port {port} on 127.0.0.1 is in use (by another server?); choose another port="
+    assert run.stderr.strip().splitlines() == [expected], run.stderr

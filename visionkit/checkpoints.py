@@ -5,6 +5,8 @@ user set (`ckpt_path`, `--model`) in messages."""
 from __future__ import annotations
 
 import importlib
+import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,14 +19,53 @@ from visionkit.data.datamodule import VisionDataModule
 from visionkit.errors import VisionkitError
 from visionkit.tasks.base import VisionTask
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def archive_problem(path: Path) -> str | None:
+    """None when `path` is a complete PyTorch zip archive, else what is wrong with it, as a sentence's end
+    (a cheap look at its first bytes and its zip directory; nothing is unpickled)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if head != ZIP_MAGIC:
+            return "is not a checkpoint (not a PyTorch zip archive: a different kind of file, or an empty one)"
+        with zipfile.ZipFile(path) as archive:
+            archive.namelist()
+    except zipfile.BadZipFile:
+        return "is truncated: its end is missing (a save or a copy that was cut short, or a full disk)"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def readable_alternative(path: Path) -> Path | None:
+    """The newest other checkpoint in `path`'s folder that is a complete archive (to resume or predict from)."""
+    others = [p for p in path.parent.glob("*.ckpt") if p.resolve() != path.resolve() and p.is_file()]
+    for other in sorted(others, key=lambda p: p.stat().st_mtime, reverse=True):
+        if archive_problem(other) is None:
+            return other
+    return None
+
+
+def unreadable_message(path: Path, key: str, problem: str) -> str:
+    """`key: <path> <problem>` and the newest readable checkpoint beside it, if any, as the fix."""
+    other = readable_alternative(path)
+    fix = f"; the newest readable checkpoint beside it is {other}: pass {key}={other}" if other else ""
+    return f"{key}: {path} {problem}{fix}"
+
 
 def check_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> Path | None:
-    """The checkpoint's path (None when not set); an error naming `key` when the file does not exist."""
+    """The checkpoint's path (None when not set); an error naming `key` when the file does not exist or is not a
+    complete checkpoint archive (truncated, or another kind of file)."""
     if not ckpt_path:
         return None
     path = Path(str(ckpt_path)).expanduser()
     if not path.is_file():
         raise VisionkitError(f"{key}: checkpoint {path} does not exist")
+    problem = archive_problem(path)
+    if problem is not None:
+        raise VisionkitError(unreadable_message(path, key, problem))
     return path
 
 
@@ -36,8 +77,14 @@ def read_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> tuple[dict
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise VisionkitError(f"{key}: {path} is not a readable checkpoint ({reason})") from None
+        unsafe = "weights_only" in str(exc) or isinstance(exc, pickle.UnpicklingError)
+        problem = (
+            "holds Python objects that are not plain weights; visionkit loads checkpoints with weights_only=True "
+            "and will not run code from a file (write it again with a visionkit task)"
+            if unsafe
+            else f"could not be read as a checkpoint ({type(exc).__name__})"
+        )
+        raise VisionkitError(unreadable_message(path, key, problem)) from None
     name = (checkpoint.get("visionkit") or {}).get("task", "") if isinstance(checkpoint, Mapping) else ""
     if not name.startswith("visionkit.tasks."):
         raise VisionkitError(f"{key}: {path} was not written by a visionkit task (no visionkit metadata)")

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from visionkit.utils.io import give_default_mode
+
 
 def default_cache_dir() -> Path:
     """Where built-in datasets are generated: $VISIONKIT_DATA or ~/.cache/visionkit/datasets."""
@@ -30,6 +32,7 @@ def generated_once(
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=cache))
     try:
         generate(tmp)
+        give_default_mode(tmp)
         os.replace(tmp, target)
     except OSError:
         if not (target / marker).is_file():  # another process may have won the race

@@ -240,10 +240,9 @@ class Predictor:
         source = os.fspath(image) if from_file else f"image{index}"
         try:
             pixels = to_rgb(image, name=source)
-        except VisionkitError as exc:
-            if not self.skip_bad_images:
-                raise
-            log.warning(f"skipped {source}: {exc}")
+        except VisionkitError as exc:  # stops the run after the rest of its batch (`_run`), unless skipped
+            if self.skip_bad_images:
+                log.warning(f"skipped {source}: {exc}")
             return InputImage(index, source, None, str(exc), from_file)
         return InputImage(index, source, pixels, from_file=from_file, prepared=self.prepare_input(pixels))
 
@@ -253,16 +252,22 @@ class Predictor:
         return None
 
     def _run(self, batch: list[InputImage]) -> Iterator[Result]:
+        """The batch's results in input order. An unreadable input is a skipped result with `skip_bad_images`;
+        without, the batch's readable inputs are still predicted and yielded first (their files get written),
+        then the first unreadable one stops the run."""
         good = [item for item in batch if item.error is None]
         with torch.inference_mode(), autocast(self.device, self.precision):
             done = iter(self.predict_batch(good) if good else [])
+        bad = None if self.skip_bad_images else next((item for item in batch if item.error is not None), None)
         for item in batch:
-            if item.error is not None:
-                self.counts["skipped"] += 1
-                yield self.skipped(item)
-            else:
+            if item.error is None:
                 self.counts["images"] += 1
                 yield next(done)
+            elif bad is None:
+                self.counts["skipped"] += 1
+                yield self.skipped(item)
+        if bad is not None:
+            raise VisionkitError(f"{bad.error}; set skip_bad_images=true to skip unreadable images and go on")
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
         """Results for readable inputs (called in inference mode under the chosen precision)."""

@@ -5,7 +5,10 @@ process before it joins a batch (a bad one is answered alone with a 4xx), and `G
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
+import socket
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -71,6 +74,7 @@ class ServerSettings:
     max_upload_mb: float = 20.0
     max_image_pixels: int = 40_000_000
     max_images: int = 64
+    shutdown_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         """Refuse settings LitServe would stop on, naming the key and what it takes (once, when made)."""
@@ -88,6 +92,8 @@ class ServerSettings:
             )
         if self.max_upload_mb <= 0 or self.max_image_pixels <= 0:
             raise VisionkitError("max_upload_mb and max_image_pixels must be positive")
+        if self.shutdown_timeout < 0:
+            raise VisionkitError(f"shutdown_timeout={self.shutdown_timeout}: give 0 or more seconds")
 
 
 def model_info(predictor: Predictor, hyper_parameters: dict[str, Any], ckpt_path: str) -> dict[str, Any]:
@@ -191,12 +197,47 @@ def build_server(options: ServeOptions, settings: ServerSettings, info: dict[str
     return server
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Stop with one line naming the port when another server holds it (before anything is announced)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise VisionkitError(
+                    f"port {port} on {host} is in use (by another server?); choose another port="
+                ) from None
+            raise VisionkitError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another host= or port="
+            ) from None
+
+
+def _stop_on(signals: tuple[signal.Signals, ...]) -> None:
+    """SIGTERM and SIGHUP stop the server as Ctrl-C does: LitServe's shutdown then stops taking requests, lets
+    the ones in flight finish (`shutdown_timeout`) and ends every worker, instead of the main process dying
+    alone and leaving its workers listening. Processes forked from here get the default handlers back."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    for sig in signals:
+        signal.signal(sig, interrupt)
+    os.register_at_fork(after_in_child=lambda: [signal.signal(sig, signal.SIG_DFL) for sig in signals])
+
+
 def run_server(options: ServeOptions, settings: ServerSettings, info: dict[str, Any]) -> None:
-    """Serve until Ctrl-C or SIGTERM (LitServe shuts its workers down)."""
+    """Serve until Ctrl-C, SIGTERM or SIGHUP; then requests in flight get their answers (up to
+    `shutdown_timeout` seconds), every worker stops, and the command exits 0."""
+    check_port_free(settings.host, settings.port)
     server = build_server(options, settings, info)
+    server.uvicorn_graceful_timeout = settings.shutdown_timeout
     where = "localhost" if settings.host == "127.0.0.1" else settings.host
     print(f"visionkit-serve: {info['task']} model {info['model']} at http://{where}:{settings.port}/", flush=True)
+    _stop_on((signal.SIGTERM, signal.SIGHUP))
     server.run(host=settings.host, port=settings.port, generate_client_file=False, num_api_servers=1)
+    print("visionkit-serve: stopped", flush=True)
 
 
 __all__ = ["ServeOptions", "ServerSettings", "build_server", "cpu_threads", "model_info", "run_server"]

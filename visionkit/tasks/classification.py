@@ -121,7 +121,8 @@ class ClassificationTask(VisionTask):
             self.train_stats.update(self, loss, target.shape[0], correct=(preds == target).sum())
         else:
             getattr(self, f"{stage}_metrics").update(logits.detach(), target)
-            self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=target.shape[0])
+            size = target.shape[0]
+            self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=size, sync_dist=True)
         out = {"loss": loss, "preds": preds, "target": target}
         if stage == "test":  # for the test report's curves and calibration
             out["probs"] = logits.detach().float().softmax(dim=1)
@@ -129,8 +130,9 @@ class ClassificationTask(VisionTask):
 
     def _log_epoch_metrics(self, metrics: MetricCollection, prog_bar: bool) -> None:
         # Computed once per epoch (synced across ranks by torchmetrics) rather than logging the metric
-        # objects each step, which costs Lightning about a millisecond per metric per step.
-        self.log_dict(metrics.compute(), prog_bar=prog_bar)
+        # objects each step, which costs Lightning about a millisecond per metric per step. The values are the
+        # same on every rank; sync_dist says so to Lightning (its mean of equal values changes nothing).
+        self.log_dict(metrics.compute(), prog_bar=prog_bar, sync_dist=True)
         metrics.reset()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:

@@ -262,8 +262,8 @@ class DetectionTask(VisionTask):
 
     def _log_map(self, metric: MeanAveragePrecision, stage: str) -> None:
         result = metric.compute()  # synced across ranks by torchmetrics
-        self.log(f"{stage}_map50", result["map_50"], prog_bar=True)
-        self.log(f"{stage}_map50_95", result["map"], prog_bar=True)
+        self.log(f"{stage}_map50", result["map_50"], prog_bar=True, sync_dist=True)  # equal on every rank
+        self.log(f"{stage}_map50_95", result["map"], prog_bar=True, sync_dist=True)
         metric.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:

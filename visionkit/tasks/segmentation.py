@@ -160,7 +160,9 @@ class SegmentationTask(VisionTask):
     def _evaluate(self, batch: dict[str, Tensor], stage: str, for_plot: bool) -> dict[str, Tensor] | None:
         logits = self(batch["image"])
         loss, _ = self.criterion(logits, batch["mask"])
-        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=logits.shape[0])
+        self.log(
+            f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=logits.shape[0], sync_dist=True
+        )
         preds = self._labels(logits.detach())
         getattr(self, f"{stage}_confusion").update(preds, batch["mask"])
         return {"preds": preds.to(torch.uint8), "mask": batch["mask"]} if for_plot else None
@@ -170,10 +172,11 @@ class SegmentationTask(VisionTask):
         self.last_confusion = confusion.compute()  # synced across ranks by torchmetrics
         scores = segmentation_scores(self.last_confusion)
         confusion.reset()
-        self.log_dict({f"{stage}_{key}": scores[key] for key in ("miou", "mdice", "pixel_acc")}, prog_bar=True)
+        headline = {f"{stage}_{key}": scores[key] for key in ("miou", "mdice", "pixel_acc")}
+        self.log_dict(headline, prog_bar=True, sync_dist=True)  # equal on every rank (a synced confusion)
         for name, iou in zip(self.class_names, scores["iou"]):
             if not torch.isnan(iou):
-                self.log(f"{stage}_iou/{name}", iou)
+                self.log(f"{stage}_iou/{name}", iou, sync_dist=True)
         self.last_scores = scores
         return scores
 

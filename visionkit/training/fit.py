@@ -142,10 +142,18 @@ def set_cpu_threads(cfg: DictConfig) -> int | None:
     if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
         return None
     threads = cfg.get("cpu_threads")
+    devices = cfg.trainer.get("devices", 1)
+    processes = int(devices) if str(devices).isdigit() else 1
+    cores = os.cpu_count() or 1
+    if processes > cores and is_rank_zero():
+        log.warning(
+            f"trainer.devices={processes} starts {processes} training processes on {cores} CPU core(s): they take "
+            f"turns on the cores, so each step takes about {processes / cores:.1f}x as long as with one process per "
+            f"core and every process holds its own copy of the model and loaders; trainer.devices={cores} gets as "
+            "many images through per second with less memory"
+        )
     if threads is None:
-        devices = cfg.trainer.get("devices", 1)
-        processes = int(devices) if str(devices).isdigit() else 1
-        threads = max((os.cpu_count() or 1) // max(processes, 1), 1)
+        threads = max(cores // max(processes, 1), 1)
     torch.set_num_threads(int(threads))
     return int(threads)
 

@@ -227,6 +227,26 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def current_umask() -> int:
+    """The process's umask (read from /proc where it is, else set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_default_mode(path: str | os.PathLike[str]) -> None:
+    """The mode a plain `open()` (0666) or `mkdir()` (0777) would have given `path` under the user's umask:
+    `mkstemp`/`mkdtemp` make private ones (0600/0700), which a rename into place would keep."""
+    base = 0o777 if Path(path).is_dir() else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """A temporary path beside `path` (suffix: `path`'s unless given), renamed to `path` only when the block
@@ -239,6 +259,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     os.close(fd)
     try:
         yield Path(tmp)
+        give_default_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -254,6 +275,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        give_default_mode(tmp)
         if path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
