@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from common import cpu_model
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -233,8 +233,7 @@ def main() -> None:
     rounds = 1 if args.quick else 4
     rows: list[tuple[str, str, str]] = []
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads",
+        f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         flush=True,
     )
 

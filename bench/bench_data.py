@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-from common import run_child
+from common import cpu_model, run_child
 
 BATCH, DET_BATCH, WORKERS, SIZE, DET_SIZE = 32, 16, 2, 224, 640
 PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
@@ -198,7 +197,7 @@ def main() -> None:
             runs[side].append(run_child(__file__, [side, str(root)]))
             print(f"round {index + 1} {side}: {runs[side][-1]['images_per_s']:.1f} images/s", file=sys.stderr)
     rate = {side: median(r["images_per_s"] for r in runs[side]) for side in sides}
-    print(f"\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.photos} photos")
+    print(f"\nMachine: {cpu_model()}, {os.cpu_count()} CPUs; {args.photos} photos")
     print("| loader | images/s | peak RSS MB (main + workers) | ratio ours ÷ theirs |")
     print("|---|---:|---:|---:|")
     for side in sides:

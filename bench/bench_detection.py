@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import run_child
+from common import cpu_model, run_child
 
 IMGSZ, BATCH, WORKERS = 128, 16, 2
 
@@ -207,7 +207,7 @@ def main() -> None:
         ("test mAP50-95, ultralytics' validator: ultralytics-trained", scores["ultralytics_uval_map50_95"], ""),
         ("test mAP50-95, ultralytics' validator: visionkit-trained (exported .pt)", scores["ours_uval_map50_95"], ""),
     ]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print("| measurement | value | note |\n|---|---:|---|")
     for name, value, note in rows:
         print(f"| {name} | {value:,.3f} | {note} |" if isinstance(value, float) else f"| {name} | {value} | {note} |")

@@ -30,7 +30,7 @@ from statistics import median
 
 import numpy as np
 from bench_detection import train_ours
-from common import run_child
+from common import cpu_model, run_child
 
 IMGSZ, CONF, IOU, MAX_DET = 128, 0.25, 0.7, 300
 
@@ -95,6 +95,20 @@ def detection(ckpt: str, cache: Path, tmp: Path, rounds: int, device: str) -> di
         result[f"ours_b{batch}"], result[f"theirs_b{batch}"] = median(mine), median(other)
         result[f"ours_b{batch}_all"], result[f"theirs_b{batch}_all"] = mine, other
         result[f"ratio_b{batch}"] = median(a / b for a, b in zip(mine, other))  # each round's pair: same load
+    # one call per image, as a script that handles files one at a time does: predictor([path]) / predict(path)
+    single = paths[:100]
+    mine, other = [], []
+    for index in range(rounds):
+        for side in ("ours", "theirs")[:: 1 if index % 2 == 0 else -1]:
+            torch.set_num_threads(threads)
+            if side == "ours":
+                mine += _rates(lambda: [ours([p]) for p in single], len(single), 1)
+            else:
+                other += _rates(lambda: [theirs.predict(p, **settings) for p in single], len(single), 1)
+    result["ours_call"], result["theirs_call"] = median(mine), median(other)
+    result["ours_call_all"], result["theirs_call_all"] = mine, other
+    result["ratio_call"] = median(a / b for a, b in zip(mine, other))
+    result["form"] = ", ".join(f"batch {size}: {name}" for size, name in ours.cpu_form.items())
     # the same work: the same boxes (within a pixel) for the same images
     mine = ours(paths[:100], batch_size=16)
     other = theirs.predict(paths[:100], batch=16, **settings)
@@ -223,12 +237,21 @@ def main() -> None:
         det = run_child(__file__, ["detection", ckpt, str(cache), str(tmp), *common])
         cls = run_child(__file__, ["classification", str(tmp / "c"), *common])
         seg = run_child(__file__, ["segmentation", str(cache), str(tmp / "s"), *common])
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    machine = f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     print(f"machine: {machine}, device {args.device}")
     print(f"detection: {det['boxes']} boxes on 100 images; same box count {det['same_box_count']:.2f}, "
           f"max box difference {det['max_box_diff_px']:.2f} px; torch threads {det['threads']} "
           f"(theirs during predict: {det['their_threads_b1']}, {det['their_threads_b16']})")  # fmt: skip
+    print(f"detector form chosen at load: {det['form']}")
     print("| measurement | images/s | note |\n|---|---:|---|")
+    rounds = {side: ", ".join(f"{v:.0f}" for v in det[f"{side}_call_all"]) for side in ("ours", "theirs")}
+    print(
+        f"| detection, one call per image: YOLO.predict(path) | {det['theirs_call']:.1f} | rounds {rounds['theirs']} |"
+    )
+    print(
+        f"| detection, one call per image: predictor([path]) | {det['ours_call']:.1f} | **ratio "
+        f"{det['ratio_call']:.2f}** (target ≥ 1.0); rounds {rounds['ours']} |"
+    )
     for batch in (1, 16):
         rounds = {side: ", ".join(f"{v:.0f}" for v in det[f"{side}_b{batch}_all"]) for side in ("ours", "theirs")}
         print(

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import run_child
+from common import cpu_model, run_child
 
 IMAGE_SIZE, BATCH = 128, 16
 
@@ -175,7 +175,7 @@ def main() -> None:
     def row(text: str) -> None:  # printed as soon as measured: an interrupted run keeps what it had
         print(text, flush=True)
 
-    row(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    row(f"machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     row("| measurement | value | note |")
     row("|---|---:|---|")
     epochs = 1 if args.quick else 2  # the last epoch is timed; the first warms caches and workers

@@ -37,6 +37,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common import cpu_model
+
 from tests.conftest import save_task_checkpoint
 from tests.serve_requests import bad_requests, encoded, running_server
 
@@ -187,7 +189,10 @@ def main() -> None:
     args = parser.parse_args()
     picture = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     jpeg = encoded(picture, "JPEG")
-    print(f"machine: {platform.machine()}, {platform.system()}, {os.cpu_count()} cores, py {platform.python_version()}")
+    print(
+        f"machine: {cpu_model()}, {platform.machine()}, {platform.system()}, {os.cpu_count()} cores, "
+        f"py {platform.python_version()}"
+    )
     passed = True
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models:

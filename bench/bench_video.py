@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
 from functools import partial
 from pathlib import Path
 from statistics import median
+
+from common import cpu_model
 
 IMGSZ, CONF, TRACK_CONF, IOU, MAX_DET = 128, 0.25, 0.1, 0.7, 300
 
@@ -158,7 +159,7 @@ def main() -> None:
 
 
 def _print_detection(det: dict, args: argparse.Namespace) -> None:
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, device {args.device}, "
+    print(f"\nmachine: {cpu_model()}, {os.cpu_count()} cores, device {args.device}, "
           f"torch threads {det['threads']}; video 640x360, {args.frames} frames")  # fmt: skip
     print("| frames/s | visionkit | ultralytics | ratio |")
     print("|---|---:|---:|---:|")

@@ -99,7 +99,9 @@ def test_train_then_eval_the_best_checkpoint(tmp_path: Path) -> None:
 
 
 def test_ddp_two_cpu_processes_make_one_run_folder(tmp_path: Path) -> None:
-    out = run("visionkit-train", ["trainer=ddp_cpu", "trainer.max_epochs=2", *QUIET], tmp_path).stdout
+    proc = run("visionkit-train", ["trainer=ddp_cpu", "trainer.max_epochs=2", *QUIET], tmp_path)
+    out = proc.stdout
+    assert "sync_dist=True" not in out + proc.stderr  # what is logged per epoch is synced across ranks
     runs = list((tmp_path / "outputs" / "classification").glob("*/*"))
     assert runs == [run_folder(out)]
     assert out.count("test_acc:") == 1  # the summary comes from rank 0 only
@@ -290,3 +292,19 @@ def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: P
     assert (exported / "model.onnx").is_file()
     wrong = run("visionkit-predict", ["task=detection", f"ckpt_path={best}", f"source={photos}"], tmp_path, False)
     assert wrong.returncode == 1 and "holds a segmentation model" in wrong.stderr
+
+
+def test_more_cpu_processes_than_cores_are_warned_with_their_cost(
+    make_cfg, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from visionkit.training.fit import set_cpu_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with caplog.at_level("WARNING"):
+        assert set_cpu_threads(make_cfg(["trainer.accelerator=cpu", "trainer.devices=3"])) == 1
+    assert "trainer.devices=3 starts 3 training processes on 2 CPU core(s)" in caplog.text
+    assert "about 1.5x as long" in caplog.text and "trainer.devices=2" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        set_cpu_threads(make_cfg(["trainer.accelerator=cpu", "trainer.devices=2"]))
+    assert "training processes" not in caplog.text

@@ -3,16 +3,19 @@ with what is expected), and every shipped combination of logger and callbacks ru
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import compose_config
-from visionkit.config import check_config, check_overrides, config_dir, register_resolvers
+from visionkit.config import DOCUMENTED_KEYS, RANGES, check_config, check_overrides, config_dir, register_resolvers
 from visionkit.errors import VisionkitError
 from visionkit.run import train
+from visionkit.utils.hints import describe
 
 TASKS = ["classification", "detection", "segmentation", "style_transfer"]
 
@@ -103,3 +106,83 @@ def test_every_logger_and_callbacks_choice_runs(
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
     assert "test_acc" in train(cfg)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.image_size=0"], "data.image_size=0: expected an integer of 1 or more"),
+        (["data.image_size=[32,0]"], "data.image_size=[32, 0]: expected an integer of 1 or more"),
+        (["data.batch_size=-4"], "data.batch_size=-4: expected an integer of 1 or more"),
+        (["data.val_fraction=1.5"], "data.val_fraction=1.5: expected a fraction from 0 to 1"),
+        (["data.val_fraction=0.6", "data.test_fraction=0.5"], "leave no images to train on"),
+        (["data.num_workers=-1"], "data.num_workers=-1: expected 0 or more"),
+        (["optimizer.lr=0"], "optimizer.lr=0: expected a positive number"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0: expected an integer of 1 or more (-1: no limit)"),
+        (["seed=-3"], "seed=-3: expected an integer from 0 to 4294967295"),
+    ],
+)
+def test_sizes_counts_and_fractions_out_of_range_are_named(make_cfg, overrides: list[str], message: str) -> None:
+    with pytest.raises(VisionkitError) as caught:
+        check_config(make_cfg(overrides))
+    assert message in str(caught.value)
+    check_config(make_cfg(["trainer.max_epochs=-1", "data.num_workers=0", "data.test_fraction=0"]))  # edges pass
+
+
+COMMANDS = ["train", "eval", "predict", "export", "benchmark", "explain", "serve"]
+LIBRARY_WORDS = ("Traceback", "ValidationError", "InitSchema", "RuntimeError", "TypeError", "ValueError", "KeyError")
+
+
+def _bad_values(hint: Any) -> list[Any]:
+    """A wrong-type value and the out-of-range values for a documented key's type hint."""
+    text = describe(hint)
+    if "an integer" in text or "a number" in text:
+        return ["abc", -1, 0, -0.5]
+    if "one of" in text:
+        return ["nonsense-choice"]
+    if "true or false" in text:
+        return ["maybe"]
+    return []
+
+
+def test_a_corpus_of_bad_values_for_every_documented_key_is_named(tmp_path: Path) -> None:
+    """Every documented key of every command, given a wrong type, a negative number, zero or an unknown choice:
+    each is refused by the config check with a VisionkitError naming the key (no library's words) unless the value
+    is valid for that key (0 workers, a 0 start time, ...); and every numeric key has a range."""
+    refused, accepted = 0, []
+    for name in COMMANDS:
+        needed = {"train": [], "predict": ["source=photos/"], "explain": ["source=photos/"]}.get(name, [])
+        needed += [] if name == "train" else ["ckpt_path=/some/best.ckpt"]
+        base = compose_config(tmp_path / name, needed, name=name)
+        for key, hint in DOCUMENTED_KEYS.items():
+            if OmegaConf.select(base, key, default="<absent>") == "<absent>":
+                continue
+            numeric = "an integer" in describe(hint) or "a number" in describe(hint)
+            assert not numeric or key in RANGES or key in UNRANGED, f"{key} has no range check"
+            for value in _bad_values(hint):
+                cfg = copy.deepcopy(base)
+                with open_dict(cfg):
+                    OmegaConf.update(cfg, key, value, force_add=True)
+                try:
+                    check_config(cfg)
+                except VisionkitError as exc:
+                    message = str(exc)
+                    assert message.startswith(key) or f" {key}=" in message, (key, value, message)
+                    assert not any(word in message for word in LIBRARY_WORDS), message
+                    refused += 1
+                    continue
+                accepted.append((name, key, value))
+    allowed = {(k, v) for k, v in ALLOWED}
+    surprising = [(n, k, v) for n, k, v in accepted if (k, v) not in allowed]
+    assert not surprising, surprising
+    assert refused > 150
+
+
+UNRANGED = ("data.num_classes", "source")  # a count the data checks against itself; a webcam index
+ALLOWED = [  # valid values among the corpus
+    *[(k, 0) for k in ("data.num_workers", "num_workers", "data.split_seed", "start", "feather", "seed")],
+    *[(k, 0) for k in ("data.val_fraction", "data.test_fraction", "data.mosaic", "conf", "iou", "tile_overlap")],
+    *[(k, 0) for k in ("batch_timeout", "shutdown_timeout", "nms_conf", "nms_iou", "source", "data.num_classes")],
+    ("trainer.max_epochs", -1), ("source", -1), ("source", -0.5), ("data.num_classes", -1), ("source", "abc"),
+    ("data.num_classes", -0.5), ("optimizer.weight_decay", 0),
+]  # fmt: skip

@@ -255,7 +255,7 @@ def test_load_predictor_names_what_is_wrong(digits_checkpoint: tuple[Path, Path]
     with pytest.raises(VisionkitError, match=r"ckpt_path: checkpoint .*nope.ckpt does not exist"):
         load_predictor(tmp_path / "nope.ckpt")
     (tmp_path / "junk.ckpt").write_bytes(b"junk")
-    with pytest.raises(VisionkitError, match=r"junk.ckpt is not a readable checkpoint"):
+    with pytest.raises(VisionkitError, match=r"junk.ckpt is not a checkpoint \(not a PyTorch zip archive"):
         load_predictor(tmp_path / "junk.ckpt")
     with pytest.raises(VisionkitError, match="precision=fp16 needs a CUDA device"):
         load_predictor(ckpt, device="cpu", precision="fp16")
@@ -266,3 +266,32 @@ def test_load_predictor_names_what_is_wrong(digits_checkpoint: tuple[Path, Path]
         load_predictor(ckpt)([{"image": 1}])
     bf16 = load_predictor(ckpt, precision="bf16")([np.full((32, 32, 3), 128, np.uint8)])[0]
     assert bf16.probs.dtype == np.float32 and abs(float(bf16.probs.sum()) - 1) < 1e-3
+
+
+def test_a_truncated_checkpoint_is_named_with_the_newest_one_that_reads(
+    digits_checkpoint: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """last.ckpt cut short (a full disk, a copy that stopped): resuming, predicting and stylizing name the file, say
+    it is truncated in our own words (not torch's cut sentence) and point at the run's newest readable checkpoint."""
+    from tests.conftest import compose_config
+    from visionkit.inference import open_checkpoint
+    from visionkit.run import train
+
+    ckpt, _ = digits_checkpoint
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    good = folder / "epoch=2.ckpt"
+    good.write_bytes(ckpt.read_bytes())
+    last = folder / "last.ckpt"
+    last.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    expected = rf"{last} is truncated: its end is missing .*; the newest readable checkpoint beside it is {good}"
+    with pytest.raises(VisionkitError, match=rf"^ckpt_path: {expected}: pass ckpt_path={good}$"):
+        train(compose_config(tmp_path / "resumed", [f"ckpt_path={last}"]))
+    with pytest.raises(VisionkitError, match=rf"^ckpt_path: {expected}"):
+        load_predictor(last)
+    with pytest.raises(VisionkitError, match=rf"^--model: {expected}: pass --model={good}$"):
+        open_checkpoint(last, key="--model")
+    good.unlink()
+    with pytest.raises(VisionkitError) as caught:
+        load_predictor(last)
+    assert str(caught.value).endswith("(a save or a copy that was cut short, or a full disk)")

@@ -1,5 +1,5 @@
-"""oneDNN packed convolutions (visionkit.models.onednn): the CPU detector runs on them and finds the boxes the
-plain network finds; a block they would compute differently is left as it was."""
+"""oneDNN packed convolutions (visionkit.models.onednn) and the CPU detector's forms: every form the load-time
+timing may choose finds the boxes the plain network finds; a block packing would compute differently is left."""
 
 from __future__ import annotations
 
@@ -47,14 +47,39 @@ def test_a_block_that_packing_would_change_is_left_as_it_was() -> None:
     assert fuse_onednn(network, lambda m: isinstance(m, ConvAct), torch.randn(1, 8, 8, 8)) is network
 
 
-def test_the_cpu_detector_finds_the_plain_networks_boxes(trained_detector: TrainedDetector) -> None:
+@pytest.mark.parametrize("form", ["oneDNN-packed", "contiguous", "channels-last"])
+def test_every_cpu_form_of_the_detector_finds_the_plain_networks_boxes(
+    trained_detector: TrainedDetector, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever form the load-time timing picks on a CPU, the boxes are the unfused network's: each form is
+    forced in turn (the chooser told to take it) and compared."""
+    import visionkit.inference.detection as detection
+
+    def take(forms, make_probe, batch_sizes, what):  # the timing's verdict, fixed
+        return forms[form], dict.fromkeys(batch_sizes, form)
+
     tests = sorted(map(str, (trained_detector.data_yaml.parent / "images" / "test").glob("*.png")))[:24]
-    packed = load_predictor(trained_detector.ckpt, conf=0.05, device="cpu")
     plain = load_predictor(trained_detector.ckpt, conf=0.05, device="cpu", fuse=False)
-    assert any(isinstance(m, PackedConv2d) for m in packed.model.modules())
+    monkeypatch.setattr(detection, "fastest_form", take)
+    chosen = load_predictor(trained_detector.ckpt, conf=0.05, device="cpu")
+    assert chosen.cpu_form == {1: form, 16: form}
+    assert any(isinstance(m, PackedConv2d) for m in chosen.model.modules()) == (form == "oneDNN-packed")
     assert not any(isinstance(m, PackedConv2d) for m in plain.model.modules())
-    found, expected = packed(tests), plain(tests)
+    weight = next(p for p in chosen.model.parameters() if p.ndim == 4) if form != "oneDNN-packed" else None
+    if weight is not None:
+        assert weight.is_contiguous(memory_format=torch.channels_last) == (form == "channels-last")
+    found, expected = chosen(tests), plain(tests)
     assert sum(len(r) for r in expected) > 0
     for a, b in zip(found, expected):
         assert len(a) == len(b) and (a.classes == b.classes).all()
         assert np.abs(a.boxes - b.boxes).max(initial=0) < 1e-2 and np.abs(a.scores - b.scores).max(initial=0) < 1e-4
+
+
+def test_the_detector_times_its_forms_at_load_and_logs_the_choice(
+    trained_detector: TrainedDetector, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("INFO", logger="visionkit.models.fastest"):
+        predictor = load_predictor(trained_detector.ckpt, device="cpu", batch_size=8)
+    assert set(predictor.cpu_form) == {1, 8}
+    assert set(predictor.cpu_form.values()) <= {"channels-last", "contiguous", "oneDNN-packed"}
+    assert "chosen by timing on this machine" in caplog.text and "batch 8: channels-last" in caplog.text

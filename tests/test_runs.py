@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from PIL import Image
 
 from tests.conftest import compose_config, write_shapes_folder
 from visionkit.config import config_dir, run_dir_of_checkpoint
+from visionkit.errors import VisionkitError
 from visionkit.run import evaluate, train
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
@@ -35,6 +37,24 @@ def test_resume_from_last_checkpoint_continues_the_epoch_count(make_cfg, tmp_pat
     assert [int(r["epoch"]) for r in table] == [0, 1, 2, 3]
     assert all(r["val_loss"] and r["train_loss_epoch"] and r["lr-AdamW/weights"] for r in table)
     assert Image.open(tmp_path / "run" / "plots" / "results.png").size[0] > 800
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "finished" and status["epochs_done"] == 4
+
+
+def test_a_run_that_fails_before_its_first_epoch_is_marked_failed(
+    make_cfg, tmp_path: Path, digits_checkpoint: tuple[Path, Path]
+) -> None:
+    """Resuming a LeNet-5 checkpoint into a ResNet-18 run stops while restoring, before any epoch: the folder
+    says so in status.json and run comparisons refuse it with the reason."""
+    from visionkit.report.compare import check_run
+
+    ckpt, _ = digits_checkpoint
+    with pytest.raises(RuntimeError):
+        train(make_cfg(["model=resnet18", f"ckpt_path={ckpt}"], run="failed"))
+    status = json.loads((tmp_path / "failed" / "status.json").read_text())
+    assert status["status"] == "failed" and status["epochs_done"] == 0 and "state_dict" in status["error"]
+    with pytest.raises(VisionkitError, match=r"failed before its first epoch \(RuntimeError: .*\); leave it out"):
+        check_run(tmp_path / "failed")
 
 
 def test_evaluate_uses_the_run_config_of_the_checkpoint(make_cfg, tmp_path: Path) -> None:

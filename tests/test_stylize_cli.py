@@ -142,3 +142,10 @@ def test_fast_stylizer_ddp_two_cpu_processes_then_stylize_export_and_predict(
         args = [*named, f"ckpt_path={best}", f"source={pictures}"]
         wrong = run("visionkit-predict", args, tmp_path, expect_ok=False)
         assert wrong.returncode == 1 and "visionkit-stylize photo.jpg --model" in wrong.stderr, wrong.stderr
+
+
+def test_every_option_of_the_help_says_what_it_does() -> None:
+    from visionkit.cli.stylize import build_parser
+
+    silent = [a.dest for a in build_parser()._actions if not (a.help or "").strip()]
+    assert not silent, f"options without help text: {silent}"

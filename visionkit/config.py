@@ -194,6 +194,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     "optimizer.weight_decay": _NOT_NEGATIVE,
     "seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295"),
     "cpu_threads": _AT_LEAST_1,
+    "port": (lambda v: 1024 <= v <= 65535, "a port from 1024 to 65535"),
     "trainer.max_epochs": (lambda v: v >= 1 or v == -1, "an integer of 1 or more (-1: no limit)"),
 }  # fmt: skip
 _CALL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")

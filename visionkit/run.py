@@ -127,10 +127,10 @@ def predict(cfg: DictConfig) -> dict[str, float]:
 
         return predict_video(predictor, str(source), output_dir, _video_options(cfg))
     records = []
-    results = predictor.stream(paths)
+    names = dict(zip(paths, output_names(paths)))  # by source: a batch with a bad image yields its good ones first
     try:
-        for result, name in track(zip(results, output_names(paths)), total=len(paths), description="predicting"):
-            result.save(output_dir, name, draw=bool(cfg.save_images))
+        for result in track(predictor.stream(paths), total=len(paths), description="predicting"):
+            result.save(output_dir, names[result.source], draw=bool(cfg.save_images))
             records.append(result.to_dict())
     finally:  # a run stopped by a bad image or Ctrl-C keeps the table of what was done
         if records:

@@ -36,13 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-scales", type=int, default=1, help="coarse-to-fine passes, halving the size (3: 512→1024→2048)"
     )
     p.add_argument("--steps", type=int, nargs="+", default=[500], help="optimizer steps (one number, or one per scale)")
-    p.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs")
+    p.add_argument(
+        "--optimizer",
+        choices=("lbfgs", "adam"),
+        default="lbfgs",
+        help="lbfgs: the classic neural-style result in fewer steps; adam: less memory (L-BFGS keeps past steps)",
+    )
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1 for lbfgs, 0.02 for adam)")
-    p.add_argument("--content-weight", type=float, default=1.0)
-    p.add_argument("--style-weight", type=float, default=1e6)
+    p.add_argument("--content-weight", type=float, default=1.0, help="how closely the photo's shapes are kept")
+    p.add_argument("--style-weight", type=float, default=1e6, help="how strongly the style is painted in")
     p.add_argument("--tv-weight", type=float, default=0.0, help="total-variation smoothing weight")
     p.add_argument("--init", choices=("content", "noise"), default="content", help="start image")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed, for the same result run after run")
     p.add_argument(
         "--preserve-colors",
         nargs="?",

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from visionkit.callbacks.training_curves import Curves, csv_log_tables, panel_of, read_epoch_curves
 from visionkit.errors import VisionkitError
 from visionkit.report.html import embedded_png, table, write_page
+from visionkit.utils.run_status import read_status
 
 LOWER_IS_BETTER = ("loss",)
 
@@ -26,6 +27,9 @@ def check_run(run: Path) -> None:
         raise VisionkitError(f"{run} is not a folder; pass run folders (outputs/<task>/<date>/<time>)")
     if not (run / "config.yaml").is_file():
         raise VisionkitError(f"{run} is not a visionkit run folder (no config.yaml)")
+    status = read_status(run) or {}
+    if status.get("status") == "failed" and not status.get("epochs_done"):
+        raise VisionkitError(f"{run} failed before its first epoch ({status.get('error')}); leave it out")
     if not list(run.glob("csv/version_*/metrics.csv")):
         raise VisionkitError(f"{run} has no metrics (csv/version_*/metrics.csv): it ran with logger=none, or not yet")
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar
 
@@ -10,10 +11,28 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from visionkit.errors import VisionkitError
 from visionkit.tasks.schedules import is_per_step
+
+# Lightning says it uses our `on_before_batch_transfer` whenever a data module is passed: that is the design
+# (pairs become the task's dicts; VisionDataModule's own hook runs after the transfer), nothing to act on.
+warnings.filterwarnings("ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but")
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+def stacked_images(images: Any) -> Tensor:
+    """(B, C, H, W) from a batch tensor or a list of same-sized (C, H, W) tensors (a detection collate's)."""
+    if isinstance(images, Tensor):
+        if images.ndim != 4:
+            raise VisionkitError(f"images of shape {tuple(images.shape)}: expected (B, C, H, W)")
+        return images
+    if isinstance(images, (tuple, list)) and images and all(isinstance(i, Tensor) for i in images):
+        if len({tuple(i.shape) for i in images}) != 1:
+            raise VisionkitError("the images of a batch differ in size: resize them to one size in the loader")
+        return torch.stack(list(images))
+    raise VisionkitError(f"images as {type(images).__name__}: expected a (B, C, H, W) tensor or a list of tensors")
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -176,6 +195,33 @@ class VisionTask(L.LightningModule):
         if self.channels_last_on_cpu and images.device.type == "cpu":
             return images.contiguous(memory_format=torch.channels_last)
         return images
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Any]:
+        """Lightning's hook as a batch leaves the loader: an `(image, target)` tuple or list, what torchvision
+        datasets and plain `DataLoader`s give, becomes the task's batch dict (`batch_from_pair`, each task's
+        docstring says the keys); a dict passes as it is. Images that are uint8 and not from a VisionDataModule
+        (which normalizes them on the device itself) become floats in 0..1; normalizing them is the loader's."""
+        if isinstance(batch, (tuple, list)):
+            if len(batch) != 2:
+                raise VisionkitError(
+                    f"{type(self).__name__} takes a batch as an (image, target) pair or a dict; got a "
+                    f"{type(batch).__name__} of {len(batch)} items"
+                )
+            batch = self.batch_from_pair(stacked_images(batch[0]), batch[1])
+        elif not isinstance(batch, Mapping) or "image" not in batch:
+            raise VisionkitError(
+                f"{type(self).__name__} takes a batch as an (image, target) pair or a dict with an 'image' key "
+                f"(see its docstring); got {type(batch).__name__}"
+            )
+        trainer = self._trainer
+        from_datamodule = trainer is not None and hasattr(getattr(trainer, "datamodule", None), "normalize_batch")
+        if not from_datamodule and isinstance(batch["image"], Tensor) and batch["image"].dtype == torch.uint8:
+            batch = {**batch, "image": batch["image"].float().div_(255)}
+        return batch
+
+    def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
+        """The task's batch dict from an (images, target) pair (each task says what its target is)."""
+        raise VisionkitError(f"{type(self).__name__} takes dict batches only")
 
     def export_module(self) -> tuple[nn.Module, list[str], bool]:
         """(network in eval mode, ONNX output names, whether height/width may vary) for `visionkit.export`."""

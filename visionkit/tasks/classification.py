@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from visionkit.errors import VisionkitError
 from visionkit.models.classifier import build_classifier
 from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 from visionkit.tasks.finetuning import STRATEGIES, BackboneFinetuning
@@ -35,6 +36,14 @@ class ClassificationTask(VisionTask):
         backbone_lr_factor: learning rate of unfrozen backbone blocks relative to the head's.
         monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials); default AdamW(lr=1e-3), no scheduler.
+
+    Batches: a dict `{"image": (B, 3, H, W) float32, "label": (B,) int64 class ids}`, or the `(image, label)`
+    pair torchvision datasets give. Images are normalized floats: a VisionDataModule sends uint8 and normalizes
+    them on the device with the model's mean/std; your own loader normalizes them itself (uint8 images from it
+    are only scaled to 0..1).
+    Checkpoints carry the input contract (size, mean/std) that `load_predictor` applies only when a
+    VisionDataModule trained them; without one they say ImageNet mean/std, so normalize with those (or predict
+    with your own preprocessing).
     """
 
     quality_metric = "val_acc"
@@ -134,6 +143,13 @@ class ClassificationTask(VisionTask):
         # same on every rank; sync_dist says so to Lightning (its mean of equal values changes nothing).
         self.log_dict(metrics.compute(), prog_bar=prog_bar, sync_dist=True)
         metrics.reset()
+
+    def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
+        """`(images, labels)`: labels as a (B,) tensor or a list of ints."""
+        labels = torch.as_tensor(target, device=images.device).long().view(-1)
+        if labels.numel() != images.shape[0]:
+            raise VisionkitError(f"{images.shape[0]} images but {labels.numel()} labels in a batch")
+        return {"image": images, "label": labels}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "train")

@@ -14,6 +14,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit.callbacks.detection_recipe import CloseMosaic, RampedEMA
 from visionkit.callbacks.detection_report import IOU_THRESHOLDS, RECALL_POINTS
+from visionkit.errors import VisionkitError
 from visionkit.models.yolo import build_yolo, freeze_layers
 from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 
@@ -57,7 +58,12 @@ class DetectionTask(VisionTask):
         close_mosaic: epochs at the end trained without mosaic (ultralytics: 10).
         monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials).
-    Images come in as floats in 0..1 (model config mean 0, std 1), batches in ultralytics' loss layout.
+    Batches: a dict in ultralytics' loss layout, `{"image": (B, 3, H, W) float32 in 0..1, "cls": (N, 1) class
+    ids, "bboxes": (N, 4) normalized centre x, y, width, height, "batch_idx": (N,) the image of each box}`, or the
+    `(images, targets)` pair of torchvision's detection convention: images a (B, 3, H, W) tensor or a list of
+    same-sized (3, H, W) tensors, targets one dict per image with "boxes" (K, 4) x1 y1 x2 y2 in pixels and
+    "labels" (K,) class ids. Images are not normalized (the model config's mean 0, std 1): 0..1 floats, or uint8
+    (scaled to 0..1 here). A VisionDataModule sends uint8 and scales them on the device.
     """
 
     quality_metric = "val_map50_95"
@@ -172,6 +178,26 @@ class DetectionTask(VisionTask):
     @staticmethod
     def _loss_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"img": batch["image"], "batch_idx": batch["batch_idx"], "cls": batch["cls"], "bboxes": batch["bboxes"]}
+
+    def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
+        """`(images, targets)` in torchvision's detection convention (see the class docstring) in the loss layout."""
+        if not isinstance(target, (list, tuple)) or len(target) != images.shape[0]:
+            raise VisionkitError(
+                f"detection targets: give one dict per image ({images.shape[0]}) with 'boxes' (K, 4) x1 y1 x2 y2 in "
+                "pixels and 'labels' (K,); a collate_fn that keeps them as a list (e.g. lambda b: tuple(zip(*b)))"
+            )
+        height, width = images.shape[-2:]
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+        boxes, classes, owners = [], [], []
+        for index, one in enumerate(target):
+            if not isinstance(one, dict) or "boxes" not in one or "labels" not in one:
+                raise VisionkitError(f"detection target {index}: expected a dict with 'boxes' and 'labels'")
+            xyxy = torch.as_tensor(one["boxes"], dtype=torch.float32).cpu().reshape(-1, 4)
+            centre = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], dim=1)
+            boxes.append(centre / scale)
+            classes.append(torch.as_tensor(one["labels"], dtype=torch.float32).cpu().reshape(-1, 1))
+            owners.append(torch.full((len(xyxy),), float(index)))
+        return {"image": images, "bboxes": torch.cat(boxes), "cls": torch.cat(classes), "batch_idx": torch.cat(owners)}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self.model.loss(self._loss_batch({**batch, "image": self.in_layout(batch["image"])}))

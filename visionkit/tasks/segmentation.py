@@ -53,6 +53,14 @@ class SegmentationTask(VisionTask):
         model_kwargs: extra arguments for the smp constructor (decoder_channels, encoder_depth, ...).
         monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials).
+
+    Batches: a dict `{"image": (B, 3, H, W) float32, "mask": (B, H, W) int64 class ids}` (`ignore_index`
+    pixels left out), or an `(image, mask)` pair, the mask (B, H, W) or (B, 1, H, W) of any integer type. Images
+    are normalized floats: a VisionDataModule sends uint8 and normalizes them on the device with the model's
+    mean/std; your own loader normalizes them itself (uint8 images from it are only scaled to 0..1).
+    Checkpoints carry the input contract (size, mean/std) that `load_predictor` applies only when a
+    VisionDataModule trained them; without one they say ImageNet mean/std, so normalize with those (or predict
+    with your own preprocessing).
     """
 
     quality_metric = "val_miou"
@@ -148,6 +156,22 @@ class SegmentationTask(VisionTask):
         if self.hparams.binary:
             return (torch.sigmoid(logits[:, 0]) > self.hparams.threshold).long()
         return logits.argmax(dim=1)
+
+    def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
+        """`(images, masks)`: masks (B, H, W) or (B, 1, H, W) of class ids, the images' height and width."""
+        masks = torch.as_tensor(target)
+        if masks.ndim == 4 and masks.shape[1] == 1:
+            masks = masks[:, 0]
+        if masks.ndim != 3 or masks.shape[0] != images.shape[0] or masks.shape[-2:] != images.shape[-2:]:
+            raise VisionkitError(
+                f"masks of shape {tuple(masks.shape)} for images of shape {tuple(images.shape)}: expected "
+                "(B, H, W) or (B, 1, H, W) class ids at the images' size"
+            )
+        if masks.is_floating_point():
+            raise VisionkitError(
+                "masks hold floats: give class ids as integers (ToTensor scales masks; use PILToTensor)"
+            )
+        return {"image": images, "mask": masks.long()}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self.criterion(self(batch["image"]), batch["mask"])

@@ -18,7 +18,9 @@ from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 class StyleTransferTask(VisionTask):
     """Train an image transformation network to paint photos in the style of `style_image`.
 
-    Images reach the task as RGB in [0, 1] (data mean 0, std 1: `model=transformer_net` sets them).
+    Batches: a dict `{"image": (B, 3, H, W) float32 RGB in 0..1}` (data mean 0, std 1: `model=transformer_net`
+    sets them), or an `(image, anything)` pair (a torchvision dataset's labels are ignored); uint8 images from your
+    own loader are scaled to 0..1. Photos of one size per batch.
 
     Args:
         style_image: the style picture (path); None = the built-in brush-strokes image.
@@ -103,6 +105,10 @@ class StyleTransferTask(VisionTask):
         stylized = self.net(images)
         parts = objective(stylized, objective.content_targets(images), targets)
         return stylized, parts
+
+    def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
+        """`(images, anything)`: photos have no targets; the second item is ignored."""
+        return {"image": images}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         _, parts = self._losses(batch["image"])

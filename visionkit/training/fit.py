@@ -26,6 +26,7 @@ from visionkit.training.tuning import tune
 from visionkit.utils.checkpoint_io import AtomicCheckpointIO
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
+from visionkit.utils.run_status import STATUS_FILE, failure_details, write_status
 
 log = get_logger(__name__)
 
@@ -178,6 +179,31 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if pruning is not None:
         trainer.callbacks.append(pruning)
     save_run_config(cfg, output_dir)
+    write_status(output_dir, "running")
+    try:
+        metrics = _fit_and_test(cfg, trainer, task, datamodule, ckpt_path, pruning, output_dir)
+    except BaseException as exc:
+        stopped = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        if type(exc).__name__ == "TrialPruned":  # an Optuna sweep's verdict, not a failure
+            stopped = "pruned"
+        write_status(output_dir, stopped, **failure_details(exc, trainer.current_epoch))
+        if stopped == "failed" and is_rank_zero():
+            log.info(f"run folder {output_dir} marked failed ({STATUS_FILE})")
+        raise
+    write_status(output_dir, "interrupted" if trainer.interrupted else "finished", epochs_done=trainer.current_epoch)
+    return metrics
+
+
+def _fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    task: VisionTask,
+    datamodule: VisionDataModule,
+    ckpt_path: Path | None,
+    pruning: Any,
+    output_dir: Path,
+) -> dict[str, float]:
+    """Fit (resuming from `ckpt_path`), test the best checkpoint, write the report; the metrics."""
     for tracker in trackers(trainer.loggers):
         tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
     tune(cfg.get("tune"), trainer, task, datamodule)
