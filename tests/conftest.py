@@ -33,6 +33,62 @@ def chromium_or_skip() -> str:
     return BROWSER
 
 
+@dataclass
+class OpenedPage:
+    """What a page showed in Chromium: console and page errors, its widths, and a Playwright page's answers to
+    the JavaScript expressions asked (`answers`, in order)."""
+
+    errors: list[str]
+    scroll_width: int
+    window_width: int
+    answers: list[Any]
+
+
+def open_in_chromium(page_file: Path, screenshot: Path, *queries: str, width: int = 1280) -> OpenedPage:
+    """Open a local page in headless Chromium at `width` px, collect errors, evaluate `queries` (JavaScript
+    expressions) and save a full-page screenshot."""
+    browser = chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = chromium.new_page(viewport={"width": width, "height": 900})
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(page_file.as_uri())
+        answers = [page.evaluate(query) for query in queries]
+        scroll_width = page.evaluate("document.documentElement.scrollWidth")
+        window_width = page.evaluate("window.innerWidth")
+        page.screenshot(path=str(screenshot), full_page=True)
+        chromium.close()
+    return OpenedPage(errors, scroll_width, window_width, answers)
+
+
+def significant_digits(text: str) -> int:
+    """The significant digits of a written fractional number ("0.0001234" -> 4, "6.698729810778065e-05" -> 16);
+    0 for integers and words."""
+    mantissa = text.strip().lstrip("-").split("e")[0].split("E")[0]
+    if "." not in mantissa or not mantissa.replace(".", "").isdigit():
+        return 0
+    return len(mantissa.replace(".", "").lstrip("0"))
+
+
+def check_report_page(run: Path, screenshot: Path, *queries: str) -> OpenedPage:
+    """A run's report.html in Chromium at 1280 px: no error, no sideways scroll of the page, table numbers to at
+    most 4 significant digits, and no table caption repeated. `answers` holds those of `queries`."""
+    cells = "[...document.querySelectorAll('td')].map(c => c.textContent)"
+    captions = "[...document.querySelectorAll('caption, summary')].map(c => c.textContent)"
+    opened = open_in_chromium(run / "report.html", screenshot, cells, captions, *queries)
+    assert not opened.errors, opened.errors
+    assert opened.scroll_width <= opened.window_width, (opened.scroll_width, opened.window_width)
+    long_numbers = [c for c in opened.answers[0] if significant_digits(c) > 4]
+    assert not long_numbers, long_numbers[:5]
+    assert len(opened.answers[1]) == len(set(opened.answers[1])), opened.answers[1]
+    opened.answers = opened.answers[2:]
+    return opened
+
+
 FAST = [
     "~callbacks.progress_bar",
     "~callbacks.model_summary",

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from tests.conftest import check_report_page
 from tests.console_runs import run_console
 from visionkit.data import DigitsSource
 from visionkit.data.shapes_seg import VERSION as SEG_VERSION
@@ -275,6 +276,7 @@ def test_segmentation_ddp_two_cpu_processes_train_predict_and_export(tmp_path: P
     assert json.loads((runs[0] / "speed.json").read_text())["world_size"] == 2 and out.count("speed: ") == 1
     for name in ("per_class", "confusion_matrix", "lowest_iou", "results"):  # the test report, drawn once
         assert Image.open(runs[0] / "plots" / f"{name}.png").size[0] > 300, name
+    check_report_page(runs[0], tmp_path / "report.png")  # 1280 px wide, no error, short numbers
     pixels = (runs[0] / "tables" / "confusion_matrix.csv").read_text().splitlines()
     assert len(pixels) == 6 and sum(int(v) for row in pixels[1:] for v in row.split(",")[1:]) > 0
     assert len(list((tmp_path / "decoded").rglob("*.npy"))) >= 3 * 2 * 2  # 3 train batches of 2+ per rank

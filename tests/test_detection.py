@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TrainedDetector
+from tests.conftest import TrainedDetector, check_report_page
 from visionkit.errors import VisionkitError
 from visionkit.models.yolo import available_yolo_models, build_yolo
 from visionkit.run import train
@@ -66,3 +66,4 @@ def test_detection_task_runs_from_the_shipped_config(make_cfg, tmp_path: Path, b
     assert (builtin_data / "shapes_det_v2" / "data.yaml").is_file()
     width, _ = Image.open(tmp_path / "run" / "plots" / "val_samples.png").size
     assert width < 700  # two samples side by side; the task's default (16, four a row) draws 1248 px wide
+    check_report_page(tmp_path / "run", tmp_path / "report.png")  # 1280 px wide, no error, short numbers

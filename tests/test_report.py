@@ -6,41 +6,35 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import chromium_or_skip
+from tests.conftest import check_report_page
 from visionkit.errors import VisionkitError
 from visionkit.report import write_report
 from visionkit.run import train
 
 
 def test_the_run_report_opens_offline_with_every_picture_and_table(make_cfg, tmp_path: Path) -> None:
-    browser = chromium_or_skip()
-    from playwright.sync_api import sync_playwright
-
+    """Also: at 1280 px the page does not scroll sideways (wide tables scroll in their own box), numbers show 4
+    significant digits, captions are not repeated (the classification report; detection's and segmentation's
+    are checked where their runs are made)."""
     train(make_cfg(["trainer.max_epochs=2"]))
     report = tmp_path / "run" / "report.html"
     text = report.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text  # nothing to fetch or run
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=browser, args=["--no-sandbox"])
-        page = chromium.new_page()
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(report.as_uri())
-        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
-        captions = page.eval_on_selector_all("figcaption", "nodes => nodes.map(n => n.textContent)")
-        per_class = page.eval_on_selector_all(
-            "details",
-            "nodes => nodes.filter(n => n.textContent.startsWith('per_class.csv'))"
-            ".map(n => n.querySelectorAll('tbody tr').length)",
-        )
-        metrics = page.inner_text("table")
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        chromium.close()
+    assert "None" not in text.split("<h2>Speed</h2>")[1].split("</table>")[0]  # speed measures that exist only
+    opened = check_report_page(
+        tmp_path / "run",
+        tmp_path / "report.png",
+        "[...document.images].map(i => i.complete ? i.naturalWidth : 0)",
+        "[...document.querySelectorAll('figcaption')].map(n => n.textContent)",
+        "[...document.querySelectorAll('details')].filter(n => n.textContent.startsWith('per_class.csv'))"
+        ".map(n => n.querySelectorAll('tbody tr').length)",
+        "document.querySelector('table').innerText",
+    )
+    widths, captions, per_class, metrics = opened.answers
     assert len(widths) >= 7 and all(w > 0 for w in widths), widths  # curves, 5 test plots, samples
     for name in ("results", "confusion matrix", "roc", "reliability", "confident mistakes", "val samples"):
         assert name in captions, (name, captions)
-    assert per_class == [10] and "test_acc" in metrics and not errors, (per_class, errors)
+    assert per_class == [10] and "test_acc" in metrics
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 

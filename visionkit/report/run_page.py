@@ -19,7 +19,7 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     rows = [["metric", "value"]]
     for key, value in sorted(metrics.items()):
         if isinstance(value, (int, float)):
-            rows.append([key, f"{value:.4f}" if isinstance(value, float) else str(value)])
+            rows.append([key, f"{value:.4g}" if isinstance(value, float) else str(value)])
     return table(rows) if len(rows) > 1 else "<p>No final metrics were recorded.</p>"
 
 
@@ -40,7 +40,7 @@ def _speed(run: Path) -> str:
         "workers_rss_peak_mb",
         "cuda_peak_mb",
     )
-    rows = [["measure", "value"], *([k, str(speed.get(k))] for k in keys)]
+    rows = [["measure", "value"], *([k, str(speed[k])] for k in keys if speed.get(k) is not None)]
     advice = "".join(f"<li>{html.escape(tip)}</li>" for tip in speed.get("advice", []))
     return f"<h2>Speed</h2>{table(rows)}<ul>{advice}</ul>"
 

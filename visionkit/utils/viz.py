@@ -3,6 +3,7 @@ saved atomically and sent to loggers that take images."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,19 +61,27 @@ def denormalize(images: Any, mean: Sequence[float], std: Sequence[float]) -> np.
     return (np.clip(array, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
 
 
+def fitted(text: str, width_in: float, fontsize: float) -> str:
+    """`text` wrapped onto lines that fit `width_in` inches at `fontsize` points (an average glyph is about half
+    the font size wide), so a title is never clipped by its figure's edges."""
+    chars = max(8, int(width_in * 72 / (fontsize * 0.55)))
+    return textwrap.fill(text, chars)
+
+
 def labelled_grid_figure(images: np.ndarray, titles: Sequence[str], correct: Sequence[bool], title: str) -> Figure:
     """Images in a grid, each titled (green when right, red when wrong)."""
     count = len(images)
     cols = min(8, count)
     rows = (count + cols - 1) // cols
-    fig = Figure(figsize=(cols * 1.5, rows * 1.7 + 0.4))
+    width = max(cols * 1.5, 4.5)  # room for the title over a few images
+    fig = Figure(figsize=(width, rows * 1.7 + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
     for ax, image, text, ok in zip(axes, images, titles, correct):
         ax.imshow(image)
-        ax.set_title(text, fontsize=8, color="green" if ok else "red")
-    fig.suptitle(title, fontsize=10)
+        ax.set_title(fitted(text, width / cols, 8), fontsize=8, color="green" if ok else "red")
+    fig.suptitle(fitted(title, width, 10), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -109,7 +118,7 @@ def detection_grid_figure(
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=colour, lw=1.2))
             ax.text(x1, y1, f"{class_names[int(cls)]} {score:.2f}", color="white", fontsize=5, va="bottom",
                     bbox={"facecolor": colour, "pad": 0.5, "lw": 0})  # fmt: skip
-    fig.suptitle(f"{title} (dashed: truth)", fontsize=10)
+    fig.suptitle(fitted(f"{title} (dashed: truth)", cols * 2.6, 10), fontsize=10)
     fig.tight_layout()
     return fig
 
