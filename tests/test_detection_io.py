@@ -187,3 +187,30 @@ def test_onnx_export_matches_the_network(trained_detector: TrainedDetector, tmp_
         from visionkit.tasks import ClassificationTask
 
         export_ultralytics(ClassificationTask("lenet5", num_classes=3), tmp_path / "x.pt", 28)
+
+
+def test_boxes_that_become_one_when_clipped_to_the_image_are_suppressed() -> None:
+    """A crafted head output at conf 0.001: three boxes of class 0 much larger than a 64 px input, overlapping
+    little in the network's pixels (so NMS keeps them), each covering the whole picture once clipped; and a fourth
+    box elsewhere. The video's frame 0 had nine identical full-frame boxes this way."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    from visionkit.data.letterbox import Letterbox
+    from visionkit.inference.detection import boxes_in_image
+
+    # columns: cx cy w h (input pixels), then one score per class (2 classes)
+    rows = [
+        [-700.0, 32.0, 1600.0, 200.0, 0.30, 0.01],  # x -1500..100
+        [32.0, 32.0, 200.0, 200.0, 0.20, 0.01],  # x -68..132
+        [900.0, 32.0, 1900.0, 200.0, 0.10, 0.01],  # x -50..1850
+        [20.0, 20.0, 8.0, 8.0, 0.01, 0.50],  # a small box of class 1
+    ]
+    head = torch.tensor(rows).T[None]  # (1, 4 + classes, anchors), what the YOLO head gives
+    found = non_max_suppression(head, conf_thres=0.001, iou_thres=0.7, multi_label=False)[0].numpy()
+    assert len(found) == 4  # NMS in the network's pixels keeps the three large boxes
+    clipped = Letterbox.fit(64, 64, 64).to_image(found[:, :4], 64, 64)
+    large = found[:, 5] == 0
+    assert large.sum() == 3 and np.abs(clipped[large] - [0, 0, 64, 64]).max() < 1e-6  # all the whole picture
+    placed, kept = boxes_in_image(found, Letterbox.fit(64, 64, 64), 64, 64, iou=0.7)
+    assert len(kept) == 2 and found[kept[1], 4] == pytest.approx(0.30)  # the surest of the three stays
+    assert sorted(placed[:, 5].tolist()) == [0.0, 1.0] and placed[placed[:, 5] == 0][0, 4] == pytest.approx(0.30)

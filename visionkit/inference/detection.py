@@ -109,6 +109,24 @@ class DetectionResult(Result):
         return [label, save_picture(self.plot(), folder / "images" / name)] if draw else [label]
 
 
+def boxes_in_image(
+    found: np.ndarray, letterbox: Letterbox, height: int, width: int, iou: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 6) NMS output rows (x1 y1 x2 y2 score class, input pixels) in the image's own pixels, clipped to it,
+    and the indices of the rows kept. NMS saw the boxes before clipping: at a low `conf` boxes far larger than
+    the picture overlap little there (IoU < `iou`) yet become one and the same box once clipped (nine identical
+    full-frame boxes of one class on a video frame at conf=0.001), so NMS runs again on the clipped boxes."""
+    placed = np.concatenate([letterbox.to_image(found[:, :4], height, width), found[:, 4:6]], axis=1)
+    kept = np.arange(len(placed))
+    if len(placed) > 1:
+        import torchvision
+
+        boxes = torch.from_numpy(placed[:, :4])
+        kept = torchvision.ops.batched_nms(boxes, torch.from_numpy(placed[:, 4]), torch.from_numpy(placed[:, 5]), iou)
+        kept = kept.numpy()
+    return placed[kept], kept
+
+
 class DetectionPredictor(Predictor):
     """Boxes per image from a DetectionTask checkpoint.
 
@@ -193,16 +211,16 @@ class DetectionPredictor(Predictor):
         boxes, anchors = self.detect(self.to_network(self.resized(items)))
         results: list[Result] = []
         for item, found, anchor in zip(items, boxes, anchors or [None] * len(items)):
-            array = found.float().cpu().numpy()
             height, width = item.pixels.shape[:2]
-            placed = Letterbox.fit(height, width, self.contract.image_size).to_image(array[:, :4], height, width)
+            letterbox = Letterbox.fit(height, width, self.contract.image_size)
+            array, kept = boxes_in_image(found.float().cpu().numpy(), letterbox, height, width, self.iou)
             results.append(
                 DetectionResult(
                     **self.common(item),
-                    boxes=placed.astype(np.float32),
-                    scores=array[:, 4].copy(),
+                    boxes=array[:, :4].astype(np.float32),
+                    scores=array[:, 4].astype(np.float32),
                     classes=array[:, 5].astype(np.int64),
-                    anchors=_empty(0, np.int64) if anchor is None else anchor.cpu().numpy().astype(np.int64),
+                    anchors=_empty(0, np.int64) if anchor is None else anchor.cpu().numpy()[kept].astype(np.int64),
                     save_conf=self.save_conf,
                 )
             )
