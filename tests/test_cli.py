@@ -310,3 +310,15 @@ def test_more_cpu_processes_than_cores_are_warned_with_their_cost(
     with caplog.at_level("WARNING"):
         set_cpu_threads(make_cfg(["trainer.accelerator=cpu", "trainer.devices=2"]))
     assert "training processes" not in caplog.text
+
+
+def test_a_default_run_prints_each_line_once_and_no_warning(tmp_path: Path) -> None:
+    """`visionkit-train` as a new user runs it (a new interpreter, Python's default warning filters): every log line
+    once (Lightning added its own stderr handler beside Hydra's), no warning, no tip to install a cloud logger."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"} | {"VISIONKIT_OFFLINE": "1"}
+    proc, killed = run_console("visionkit-train", ["trainer.max_epochs=1"], tmp_path, env, 300, fresh=True)
+    assert not killed and proc.returncode == 0, proc.stderr[-3000:]
+    assert "warn" not in proc.stderr.lower() and "Tip:" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
+    logged = [line.split(" - ", 1)[1] for line in proc.stdout.splitlines() if line.startswith("[") and " - " in line]
+    assert logged and len(logged) == len(set(logged)), logged
+    assert not [line for line in proc.stderr.splitlines() if line.startswith("INFO:")], proc.stderr[-2000:]

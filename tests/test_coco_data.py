@@ -100,7 +100,8 @@ def test_bad_json_names_its_line_and_skip_counts(coco, tmp_path: Path) -> None:
     assert len(kept) == 23 and len(source.reports["train"].skipped) == 1
 
 
-def test_data_coco_config_trains(coco, make_cfg) -> None:
+def test_data_coco_config_trains(coco, make_cfg, caplog: pytest.LogCaptureFixture) -> None:
+    """Also: with only a train json, the split line says val and test were carved out of the scanned train."""
     _, train_json, images = coco
     cfg = make_cfg(
         [
@@ -113,5 +114,7 @@ def test_data_coco_config_trains(coco, make_cfg) -> None:
             "++trainer.fast_dev_run=true",
         ]
     )
-    metrics = train(cfg)
+    with caplog.at_level("INFO", logger="visionkit.data.datamodule"):
+        metrics = train(cfg)
     assert {"test_map50", "test_map50_95"} <= set(metrics)
+    assert "(val and test carved out of the scanned train images" in caplog.text, caplog.text

@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_overrides, config_dir, new_run_dir, register_resolvers
 from visionkit.errors import user_message
-from visionkit.utils.logging import is_rank_zero
+from visionkit.utils.logging import is_rank_zero, one_line_per_message
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 _NOISE = (
@@ -162,6 +162,7 @@ def run_hydra(prog: str, config_name: str, job: str, renamed: dict[str, str] | N
         from hydra.types import RunMode
 
         sweeping = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        one_line_per_message()  # Hydra has configured logging by now
         try:
             metrics = getattr(importlib.import_module("visionkit.run"), job)(cfg)
         except KeyboardInterrupt:

@@ -5,6 +5,7 @@ change to whatever targets the task has (image only, boxes, masks)."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,11 @@ from omegaconf import OmegaConf
 
 from visionkit.config import config_dir
 from visionkit.errors import VisionkitError
+
+# ToTensorV2 wraps read-only arrays (PIL-decoded images, memory-mapped caches) without copying them; torch warns
+# that writing to such a tensor would be undefined. Nothing writes to it: collation stacks the samples into new
+# memory before the in-place normalization, so the warning has nothing to act on.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -260,8 +260,16 @@ class VisionDataModule(L.LightningDataModule):
             splits = self.source.splits(self.val_fraction, self.test_fraction, self.split_seed)
             self._splits = {name: self._drop_bad(name, samples) for name, samples in splits.items()}
             sizes = ", ".join(f"{name} {len(self._splits[name])}" for name in SPLITS)
-            log.info(f"{self.source.description}: {self.num_classes} classes; {sizes} images")
-            for report in getattr(self.source, "reports", {}).values():  # e.g. the YOLO label scan
+            reports = getattr(self.source, "reports", {})  # e.g. the YOLO label scan, one per split read from files
+            carved = [name for name in SPLITS if reports and name not in reports and len(self._splits[name])]
+            origin = (
+                f" ({' and '.join(carved)} carved out of the scanned train images: data.val_fraction, "
+                "data.test_fraction)"
+                if carved
+                else ""
+            )
+            log.info(f"{self.source.description}: {self.num_classes} classes; {sizes} images{origin}")
+            for report in reports.values():
                 log.info(f"scan {report.summary()}")
         return self._splits
 

@@ -49,3 +49,35 @@ class RankedLogger(logging.LoggerAdapter):
 def get_logger(name: str, rank_zero_only: bool = True) -> RankedLogger:
     """Logger for a visionkit module; see RankedLogger."""
     return RankedLogger(name, rank_zero_only=rank_zero_only)
+
+
+# Lightning's log lines that tell the user nothing they can act on in a visionkit run.
+_SILENCED = (
+    "💡 Tip:",  # an advertisement for Lightning's cloud logger
+    "Trainer already configured with model summary callbacks",  # our configured summary replaces the default
+)
+
+
+class _DropSilenced(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in _SILENCED)
+
+
+def one_line_per_message() -> None:
+    """Each Lightning log line printed once, through the handlers the command configured (Hydra's): Lightning adds
+    its own stderr handler when it is imported before logging is set up, so every line came out twice; and its
+    lines with nothing to act on (a tip for its cloud service, a skipped default callback) are dropped."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logger = logging.getLogger(name)
+        if logging.getLogger().hasHandlers():
+            for handler in list(logger.handlers):
+                if type(handler) is logging.StreamHandler:
+                    logger.removeHandler(handler)
+            logger.propagate = True
+        if not any(isinstance(f, _DropSilenced) for f in logger.filters):
+            logger.addFilter(_DropSilenced())
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropSilenced) for f in logger.filters):
+            logger.addFilter(_DropSilenced())
