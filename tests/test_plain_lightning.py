@@ -58,7 +58,15 @@ class Squares(Dataset):
         return torch.from_numpy(image), target
 
 
-def _fit(task: L.LightningModule, train: DataLoader, tmp_path: Path, epochs: int, val: DataLoader | None = None):
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
+def _fit(
+    task: L.LightningModule, train: DataLoader, tmp_path: Path, epochs: int, val: DataLoader | None = None
+) -> tuple[L.Trainer, list[float]]:
+    """Fit with a plain Trainer (CPU, CSV log, nothing else); the trainer and the epoch training losses."""
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -71,7 +79,7 @@ def _fit(task: L.LightningModule, train: DataLoader, tmp_path: Path, epochs: int
         log_every_n_steps=1,
     )
     trainer.fit(task, train, val)
-    return trainer
+    return trainer, _epoch_losses(tmp_path)
 
 
 def _epoch_losses(tmp_path: Path) -> list[float]:
@@ -82,36 +90,30 @@ def _epoch_losses(tmp_path: Path) -> list[float]:
 
 
 def test_classification_from_a_plain_script(tmp_path: Path) -> None:
-    torch.manual_seed(0)
     task = ClassificationTask("lenet5", num_classes=10, optimizer=partial(torch.optim.AdamW, lr=3e-3))
     train = DataLoader(Digits(slice(0, 1200)), batch_size=64, shuffle=True)
     val = DataLoader(Digits(slice(1200, 1500)), batch_size=100)
-    trainer = _fit(task, train, tmp_path, epochs=3, val=val)
-    losses = _epoch_losses(tmp_path)
+    trainer, losses = _fit(task, train, tmp_path, epochs=3, val=val)
     assert losses[-1] < losses[0] * 0.5, losses
     assert float(trainer.callback_metrics["val_acc"]) > 0.85
 
 
 def test_segmentation_from_a_plain_script_with_uint8_images_and_channel_masks(tmp_path: Path) -> None:
-    torch.manual_seed(0)
     task = SegmentationTask("unet", "resnet18", num_classes=2, optimizer=partial(torch.optim.AdamW, lr=3e-3))
     train = DataLoader(Squares(48, 32, "mask"), batch_size=8, shuffle=True)
     val = DataLoader(Squares(16, 32, "mask"), batch_size=8)
-    trainer = _fit(task, train, tmp_path, epochs=4, val=val)
-    losses = _epoch_losses(tmp_path)
+    trainer, losses = _fit(task, train, tmp_path, epochs=4, val=val)
     assert losses[-1] < losses[0] * 0.7, losses
     assert float(trainer.callback_metrics["val_miou"]) > 0.5
 
 
 def test_detection_from_a_plain_script_with_torchvision_targets(tmp_path: Path) -> None:
-    torch.manual_seed(0)
     task = DetectionTask(
         "yolov8n.yaml", num_classes=1, ema_decay=None, nominal_batch_size=None, close_mosaic=0,
         optimizer=partial(torch.optim.AdamW, lr=2e-3),
     )  # fmt: skip
     loader = DataLoader(Squares(32, 64, "boxes"), batch_size=8, shuffle=True, collate_fn=lambda b: tuple(zip(*b)))
-    _fit(task, loader, tmp_path, epochs=4)
-    losses = _epoch_losses(tmp_path)
+    _, losses = _fit(task, loader, tmp_path, epochs=4)
     assert losses[-1] < losses[0], losses
     batch = task.on_before_batch_transfer(next(iter(loader)), 0)
     assert batch["image"].dtype == torch.float32 and float(batch["image"].max()) <= 1.0
@@ -119,11 +121,9 @@ def test_detection_from_a_plain_script_with_torchvision_targets(tmp_path: Path) 
 
 
 def test_style_transfer_from_a_plain_script(tmp_path: Path) -> None:
-    torch.manual_seed(0)
     task = StyleTransferTask(vgg_weights="random", style_size=64, width=8, residual_blocks=1, style_weight=1e3)
     loader = DataLoader(Squares(16, 48, "mask"), batch_size=4)  # the masks ride along and are ignored
-    _fit(task, loader, tmp_path, epochs=3)
-    losses = _epoch_losses(tmp_path)
+    _, losses = _fit(task, loader, tmp_path, epochs=3)
     assert losses[-1] < losses[0], losses
 
 
