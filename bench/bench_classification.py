@@ -1,12 +1,16 @@
 """Classification benchmarks: default-job time-to-accuracy, Lightning overhead, data-pipeline headroom.
 
-Run:  .venv/bin/python bench/bench_classification.py [--quick]
+Run:  .venv/bin/python bench/bench_classification.py [--quick] [--peer]
+`--peer`: the default recipe (`visionkit-train data=imagefolder model=resnet18 ...`) against a plain torchvision
+loop on 48 px crops of real photographs (scikit-image's textures and the cameraman), same network, epochs and
+batch, over several seeds.
 Prints one table; ratios compare measurements taken in this same run on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import re
 import subprocess
@@ -18,7 +22,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from common import cpu_model
+from common import cpu_model, rgb_array
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -224,10 +228,140 @@ def compile_rows(epochs: int) -> list[tuple[str, str, str]]:
     return rows
 
 
+# ---- classification: the default recipe against a plain loop on real images ----------------------------------
+
+CLS_CLASSES = ("brick", "grass", "gravel", "camera")  # three texture photographs and the cameraman photo
+CLS_SPLITS = {"train": 600, "val": 150, "test": 300}
+CLS_SIZE, CLS_BATCH = 48, 32
+
+
+def texture_classes(root: Path, seed: int = 0) -> Path:
+    """A 4-class set of 48 px crops of real photographs (scikit-image's brick, grass and gravel textures and the
+    cameraman photo), at random scales, shaded and noised, as root/{split}/{class}/; training crops come from the
+    top 60 % of each picture and validation/test crops from the rest."""
+    import numpy as np
+    import skimage.data as sk
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pictures = [rgb_array(getattr(sk, name)()) for name in CLS_CLASSES]
+    for split, count in CLS_SPLITS.items():
+        held_out = split != "train"
+        for index in range(count):
+            label = index % len(CLS_CLASSES)
+            picture = pictures[label]
+            cut = int(picture.shape[0] * 0.6)
+            part = picture[cut:] if held_out else picture[:cut]
+            side = int(rng.integers(24, min(part.shape[:2]) // 2))
+            y = int(rng.integers(0, part.shape[0] - side + 1))
+            x = int(rng.integers(0, part.shape[1] - side + 1))
+            crop = Image.fromarray(np.ascontiguousarray(part[y : y + side, x : x + side])).resize((CLS_SIZE, CLS_SIZE))
+            pixels = np.asarray(crop, dtype=np.float32) * rng.uniform(0.5, 1.4) + rng.uniform(-40, 40)
+            pixels += rng.normal(0, rng.uniform(0, 25), pixels.shape)
+            folder = root / split / CLS_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{index:04d}.png")
+    return root
+
+
+def plain_classifier(root: Path, epochs: int, seed: int) -> dict:
+    """The peer: torchvision's ResNet-18 from scratch in a plain loop as its tutorials write it: ImageFolder,
+    random horizontal flips, ImageNet normalization, AdamW(lr 1e-3, torch's default weight decay), cross-entropy,
+    cosine per epoch, batch 32; the test accuracy of the epoch with the best validation accuracy."""
+    import torch
+    import torchvision
+    from torchvision import transforms as T
+
+    torch.manual_seed(seed)
+    normalize = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    train_tf = T.Compose([T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    eval_tf = T.Compose([T.ToTensor(), normalize])
+    sets = {
+        split: torchvision.datasets.ImageFolder(str(root / split), train_tf if split == "train" else eval_tf)
+        for split in CLS_SPLITS
+    }
+    loader = torch.utils.data.DataLoader(sets["train"], batch_size=CLS_BATCH, shuffle=True, num_workers=2)
+    model = torchvision.models.resnet18(num_classes=len(CLS_CLASSES))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+
+    def accuracy(split: str) -> float:
+        model.eval()
+        right = 0
+        with torch.no_grad():
+            for x, y in torch.utils.data.DataLoader(sets[split], batch_size=100):
+                right += int((model(x).argmax(1) == y).sum())
+        return right / len(sets[split])
+
+    best_val, best_test = -1.0, 0.0
+    for _ in range(epochs):
+        model.train()
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+        val = accuracy("val")
+        if val > best_val:
+            best_val, best_test = val, accuracy("test")
+    return {"test_acc": best_test, "val_acc": best_val}
+
+
+def ours_classifier(root: Path, epochs: int, seed: int, workdir: Path, extra: list[str]) -> dict:
+    """visionkit-train's default classification recipe with the same network, data, epochs and batch."""
+    overrides = [
+        "data=imagefolder",
+        f"data.root={root}",
+        f"data.image_size={CLS_SIZE}",
+        f"data.batch_size={CLS_BATCH}",
+        "data.num_workers=2",
+        "model=resnet18",
+        f"trainer.max_epochs={epochs}",
+        f"seed={seed}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]
+    exe = Path(sys.executable).with_name("visionkit-train")
+    done = subprocess.run([str(exe), *overrides], cwd=workdir, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    rows = list(csv.DictReader(next(workdir.rglob("metrics.csv")).open()))
+    test = next(r for r in rows if r.get("test_acc"))
+    return {"test_acc": float(test["test_acc"]), "val_acc": max(float(r["val_acc"]) for r in rows if r.get("val_acc"))}
+
+
+def peer_comparison(seeds: int, epochs: int) -> None:
+    """The default recipe against the plain torchvision loop on the texture crops, seed by seed, interleaved."""
+    from statistics import mean
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = texture_classes(Path(tmp) / "crops")
+        print(f"texture crops: {CLS_SPLITS} images of {CLS_SIZE} px, classes {', '.join(CLS_CLASSES)}", flush=True)
+        print("| seed | plain torchvision loop: test acc (best val) | visionkit-train default: test acc (best val) |")
+        print("|---:|---:|---:|", flush=True)
+        plain, ours = [], []
+        for seed in range(seeds):
+            workdir = Path(tmp) / f"ours{seed}"
+            workdir.mkdir()
+            theirs = plain_classifier(root, epochs, seed)
+            mine = ours_classifier(root, epochs, seed, workdir, [])
+            plain.append(theirs["test_acc"])
+            ours.append(mine["test_acc"])
+            print(f"| {seed} | {theirs['test_acc']:.3f} ({theirs['val_acc']:.3f}) | "
+                  f"{mine['test_acc']:.3f} ({mine['val_acc']:.3f}) |", flush=True)  # fmt: skip
+        verdict = "reached" if mean(ours) >= mean(plain) else "NOT reached"
+        print(f"| mean | {mean(plain):.3f} | **{mean(ours):.3f}** (target ≥ the plain loop: {verdict}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer epochs (noisier)")
     parser.add_argument("--compile-only", action="store_true", help="only the task.compile rows")
+    parser.add_argument("--peer", action="store_true", help="only the default recipe vs a plain loop, real crops")
+    parser.add_argument("--peer-seeds", type=int, default=3)
+    parser.add_argument("--peer-epochs", type=int, default=10)
     args = parser.parse_args()
     epochs = 2 if args.quick else 4
     rounds = 1 if args.quick else 4
@@ -237,6 +371,9 @@ def main() -> None:
         flush=True,
     )
 
+    if args.peer:
+        peer_comparison(args.peer_seeds, args.peer_epochs)
+        return
     if args.compile_only:
         _print(compile_rows(2 if args.quick else 3))
         return

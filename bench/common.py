@@ -34,3 +34,11 @@ def cpu_model() -> str:
         pass
     features = [f for f, flag in (("AMX", "amx_tile"), ("AVX-512", "avx512f"), ("AVX2", "avx2")) if flag in flags]
     return f"{name} ({', '.join(features)})" if features else name
+
+
+def rgb_array(image: object) -> object:
+    """An image array as H x W x 3 (grey repeated, alpha dropped): scikit-image's pictures come in all three."""
+    import numpy as np
+
+    image = np.asarray(image)
+    return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]

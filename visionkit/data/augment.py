@@ -18,11 +18,14 @@ from omegaconf import OmegaConf
 
 from visionkit.config import config_dir
 from visionkit.errors import VisionkitError
+from visionkit.utils.logging import get_logger
 
 # ToTensorV2 wraps read-only arrays (PIL-decoded images, memory-mapped caches) without copying them; torch warns
 # that writing to such a tensor would be undefined. Nothing writes to it: collation stacks the samples into new
 # memory before the in-place normalization, so the warning has nothing to act on.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+log = get_logger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -123,6 +126,25 @@ def _fill_masks_with(transforms: Sequence[A.BasicTransform], value: int) -> None
         _fill_masks_with(getattr(transform, "transforms", []), value)
 
 
+# transforms that swap height and width: they keep a square size only
+AXIS_SWAPS = tuple(
+    getattr(A, name) for name in ("RandomRotate90", "Transpose", "D4", "SquareSymmetry") if hasattr(A, name)
+)
+
+
+def square_only_left_out(augment: Sequence[A.BasicTransform], image_size: int | Sequence[int]) -> list:
+    """`augment` without the transforms that swap height and width (quarter turns, transposes) when the size is
+    not square: every sample of a batch must keep the training size. The ones left out are logged."""
+    height, width = size_hw(image_size)
+    if height == width:
+        return list(augment)
+    kept = [op for op in augment if not isinstance(op, AXIS_SWAPS)]
+    if len(kept) < len(augment):
+        names = ", ".join(sorted({type(op).__name__ for op in augment if isinstance(op, AXIS_SWAPS)}))
+        log.info(f"augment: {names} left out: it would swap the height and width of the {height}x{width} size")
+    return kept
+
+
 def build_transform(
     augment: Sequence[A.BasicTransform] | None,
     *,
@@ -167,7 +189,7 @@ def build_transform(
         )
     ops = [
         *resize_ops(image_size, resize, mask_fill),
-        *(augment or []),
+        *square_only_left_out(augment or [], image_size),
         *([A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)] if normalize else []),
         ToTensorV2(),
     ]
