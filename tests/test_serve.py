@@ -103,7 +103,7 @@ def test_serve_refuses_bad_settings_before_starting(digits_checkpoint: tuple[Pat
     ckpt, _ = digits_checkpoint
     cases = [
         (["host=192.168.1.4"], r"host=192.168.1.4: give 127.0.0.1 \(this machine\), 0.0.0.0 or ::"),
-        (["port=80"], "port=80: give a port from 1024 to 65535"),
+        (["port=80"], "port=80: expected a port from 1024 to 65535"),
         (["batch_timeout=60"], "batch_timeout=60: give 0 or more seconds, less than timeout=30.0"),
         (["mask_format=jpg"], "mask_format"),
     ]
