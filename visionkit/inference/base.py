@@ -266,8 +266,11 @@ class Predictor:
             elif bad is None:
                 self.counts["skipped"] += 1
                 yield self.skipped(item)
-        if bad is not None:
-            raise VisionkitError(f"{bad.error}; set skip_bad_images=true to skip unreadable images and go on")
+        if bad is not None:  # the way on, when there were other inputs
+            others = len(batch) > 1 or bad.index > 0
+            raise VisionkitError(
+                bad.error + ("; set skip_bad_images=true to skip unreadable images and go on" if others else "")
+            )
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
         """Results for readable inputs (called in inference mode under the chosen precision)."""
