@@ -10,7 +10,6 @@ Prints one table; ratios compare measurements taken in this same run on this mac
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from common import cpu_model, rgb_array
+from common import cpu_model, rgb_array, seed_table, train_metrics
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -319,40 +318,24 @@ def ours_classifier(root: Path, epochs: int, seed: int, workdir: Path, extra: li
         "model=resnet18",
         f"trainer.max_epochs={epochs}",
         f"seed={seed}",
-        "logger=csv",
         "trainer.enable_progress_bar=false",
         *extra,
     ]
-    exe = Path(sys.executable).with_name("visionkit-train")
-    done = subprocess.run([str(exe), *overrides], cwd=workdir, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-3000:])
-    rows = list(csv.DictReader(next(workdir.rglob("metrics.csv")).open()))
-    test = next(r for r in rows if r.get("test_acc"))
-    return {"test_acc": float(test["test_acc"]), "val_acc": max(float(r["val_acc"]) for r in rows if r.get("val_acc"))}
+    return train_metrics(overrides, workdir, "acc")
 
 
 def peer_comparison(seeds: int, epochs: int) -> None:
-    """The default recipe against the plain torchvision loop on the texture crops, seed by seed, interleaved."""
-    from statistics import mean
-
+    """The default recipe against the plain torchvision loop on the texture crops, seed by seed."""
     with tempfile.TemporaryDirectory() as tmp:
         root = texture_classes(Path(tmp) / "crops")
         print(f"texture crops: {CLS_SPLITS} images of {CLS_SIZE} px, classes {', '.join(CLS_CLASSES)}", flush=True)
-        print("| seed | plain torchvision loop: test acc (best val) | visionkit-train default: test acc (best val) |")
-        print("|---:|---:|---:|", flush=True)
-        plain, ours = [], []
-        for seed in range(seeds):
-            workdir = Path(tmp) / f"ours{seed}"
-            workdir.mkdir()
-            theirs = plain_classifier(root, epochs, seed)
-            mine = ours_classifier(root, epochs, seed, workdir, [])
-            plain.append(theirs["test_acc"])
-            ours.append(mine["test_acc"])
-            print(f"| {seed} | {theirs['test_acc']:.3f} ({theirs['val_acc']:.3f}) | "
-                  f"{mine['test_acc']:.3f} ({mine['val_acc']:.3f}) |", flush=True)  # fmt: skip
-        verdict = "reached" if mean(ours) >= mean(plain) else "NOT reached"
-        print(f"| mean | {mean(plain):.3f} | **{mean(ours):.3f}** (target ≥ the plain loop: {verdict}) |")
+
+        def ours(seed: int) -> dict:
+            (Path(tmp) / f"ours{seed}").mkdir()
+            return ours_classifier(root, epochs, seed, Path(tmp) / f"ours{seed}", [])
+
+        names = ("plain torchvision loop", "visionkit-train default")
+        seed_table(seeds, "acc", lambda seed: plain_classifier(root, epochs, seed), ours, names)
 
 
 def main() -> None:

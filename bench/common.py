@@ -6,6 +6,7 @@ import json
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,3 +43,43 @@ def rgb_array(image: object) -> object:
 
     image = np.asarray(image)
     return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
+
+
+def train_metrics(overrides: list[str], workdir: Path, metric: str) -> dict:
+    """Run `visionkit-train overrides...` in `workdir` (logger=csv); its `test_<metric>` and best `val_<metric>`
+    from the run's metrics.csv (stop with its stderr when it fails)."""
+    import csv
+
+    exe = Path(sys.executable).with_name("visionkit-train")
+    done = subprocess.run([str(exe), *overrides, "logger=csv"], cwd=workdir, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    rows = list(csv.DictReader(next(workdir.rglob("metrics.csv")).open()))
+    test = next(r for r in rows if r.get(f"test_{metric}"))
+    val = max(float(r[f"val_{metric}"]) for r in rows if r.get(f"val_{metric}"))
+    return {f"test_{metric}": float(test[f"test_{metric}"]), f"val_{metric}": val}
+
+
+def seed_table(
+    seeds: int,
+    metric: str,
+    plain: Callable[[int], dict],
+    ours: Callable[[int], dict],
+    names: tuple[str, str],
+    row: Callable[[str], None] = print,
+) -> None:
+    """The plain loop and visionkit's default, seed after seed (each pair run back to back), as a table of test
+    `metric` (best val) with the means: the mean over the seeds decides, one seed moves too much."""
+    from statistics import mean
+
+    row(f"| seed | {names[0]}: test {metric} (best val) | {names[1]}: test {metric} (best val) |")
+    row("|---:|---:|---:|")
+    theirs_all, ours_all = [], []
+    for seed in range(seeds):
+        theirs, mine = plain(seed), ours(seed)
+        theirs_all.append(theirs[f"test_{metric}"])
+        ours_all.append(mine[f"test_{metric}"])
+        cells = [f"{r[f'test_{metric}']:.3f} ({r[f'val_{metric}']:.3f})" for r in (theirs, mine)]
+        row(f"| {seed} | {cells[0]} | {cells[1]} |")
+    verdict = "reached" if mean(ours_all) >= mean(theirs_all) else "NOT reached"
+    row(f"| mean | {mean(theirs_all):.3f} | **{mean(ours_all):.3f}** (target ≥ the plain loop: {verdict}) |")
