@@ -17,9 +17,10 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from common import cpu_model, run_child
+from common import cpu_model, rgb_array, run_child, seed_table
 
 IMGSZ, BATCH, WORKERS = 128, 16, 2
 
@@ -30,7 +31,7 @@ def _dataset(cache: Path) -> Path:
     return shapes_detection_yaml(cache)
 
 
-def train_ours(epochs: int, out: Path, cache: Path) -> dict:
+def train_ours(epochs: int, out: Path, cache: Path, yaml: Path | None = None, seed: int | None = None) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -40,6 +41,8 @@ def train_ours(epochs: int, out: Path, cache: Path) -> dict:
     register_resolvers()
     overrides = [
         "task=detection",
+        *(["data=yolo", f"data.yaml={yaml}"] if yaml else []),
+        *([f"seed={seed}"] if seed is not None else []),
         f"trainer.max_epochs={epochs}",
         f"data.batch_size={BATCH}",
         f"data.num_workers={WORKERS}",
@@ -59,7 +62,7 @@ def train_ours(epochs: int, out: Path, cache: Path) -> dict:
     return {"fit_s": time.perf_counter() - start, "best": str(out / "checkpoints" / "best.ckpt"), "threads": _threads()}
 
 
-def train_ultralytics(epochs: int, out: Path, cache: Path) -> dict:
+def train_ultralytics(epochs: int, out: Path, cache: Path, yaml: Path | None = None, seed: int = 0) -> dict:
     from visionkit.models.yolo import prepare_ultralytics
 
     prepare_ultralytics()
@@ -72,7 +75,7 @@ def train_ultralytics(epochs: int, out: Path, cache: Path) -> dict:
     model = YOLO("yolov8n.yaml")
     start = time.perf_counter()
     model.train(
-        data=str(_dataset(cache)),
+        data=str(yaml or _dataset(cache)),
         epochs=epochs,
         imgsz=IMGSZ,
         batch=BATCH,
@@ -87,7 +90,7 @@ def train_ultralytics(epochs: int, out: Path, cache: Path) -> dict:
         project=str(out.parent),
         name=out.name,
         exist_ok=True,
-        seed=0,
+        seed=seed,
         deterministic=False,
         verbose=False,
     )
@@ -100,7 +103,7 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path) -> dict:
+def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path, yaml: Path | None = None) -> dict:
     """test mAP of both models with our evaluator and with ultralytics' validator."""
     import lightning as L
     import torch
@@ -112,9 +115,10 @@ def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path) -> dict:
     from visionkit.tasks import DetectionTask
 
     torch.set_num_threads(os.cpu_count() or 1)
-    yaml = _dataset(cache)
+    yaml = yaml or _dataset(cache)
     ours, _ = load_checkpoint(ours_ckpt)
-    theirs = DetectionTask("yolov8n.yaml", num_classes=4, class_names=ours.class_names, weights=their_pt)
+    names = ours.class_names
+    theirs = DetectionTask("yolov8n.yaml", num_classes=len(names), class_names=names, weights=their_pt)
     dm = VisionDataModule(
         YoloSource(str(yaml)),
         image_size=IMGSZ,
@@ -140,6 +144,91 @@ def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path) -> dict:
     return result
 
 
+def texture_boxes(root: Path, seed: int = 0) -> Path:
+    """A 3-class detection set of real pictures in ultralytics' format (root/data.yaml, images/ and labels/ per
+    split): 1-3 rectangles and ellipses of scikit-image's brick, grass and gravel photographs, randomly scaled and
+    shaded, over crops of real photos, 128 px, 240 / 60 / 60 images; validation and test from held-out photos and
+    texture regions (the pictures of bench_segmentation's texture set)."""
+    import numpy as np
+    import skimage.data as sk
+    from bench_segmentation import PHOTOS, SPLIT_SIZES, TEXTURES
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    textures = [rgb_array(getattr(sk, name)()) for name in TEXTURES]
+    photos = [rgb_array(getattr(sk, name)()) for name in PHOTOS]
+
+    def crop(picture: np.ndarray, rows: slice, size: tuple[int, int]) -> np.ndarray:
+        part = picture[rows]
+        side = int(rng.integers(min(part.shape[:2]) // 3, min(part.shape[:2]) + 1))
+        y, x = int(rng.integers(0, part.shape[0] - side + 1)), int(rng.integers(0, part.shape[1] - side + 1))
+        patch = Image.fromarray(np.ascontiguousarray(part[y : y + side, x : x + side])).resize(size)
+        return np.asarray(patch, dtype=np.float32)
+
+    for split, count in SPLIT_SIZES.items():
+        held_out = split != "train"
+        for folder in ("images", "labels"):
+            (root / folder / split).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            photo = photos[int(rng.integers(5, len(photos))) if held_out else int(rng.integers(0, 5))]
+            image = crop(photo, slice(None), (IMGSZ, IMGSZ))
+            lines = []
+            for _ in range(int(rng.integers(1, 4))):
+                label = int(rng.integers(len(TEXTURES)))
+                texture = textures[label]
+                cut = int(texture.shape[0] * 0.6)
+                rows = slice(cut, None) if held_out else slice(0, cut)
+                w, h = (int(v) for v in rng.integers(20, 64, 2))
+                x0, y0 = int(rng.integers(0, IMGSZ - w)), int(rng.integers(0, IMGSZ - h))
+                shape = Image.new("L", (IMGSZ, IMGSZ), 0)
+                box = [x0, y0, x0 + w - 1, y0 + h - 1]
+                (ImageDraw.Draw(shape).ellipse if rng.random() < 0.5 else ImageDraw.Draw(shape).rectangle)(box, fill=1)
+                inside = np.asarray(shape, dtype=bool)
+                patch = crop(texture, rows, (IMGSZ, IMGSZ)) * rng.uniform(0.6, 1.3) + rng.uniform(-30, 30)
+                image[inside] = patch[inside]
+                lines.append(
+                    f"{label} {(x0 + w / 2) / IMGSZ:.6f} {(y0 + h / 2) / IMGSZ:.6f} {w / IMGSZ:.6f} {h / IMGSZ:.6f}"
+                )
+            name = f"{index:04d}"
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+                root / "images" / split / f"{name}.jpg", quality=92
+            )
+            (root / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(TEXTURES))
+    (root / "data.yaml").write_text(f"train: images/train\nval: images/val\ntest: images/test\nnames:\n{names}\n")
+    return root / "data.yaml"
+
+
+def real_comparison(seeds: int, epochs: int) -> None:
+    """visionkit's default detection recipe against ultralytics' own trainer with its defaults, on the texture
+    boxes, seed by seed, both scored on the test split by our evaluator (COCO mAP50-95)."""
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        yaml = texture_boxes(tmp / "boxes")
+        print(f"texture boxes: 240/60/60 images of {IMGSZ} px, {epochs} epochs, batch {BATCH}", flush=True)
+        scored: dict[int, dict] = {}
+
+        def scores(seed: int) -> dict:
+            if seed not in scored:
+                ours = _child(["ours", str(epochs), str(tmp / f"ours{seed}"), str(tmp / "cache"), str(yaml), str(seed)])
+                theirs = _child(
+                    ["ultralytics", str(epochs), str(tmp / f"ultra{seed}"), str(tmp / "cache"), str(yaml), str(seed)]
+                )
+                scored[seed] = _child(["score", ours["best"], theirs["best"], str(tmp / "cache"), str(tmp), str(yaml)])
+            return scored[seed]
+
+        def side(name: str) -> Callable[[int], dict]:
+            return lambda seed: {
+                "test_map50_95": scores(seed)[f"{name}_map50_95"],
+                "val_map50_95": scores(seed)[f"{name}_map50"],
+            }
+
+        print("(the parenthesised column is test mAP50, not validation)")
+        seed_table(
+            seeds, "map50_95", side("ultralytics"), side("ours"), ("ultralytics' trainer", "visionkit-train default")
+        )
+
+
 def _child(args: list[str], threads: int | None = None) -> dict:
     if threads is None:
         os.environ.pop("BENCH_THREADS", None)
@@ -152,17 +241,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="3 epochs, to check the script")
+    parser.add_argument("--real", action="store_true", help="only the default recipe vs ultralytics on real pictures")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of --real")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        fn = {"ours": train_ours, "ultralytics": train_ultralytics}.get(kind)
-        result = (
-            fn(int(rest[0]), Path(rest[1]), Path(rest[2]))
-            if fn
-            else score(rest[0], rest[1], Path(rest[2]), Path(rest[3]))
-        )
+        extra = [Path(rest[3])] if len(rest) > 3 else []  # a data.yaml (--real), then a seed
+        if kind in ("ours", "ultralytics"):
+            fn = train_ours if kind == "ours" else train_ultralytics
+            result = fn(int(rest[0]), Path(rest[1]), Path(rest[2]), *extra, *[int(v) for v in rest[4:5]])
+        else:
+            result = score(rest[0], rest[1], Path(rest[2]), Path(rest[3]), *[Path(v) for v in rest[4:5]])
         print(json.dumps(result))
+        return
+    if args.real:
+        print(f"machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs")
+        real_comparison(args.seeds, args.epochs)
         return
     epochs = 3 if args.quick else args.epochs
     with tempfile.TemporaryDirectory() as tmp_name:
