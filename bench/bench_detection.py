@@ -151,19 +151,12 @@ def texture_boxes(root: Path, seed: int = 0) -> Path:
     texture regions (the pictures of bench_segmentation's texture set)."""
     import numpy as np
     import skimage.data as sk
-    from bench_segmentation import PHOTOS, SPLIT_SIZES, TEXTURES
+    from bench_segmentation import PHOTOS, SPLIT_SIZES, TEXTURES, random_crop
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(seed)
     textures = [rgb_array(getattr(sk, name)()) for name in TEXTURES]
     photos = [rgb_array(getattr(sk, name)()) for name in PHOTOS]
-
-    def crop(picture: np.ndarray, rows: slice, size: tuple[int, int]) -> np.ndarray:
-        part = picture[rows]
-        side = int(rng.integers(min(part.shape[:2]) // 3, min(part.shape[:2]) + 1))
-        y, x = int(rng.integers(0, part.shape[0] - side + 1)), int(rng.integers(0, part.shape[1] - side + 1))
-        patch = Image.fromarray(np.ascontiguousarray(part[y : y + side, x : x + side])).resize(size)
-        return np.asarray(patch, dtype=np.float32)
 
     for split, count in SPLIT_SIZES.items():
         held_out = split != "train"
@@ -171,7 +164,7 @@ def texture_boxes(root: Path, seed: int = 0) -> Path:
             (root / folder / split).mkdir(parents=True, exist_ok=True)
         for index in range(count):
             photo = photos[int(rng.integers(5, len(photos))) if held_out else int(rng.integers(0, 5))]
-            image = crop(photo, slice(None), (IMGSZ, IMGSZ))
+            image = random_crop(rng, photo, slice(None), IMGSZ)
             lines = []
             for _ in range(int(rng.integers(1, 4))):
                 label = int(rng.integers(len(TEXTURES)))
@@ -184,7 +177,7 @@ def texture_boxes(root: Path, seed: int = 0) -> Path:
                 box = [x0, y0, x0 + w - 1, y0 + h - 1]
                 (ImageDraw.Draw(shape).ellipse if rng.random() < 0.5 else ImageDraw.Draw(shape).rectangle)(box, fill=1)
                 inside = np.asarray(shape, dtype=bool)
-                patch = crop(texture, rows, (IMGSZ, IMGSZ)) * rng.uniform(0.6, 1.3) + rng.uniform(-30, 30)
+                patch = random_crop(rng, texture, rows, IMGSZ) * rng.uniform(0.6, 1.3) + rng.uniform(-30, 30)
                 image[inside] = patch[inside]
                 lines.append(
                     f"{label} {(x0 + w / 2) / IMGSZ:.6f} {(y0 + h / 2) / IMGSZ:.6f} {w / IMGSZ:.6f} {h / IMGSZ:.6f}"

@@ -159,6 +159,19 @@ SPLIT_SIZES = {"train": 240, "val": 60, "test": 60}
 PEER_SIZE, PEER_BATCH = 128, 8
 
 
+def random_crop(rng: object, picture: object, rows: slice, size: int) -> object:
+    """A square crop of `picture[rows]` of a random side (a third of the shorter side up to all of it) at a random
+    place, resized to `size` x `size`, as float32: the pieces the texture sets are made of."""
+    import numpy as np
+    from PIL import Image
+
+    part = picture[rows]
+    side = int(rng.integers(min(part.shape[:2]) // 3, min(part.shape[:2]) + 1))
+    y, x = int(rng.integers(0, part.shape[0] - side + 1)), int(rng.integers(0, part.shape[1] - side + 1))
+    patch = Image.fromarray(np.ascontiguousarray(part[y : y + side, x : x + side])).resize((size, size))
+    return np.asarray(patch, dtype=np.float32)
+
+
 def texture_set(root: Path, seed: int = 0) -> Path:
     """A 4-class segmentation set of real pictures: regions (ellipses and polygons) of brick, grass and gravel
     texture photographs, randomly scaled and shaded, over crops of real photos (scikit-image's), 128 px, as
@@ -172,27 +185,19 @@ def texture_set(root: Path, seed: int = 0) -> Path:
     textures = [rgb_array(getattr(sk, name)()) for name in TEXTURES]
     photos = [rgb_array(getattr(sk, name)()) for name in PHOTOS]
 
-    def crop(picture, rows: slice, size: int) -> np.ndarray:
-        part = picture[rows]
-        side = int(rng.integers(min(part.shape[:2]) // 3, min(part.shape[:2]) + 1))
-        y = int(rng.integers(0, part.shape[0] - side + 1))
-        x = int(rng.integers(0, part.shape[1] - side + 1))
-        patch = Image.fromarray(np.ascontiguousarray(part[y : y + side, x : x + side])).resize((size, size))
-        return np.asarray(patch, dtype=np.float32)
-
     for split, count in SPLIT_SIZES.items():
         held_out = split != "train"
         for folder in ("images", "masks"):
             (root / folder / split).mkdir(parents=True, exist_ok=True)
         for index in range(count):
             photo = photos[int(rng.integers(5, len(photos))) if held_out else int(rng.integers(0, 5))]
-            image = crop(photo, slice(None), PEER_SIZE)
+            image = random_crop(rng, photo, slice(None), PEER_SIZE)
             mask = np.zeros((PEER_SIZE, PEER_SIZE), np.uint8)
             for _ in range(int(rng.integers(1, 4))):
                 label = int(rng.integers(1, len(TEXTURES) + 1))
                 texture = textures[label - 1]
                 rows = slice(int(texture.shape[0] * 0.6), None) if held_out else slice(0, int(texture.shape[0] * 0.6))
-                patch = crop(texture, rows, PEER_SIZE) * rng.uniform(0.6, 1.3) + rng.uniform(-30, 30)
+                patch = random_crop(rng, texture, rows, PEER_SIZE) * rng.uniform(0.6, 1.3) + rng.uniform(-30, 30)
                 shape = Image.new("L", (PEER_SIZE, PEER_SIZE), 0)
                 draw = ImageDraw.Draw(shape)
                 cx, cy = rng.integers(10, PEER_SIZE - 10, 2)

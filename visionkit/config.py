@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from visionkit.config_ranges import check_ranges
 from visionkit.errors import VisionkitError
 from visionkit.utils.hints import describe, fits, parameters
 
@@ -166,37 +167,6 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "target_class": list[str | int],
     "max_channels": int,
 }
-# Ranges of numeric keys (each number of a list value too), checked after the types: (test, what is expected).
-_POSITIVE = (lambda v: v > 0, "a positive number")
-_AT_LEAST_1 = (lambda v: v >= 1, "an integer of 1 or more")
-_NOT_NEGATIVE = (lambda v: v >= 0, "0 or more")
-_FRACTION = (lambda v: 0 <= v <= 1, "a fraction from 0 to 1")
-_BELOW_1 = (lambda v: 0 <= v < 1, "a fraction from 0 to below 1")
-RANGES: dict[str, tuple[Any, str]] = {
-    **dict.fromkeys(
-        (
-            "data.image_size", "data.batch_size", "data.eval_batch_size", "stride", "max_frames", "batch_size",
-            "image_size", "top_k", "max_det", "tile_size", "size", "workers", "max_batch_size", "max_image_pixels",
-            "max_images", "opset", "nms_max_det", "check_batches", "batch_sizes", "rounds", "max_channels",
-            "trainer.accumulate_grad_batches", "trainer.num_nodes",
-        ),
-        _AT_LEAST_1,
-    ),
-    **dict.fromkeys(("data.num_workers", "num_workers", "data.split_seed", "start", "feather"), _NOT_NEGATIVE),
-    **dict.fromkeys(("data.val_fraction", "data.test_fraction", "data.mosaic", "conf", "iou"), _FRACTION),
-    **dict.fromkeys(("nms_conf", "nms_iou"), _FRACTION),
-    **dict.fromkeys(("tile_overlap",), _BELOW_1),
-    **dict.fromkeys(
-        ("data.cache_max_gb", "timeout", "max_upload_mb", "seconds", "scale", "end", "optimizer.lr"), _POSITIVE
-    ),
-    "batch_timeout": _NOT_NEGATIVE,
-    "shutdown_timeout": _NOT_NEGATIVE,
-    "optimizer.weight_decay": _NOT_NEGATIVE,
-    "seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295"),
-    "cpu_threads": _AT_LEAST_1,
-    "port": (lambda v: 1024 <= v <= 65535, "a port from 1024 to 65535"),
-    "trainer.max_epochs": (lambda v: v >= 1 or v == -1, "an integer of 1 or more (-1: no limit)"),
-}  # fmt: skip
 _CALL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 FILLED_AT_BUILD = ("task.num_classes", "task.class_names")  # run.build_task passes what the data found
 
@@ -319,26 +289,7 @@ def check_config(cfg: DictConfig) -> None:
     # values set directly first: a wrong value is named where the user set it, not where it is interpolated
     for key, value, hint, source in sorted(checks, key=lambda c: c[3] is not None):
         _check_value(key, value, hint, source)
-    _check_ranges(cfg)
-
-
-def _check_ranges(cfg: DictConfig) -> None:
-    """Sizes, counts and fractions in their ranges (RANGES), named by key: `data.image_size=0` stops here,
-    not inside albumentations. The split fractions must leave images to train on."""
-    for key, (test, expected) in RANGES.items():
-        value = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
-        if isinstance(value, (DictConfig, ListConfig)):
-            value = OmegaConf.to_container(value, resolve=True)
-        numbers = value if isinstance(value, list) else [value]
-        for number in numbers:
-            if isinstance(number, (int, float)) and not isinstance(number, bool) and not test(number):
-                raise VisionkitError(f"{key}={value!r}: expected {expected}")
-    fractions = [OmegaConf.select(cfg, f"data.{k}_fraction", default=0) for k in ("val", "test")]
-    if all(isinstance(f, (int, float)) for f in fractions) and sum(fractions) >= 1:
-        raise VisionkitError(
-            f"data.val_fraction={fractions[0]} and data.test_fraction={fractions[1]} leave no images to train on: "
-            "their sum must be below 1"
-        )
+    check_ranges(cfg)
 
 
 # ---- checks of command-line overrides ----------------------------------------------------------------------
