@@ -75,9 +75,12 @@ def one_line_per_message() -> None:
                 if type(handler) is logging.StreamHandler:
                     logger.removeHandler(handler)
             logger.propagate = True
-        if not any(isinstance(f, _DropSilenced) for f in logger.filters):
-            logger.addFilter(_DropSilenced())
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logger = logging.getLogger(name)
+    for name in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "lightning",
+        *(f"lightning.{n}.utilities.rank_zero" for n in ("pytorch", "fabric")),
+    ):
+        logger = logging.getLogger(name)  # filters act on a logger's own records only: set on each that logs them
         if not any(isinstance(f, _DropSilenced) for f in logger.filters):
             logger.addFilter(_DropSilenced())
