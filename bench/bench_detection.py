@@ -67,7 +67,9 @@ def train_ultralytics(epochs: int, out: Path, cache: Path, yaml: Path | None = N
 
     prepare_ultralytics()
     from ultralytics import YOLO
+    from ultralytics.utils import SETTINGS
 
+    SETTINGS.update({"mlflow": False})  # its MLflow logger would write mlflow.db into the working directory
     if os.environ.get("BENCH_THREADS"):  # equal threads: ultralytics sets min(8, cores - 1) torch threads on CPU
         import ultralytics.utils.torch_utils as torch_utils
 
@@ -130,7 +132,13 @@ def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path, yaml: Path | No
     )
     result: dict = {}
     for name, task in (("ours", ours), ("ultralytics", theirs)):
-        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp / f"test_{name}",  # the test report's tables and plots
+        )
         metrics = trainer.test(task, datamodule=dm, verbose=False)[0]
         result[f"{name}_map50_95"] = metrics["test_map50_95"]
         result[f"{name}_map50"] = metrics["test_map50"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -12,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.errors import VisionkitError
-from visionkit.tasks.schedules import is_per_step
+from visionkit.tasks.schedules import check_step_plan, is_per_step
 
 # Lightning says it uses our `on_before_batch_transfer` whenever a data module is passed: that is the design
 # (pairs become the task's dicts; VisionDataModule's own hook runs after the transfer), nothing to act on.
@@ -169,10 +170,17 @@ class VisionTask(L.LightningModule):
         target = getattr(self.scheduler_factory, "func", self.scheduler_factory)
         interval = "epoch"
         if is_per_step(target):
-            extra = {"accumulation": self.trainer.accumulate_grad_batches} if getattr(target, "per_step", 0) else {}
-            total = int(self.trainer.estimated_stepping_batches)
+            total = int(self.trainer.estimated_stepping_batches)  # also counts the training batches
+            extra = {}
+            if getattr(target, "per_step", 0):
+                batches = self.trainer.num_training_batches
+                extra = {
+                    "accumulation": self.trainer.accumulate_grad_batches,
+                    "batches_per_epoch": int(batches) if math.isfinite(batches) else None,
+                }
             scheduler = self.scheduler_factory(optimizer, total_steps=total, **extra)
             interval = "step"
+            check_step_plan(scheduler, self.trainer)
         else:
             scheduler = self.scheduler_factory(optimizer)
         return {

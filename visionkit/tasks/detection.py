@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from visionkit.callbacks.detection_recipe import CloseMosaic, RampedEMA
+from visionkit.callbacks.detection_recipe import AccumulationRamp, CloseMosaic, RampedEMA
 from visionkit.callbacks.detection_report import IOU_THRESHOLDS, RECALL_POINTS
 from visionkit.errors import VisionkitError
 from visionkit.models.yolo import build_yolo, freeze_layers
@@ -120,12 +120,13 @@ class DetectionTask(VisionTask):
         self.test_map = self.val_map.clone()
 
     def default_callbacks(self) -> list[L.Callback]:
-        """The sample plot, the test report, the recipe's EMA of the weights and the closing of mosaic for the
-        last epochs."""
+        """The sample plot, the test report, and the recipe's growing warm-up accumulation, EMA of the weights and
+        closing of mosaic for the last epochs."""
         from visionkit.callbacks.detection_report import DetectionReport
         from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 
         callbacks: list[L.Callback] = [
+            AccumulationRamp(),
             CloseMosaic(self.hparams.close_mosaic),
             SamplePredictionPlot(),
             DetectionReport(),
