@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="3 epochs, to check the script")
     parser.add_argument("--real", action="store_true", help="only the default recipe vs ultralytics on real pictures")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of --real")
+    parser.add_argument("--seeds", type=int, default=6, help="seeds of --real (one seed moves mAP50-95 by up to ±0.05)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.serve_requests import BIN
@@ -59,10 +60,13 @@ def _test_metrics(log: str) -> dict[str, float]:
     return {m[0]: float(m[1]) for m in re.findall(r"^(test_\w+): ([0-9.]+)$", log, flags=re.MULTILINE)}
 
 
-def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["random", "epoch_end"])
+def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(tmp_path: Path, where: str) -> None:
+    """Also at the last step of an epoch, the moment before its validation: the resumed run validates that epoch
+    as the uninterrupted one did (best.ckpt and the test metrics agree)."""
     whole = _train(tmp_path / "whole")  # the two runs share the two cores: start the reference first
     # a random step, mid-epoch or at an epoch's end (40, 80); KILL_AT=<step> repeats a failure
-    kill_at = int(os.environ.get("KILL_AT") or random.Random().randint(5, 110))
+    kill_at = 80 if where == "epoch_end" else int(os.environ.get("KILL_AT") or random.Random().randint(5, 110))
     killed_dir = tmp_path / "killed"
     killed = _train(killed_dir)
     last = killed_dir / "checkpoints" / "last.ckpt"
