@@ -155,6 +155,10 @@ def test_multirun_sweep_runs_each_job_in_its_own_folder(tmp_path: Path) -> None:
         (["trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected an integer or null"),
         (["trainer.max_epoch=5"], "trainer.max_epoch: no such key in trainer; did you mean max_epochs"),
         (["model=resnt18"], "model=resnt18: no such model config; did you mean resnet18"),
+        (  # a class that refuses its arguments: the key and its own reason, not Hydra's "Error in call to target"
+            ["callbacks.model_checkpoint.every_n_train_steps=5", "+callbacks.model_checkpoint.every_n_epochs=1"],
+            "callbacks.model_checkpoint: Combination of parameters every_n_train_steps=5, every_n_epochs=1",
+        ),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_a_failing_exit_code(tmp_path: Path, args: list[str], message: str) -> None:

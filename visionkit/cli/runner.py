@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -47,6 +48,13 @@ def error_line(exc: BaseException) -> str:
         if isinstance(cause, OmegaConfBaseException):
             return f"config error: {str(cause).splitlines()[0]}"
         cause = cause.__cause__ or cause.__context__
+    built = re.search(r"full_key: ([\w.]+)", str(exc))
+    if isinstance(exc, InstantiationException) and built and exc.__cause__ is not None:
+        # Hydra's first line only names the class; the key and the class's own complaint are what to act on
+        reason = (
+            str(exc.__cause__).strip().splitlines()[0] if str(exc.__cause__).strip() else type(exc.__cause__).__name__
+        )
+        return f"{built.group(1)}: {reason} (check the {built.group(1)}.* values)"
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {first} (run again with --verbose for the full traceback)"
 
