@@ -67,19 +67,22 @@ def seed_table(
     ours: Callable[[int], dict],
     names: tuple[str, str],
     row: Callable[[str], None] = print,
+    second: tuple[str, str] | None = None,
 ) -> None:
     """The plain loop and visionkit's default, seed after seed (each pair run back to back), as a table of test
-    `metric` (best val) with the means: the mean over the seeds decides, one seed moves too much."""
+    `metric` with the means: the mean over the seeds decides, one seed moves too much. In parentheses: the best
+    validation `metric`, or `second` = (key in the results, its label) when given."""
     from statistics import mean
 
-    row(f"| seed | {names[0]}: test {metric} (best val) | {names[1]}: test {metric} (best val) |")
+    key, label = second or (f"val_{metric}", f"best val {metric}")
+    row(f"| seed | {names[0]}: test {metric} ({label}) | {names[1]}: test {metric} ({label}) |")
     row("|---:|---:|---:|")
     theirs_all, ours_all = [], []
     for seed in range(seeds):
         theirs, mine = plain(seed), ours(seed)
         theirs_all.append(theirs[f"test_{metric}"])
         ours_all.append(mine[f"test_{metric}"])
-        cells = [f"{r[f'test_{metric}']:.3f} ({r[f'val_{metric}']:.3f})" for r in (theirs, mine)]
+        cells = [f"{r[f'test_{metric}']:.3f} ({r[key]:.3f})" for r in (theirs, mine)]
         row(f"| {seed} | {cells[0]} | {cells[1]} |")
     verdict = "reached" if mean(ours_all) >= mean(theirs_all) else "NOT reached"
     row(f"| mean | {mean(theirs_all):.3f} | **{mean(ours_all):.3f}** (target ≥ the plain loop: {verdict}) |")

@@ -70,7 +70,7 @@ class GradientWitness(L.Callback):
         copy.load_state_dict(pl_module.state_dict())
         copy.model.criterion = copy.model.init_criterion()
         copy.train()
-        loss, _ = copy.model.loss(copy._loss_batch({**batch, "image": pl_module.in_layout(batch["image"])}))
+        loss, _ = copy.model.loss(copy.loss_batch({**batch, "image": pl_module.in_layout(batch["image"])}))
         loss.sum().backward()
         self.own.append(self._weight(copy).grad.clone())
         self._step = trainer.global_step

@@ -29,7 +29,18 @@ from visionkit.utils.video import is_video_source
 
 log = get_logger(__name__)
 
-__all__ = ["benchmark", "build_datamodule", "build_task", "evaluate", "explain", "export", "predict", "serve", "train"]
+__all__ = [
+    "benchmark",
+    "build_datamodule",
+    "build_task",
+    "evaluate",
+    "explain",
+    "export",
+    "predict",
+    "robustness",
+    "serve",
+    "train",
+]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -47,6 +58,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         run = trainer.validate if cfg.get("split", "test") == "val" else trainer.test
         results = run(task, datamodule=datamodule)
     metrics = metrics_of(results[0] if results else {})
+    if trainer.is_global_zero and cfg.get("robustness"):
+        metrics.update(_attacked(cfg, task, datamodule, Path(trainer.default_root_dir) / "robustness"))
     if trainer.is_global_zero:
         title = f"evaluation of {cfg.ckpt_path}"
         log.info(f"report: {write_report(trainer.default_root_dir, metrics, title)}")
@@ -247,3 +260,49 @@ def explain(cfg: DictConfig) -> dict[str, float]:
         cam_layers=plain(cfg.cam_layers),
         max_channels=int(cfg.max_channels),
     )
+
+
+def robustness(cfg: DictConfig) -> dict[str, float]:
+    """`visionkit-robustness`: the checkpoint's test metric under each attack at each ε (conf/attack), with the
+    sanity checks (`checks_failed` counts those that did not pass). The run's report.html gains the section."""
+    from visionkit.report.compare import final_metrics
+
+    check_config(cfg)
+    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
+    datamodule = checkpoint_datamodule(cfg, task, data_state)
+    metrics = _attacked(cfg, task, datamodule, Path(str(cfg.output_dir)).expanduser())
+    run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
+    if run_dir is not None and (run_dir / RUN_CONFIG).is_file():
+        log.info(f"report: {write_report(run_dir, final_metrics(run_dir))}")
+    return metrics
+
+
+def _attacked(cfg: DictConfig, task: VisionTask, datamodule: VisionDataModule, output_dir: Path) -> dict[str, float]:
+    """Attack `task` on the config's split of `datamodule`; write the files into `output_dir`; the metrics."""
+    from lightning.fabric.utilities.apply_func import move_data_to_device
+
+    from visionkit.explain.robustness import RobustnessOptions, measure, write_outputs
+    from visionkit.tasks.adversarial import PixelSpace
+    from visionkit.utils.device import pick_device
+
+    names = ("attacks", "eps", "steps", "n", "triptychs", "seed")
+    options = RobustnessOptions(**{k: plain(cfg[k]) for k in names if cfg.get(k) is not None})
+    device = pick_device(str(cfg.get("device", "auto")))
+    task.to(device)
+    split = str(cfg.get("split", "test"))
+    datamodule.setup("validate" if split == "val" else "test")
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+    batches = (datamodule.normalize_batch(move_data_to_device(b, device)) for b in loader)
+    result = measure(task, batches, PixelSpace(datamodule.mean, datamodule.std), options)
+    written = write_outputs(result, output_dir, f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} ({split})")
+    checks = result.checks()
+    width = max(map(len, checks))
+    lines = [f"  {name:<{width}}  {verdict}" for name, verdict in checks.items()]
+    log.info("sanity checks:\n" + "\n".join(lines) + f"\nwritten: {', '.join(p.name for p in written)}")
+    metrics = {f"clean_{result.metric}": result.clean}
+    metrics.update({f"{r.attack}_eps{r.eps:g}_{result.metric}": r.value for r in result.rows if r.eps > 0})
+    failed = [f"{name}: {verdict}" for name, verdict in checks.items() if verdict != "ok"]
+    for line in failed:
+        log.warning(f"sanity check failed: {line}")
+    metrics["checks_failed"] = float(len(failed))
+    return metrics

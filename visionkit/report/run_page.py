@@ -45,6 +45,21 @@ def _speed(run: Path) -> str:
     return f"<h2>Speed</h2>{table(rows)}<ul>{advice}</ul>"
 
 
+def _robustness(run: Path) -> str:
+    """The latest robustness check found under the run (`visionkit-robustness`, `visionkit-eval robustness=true`):
+    its table, sanity checks, curve and flips."""
+    found = sorted(run.glob("robustness/**/robustness.csv"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return ""
+    folder = found[-1].parent
+    checks_file = folder / "checks.json"
+    checks = json.loads(checks_file.read_text()) if checks_file.is_file() else {}
+    rows = [["sanity check", "result"], *([k, v] for k, v in checks.items())]
+    pictures = "".join(image(folder / name) for name in ("robustness.png", "flips.png") if (folder / name).is_file())
+    where = html.escape(str(folder.relative_to(run)))
+    return f"<h2>Robustness</h2><p>From <code>{where}</code>.</p>{csv_table(found[-1])}{table(rows)}{pictures}"
+
+
 def _command(run: Path) -> str:
     overrides = run / ".hydra" / "overrides.yaml"
     if not overrides.is_file():
@@ -75,6 +90,7 @@ def write_report(run: str | Path, metrics: dict[str, Any] | None = None, title: 
         "<h2>Plots</h2>" + "".join(image(p) for p in plots) if plots else "",
         "<h2>Tables</h2>" + "".join(csv_table(p) for p in tables) if tables else "",
         _speed(run),
+        _robustness(run),
         f"<h2>Config</h2><pre>{html.escape(config.read_text())}</pre>" if config.is_file() else "",
     ]
     return write_page(run / "report.html", title or run.name, parts)

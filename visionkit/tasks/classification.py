@@ -7,13 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from visionkit.errors import VisionkitError
 from visionkit.models.classifier import build_classifier
+from visionkit.tasks.adversarial import TRAINING_ATTACKS, PixelSpace, training_attack
 from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 from visionkit.tasks.finetuning import STRATEGIES, BackboneFinetuning
 
@@ -34,6 +37,9 @@ class ClassificationTask(VisionTask):
         finetuning: "none", "freeze", "freeze_unfreeze" (unfreeze at `unfreeze_epoch`) or
             "unfreeze_milestones" (last `milestone_layers` blocks at milestones[0], the rest at milestones[1]).
         backbone_lr_factor: learning rate of unfrozen backbone blocks relative to the head's.
+        adversarial: train on attacked batches: "none", "fgsm_rs" (FGSM from a random start, step 1.25 ε; Wong
+            et al. 2020) or "pgd" (`adversarial_steps` steps from a random start; Madry et al.), at L∞
+            `adversarial_eps` (/255 pixel units) around each training image.
         monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials); default AdamW(lr=1e-3), no scheduler.
 
@@ -64,6 +70,9 @@ class ClassificationTask(VisionTask):
         milestones: Sequence[int] = (5, 10),
         milestone_layers: int = 2,
         backbone_lr_factor: float = 0.1,
+        adversarial: str = "none",
+        adversarial_eps: float = 8.0,
+        adversarial_steps: int = 7,
         monitor: str = "val_loss",
         compile: bool = False,
         optimizer: OptimizerFactory | None = None,
@@ -71,6 +80,8 @@ class ClassificationTask(VisionTask):
     ) -> None:
         if finetuning not in STRATEGIES:
             raise ValueError(f"finetuning={finetuning!r} is not one of {STRATEGIES}")
+        if adversarial not in TRAINING_ATTACKS:
+            raise ValueError(f"adversarial={adversarial!r} is not one of {TRAINING_ATTACKS}")
         self.class_names = self.resolve_class_names(class_names, num_classes)
         self.pretrained = weights
         super().__init__(monitor, optimizer, scheduler, compile)
@@ -121,9 +132,30 @@ class ClassificationTask(VisionTask):
         """Class scores (logits) for a batch of normalized images."""
         return self.model(images)
 
+    def pixel_space(self) -> PixelSpace:
+        """The mean/std the batches were normalized with: the data module's, else ImageNet's (the contract a
+        checkpoint trained without a VisionDataModule states)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        mean, std = getattr(datamodule, "mean", IMAGENET_MEAN), getattr(datamodule, "std", IMAGENET_STD)
+        return PixelSpace(mean, std)
+
+    def adversarial_images(self, images: Tensor, labels: Tensor) -> Tensor:
+        """The training batch attacked as `adversarial` says (in training mode, as Wong et al. and Madry et al.
+        generate them)."""
+        hp = self.hparams
+
+        def loss(attacked: Tensor) -> Tensor:
+            return F.cross_entropy(self(attacked).float(), labels, reduction="sum")
+
+        space = self.pixel_space()
+        return training_attack(hp.adversarial, loss, images, hp.adversarial_eps / 255, space, hp.adversarial_steps)
+
     def _shared_step(self, batch: dict[str, Tensor], stage: str) -> dict[str, Tensor]:
-        logits = self(batch["image"])
         target = batch["label"]
+        images = batch["image"]
+        if stage == "train" and self.hparams.adversarial != "none":
+            images = self.adversarial_images(images, target)
+        logits = self(images)
         loss = self.criterion(logits, target)
         preds = logits.detach().argmax(dim=1)
         if stage == "train":

@@ -177,7 +177,8 @@ class DetectionTask(VisionTask):
         return self.model(images)
 
     @staticmethod
-    def _loss_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def loss_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The batch in the keys ultralytics' loss reads."""
         return {"img": batch["image"], "batch_idx": batch["batch_idx"], "cls": batch["cls"], "bboxes": batch["bboxes"]}
 
     def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
@@ -201,7 +202,7 @@ class DetectionTask(VisionTask):
         return {"image": images, "bboxes": torch.cat(boxes), "cls": torch.cat(classes), "batch_idx": torch.cat(owners)}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss, _ = self.model.loss(self._loss_batch({**batch, "image": self.in_layout(batch["image"])}))
+        loss, _ = self.model.loss(self.loss_batch({**batch, "image": self.in_layout(batch["image"])}))
         total = loss.sum()  # box + cls + dfl, each scaled by the batch size as ultralytics' trainer does
         self.train_stats.update(self, total / batch["image"].shape[0], batch["image"].shape[0])
         # Lightning divides the loss by the accumulation count; ultralytics sums accumulated gradients, and its
@@ -255,7 +256,7 @@ class DetectionTask(VisionTask):
             self.model.to(memory_format=torch.channels_last)
         return self.eval()
 
-    def _evaluate(
+    def evaluate_batch(
         self, batch: dict[str, Tensor], metric: MeanAveragePrecision, for_plot: bool = False, for_report: bool = False
     ) -> dict[str, Any] | None:
         """Update `metric`; with `for_plot`, also return the batch's boxes for the sample-prediction plot; with
@@ -294,13 +295,13 @@ class DetectionTask(VisionTask):
         metric.reset()
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
-        return self._evaluate(batch, self.val_map, for_plot=batch_idx == 0)  # the plot draws the first batch
+        return self.evaluate_batch(batch, self.val_map, for_plot=batch_idx == 0)  # the plot draws the first batch
 
     def on_validation_epoch_end(self) -> None:
         self._log_map(self.val_map, "val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any] | None:
-        return self._evaluate(batch, self.test_map, for_report=True)
+        return self.evaluate_batch(batch, self.test_map, for_report=True)
 
     def on_test_epoch_end(self) -> None:
         self._log_map(self.test_map, "test")

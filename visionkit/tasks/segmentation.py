@@ -152,7 +152,8 @@ class SegmentationTask(VisionTask):
             return torch.cat([1 - foreground, foreground], dim=1)
         return torch.softmax(logits, dim=1)
 
-    def _labels(self, logits: Tensor) -> Tensor:
+    def predicted_labels(self, logits: Tensor) -> Tensor:
+        """Class ids per pixel (N, H, W) from logits (binary: the foreground above `threshold`)."""
         if self.hparams.binary:
             return (torch.sigmoid(logits[:, 0]) > self.hparams.threshold).long()
         return logits.argmax(dim=1)
@@ -187,7 +188,7 @@ class SegmentationTask(VisionTask):
         self.log(
             f"{stage}_loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=logits.shape[0], sync_dist=True
         )
-        preds = self._labels(logits.detach())
+        preds = self.predicted_labels(logits.detach())
         getattr(self, f"{stage}_confusion").update(preds, batch["mask"])
         return {"preds": preds.to(torch.uint8), "mask": batch["mask"]} if for_plot else None
 
