@@ -264,7 +264,7 @@ def explain(cfg: DictConfig) -> dict[str, float]:
 
 def robustness(cfg: DictConfig) -> dict[str, float]:
     """`visionkit-robustness`: the checkpoint's test metric under each attack at each ε (conf/attack), with the
-    sanity checks (`checks_failed` counts those that did not pass). The run's report.html gains the section."""
+    sanity checks (`robust_checks_failed` counts those that did not pass). The run's report.html gains the section."""
     from visionkit.report.compare import final_metrics
 
     check_config(cfg)
@@ -281,7 +281,7 @@ def _attacked(cfg: DictConfig, task: VisionTask, datamodule: VisionDataModule, o
     """Attack `task` on the config's split of `datamodule`; write the files into `output_dir`; the metrics."""
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
-    from visionkit.explain.robustness import RobustnessOptions, measure, write_outputs
+    from visionkit.explain.robustness import RobustnessOptions, measure_robustness, write_outputs
     from visionkit.tasks.adversarial import PixelSpace
     from visionkit.utils.device import pick_device
 
@@ -293,16 +293,16 @@ def _attacked(cfg: DictConfig, task: VisionTask, datamodule: VisionDataModule, o
     datamodule.setup("validate" if split == "val" else "test")
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     batches = (datamodule.normalize_batch(move_data_to_device(b, device)) for b in loader)
-    result = measure(task, batches, PixelSpace(datamodule.mean, datamodule.std), options)
+    result = measure_robustness(task, batches, PixelSpace(datamodule.mean, datamodule.std), options)
     written = write_outputs(result, output_dir, f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} ({split})")
     checks = result.checks()
     width = max(map(len, checks))
     lines = [f"  {name:<{width}}  {verdict}" for name, verdict in checks.items()]
     log.info("sanity checks:\n" + "\n".join(lines) + f"\nwritten: {', '.join(p.name for p in written)}")
-    metrics = {f"clean_{result.metric}": result.clean}
-    metrics.update({f"{r.attack}_eps{r.eps:g}_{result.metric}": r.value for r in result.rows if r.eps > 0})
+    metrics = {f"robust_clean_{result.metric}": result.clean}
+    metrics.update({f"robust_{r.attack}_eps{r.eps:g}_{result.metric}": r.value for r in result.rows if r.eps > 0})
     failed = [f"{name}: {verdict}" for name, verdict in checks.items() if verdict != "ok"]
     for line in failed:
         log.warning(f"sanity check failed: {line}")
-    metrics["checks_failed"] = float(len(failed))
+    metrics["robust_checks_failed"] = float(len(failed))
     return metrics

@@ -121,7 +121,7 @@ def _print_summary(metrics: dict[str, float], output_dir: str) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in sorted(metrics):
-        if key.startswith(("test_", "val_")):
+        if key.startswith(("test_", "val_", "robust_")):
             table.add_row(key, f"{metrics[key]:.4f}")
     console = Console()
     if table.row_count:

@@ -155,7 +155,7 @@ def _attacked(
     return space.to_network(torch.from_numpy(found).to(pixels.device))
 
 
-def measure(
+def measure_robustness(
     task: VisionTask, batches: Iterable[dict[str, Any]], space: PixelSpace, options: RobustnessOptions
 ) -> RobustnessResult:
     """Score the clean batches, then every attack at every ε (and ε = 0), from one seed; keep the most
