@@ -130,7 +130,7 @@ def test_sizes_counts_and_fractions_out_of_range_are_named(make_cfg, overrides: 
     check_config(make_cfg(["trainer.max_epochs=-1", "data.num_workers=0", "data.test_fraction=0"]))  # edges pass
 
 
-COMMANDS = ["train", "eval", "predict", "export", "benchmark", "explain", "serve"]
+COMMANDS = ["train", "eval", "predict", "export", "benchmark", "explain", "serve", "robustness", "explore"]
 LIBRARY_WORDS = ("Traceback", "ValidationError", "InitSchema", "RuntimeError", "TypeError", "ValueError", "KeyError")
 
 
@@ -152,7 +152,7 @@ def test_a_corpus_of_bad_values_for_every_documented_key_is_named(tmp_path: Path
     is valid for that key (0 workers, a 0 start time, ...); and every numeric key has a range."""
     refused, accepted = 0, []
     for name in COMMANDS:
-        needed = {"train": [], "predict": ["source=photos/"], "explain": ["source=photos/"]}.get(name, [])
+        needed = ["source=photos/"] if name in ("predict", "explain", "explore") else []
         needed += [] if name == "train" else ["ckpt_path=/some/best.ckpt"]
         base = compose_config(tmp_path / name, needed, name=name)
         for key, hint in DOCUMENTED_KEYS.items():
@@ -186,4 +186,5 @@ ALLOWED = [  # valid values among the corpus
     *[(k, 0) for k in ("batch_timeout", "shutdown_timeout", "nms_conf", "nms_iou", "source", "data.num_classes")],
     ("trainer.max_epochs", -1), ("source", -1), ("source", -0.5), ("data.num_classes", -1), ("source", "abc"),
     ("data.num_classes", -0.5), ("optimizer.weight_decay", 0),
+    ("triptychs", 0), ("data_images", 0), ("step_mb", 0),  # no flip pictures; this image's patches only; maps only
 ]  # fmt: skip

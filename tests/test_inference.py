@@ -170,7 +170,13 @@ def test_bf16_detection_decodes_boxes_in_float32(trained_detector: TrainedDetect
     assert mosaic.shape == (640, 640, 3) and found.dtype == torch.float32
     surest = expected[4:].max(0).values.argsort(descending=True)[:50]  # the anchors most sure of an object
     assert expected[:4, surest].max() > 320  # boxes spread over the image, where bf16's steps are 2-4 px
-    assert (found[:4, surest] - expected[:4, surest]).abs().max() < 1.0
+    error = (found[:4, surest] - expected[:4, surest]).abs()
+    # the convolutions' bf16 rounding moves boxes a little (0.24 px at most on an Intel Xeon with AMX, 1.33 px on an
+    # AMD EPYC with AVX512-BF16); a bf16 decode would put every coordinate on bf16's grid, 2-4 px apart out there
+    assert error.median() < 0.5 and error.max() < 2.0, (error.median(), error.max())
+    coordinates = found[:4, surest]
+    on_grid = (coordinates == coordinates.to(torch.bfloat16).float()).float().mean()
+    assert on_grid < 0.5, on_grid
 
 
 def test_segmentation_results_at_the_images_own_size(trained_segmenter: TrainedSegmenter, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ The Hydra entry points only call these; tests and Python callers pass configs fr
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "build_task",
     "evaluate",
     "explain",
+    "explore",
     "export",
     "predict",
     "robustness",
@@ -233,18 +235,9 @@ def explain(cfg: DictConfig) -> dict[str, float]:
     `network=vgg19`) for every image of `cfg.source`, one folder each under `cfg.output_dir`; with
     `cfg.list_layers`, print the layer names and stop. `failed` counts unreadable images among several."""
     from visionkit.explain.batch import explain_images, print_layers
-    from visionkit.explain.subjects import subject_from_checkpoint, vgg19_subject
 
     check_config(cfg)
-    if cfg.get("network") and cfg.get("ckpt_path"):
-        raise VisionkitError("give either ckpt_path=... or model=vgg19, not both")
-    size = plain(cfg.get("image_size"))
-    if cfg.get("network") == "vgg19":
-        subject = vgg19_subject(str(cfg.weights), size or 224, device=str(cfg.device))
-    elif cfg.get("ckpt_path"):
-        subject = subject_from_checkpoint(str(cfg.ckpt_path), size, float(cfg.conf), device=str(cfg.device))
-    else:
-        raise VisionkitError("nothing to explain: pass ckpt_path=/path/to/best.ckpt, or model=vgg19")
+    subject = _subject(cfg)
     if subject.note:
         print(f"visionkit-explain: note: {subject.note}", file=sys.stderr)
     if cfg.list_layers:
@@ -260,6 +253,67 @@ def explain(cfg: DictConfig) -> dict[str, float]:
         cam_layers=plain(cfg.cam_layers),
         max_channels=int(cfg.max_channels),
     )
+
+
+def _subject(cfg: DictConfig) -> Any:
+    """The network explain and explore look into: a checkpoint's (`ckpt_path`) or the style VGG19 (`model=vgg19`)."""
+    from visionkit.explain.subjects import subject_from_checkpoint, vgg19_subject
+
+    if cfg.get("network") and cfg.get("ckpt_path"):
+        raise VisionkitError("give either ckpt_path=... or model=vgg19, not both")
+    size = plain(cfg.get("image_size"))
+    if cfg.get("network") == "vgg19":
+        return vgg19_subject(str(cfg.weights), size or 224, device=str(cfg.device))
+    if cfg.get("ckpt_path"):
+        return subject_from_checkpoint(str(cfg.ckpt_path), size, float(cfg.conf), device=str(cfg.device))
+    raise VisionkitError("nothing to explain: pass ckpt_path=/path/to/best.ckpt, or model=vgg19")
+
+
+def explore(cfg: DictConfig) -> dict[str, float]:
+    """`visionkit-explore`: explore.html for one image (`cfg.source`) through a checkpoint's network or the style
+    VGG19, with patches from the checkpoint's validation images when its data is found; `serve=true` serves the
+    page on localhost (every layer's step-through, kernels put into the network) until Ctrl-C."""
+    from dataclasses import fields
+
+    from visionkit.explain.explore_data import ExploreOptions
+    from visionkit.explain.explore_page import ExploreServer, build_page
+    from visionkit.utils.io import read_image
+
+    check_config(cfg)
+    paths = list_images(cfg.get("source"))
+    if len(paths) != 1:
+        raise VisionkitError(f"source={cfg.source}: {len(paths)} images; the page explores one (name a file)")
+    subject = _subject(cfg)
+    options = ExploreOptions(**{f.name: plain(cfg[f.name]) for f in fields(ExploreOptions) if f.name in cfg})
+    if cfg.get("serve"):
+        title = f"{subject.kind}: {Path(paths[0]).name}"
+        httpd = ExploreServer(subject, read_image(paths[0]), options, title).serve(str(cfg.host), int(cfg.port))
+        host, port = httpd.server_address[:2]
+        print(f"visionkit-explore: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            httpd.shutdown()
+        return {}
+    pictures = _validation_pictures(cfg) if cfg.get("ckpt_path") and options.data_images > 0 else iter(())
+    return build_page(subject, paths[0], Path(str(cfg.output_dir)).expanduser(), options, pictures)
+
+
+def _validation_pictures(cfg: DictConfig) -> Any:
+    """The checkpoint's validation images (H×W×3 uint8, as its data module reads them), lazily; none when its
+    data cannot be found (a checkpoint outside its run folder, no data=)."""
+    task, data_state = load_checkpoint(str(cfg.ckpt_path))
+    try:
+        datamodule = checkpoint_datamodule(cfg, task, data_state)
+        datamodule.setup("validate")
+    except VisionkitError as exc:
+        log.info(f"patches from this image only: {exc}")
+        return
+    dataset = datamodule.datasets["val"]
+    for index in range(len(dataset)):
+        image = dataset[index]["image"]
+        yield image.permute(1, 2, 0).numpy() if isinstance(image, torch.Tensor) else image
 
 
 def robustness(cfg: DictConfig) -> dict[str, float]:
