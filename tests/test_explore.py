@@ -81,6 +81,10 @@ def test_classification_page_steps_filters_and_fools_like_pytorch(digits_checkpo
             " const t = (id) => document.getElementById(id).textContent;"
             " return [t('dot-value'), t('torch-value'), t('layer-name')]; })()"
         )
+    queries.append(  # a click on a stage card shows that layer and its maps
+        "(() => { document.querySelector('.stage[data-index=\"3\"]').click(); return [document.getElementById("
+        "'layer-name').textContent, document.querySelectorAll('#channels .channel').length]; })()"
+    )
     queries.append(
         f"(() => {{ vkExplore.select('{pool}', 1); vkExplore.state.row = 3; vkExplore.state.col = 5; vkExplore.move(0);"
         " return document.getElementById('dot-value').textContent; })()"
@@ -105,10 +109,12 @@ def test_classification_page_steps_filters_and_fools_like_pytorch(digits_checkpo
         assert conv in title
         assert float(dot) == pytest.approx(float(outputs[channel, row, col]), abs=2e-4, rel=1e-3)
         assert float(shown) == pytest.approx(float(outputs[channel, row, col]), abs=1e-4, rel=1e-4)
+    clicked, maps = opened.answers[3]
+    assert clicked.startswith(f"{conv} — Conv2d, output 16×10×10") and maps == 8, opened.answers[3]
     pooled = _conv_outputs(ckpt, image, pool)
-    assert float(opened.answers[3]) == pytest.approx(float(pooled[1, 3, 5]), abs=1e-4, rel=1e-4)
+    assert float(opened.answers[4]) == pytest.approx(float(pooled[1, 3, 5]), abs=1e-4, rel=1e-4)
 
-    filtered = opened.answers[4]
+    filtered = opened.answers[5]
     subject = subject_from_checkpoint(str(ckpt))
     _, picture = subject.prepare(read_image(image))
     gray = torch.from_numpy(picture.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
@@ -116,10 +122,10 @@ def test_classification_page_steps_filters_and_fools_like_pytorch(digits_checkpo
     assert (filtered["height"], filtered["width"]) == tuple(expected.shape)
     assert np.abs(np.array(filtered["values"]).reshape(expected.shape) - expected.numpy()).max() < 1e-3
 
-    eps, label, flipped, clean = opened.answers[5]
+    eps, label, flipped, clean = opened.answers[6]
     assert eps == "8" and "fooled" in flipped and not clean.startswith(f"original: {label.split(' ')[0]} ")
-    patches, title = opened.answers[6]
-    assert patches == 3 and title == "In 16 validation images", opened.answers[6]  # from the checkpoint's data
+    patches, title = opened.answers[7]
+    assert patches == 3 and title == "In 16 validation images", opened.answers[7]  # from the checkpoint's data
 
 
 def test_detection_and_segmentation_pages_open_without_errors(

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import TrainedDetector, TrainedSegmenter
 from tests.console_runs import run_console
@@ -170,6 +171,31 @@ def test_robustness_command_files_checks_report_and_eval(make_cfg, tmp_path: Pat
     assert evaluated["robust_clean_acc"] == pytest.approx(evaluated["test_acc"], abs=1e-6)  # ε = 0 is the clean test
     assert (tmp_path / "ev" / "robustness" / "robustness.csv").is_file()
     assert "Robustness" in (tmp_path / "ev" / "report.html").read_text()
+
+
+def test_robustness_on_unlabelled_images_attacks_the_models_own_answers(
+    make_cfg, digits_checkpoint, trained_detector: TrainedDetector, tmp_path: Path
+) -> None:
+    from visionkit.data import DigitsSource, VisionDataModule
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    dm = VisionDataModule(DigitsSource(), image_size=32, batch_size=8, augment="none")
+    dm.setup("test")
+    for index in range(20):
+        image = dm.datasets["test"][index]["image"].permute(1, 2, 0).numpy()
+        Image.fromarray(image).save(folder / f"{index}.png")
+    overrides = [f"ckpt_path={digits_checkpoint[0]}", f"source={folder}", "eps=[8,16]", "n=18"]
+    metrics = robustness(make_cfg(overrides, name="robustness", run="own"))
+    assert metrics["robust_clean_acc"] == 1.0  # its own answers, clean, agree with themselves
+    assert metrics["robust_pgd_eps16_acc"] < 1.0 and metrics["robust_checks_failed"] == 0, metrics
+    rows = list(csv.DictReader((tmp_path / "own" / "robustness.csv").open()))
+    assert {r["images"] for r in rows} == {"18"}
+
+    boxes = trained_detector.data_yaml.parent / "images" / "test"
+    overrides = [f"ckpt_path={trained_detector.ckpt}", f"source={boxes}", "attacks=[pgd]", "eps=[8]", "n=4", "steps=2"]
+    metrics = robustness(make_cfg(overrides, name="robustness", run="own_boxes"))
+    assert metrics["robust_pgd_eps8_map50_95"] < metrics["robust_clean_map50_95"], metrics
 
 
 @pytest.mark.parametrize(

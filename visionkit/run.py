@@ -322,33 +322,75 @@ def robustness(cfg: DictConfig) -> dict[str, float]:
     from visionkit.report.compare import final_metrics
 
     check_config(cfg)
-    task, data_state = load_checkpoint(cfg.get("ckpt_path"))
-    datamodule = checkpoint_datamodule(cfg, task, data_state)
-    metrics = _attacked(cfg, task, datamodule, Path(str(cfg.output_dir)).expanduser())
+    output_dir = Path(str(cfg.output_dir)).expanduser()
+    if cfg.get("source"):
+        metrics = _attacked_source(cfg, output_dir)
+    else:
+        task, data_state = load_checkpoint(cfg.get("ckpt_path"))
+        datamodule = checkpoint_datamodule(cfg, task, data_state)
+        metrics = _attacked(cfg, task, datamodule, output_dir)
     run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
     if run_dir is not None and (run_dir / RUN_CONFIG).is_file():
         log.info(f"report: {write_report(run_dir, final_metrics(run_dir))}")
     return metrics
 
 
+def _robustness_options(cfg: DictConfig) -> Any:
+    from visionkit.explain.robustness import RobustnessOptions
+
+    names = ("attacks", "eps", "steps", "n", "triptychs", "seed")
+    return RobustnessOptions(**{k: plain(cfg[k]) for k in names if cfg.get(k) is not None})
+
+
 def _attacked(cfg: DictConfig, task: VisionTask, datamodule: VisionDataModule, output_dir: Path) -> dict[str, float]:
     """Attack `task` on the config's split of `datamodule`; write the files into `output_dir`; the metrics."""
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
-    from visionkit.explain.robustness import RobustnessOptions, measure_robustness, write_outputs
+    from visionkit.explain.robustness import measure_robustness
     from visionkit.tasks.adversarial import PixelSpace
     from visionkit.utils.device import pick_device
 
-    names = ("attacks", "eps", "steps", "n", "triptychs", "seed")
-    options = RobustnessOptions(**{k: plain(cfg[k]) for k in names if cfg.get(k) is not None})
     device = pick_device(str(cfg.get("device", "auto")))
     task.to(device)
     split = str(cfg.get("split", "test"))
     datamodule.setup("validate" if split == "val" else "test")
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     batches = (datamodule.normalize_batch(move_data_to_device(b, device)) for b in loader)
-    result = measure_robustness(task, batches, PixelSpace(datamodule.mean, datamodule.std), options)
-    written = write_outputs(result, output_dir, f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} ({split})")
+    space = PixelSpace(datamodule.mean, datamodule.std)
+    result = measure_robustness(task, batches, space, _robustness_options(cfg))
+    return _robustness_files(result, output_dir, f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} ({split})")
+
+
+def _attacked_source(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """Attack the checkpoint on the images of `cfg.source` (no labels): each image's clean answer (class, mask,
+    boxes scoring ≥ conf) is the truth, so the metric says how much of its own answer survives."""
+    from visionkit.explain.attack_targets import attack_target
+    from visionkit.explain.explore_decision import pixel_space
+    from visionkit.explain.robustness import measure_robustness
+    from visionkit.explain.subjects import subject_from_checkpoint
+    from visionkit.utils.io import read_image
+
+    options = _robustness_options(cfg)
+    paths = list_images(cfg.source)[: options.n]
+    subject = subject_from_checkpoint(str(cfg.ckpt_path), device=str(cfg.get("device", "auto")))
+    task = subject.predictor.model
+    target = attack_target(task)
+
+    def batches() -> Any:
+        for start in range(0, len(paths), 16):
+            images = torch.cat([subject.prepare(read_image(p))[0] for p in paths[start : start + 16]])
+            yield target.own_answers(images)
+
+    result = measure_robustness(task, batches(), pixel_space(subject), options)
+    title = f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} on {len(paths)} images of {cfg.source}"
+    return _robustness_files(result, output_dir, f"{title} (against its own clean answers)")
+
+
+def _robustness_files(result: Any, output_dir: Path, title: str) -> dict[str, float]:
+    """Write the robustness files, print the sanity checks; the metrics."""
+    from visionkit.explain.robustness import write_outputs
+
+    written = write_outputs(result, output_dir, title)
     checks = result.checks()
     width = max(map(len, checks))
     lines = [f"  {name:<{width}}  {verdict}" for name, verdict in checks.items()]

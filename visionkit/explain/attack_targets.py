@@ -49,6 +49,10 @@ class AttackTarget:
         """Normalized images -> the task loss on this batch's targets (summed over images)."""
         raise NotImplementedError
 
+    def own_answers(self, images: Tensor) -> dict[str, Any]:
+        """A batch whose targets are the network's own clean answers (images without labels: `source=`)."""
+        raise NotImplementedError
+
     def reset(self) -> None:
         """Start a new metric."""
         raise NotImplementedError
@@ -70,6 +74,10 @@ class ClassifierTarget(AttackTarget):
 
     def loss(self, batch: dict[str, Any]) -> Loss:
         return lambda images: F.cross_entropy(self.task(images).float(), batch["label"], reduction="sum")
+
+    def own_answers(self, images: Tensor) -> dict[str, Any]:
+        with torch.no_grad():
+            return {"image": images, "label": self.task(images).argmax(1)}
 
     def reset(self) -> None:
         self.correct, self.count = 0, 0
@@ -99,6 +107,10 @@ class SegmenterTarget(AttackTarget):
 
     def loss(self, batch: dict[str, Any]) -> Loss:
         return lambda images: self.task.criterion(self.task(images).float(), batch["mask"])[0] * len(images)
+
+    def own_answers(self, images: Tensor) -> dict[str, Any]:
+        with torch.no_grad():
+            return {"image": images, "mask": self.task.predicted_labels(self.task(images).float())}
 
     def reset(self) -> None:
         self.confusion = self.task.test_confusion.clone()
@@ -138,6 +150,19 @@ class DetectorTarget(AttackTarget):
         kept = batch["batch_idx"] < count
         boxes = {k: batch[k][kept] for k in ("batch_idx", "cls", "bboxes")}
         return {**batch, **boxes, "image": batch["image"][:count]}
+
+    def own_answers(self, images: Tensor, conf: float = 0.25) -> dict[str, Any]:
+        """The boxes scoring at least `conf` as the truth."""
+        with torch.no_grad():
+            found = self.task.detect(images, conf=conf, multi_label=False)
+        height, width = images.shape[-2:]
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=images.device)
+        rows = [(i, d.float()) for i, d in enumerate(found)]
+        xyxy = torch.cat([d[:, :4] for _, d in rows]) if rows else torch.zeros(0, 4)
+        centre = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1) / scale
+        owners = torch.cat([torch.full((len(d),), float(i), device=images.device) for i, d in rows])
+        classes = torch.cat([d[:, 5:6] for _, d in rows])
+        return {"image": images, "bboxes": centre, "cls": classes, "batch_idx": owners}
 
     def loss(self, batch: dict[str, Any]) -> Loss:
         def detection_loss(images: Tensor) -> Tensor:

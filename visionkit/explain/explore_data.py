@@ -30,7 +30,7 @@ class ExploreOptions:
     as fit (the others show their maps; `serve=true` gives every step-through); map_size: the largest side of an
     embedded map; patches: the strongest patches kept per channel; data_images: validation images searched."""
 
-    channels: int = 8
+    channels: int = 16
     step_mb: float = 3.0
     map_size: int = 56
     patches: int = 3

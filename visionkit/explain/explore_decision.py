@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from visionkit.explain.attack_targets import DetectorTarget
 from visionkit.explain.cam import grad_cam, overlay
 from visionkit.explain.explore_data import png_url, viridis
 from visionkit.explain.features import resolve_layers
@@ -216,21 +217,10 @@ def detection(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str
         level = next(name for end, name in levels if anchor < end)
         boxes.append({"box": list(box), "score": score, "name": names[cls], "level": level,
                       "cam": cams[index]["png"] if index < len(cams) else None})  # fmt: skip
-    task = subject.predictor.model
-    if getattr(task.model, "criterion", None) is None:
-        task.model.criterion = task.model.init_criterion()
-    height, width = tensor.shape[-2:]
-    kept = [(b, c) for b, s, c, _ in found if s >= subject.predictor.conf]
-    xyxy = torch.tensor([b for b, _ in kept], dtype=torch.float32).reshape(-1, 4)
-    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-    centre = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1) / scale
-    batch = {"batch_idx": torch.zeros(len(kept)), "cls": torch.tensor([[float(c)] for _, c in kept]).reshape(-1, 1),
-             "bboxes": centre}  # fmt: skip
-    batch = {k: v.to(tensor.device) for k, v in batch.items()}
-
-    def loss(images: Tensor) -> Tensor:
-        total, _ = task.model.loss({**batch, "img": images})
-        return total.sum()
+    target = DetectorTarget(subject.predictor.model)
+    truth = target.own_answers(tensor, subject.predictor.conf)
+    loss = target.loss(truth)
+    kept = truth["cls"]
 
     def answer(images: Tensor, _picture: np.ndarray) -> dict[str, Any]:
         now = subject.detections(images)
