@@ -335,18 +335,11 @@ def robustness(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _robustness_options(cfg: DictConfig) -> Any:
-    from visionkit.explain.robustness import RobustnessOptions
-
-    names = ("attacks", "eps", "steps", "n", "triptychs", "seed")
-    return RobustnessOptions(**{k: plain(cfg[k]) for k in names if cfg.get(k) is not None})
-
-
 def _attacked(cfg: DictConfig, task: VisionTask, datamodule: VisionDataModule, output_dir: Path) -> dict[str, float]:
     """Attack `task` on the config's split of `datamodule`; write the files into `output_dir`; the metrics."""
     from lightning.fabric.utilities.apply_func import move_data_to_device
 
-    from visionkit.explain.robustness import measure_robustness
+    from visionkit.explain.robustness import RobustnessOptions, measure_robustness, report_robustness
     from visionkit.tasks.adversarial import PixelSpace
     from visionkit.utils.device import pick_device
 
@@ -357,8 +350,8 @@ def _attacked(cfg: DictConfig, task: VisionTask, datamodule: VisionDataModule, o
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     batches = (datamodule.normalize_batch(move_data_to_device(b, device)) for b in loader)
     space = PixelSpace(datamodule.mean, datamodule.std)
-    result = measure_robustness(task, batches, space, _robustness_options(cfg))
-    return _robustness_files(result, output_dir, f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} ({split})")
+    result = measure_robustness(task, batches, space, RobustnessOptions.from_config(cfg))
+    return report_robustness(result, output_dir, f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} ({split})")
 
 
 def _attacked_source(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
@@ -366,11 +359,11 @@ def _attacked_source(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     boxes scoring ≥ conf) is the truth, so the metric says how much of its own answer survives."""
     from visionkit.explain.attack_targets import attack_target
     from visionkit.explain.explore_decision import pixel_space
-    from visionkit.explain.robustness import measure_robustness
+    from visionkit.explain.robustness import RobustnessOptions, measure_robustness, report_robustness
     from visionkit.explain.subjects import subject_from_checkpoint
     from visionkit.utils.io import read_image
 
-    options = _robustness_options(cfg)
+    options = RobustnessOptions.from_config(cfg)
     paths = list_images(cfg.source)[: options.n]
     subject = subject_from_checkpoint(str(cfg.ckpt_path), device=str(cfg.get("device", "auto")))
     task = subject.predictor.model
@@ -383,22 +376,4 @@ def _attacked_source(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     result = measure_robustness(task, batches(), pixel_space(subject), options)
     title = f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} on {len(paths)} images of {cfg.source}"
-    return _robustness_files(result, output_dir, f"{title} (against its own clean answers)")
-
-
-def _robustness_files(result: Any, output_dir: Path, title: str) -> dict[str, float]:
-    """Write the robustness files, print the sanity checks; the metrics."""
-    from visionkit.explain.robustness import write_outputs
-
-    written = write_outputs(result, output_dir, title)
-    checks = result.checks()
-    width = max(map(len, checks))
-    lines = [f"  {name:<{width}}  {verdict}" for name, verdict in checks.items()]
-    log.info("sanity checks:\n" + "\n".join(lines) + f"\nwritten: {', '.join(p.name for p in written)}")
-    metrics = {f"robust_clean_{result.metric}": result.clean}
-    metrics.update({f"robust_{r.attack}_eps{r.eps:g}_{result.metric}": r.value for r in result.rows if r.eps > 0})
-    failed = [f"{name}: {verdict}" for name, verdict in checks.items() if verdict != "ok"]
-    for line in failed:
-        log.warning(f"sanity check failed: {line}")
-    metrics["robust_checks_failed"] = float(len(failed))
-    return metrics
+    return report_robustness(result, output_dir, f"{title} (against its own clean answers)")

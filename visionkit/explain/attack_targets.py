@@ -155,14 +155,9 @@ class DetectorTarget(AttackTarget):
         """The boxes scoring at least `conf` as the truth."""
         with torch.no_grad():
             found = self.task.detect(images, conf=conf, multi_label=False)
-        height, width = images.shape[-2:]
-        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=images.device)
-        rows = [(i, d.float()) for i, d in enumerate(found)]
-        xyxy = torch.cat([d[:, :4] for _, d in rows]) if rows else torch.zeros(0, 4)
-        centre = torch.cat([(xyxy[:, :2] + xyxy[:, 2:]) / 2, xyxy[:, 2:] - xyxy[:, :2]], 1) / scale
-        owners = torch.cat([torch.full((len(d),), float(i), device=images.device) for i, d in rows])
-        classes = torch.cat([d[:, 5:6] for _, d in rows])
-        return {"image": images, "bboxes": centre, "cls": classes, "batch_idx": owners}
+        truth = [{"boxes": d[:, :4], "labels": d[:, 5]} for d in found]  # the task's own conversion to its layout
+        batch = self.task.batch_from_pair(images, truth)
+        return {k: v.to(images.device) for k, v in batch.items()}
 
     def loss(self, batch: dict[str, Any]) -> Loss:
         def detection_loss(images: Tensor) -> Tensor:

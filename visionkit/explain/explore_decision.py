@@ -20,6 +20,7 @@ from visionkit.explain.features import resolve_layers
 from visionkit.explain.subjects import DetectorSubject, Subject
 from visionkit.tasks.adversarial import PixelSpace, fgsm
 from visionkit.utils.palette import overlay as mask_overlay
+from visionkit.utils.viz import denormalize
 
 FOOL_EPS = (0, 1, 2, 4, 8, 16)  # /255: the page's slider
 STYLE_LAYERS = ("features.relu1_1", "features.relu2_1", "features.relu3_1", "features.relu4_1", "features.relu5_1")
@@ -29,12 +30,6 @@ def pixel_space(subject: Subject) -> PixelSpace:
     """The subject's normalization: attacks move pixels by ε in 0..1 units."""
     contract = subject.predictor.contract
     return PixelSpace(contract.mean, contract.std)
-
-
-def pixels_of(tensor: Tensor, space: PixelSpace) -> np.ndarray:
-    """A normalized 1×3×H×W input as the H×W×3 uint8 picture it stands for."""
-    array = space.to_pixels(tensor.detach().float()).clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-    return (array * 255 + 0.5).astype(np.uint8)
 
 
 SHOWN = 320  # the largest side of the slider's pictures (they are drawn 200 px wide; the attack ran at full size)
@@ -74,11 +69,11 @@ def _fooled(
 ) -> list[dict[str, Any]]:
     """The image under FGSM at each ε of FOOL_EPS (/255) against `loss`, with `answer` for each."""
     space = pixel_space(subject)
-    clean = pixels_of(tensor, space)
+    clean = denormalize(tensor, space.mean, space.std)[0]
     rows = []
     for eps in FOOL_EPS:
         adversarial = fgsm(loss, tensor, eps / 255, space)
-        picture = pixels_of(adversarial, space)
+        picture = denormalize(adversarial, space.mean, space.std)[0]
         with torch.no_grad():
             told = answer(adversarial, picture)
         change = perturbation_png(picture, clean, eps)

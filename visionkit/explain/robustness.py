@@ -21,6 +21,7 @@ from visionkit.tasks.adversarial import ATTACKS, PixelSpace, attack
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger
+from visionkit.utils.viz import denormalize
 
 log = get_logger(__name__)
 
@@ -41,6 +42,14 @@ class RobustnessOptions:
     n: int = 500
     seed: int = 0
     triptychs: int = 6
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> RobustnessOptions:
+        """The options a command's config sets (conf/attack/default.yaml), checked."""
+        from visionkit.training.fit import plain
+
+        names = ("attacks", "eps", "steps", "n", "triptychs", "seed")
+        return cls(**{k: plain(cfg[k]) for k in names if cfg.get(k) is not None})
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.attacks if a not in (*ATTACKS, AUTOATTACK)]
@@ -105,11 +114,6 @@ class RobustnessResult:
         moved = [f"{r.attack} ε={r.eps:g}: {r.max_change:.3f}" for r in self.rows if r.max_change > r.eps + 1e-3]
         out["within_eps"] = "ok" if not moved else "moved more than ε: " + ", ".join(moved)
         return out
-
-
-def _pixels(images: Tensor, space: PixelSpace) -> np.ndarray:
-    array = space.to_pixels(images.detach().float()).clamp(0, 1).cpu().numpy().transpose(0, 2, 3, 1)
-    return (array * 255 + 0.5).astype(np.uint8)
 
 
 def art_classifier(task: VisionTask, space: PixelSpace, image_shape: Sequence[int]) -> Any:
@@ -209,7 +213,8 @@ def _one(
         max_change = max(max_change, float(change) * 255)
         answers = target.update({**batch, "image": adversarial})
         if draw:
-            clean, moved = _pixels(batch["image"], space), _pixels(adversarial, space)
+            clean = denormalize(batch["image"], space.mean, space.std)
+            moved = denormalize(adversarial, space.mean, space.std)
             for offset, after in enumerate(answers):
                 first = before[index + offset]
                 if first.right and not after.right:
@@ -241,3 +246,20 @@ def write_outputs(result: RobustnessResult, output_dir: Path, title: str) -> lis
     if result.flips:
         written.append(save_figure(flips_figure(result.flips), output_dir / "flips.png"))
     return written
+
+
+def report_robustness(result: RobustnessResult, output_dir: Path, title: str) -> dict[str, float]:
+    """Write the files (`write_outputs`), log the sanity checks (a failed one as a warning); the metrics the
+    commands print: `robust_clean_<metric>`, `robust_<attack>_eps<ε>_<metric>`, `robust_checks_failed`."""
+    written = write_outputs(result, output_dir, title)
+    checks = result.checks()
+    width = max(map(len, checks))
+    lines = [f"  {name:<{width}}  {verdict}" for name, verdict in checks.items()]
+    log.info("sanity checks:\n" + "\n".join(lines) + f"\nwritten: {', '.join(p.name for p in written)}")
+    metrics = {f"robust_clean_{result.metric}": result.clean}
+    metrics.update({f"robust_{r.attack}_eps{r.eps:g}_{result.metric}": r.value for r in result.rows if r.eps > 0})
+    failed = [f"{name}: {verdict}" for name, verdict in checks.items() if verdict != "ok"]
+    for line in failed:
+        log.warning(f"sanity check failed: {line}")
+    metrics["robust_checks_failed"] = float(len(failed))
+    return metrics
