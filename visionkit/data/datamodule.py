@@ -8,6 +8,7 @@ from typing import Protocol
 
 import albumentations as A
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -23,6 +24,7 @@ from visionkit.data.augment import (
 from visionkit.data.datasets import (
     ClassificationDataset,
     DetectionDataset,
+    IdentityDataset,
     ImageSampleDataset,
     PhotoDataset,
     SegmentationDataset,
@@ -31,7 +33,7 @@ from visionkit.data.datasets import (
     find_bad_images,
 )
 from visionkit.data.decoded import build_reader, check_cache_kind
-from visionkit.data.resumable import ResumableSampler, global_seed
+from visionkit.data.resumable import GroupedSampler, ResumableSampler, global_seed
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
@@ -87,6 +89,7 @@ class VisionDataModule(L.LightningDataModule):
     `on_after_batch_transfer` normalizes them (call `normalize_batch` when iterating a loader by hand).
     `cache`: "ram" decodes every image once into shared memory (at most `cache_max_gb`, default half the
     memory available), "disk" keeps decoded images as files under `cache_dir` for later epochs and runs.
+    `per_identity` (embeddings): training batches hold that many images of each identity (`GroupedSampler`).
     """
 
     def __init__(
@@ -112,8 +115,15 @@ class VisionDataModule(L.LightningDataModule):
         cache: str | None = None,
         cache_dir: str | None = None,
         cache_max_gb: float | None = None,
+        per_identity: int | None = None,
     ) -> None:
         super().__init__()
+        if per_identity and batch_size % int(per_identity):
+            raise VisionkitError(
+                f"data.batch_size={batch_size} is not a multiple of data.per_identity={per_identity}: a batch holds "
+                f"{per_identity} images of each of batch_size / per_identity identities"
+            )
+        self.per_identity = int(per_identity) if per_identity else None
         check_cache_kind(cache)
         self.cache, self.cache_dir, self.cache_max_gb = cache, cache_dir, cache_max_gb
         self.source = source
@@ -141,6 +151,7 @@ class VisionDataModule(L.LightningDataModule):
             "detection": DetectionDataset,
             "segmentation": SegmentationDataset,
             "style_transfer": PhotoDataset,
+            "embedding": IdentityDataset,
         }.get(task, ClassificationDataset)
         self.collate_fn = detection_collate if task == "detection" else None
         ignore_index = getattr(source, "ignore_index", None)
@@ -304,7 +315,12 @@ class VisionDataModule(L.LightningDataModule):
             self.setup({"train": "fit", "val": "fit"}.get(name, "test"))
         sampler = None
         if train:
-            sampler = self.train_sampler = ResumableSampler(self.datasets[name])
+            dataset = self.datasets[name]
+            sampler = self.train_sampler = (
+                GroupedSampler(dataset, dataset.samples.targets, self.per_identity)
+                if self.per_identity
+                else ResumableSampler(dataset)
+            )
             if self._resume_point is not None:
                 sampler.resume(*self._resume_point, self.batch_size)
                 self._resume_point = None
@@ -319,6 +335,18 @@ class VisionDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             collate_fn=self.collate_fn,
         )
+
+    def pairs(self, split: str) -> np.ndarray | None:
+        """(P, 3) rows of (index a, index b, same) into `split` when the source names verification pairs (an LFW
+        `pairs.txt`); pairs with an image the scan dropped are left out. None when the source names none."""
+        named = getattr(self.source, "pairs", lambda _: None)(split)
+        if named is None:
+            return None
+        position = {path: i for i, path in enumerate(self._load_splits()[split].images)}
+        rows = [(position[a], position[b], int(same)) for a, b, same in named if a in position and b in position]
+        if len(rows) < len(named):
+            log.warning(f"{len(named) - len(rows)} of {len(named)} verification pairs name a skipped image")
+        return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
         """Make the training loader continue at `epoch` after `batches_done` batches (a resumed checkpoint):

@@ -161,6 +161,23 @@ class ClassificationDataset(ImageSampleDataset):
         return [{"image": image, "label": label} for image, label in zip(images, labels)]
 
 
+class IdentityDataset(ClassificationDataset):
+    """Samples `{"image", "label": identity id, "index"}`: the embedding task gathers a split's embeddings by
+    index (verification pairs name images, and DDP ranks see interleaved shares)."""
+
+    def make_sample(
+        self, image: np.ndarray, target: Any, index: int, full_size: tuple[int, int]
+    ) -> dict[str, torch.Tensor]:
+        return {**super().make_sample(image, target, index, full_size), "index": torch.tensor(index)}
+
+    def __getitems__(self, keys: list[int | SampleKey]) -> list[dict[str, torch.Tensor]]:
+        samples = super().__getitems__(keys)
+        if self.batched is not None:
+            indices, _ = split_keys(keys)
+            samples = [{**sample, "index": torch.tensor(i)} for sample, i in zip(samples, indices)]
+        return samples
+
+
 class PhotoDataset(ImageSampleDataset):
     """Samples `{"image", "index"}` from unlabelled photos (the fast stylizer's training data)."""
 

@@ -57,9 +57,47 @@ class ResumableSampler(DistributedSampler):
         self._skip = batches_done * batch_size
         self.resume_pending = True
 
+    def order(self) -> list[int]:
+        """This rank's indices for the current epoch, in order (DistributedSampler's shuffle)."""
+        return list(super().__iter__())
+
     def __iter__(self) -> Iterator[SampleKey]:
         self.resume_pending = False
-        indices: list[Any] = list(super().__iter__())[self._skip :]
+        indices: list[Any] = self.order()[self._skip :]
         self._skip = 0
         epoch = self.epoch
         return iter([(int(i), epoch) for i in indices])
+
+
+def grouped_order(labels: np.ndarray, per_group: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """One epoch's groups of `per_group` indices that share a label, in a seeded random order: each label's
+    samples shuffled and cut into groups (a label with fewer samples repeats some), the groups shuffled."""
+    rng = np.random.default_rng([seed % 2**32, epoch])
+    groups = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        count = max(len(members) // per_group, 1)
+        members = np.resize(members, count * per_group)
+        groups += [members[k * per_group : (k + 1) * per_group] for k in range(count)]
+    return [groups[i] for i in rng.permutation(len(groups))]
+
+
+class GroupedSampler(ResumableSampler):
+    """`ResumableSampler` whose order comes in groups of `per_group` samples of one label (an embedding loss's
+    batches of m images of each of k identities, with batch size k·m). Ranks take whole groups; the epoch's
+    group count is padded to a multiple of the ranks by repeating its first groups."""
+
+    def __init__(self, dataset: Dataset, labels: np.ndarray, per_group: int, seed: int | None = None) -> None:
+        super().__init__(dataset, seed)
+        self.labels = np.asarray(labels)
+        self.per_group = int(per_group)
+        groups = len(grouped_order(self.labels, self.per_group, 0, 0))
+        self.groups_per_rank = -(-groups // self.num_replicas)
+        self.num_samples = self.groups_per_rank * self.per_group
+        self.total_size = self.num_samples * self.num_replicas
+
+    def order(self) -> list[int]:
+        groups = grouped_order(self.labels, self.per_group, self.seed, self.epoch)
+        groups = (groups * 2)[: self.groups_per_rank * self.num_replicas]
+        mine = groups[self.rank :: self.num_replicas]
+        return [int(i) for group in mine for i in group]

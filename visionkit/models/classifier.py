@@ -138,3 +138,25 @@ def build_classifier(
     if weights is not None and not named_weights:
         load_backbone_state(body, read_weights_file(weights), head_keys, f"file {weights}")
     return ImageClassifier(body, features, num_classes, dropout)
+
+
+class EmbeddingNet(nn.Module):
+    """`backbone` (images → feature vectors) and a BN-neck (linear to `embedding_dim`, batch norm), L2-normalized:
+    the identity features an embedding task trains and exports (Luo et al.'s bag of tricks for re-identification)."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = num_features
+        self.neck = nn.Sequential(nn.Linear(num_features, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.normalize(self.neck(self.backbone(x)), dim=1)
+
+
+def build_embedder(backbone: str, embedding_dim: int, weights: str | None = None) -> EmbeddingNet:
+    """Backbone `backbone` (any `build_classifier` takes, with its weights) under a BN-neck of `embedding_dim`."""
+    if embedding_dim < 2:
+        raise VisionkitError(f"task.embedding_dim must be at least 2, got {embedding_dim}")
+    classifier = build_classifier(backbone, 1, weights=weights)
+    return EmbeddingNet(classifier.backbone, classifier.num_features, embedding_dim)

@@ -3,6 +3,7 @@
 from visionkit.tasks.base import VisionTask
 from visionkit.tasks.classification import ClassificationTask
 from visionkit.tasks.detection import DetectionTask
+from visionkit.tasks.embedding import EmbeddingTask
 from visionkit.tasks.finetuning import BackboneFinetuning
 from visionkit.tasks.segmentation import SegmentationTask
 from visionkit.tasks.style_transfer import StyleTransferTask
@@ -11,6 +12,7 @@ __all__ = [
     "BackboneFinetuning",
     "ClassificationTask",
     "DetectionTask",
+    "EmbeddingTask",
     "SegmentationTask",
     "StyleTransferTask",
     "VisionTask",

@@ -70,6 +70,7 @@ def build_datamodule(
         cache=data.get("cache"),
         cache_dir=data.get("cache_dir"),
         cache_max_gb=data.get("cache_max_gb"),
+        per_identity=data.get("per_identity"),
     )
 
 

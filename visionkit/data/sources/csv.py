@@ -31,7 +31,7 @@ class CsvSource:
         self.description = f"CSV {self.csv}"
         self._rows: list[tuple[int, str, str, str | None]] | None = None
 
-    def _read_rows(self) -> list[tuple[int, str, str, str | None]]:
+    def read_rows(self) -> list[tuple[int, str, str, str | None]]:
         """(line number, path, label, split) for every data row, with the file's problems reported by line."""
         if self._rows is not None:
             return self._rows
@@ -58,11 +58,19 @@ class CsvSource:
         self._rows = rows
         return rows
 
+    def resolve(self, line: int, rel_path: str) -> str:
+        """The image file a row names (relative to `root`); an error naming the row when it does not exist."""
+        path = Path(rel_path).expanduser()
+        path = path if path.is_absolute() else self.root / path
+        if not path.is_file():
+            raise VisionkitError(f"{self.csv}:{line}: image file {path} does not exist")
+        return str(path)
+
     def class_names(self) -> list[str]:
         """The given class names, or those found in the label column."""
         if self.given_names is not None:
             return self.given_names
-        labels = {label for _, _, label, _ in self._read_rows()}
+        labels = {label for _, _, label, _ in self.read_rows()}
         if all(label.isdigit() for label in labels):
             return [str(i) for i in range(max(int(label) for label in labels) + 1)]
         return sorted(labels)
@@ -72,18 +80,14 @@ class CsvSource:
         names = self.class_names()
         index = {name: i for i, name in enumerate(names)}
         by_split: dict[str, tuple[list[str], list[int]]] = {}
-        for line, rel_path, label, split in self._read_rows():
+        for line, rel_path, label, split in self.read_rows():
             if label not in index and label.isdigit() and int(label) < len(names):
                 label = names[int(label)]  # an integer label is a class id into the given names
             if label not in index:
                 shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
                 raise VisionkitError(f"{self.csv}:{line}: unknown label {label!r} (known labels: {shown})")
-            path = Path(rel_path).expanduser()
-            path = path if path.is_absolute() else self.root / path
-            if not path.is_file():
-                raise VisionkitError(f"{self.csv}:{line}: image file {path} does not exist")
             paths, labels = by_split.setdefault(split or "train", ([], []))
-            paths.append(str(path))
+            paths.append(self.resolve(line, rel_path))
             labels.append(index[label])
         if "train" not in by_split:
             raise VisionkitError(f"{self.csv}: no training rows (rows without a split column, or split=train)")
