@@ -298,3 +298,32 @@ def save_task_checkpoint(task: Any, path: Path, data_state: dict[str, Any]) -> P
     task.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, path)
     return path
+
+
+@dataclass
+class TrainedEmbedder:
+    """The default embedding job (built-in glyph identities, LeNet-5, ArcFace) trained through `visionkit.run`,
+    and a folder of identities it never saw (one folder each, 32×32 PNGs) with one query image per identity."""
+
+    run: Path
+    ckpt: Path
+    metrics: dict[str, float]
+    people: Path
+    queries: Path
+
+
+@pytest.fixture(scope="session")
+def trained_embedder(tmp_path_factory: pytest.TempPathFactory) -> TrainedEmbedder:
+    """`visionkit-train task=embedding trainer.max_epochs=12` (about 12 s on 2 cores)."""
+    from visionkit import run
+    from visionkit.data.glyphs import glyph_identities
+
+    root = tmp_path_factory.mktemp("embedder")
+    cfg = compose_config(root / "run", ["task=embedding", "trainer.max_epochs=12"])
+    metrics = run.train(cfg)
+    images, ids = glyph_identities(identities=6, per_identity=5, seed=99)  # glyphs no split holds
+    for i, (image, identity) in enumerate(zip(images, ids)):
+        folder = root / ("queries" if i % 5 == 0 else f"people/person{identity}")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"person{identity}_{i % 5:04d}.png")
+    return TrainedEmbedder(root / "run", root / "run" / "checkpoints" / "best.ckpt", metrics, root / "people", root / "queries")

@@ -21,6 +21,8 @@ from visionkit.config import RUN_CONFIG, check_config, run_dir_of_checkpoint
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
+from visionkit.identities import gallery as gallery  # `visionkit-gallery` and `visionkit-verify` run these
+from visionkit.identities import verify as verify
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
 from visionkit.training.fit import build_datamodule, build_task, build_trainer, launcher_env_restored, metrics_of, plain
@@ -38,10 +40,12 @@ __all__ = [
     "explain",
     "explore",
     "export",
+    "gallery",
     "predict",
     "robustness",
     "serve",
     "train",
+    "verify",
 ]
 
 
@@ -216,6 +220,7 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     size = plain(cfg.get("image_size"))
     predictor = build_predictor(state, task_cls, device="cpu", image_size=size, **options)
     info = model_info(predictor, dict(state.get("hyper_parameters", {})), str(cfg.ckpt_path))
+    gallery = _serve_gallery(cfg.get("gallery"), predictor)
     del predictor, state
     options = ServeOptions(
         ckpt_path=str(Path(str(cfg.ckpt_path)).expanduser().resolve()),
@@ -225,9 +230,24 @@ def serve(cfg: DictConfig) -> dict[str, float]:
         image_format=str(cfg.image_format),
         api_key=str(cfg.api_key) if cfg.get("api_key") else None,
         threads=cpu_threads(settings.workers),
+        gallery=gallery,
     )
     run_server(options, settings, info)
     return {}
+
+
+def _serve_gallery(folder: Any, predictor: Any) -> str | None:
+    """The gallery folder `/search` answers from, checked before any worker starts (None when not given)."""
+    if not folder:
+        return None
+    from visionkit.inference.gallery import Gallery
+
+    if predictor.task_name != "embedding":
+        raise VisionkitError(
+            f"gallery={folder}: galleries are searched with embedding checkpoints, not {predictor.task_name}"
+        )
+    Gallery.load(folder)
+    return str(Path(str(folder)).expanduser().resolve())
 
 
 def explain(cfg: DictConfig) -> dict[str, float]:

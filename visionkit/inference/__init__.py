@@ -13,9 +13,10 @@ from visionkit.errors import VisionkitError
 from visionkit.inference.base import ImageInput, Predictor, Result, output_names, write_records
 from visionkit.inference.classification import ClassificationPredictor, ClassificationResult
 from visionkit.inference.detection import DetectionPredictor, DetectionResult
+from visionkit.inference.embedding import EmbeddingPredictor, EmbeddingResult
 from visionkit.inference.segmentation import SegmentationPredictor, SegmentationResult
 from visionkit.inference.stylizer import StylizedResult, StylizerPredictor
-from visionkit.tasks import ClassificationTask, DetectionTask, SegmentationTask, StyleTransferTask
+from visionkit.tasks import ClassificationTask, DetectionTask, EmbeddingTask, SegmentationTask, StyleTransferTask
 from visionkit.tasks.base import VisionTask
 
 # One row per task: the predictor that serves its checkpoints.
@@ -24,6 +25,7 @@ PREDICTORS: dict[type[VisionTask], type[Predictor]] = {
     DetectionTask: DetectionPredictor,
     SegmentationTask: SegmentationPredictor,
     StyleTransferTask: StylizerPredictor,
+    EmbeddingTask: EmbeddingPredictor,
 }
 
 
@@ -104,6 +106,8 @@ __all__ = [
     "ClassificationResult",
     "DetectionPredictor",
     "DetectionResult",
+    "EmbeddingPredictor",
+    "EmbeddingResult",
     "ImageInput",
     "InputContract",
     "Predictor",

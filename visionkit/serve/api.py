@@ -32,6 +32,7 @@ class ServeOptions:
     image_format: str = "png"
     api_key: str | None = None
     threads: int | None = None
+    gallery: str | None = None  # embedding checkpoints: a visionkit-gallery folder that `/search` searches
 
 
 class PredictorAPI(ls.LitAPI):
@@ -42,6 +43,7 @@ class PredictorAPI(ls.LitAPI):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
         self.options = options
         self.predictor: Any = None
+        self.gallery: Any = None
 
     def setup(self, device: str) -> None:
         """Load the predictor on this worker's device (LitServe gives `cpu` or `cuda:N`)."""
@@ -52,6 +54,10 @@ class PredictorAPI(ls.LitAPI):
         self.predictor = load_predictor(
             self.options.ckpt_path, device=device, image_size=self.options.image_size, **options
         )
+        if self.options.gallery:
+            from visionkit.inference.gallery import Gallery
+
+            self.gallery = Gallery.load(self.options.gallery)
 
     def decode_request(self, request: Any) -> Any:
         """The request as the route prepared it (read, checked and decoded in the HTTP process)."""
@@ -62,13 +68,24 @@ class PredictorAPI(ls.LitAPI):
         requests = x if self.max_batch_size > 1 else [x]
         images = [image for request in requests for image in request["images"]]
         results = iter(self.predictor(images))
-        answers = [[(next(results), name) for name in request["names"]] for request in requests]
+        answers = [[(next(results), name, request.get("k")) for name in request["names"]] for request in requests]
         return answers if self.max_batch_size > 1 else answers[0]
 
-    def encode_response(self, output: list[tuple[Result, str]]) -> list[dict[str, Any]]:
-        """Each image's record, its pictures inline (`encode_result`)."""
+    def encode_response(self, output: list[tuple[Result, str, int | None]]) -> list[dict[str, Any]]:
+        """Each image's record, its pictures inline (`encode_result`); a `/search` request's records (k set) give
+        the gallery's nearest identities instead of the embedding."""
         opts = self.options
-        return [encode_result(result, name, opts.mask_format, opts.image_format) for result, name in output]
+        records = []
+        for result, name, k in output:
+            record = encode_result(result, name, opts.mask_format, opts.image_format)
+            if k is not None and result.ok:
+                matches = self.gallery.search(result.embedding, int(k))[0]
+                identity, distance = self.gallery.decide(matches)
+                record.pop("embedding", None)
+                record |= {"identity": identity, "distance": distance, "threshold": self.gallery.threshold}
+                record["matches"] = [m.to_dict() for m in matches]
+            records.append(record)
+        return records
 
     def authorize(self, x_api_key: str | None = Header(default=None, description="the server's api_key")) -> None:
         """With an api_key set, every endpoint but the page needs it as the X-API-Key header (401 otherwise)."""

@@ -150,20 +150,27 @@ async def _read_uploads(request: Request, settings: ServerSettings) -> list[Uplo
     return uploads
 
 
-def _predict_route(server: ls.LitServer, api: PredictorAPI, settings: ServerSettings) -> Any:
-    """The endpoint of `POST /predict`: uploads read, checked and decoded here (in a thread, off the event
-    loop), then handed to LitServe's queue to be batched with the other requests."""
+def _predict_route(server: ls.LitServer, api: PredictorAPI, settings: ServerSettings, search: bool = False) -> Any:
+    """The endpoint of `POST /predict` (or, with `search`, `POST /search?k=5`): uploads read, checked and decoded
+    here (in a thread, off the event loop), then handed to LitServe's queue to be batched with the other
+    requests."""
     from litserve.server import RegularRequestHandler
 
     handler = RegularRequestHandler(api, server)
 
     async def predict(request: Request) -> Response:
+        extra: dict[str, Any] = {}
+        if search:
+            k = request.query_params.get("k", "5")
+            if not k.isdigit() or int(k) < 1:
+                return JSONResponse({"detail": f"k={k}: give a whole number of identities, 1 or more"}, 422)
+            extra["k"] = int(k)
         try:
             uploads = await _read_uploads(request, settings)
             images = await run_in_threadpool(lambda: [decode_upload(u, settings.max_image_pixels) for u in uploads])
         except BadUpload as exc:
             return JSONResponse({"detail": str(exc)}, status_code=exc.status)
-        return await handler.handle_request({"names": [u.name for u in uploads], "images": images}, dict)
+        return await handler.handle_request({"names": [u.name for u in uploads], "images": images, **extra}, dict)
 
     return predict
 
@@ -192,6 +199,17 @@ def build_server(options: ServeOptions, settings: ServerSettings, info: dict[str
         "is a list of Result.to_dict() records, one per image in the order sent.",
         openapi_extra=_PREDICT_DOC,
     )
+    if options.gallery:
+        server.app.add_api_route(
+            "/search",
+            _predict_route(server, api, settings, search=True),
+            methods=["POST"],
+            dependencies=[Depends(api.authorize)],
+            summary="The gallery's nearest identities of each image",
+            description="Uploads as for /predict; query k (default 5). Each record: identity (or 'unknown' past the "
+            "threshold), distance, threshold and the k nearest identities with their distances and images.",
+            openapi_extra=_PREDICT_DOC,
+        )
     page = page_html()
     server.app.add_api_route("/", lambda: HTMLResponse(page), methods=["GET"], include_in_schema=False)
     return server
