@@ -326,4 +326,6 @@ def trained_embedder(tmp_path_factory: pytest.TempPathFactory) -> TrainedEmbedde
         folder = root / ("queries" if i % 5 == 0 else f"people/person{identity}")
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"person{identity}_{i % 5:04d}.png")
-    return TrainedEmbedder(root / "run", root / "run" / "checkpoints" / "best.ckpt", metrics, root / "people", root / "queries")
+    return TrainedEmbedder(
+        root / "run", root / "run" / "checkpoints" / "best.ckpt", metrics, root / "people", root / "queries"
+    )

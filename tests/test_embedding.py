@@ -27,7 +27,9 @@ from visionkit.tasks.embedding_metrics import (
 )
 
 
-def _clustered(n: int = 400, identities: int = 25, noise: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _clustered(
+    n: int = 400, identities: int = 25, noise: float = 1.0, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, identities, (n,), generator=g)
     centres = torch.randn(identities, 16, generator=g)
@@ -173,7 +175,7 @@ def test_training_batches_hold_m_images_of_each_identity_on_every_rank_and_resum
     epoch2 = _two_rank_sampler(dataset, labels, 0)
     epoch2.set_epoch(2)
     assert [i for i, _ in iter(epoch2)] != shares[0]
-    with pytest.raises(VisionkitError, match="not a multiple of data.per_identity=4"):
+    with pytest.raises(VisionkitError, match=r"not a multiple of data\.per_identity=4"):
         VisionDataModule(IdentitySource(), batch_size=30, per_identity=4)
 
 
@@ -224,7 +226,9 @@ def test_the_default_job_reaches_its_stated_metrics_on_unseen_identities(trained
     assert float(roc[-1]["far"]) == 1.0 and float(roc[-1]["tar"]) == 1.0
 
 
-def test_margin_loss_weights_stay_out_of_the_exported_network(trained_embedder: TrainedEmbedder, tmp_path: Path) -> None:
+def test_margin_loss_weights_stay_out_of_the_exported_network(
+    trained_embedder: TrainedEmbedder, tmp_path: Path
+) -> None:
     """The ArcFace class weights are in the checkpoint (to resume) but not in the export; the ONNX embeddings
     of the validation images have cosine similarity ≥ 0.9999 with PyTorch's."""
     import onnxruntime
@@ -302,7 +306,9 @@ def test_gallery_build_search_add_and_verify(trained_embedder: TrainedEmbedder, 
 
     assert gallery("build", f"ckpt_path={ckpt}", f"source={partial}") == {"images": 20.0, "identities": 5.0}
     gallery("search", f"source={queries}", "k=3")
-    found = {Path(r["path"]).stem.split("_")[0]: r for r in json.loads((tmp_path / "run_search" / "search.json").read_text())}
+    found = {
+        Path(r["path"]).stem.split("_")[0]: r for r in json.loads((tmp_path / "run_search" / "search.json").read_text())
+    }
     known = [found[f"person{i}"]["identity"] == f"person{i}" for i in range(5)]
     assert sum(known) >= 4, found
     assert found["person5"]["identity"] == "unknown", found["person5"]
@@ -343,3 +349,81 @@ def test_faiss_search_agrees_with_brute_force() -> None:
         _, found = faiss_index(vectors, kind).search(queries.astype(np.float32), 10)
         recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
         assert recall >= floor, (kind, recall)
+
+
+def test_serve_answers_embeddings_and_gallery_searches(trained_embedder: TrainedEmbedder, tmp_path: Path) -> None:
+    """`/predict` gives the predictor's embeddings; `/search?k=` gives the gallery's nearest identities, and
+    `unknown` beyond the threshold; the console scripts take their positional words (build, two images)."""
+    import subprocess
+
+    import httpx
+
+    from tests.serve_requests import BIN, encoded, running_server
+    from visionkit.inference import load_predictor
+
+    out = tmp_path / "gallery"
+    build = subprocess.run(
+        [str(BIN / "visionkit-gallery"), "build", f"ckpt_path={trained_embedder.ckpt}",
+         f"source={trained_embedder.people}", f"out={out}", f"hydra.run.dir={tmp_path / 'b'}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert build.returncode == 0 and (out / "index.faiss").is_file(), build.stderr[-2000:]
+    a, b = sorted((trained_embedder.people / "person3").iterdir())[:2]
+    verify = subprocess.run(
+        [str(BIN / "visionkit-verify"), str(a), str(b), f"ckpt_path={trained_embedder.ckpt}", "threshold=1.5"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert verify.returncode == 0 and "the same identity (distance" in verify.stdout, verify.stderr[-2000:]
+    query = next(trained_embedder.queries.glob("person2_*"))
+    expected = load_predictor(trained_embedder.ckpt, device="cpu")([query])[0].embedding
+    with running_server(trained_embedder.ckpt, tmp_path, f"gallery={out}") as server, httpx.Client(timeout=60) as c:
+        files = [("image", (query.name, query.read_bytes()))]
+        record = c.post(f"{server.url}/predict", files=files).json()[0]
+        assert record["task"] == "embedding" and np.allclose(record["embedding"], expected, atol=1e-5)
+        found = c.post(f"{server.url}/search?k=3", files=files).json()[0]
+        assert found["identity"] == "person2" and len(found["matches"]) == 3 and "embedding" not in found
+        assert found["matches"][0]["distance"] == pytest.approx(found["distance"], abs=1e-6)
+        noise = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        stranger = c.post(f"{server.url}/search?k=2", files=[("image", ("noise.png", encoded(noise)))]).json()[0]
+        assert stranger["identity"] == "unknown" and stranger["distance"] > stranger["threshold"]
+        assert c.post(f"{server.url}/search?k=0", files=files).status_code == 422
+        log = server.log_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_explain_shows_what_makes_two_images_alike(trained_embedder: TrainedEmbedder, tmp_path: Path) -> None:
+    """Grad-CAM of the cosine similarity with a reference image (the title gives the predictor's distance) and
+    of the identity features; `reference=` on a classifier is refused."""
+    from visionkit import run
+    from visionkit.inference import load_predictor
+
+    image, reference = sorted((trained_embedder.people / "person4").iterdir())[:2]
+    keys = [f"ckpt_path={trained_embedder.ckpt}", f"source={image}", f"reference={reference}"]
+    run.explain(compose_config(tmp_path, [*keys, f"output_dir={tmp_path / 'x'}"], "explain"))
+    report = json.loads(next((tmp_path / "x").rglob("explain.json")).read_text())
+    titles = [cam["title"] for cam in report["gradcam"]]
+    distance = load_predictor(trained_embedder.ckpt, device="cpu").verify(image, reference)["distance"]
+    assert titles[0].startswith(f"like {reference.name}") and f"distance {distance:.2f}" in titles[0]
+    for cam in report["gradcam"]:
+        heat = np.asarray(Image.open(next((tmp_path / "x").rglob(cam["file"]))).convert("L"), dtype=float)
+        assert heat.std() > 5, cam  # a map with structure, not a blank (zero-gradient) one
+
+
+def test_embedding_training_under_ddp_evaluates_every_image_once(tmp_path: Path) -> None:
+    """2 CPU processes (gloo): each rank embeds its share of the validation images; the gathered set is the whole
+    split, once each, so the logged metrics equal a single process's evaluation of the same checkpoint."""
+    import subprocess
+
+    from tests.serve_requests import BIN
+    from visionkit import run
+
+    folder = tmp_path / "ddp"
+    args = ["task=embedding", "trainer=ddp_cpu", "trainer.max_epochs=2", "test_after_fit=false", "logger=csv"]
+    quiet = ["~callbacks.progress_bar", "~callbacks.model_summary", f"hydra.run.dir={folder}"]
+    proc = subprocess.run([str(BIN / "visionkit-train"), *args, *quiet], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [r for r in csv.DictReader(next(folder.rglob("metrics.csv")).open()) if r.get("val_map_at_r")]
+    last = folder / "checkpoints" / "last.ckpt"
+    single = run.evaluate(compose_config(tmp_path / "eval", [f"ckpt_path={last}", "split=val"], "eval"))
+    assert single["val_map_at_r"] == pytest.approx(float(rows[-1]["val_map_at_r"]), abs=1e-4)
+    assert single["val_auc"] == pytest.approx(float(rows[-1]["val_auc"]), abs=1e-4)

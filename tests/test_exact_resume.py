@@ -109,3 +109,40 @@ def test_a_kill_in_the_middle_of_a_checkpoint_write_leaves_the_previous_checkpoi
     os.killpg(writer.pid, signal.SIGKILL)
     writer.wait()
     assert torch.load(checkpoint, weights_only=True)["step"] == 1
+
+
+def test_last_ckpt_holds_the_last_epoch_when_the_metric_stops_improving(tmp_path: Path) -> None:
+    """Lightning 2.6 writes last.ckpt only beside a new best one; ours writes it after every epoch, so a resume
+    never repeats the epochs that did not improve (validated at the epoch's end and within it)."""
+    import lightning as L
+    import torch
+
+    from visionkit.callbacks.checkpoint import ModelCheckpoint
+
+    class Falling(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+            return self.layer(batch).sum()
+
+        def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+            self.log("score", -float(self.global_step))  # worse at every validation
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = torch.utils.data.DataLoader(torch.randn(8, 2), batch_size=2)
+    for interval in (1.0, 0.5):
+        folder = tmp_path / str(interval)
+        checkpoint = ModelCheckpoint(dirpath=folder, filename="best", monitor="score", mode="max", save_last=True)
+        trainer = L.Trainer(
+            max_epochs=3, callbacks=[checkpoint], logger=False, enable_progress_bar=False,
+            enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=interval,
+        )  # fmt: skip
+        trainer.fit(Falling(), data, data)
+        last = torch.load(folder / "last.ckpt", weights_only=True)
+        best = torch.load(folder / "best.ckpt", weights_only=True)
+        assert (last["epoch"], last["global_step"]) == (2, 12), interval
+        assert best["global_step"] < 12

@@ -27,6 +27,7 @@ from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
 from visionkit.training.fit import build_datamodule, build_task, build_trainer, launcher_env_restored, metrics_of, plain
 from visionkit.training.fit import train as train  # `visionkit.run.train`, the name the CLI runner and users call
+from visionkit.utils.io import read_image
 from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.video import is_video_source
 
@@ -285,7 +286,12 @@ def _subject(cfg: DictConfig) -> Any:
     if cfg.get("network") == "vgg19":
         return vgg19_subject(str(cfg.weights), size or 224, device=str(cfg.device))
     if cfg.get("ckpt_path"):
-        return subject_from_checkpoint(str(cfg.ckpt_path), size, float(cfg.conf), device=str(cfg.device))
+        subject = subject_from_checkpoint(str(cfg.ckpt_path), size, float(cfg.conf), device=str(cfg.device))
+        if cfg.get("reference"):
+            if not hasattr(subject, "set_reference"):
+                raise VisionkitError(f"reference= compares embeddings; {cfg.ckpt_path} holds a {subject.kind} model")
+            subject.set_reference(Path(str(cfg.reference)).name, read_image(str(cfg.reference)))
+        return subject
     raise VisionkitError("nothing to explain: pass ckpt_path=/path/to/best.ckpt, or model=vgg19")
 
 
@@ -297,7 +303,6 @@ def explore(cfg: DictConfig) -> dict[str, float]:
 
     from visionkit.explain.explore_data import ExploreOptions
     from visionkit.explain.explore_page import ExploreServer, build_page
-    from visionkit.utils.io import read_image
 
     check_config(cfg)
     paths = list_images(cfg.get("source"))
@@ -381,7 +386,6 @@ def _attacked_source(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     from visionkit.explain.explore_decision import pixel_space
     from visionkit.explain.robustness import RobustnessOptions, measure_robustness, report_robustness
     from visionkit.explain.subjects import subject_from_checkpoint
-    from visionkit.utils.io import read_image
 
     options = RobustnessOptions.from_config(cfg)
     paths = list_images(cfg.source)[: options.n]

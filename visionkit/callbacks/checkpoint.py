@@ -26,9 +26,25 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
             return  # saved at the epoch's end instead
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
+    def _save_last_anyway(self, trainer: L.Trainer, at_epoch_end: bool) -> None:
+        """Write `last.ckpt` when this save point (epoch end or validation end, as Lightning chose) wrote nothing:
+        Lightning 2.6 writes last.ckpt only when a top-k checkpoint was written in the same step, so a run whose
+        last epochs did not improve the monitored metric kept an older last.ckpt and a resume repeated them."""
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._should_save_on_train_epoch_end(trainer) == at_epoch_end
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_anyway(trainer, at_epoch_end=False)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         if self._every_n_train_steps and not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
+        self._save_last_anyway(trainer, at_epoch_end=True)

@@ -76,3 +76,14 @@ class BoxScore:
 
     def __call__(self, output: Tensor) -> Tensor:
         return output[4 + self.class_index, self.anchor]
+
+
+class Similarity:
+    """Target: the cosine similarity of an embedding network's output with a fixed unit `embedding` (where the
+    network looked for what makes two images one identity)."""
+
+    def __init__(self, embedding: Tensor) -> None:
+        self.embedding = embedding.detach()
+
+    def __call__(self, output: Tensor) -> Tensor:
+        return (torch.nn.functional.normalize(output, dim=-1) * self.embedding.to(output)).sum()

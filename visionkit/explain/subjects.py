@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from visionkit.checkpoints import InputContract
 from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, size_hw
 from visionkit.errors import VisionkitError
-from visionkit.explain.cam import BoxScore, ClassScore, MaskedClassScore, Target
+from visionkit.explain.cam import BoxScore, ClassScore, MaskedClassScore, Similarity, Target
 from visionkit.explain.features import default_layers, forward_order
 from visionkit.explain.receptive_field import LAYER_TYPES, LayerRow, layer_table
 from visionkit.inference import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor
@@ -227,10 +227,59 @@ class DetectorSubject(Subject):
         ]  # fmt: skip
 
 
+class _BeforeNormalization(nn.Module):
+    """An embedding network's output before its L2 normalization (the BN-neck's): gradients of a unit vector's
+    length are zero, those of the features it is made from are not."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network.neck(self.network.backbone(images))
+
+
+def _strength(output: Tensor) -> Tensor:
+    """Target: the length of the embedding before normalization (how strongly the identity features respond)."""
+    return output.norm()
+
+
+@dataclass
+class EmbedderSubject(Subject):
+    """Embeddings: Grad-CAM of the cosine similarity with a reference image's embedding (`set_reference`: which
+    parts make the two images one identity), and of the embedding's length before normalization (where the
+    identity features respond)."""
+
+    reference: tuple[str, Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if self.cam_network is None:
+            self.cam_network = _BeforeNormalization(self.network)
+        super().__post_init__()
+
+    def set_reference(self, name: str, image: np.ndarray) -> None:
+        """Compare every explained image with this one (an H×W×3 uint8 RGB image)."""
+        with torch.no_grad():
+            self.reference = (name, self.network(self.prepare(image)[0])[0])
+
+    def cam_targets(self, image: Tensor, top_k: int, classes: Sequence[str]) -> list[CamTarget]:
+        with torch.no_grad():
+            own = self.network(image)[0]
+        targets = []
+        if self.reference is not None:
+            name, embedding = self.reference
+            similarity = float(own @ embedding)
+            title = f"like {name} (cos {similarity:.2f}, distance {1 - similarity:.2f})"
+            targets.append(CamTarget(title, f"like_{_slug(name)}", Similarity(embedding)))
+        targets.append(CamTarget("identity features (embedding length)", "identity", _strength))
+        return targets
+
+
 SUBJECTS: dict[str, type[Subject]] = {
     "classification": ClassifierSubject,
     "segmentation": SegmenterSubject,
     "detection": DetectorSubject,
+    "embedding": EmbedderSubject,
 }  # one row per task: how its checkpoints are explained (keyed by the predictor's task name)
 
 
