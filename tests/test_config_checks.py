@@ -130,7 +130,8 @@ def test_sizes_counts_and_fractions_out_of_range_are_named(make_cfg, overrides: 
     check_config(make_cfg(["trainer.max_epochs=-1", "data.num_workers=0", "data.test_fraction=0"]))  # edges pass
 
 
-COMMANDS = ["train", "eval", "predict", "export", "benchmark", "explain", "serve", "robustness", "explore"]
+COMMANDS = ["train", "eval", "predict", "export", "benchmark", "explain", "serve", "robustness", "explore", "gallery"]
+COMMANDS += ["verify"]
 LIBRARY_WORDS = ("Traceback", "ValidationError", "InitSchema", "RuntimeError", "TypeError", "ValueError", "KeyError")
 
 
@@ -187,4 +188,5 @@ ALLOWED = [  # valid values among the corpus
     ("trainer.max_epochs", -1), ("source", -1), ("source", -0.5), ("data.num_classes", -1), ("source", "abc"),
     ("data.num_classes", -0.5), ("optimizer.weight_decay", 0),
     ("triptychs", 0), ("data_images", 0), ("step_mb", 0),  # no flip pictures; this image's patches only; maps only
+    ("threshold", 0),  # verify and gallery: only an identical embedding is the same identity
 ]  # fmt: skip

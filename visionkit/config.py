@@ -99,6 +99,9 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "data.cache": Literal["ram", "disk"] | None,
     "data.cache_dir": str | None,
     "data.cache_max_gb": float | None,
+    "data.per_identity": int | None,
+    "data.pairs": str | None,
+    "data.builtin": Literal["glyphs"],
     "source": str | int | None,
     "stride": int,
     "start": float | None,
@@ -178,6 +181,14 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "list_layers": bool,
     "target_class": list[str | int],
     "max_channels": int,
+    "reference": str | None,
+    "action": Literal["build", "add", "search"],
+    "out": str | None,
+    "k": int,
+    "threshold": float | None,
+    "index": Literal["auto", "flat", "hnsw", "ivf"],
+    "gallery": str | None,
+    "images": list[str],
 }
 _CALL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 FILLED_AT_BUILD = ("task.num_classes", "task.class_names")  # run.build_task passes what the data found

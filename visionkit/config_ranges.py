@@ -22,6 +22,7 @@ RANGES: dict[str, tuple[Any, str]] = {
             "image_size", "top_k", "max_det", "tile_size", "size", "workers", "max_batch_size", "max_image_pixels",
             "max_images", "opset", "nms_max_det", "check_batches", "batch_sizes", "rounds", "max_channels",
             "trainer.accumulate_grad_batches", "trainer.num_nodes", "steps", "n", "channels", "map_size", "patches",
+            "data.per_identity", "k", "task.embedding_dim", "task.pairs",
         ),
         _AT_LEAST_1,
     ),
@@ -41,6 +42,8 @@ RANGES: dict[str, tuple[Any, str]] = {
     "optimizer.weight_decay": _NOT_NEGATIVE,
     "seed": (lambda v: 0 <= v < 2**32, "an integer from 0 to 4294967295"),
     "cpu_threads": _AT_LEAST_1,
+    "threshold": (lambda v: 0 <= v <= 2, "a cosine distance from 0 to 2"),
+    "task.far": (lambda v: 0 < v < 1, "a false accept rate between 0 and 1 (1e-3 is usual)"),
     "port": (lambda v: 1024 <= v <= 65535, "a port from 1024 to 65535"),
     "trainer.max_epochs": (lambda v: v >= 1 or v == -1, "an integer of 1 or more (-1: no limit)"),
 }  # fmt: skip
