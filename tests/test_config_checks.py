@@ -183,6 +183,7 @@ def test_a_corpus_of_bad_values_for_every_documented_key_is_named(tmp_path: Path
 UNRANGED = ("data.num_classes", "source")  # a count the data checks against itself; a webcam index
 ALLOWED = [  # valid values among the corpus
     *[(k, 0) for k in ("data.num_workers", "num_workers", "data.split_seed", "start", "feather", "seed")],
+    ("crop_margin", 0),
     *[(k, 0) for k in ("data.val_fraction", "data.test_fraction", "data.mosaic", "conf", "iou", "tile_overlap")],
     *[(k, 0) for k in ("batch_timeout", "shutdown_timeout", "nms_conf", "nms_iou", "source", "data.num_classes")],
     ("trainer.max_epochs", -1), ("source", -1), ("source", -0.5), ("data.num_classes", -1), ("source", "abc"),

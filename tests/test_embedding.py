@@ -427,3 +427,57 @@ def test_embedding_training_under_ddp_evaluates_every_image_once(tmp_path: Path)
     single = run.evaluate(compose_config(tmp_path / "eval", [f"ckpt_path={last}", "split=val"], "eval"))
     assert single["val_map_at_r"] == pytest.approx(float(rows[-1]["val_map_at_r"]), abs=1e-4)
     assert single["val_auc"] == pytest.approx(float(rows[-1]["val_auc"]), abs=1e-4)
+
+
+def test_a_detector_finds_the_boxes_and_each_gets_its_embedding_and_identity(
+    trained_embedder: TrainedEmbedder, trained_detector, tmp_path: Path
+) -> None:
+    """predict with detector= on a photo: one embedding per box, equal to the embedding of its crop; with a
+    gallery of those crops, each box is named by its own crop. On a video with track=true every box keeps a track
+    id and has its embedding."""
+    from visionkit import run
+    from visionkit.inference import load_predictor
+    from visionkit.inference.faces import crop_box
+    from visionkit.utils.video import VideoWriter
+
+    detector = load_predictor(trained_detector.ckpt, device="cpu", conf=0.05)
+    photos = sorted((trained_detector.data_yaml.parent / "images" / "train").glob("*"))[:60]
+    found = [(float(r.scores.max()), Path(r.source)) for r in detector(photos) if len(r) >= 2]
+    photo = max(found)[1]  # the clearest: ByteTrack starts tracks at scores of 0.25 and more
+    boxes = detector([photo])[0].boxes
+    image = np.asarray(Image.open(photo).convert("RGB"))
+    known = tmp_path / "known"
+    for i, box in enumerate(boxes.tolist()):
+        (known / f"object{i}").mkdir(parents=True)
+        Image.fromarray(crop_box(image, box, 0.2)).save(known / f"object{i}" / "crop.png")
+    gallery = tmp_path / "gallery"
+    keys = ["action=build", f"ckpt_path={trained_embedder.ckpt}", f"source={known}", f"out={gallery}"]
+    run.gallery(compose_config(tmp_path / "g", keys, "gallery"))
+    common = [f"ckpt_path={trained_embedder.ckpt}", f"detector={trained_detector.ckpt}", "conf=0.05"]
+    keys = [*common, f"source={photo}", f"gallery={gallery}", "threshold=0.05"]
+    metrics = run.predict(compose_config(tmp_path / "photo", keys, "predict"))
+    assert metrics["objects"] == len(boxes)
+    (record,) = json.loads((tmp_path / "photo" / "predictions.json").read_text())
+    assert record["task"] == "identities" and [d["identity"] for d in record["detections"]] == [
+        f"object{i}" for i in range(len(boxes))
+    ]
+    embedder = load_predictor(trained_embedder.ckpt, device="cpu")
+    crop = np.asarray(Image.open(known / "object1" / "crop.png"))
+    assert np.allclose(record["detections"][1]["embedding"], embedder([crop])[0].embedding, atol=1e-4)
+    assert (tmp_path / "photo" / "images" / photo.name).is_file()
+
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, 12) as video:  # the photo drifting right by 2 px a frame
+        for shift in range(12):
+            video.write(np.roll(image, 2 * shift, axis=1))
+    counts = run.predict(compose_config(tmp_path / "video", [*common, f"source={clip}", "track=true"], "predict"))
+    frames = json.loads((tmp_path / "video" / "clip.json").read_text())
+    boxes_seen = [d for r in frames for d in r["detections"]]
+    assert counts["frames"] == 12 and boxes_seen and counts["tracks"] >= 1
+    assert all("track_id" in d and len(d["embedding"]) == 128 for d in boxes_seen)
+    with pytest.raises(VisionkitError, match=r"detector: .* not a detector"):
+        run.predict(
+            compose_config(
+                tmp_path / "bad", [*common[:1], f"detector={trained_embedder.ckpt}", f"source={photo}"], "predict"
+            )
+        )

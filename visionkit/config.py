@@ -189,6 +189,8 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "index": Literal["auto", "flat", "hnsw", "ivf"],
     "gallery": str | None,
     "images": list[str],
+    "detector": str | None,
+    "crop_margin": float,
 }
 _CALL_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 FILLED_AT_BUILD = ("task.num_classes", "task.class_names")  # run.build_task passes what the data found

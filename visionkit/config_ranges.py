@@ -27,7 +27,8 @@ RANGES: dict[str, tuple[Any, str]] = {
         _AT_LEAST_1,
     ),
     **dict.fromkeys(
-        ("data.num_workers", "num_workers", "data.split_seed", "start", "feather", "triptychs", "data_images"),
+        ("data.num_workers", "num_workers", "data.split_seed", "start", "feather", "triptychs", "data_images",
+         "crop_margin"),
         _NOT_NEGATIVE,
     ),
     **dict.fromkeys(("data.val_fraction", "data.test_fraction", "data.mosaic", "conf", "iou"), _FRACTION),

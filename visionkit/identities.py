@@ -109,3 +109,37 @@ def verify(cfg: DictConfig) -> dict[str, float]:
         flush=True,
     )
     return {"same": float(answer["same"]), "distance": answer["distance"], "threshold": answer["threshold"]}
+
+
+def served_gallery(folder: Any, predictor: Any) -> str | None:
+    """The gallery folder `visionkit-serve` answers `/search` from, checked before any worker starts (None when
+    not given)."""
+    if not folder:
+        return None
+    if predictor.task_name != "embedding":
+        raise VisionkitError(
+            f"gallery={folder}: a gallery is searched with an embedding checkpoint, not a {predictor.task_name} one"
+        )
+    Gallery.load(folder, "gallery")
+    return str(Path(str(folder)).expanduser().resolve())
+
+
+def with_detector(embedder: Any, cfg: DictConfig) -> Any:
+    """`visionkit-predict ... detector=det.ckpt [gallery=...]`: the embedding predictor behind a detection
+    checkpoint's boxes (`IdentityPredictor`), with the predict config's detection and device settings."""
+    from visionkit.inference import build_predictor, open_checkpoint
+    from visionkit.inference.faces import IdentityPredictor
+
+    if embedder.task_name != "embedding":
+        raise VisionkitError(
+            f"detector= embeds each detected box: ckpt_path must be an embedding checkpoint, not {embedder.task_name}"
+        )
+    state, task_cls, predictor_cls = open_checkpoint(cfg.detector, "detector")
+    if predictor_cls.task_name != "detection":
+        raise VisionkitError(f"detector: {cfg.detector} holds a {predictor_cls.task_name} model, not a detector")
+    keys = ("conf", "iou", "max_det", "device", "batch_size", "precision", "skip_bad_images", "num_workers")
+    detector = build_predictor(state, task_cls, **{k: plain(cfg[k]) for k in keys if k in cfg})
+    gallery = Gallery.load(cfg.gallery, "gallery") if cfg.get("gallery") else None
+    if gallery is not None and cfg.get("threshold") is not None:
+        gallery.threshold = float(cfg.threshold)
+    return IdentityPredictor(embedder, detector, gallery, float(cfg.get("crop_margin", 0.2)))

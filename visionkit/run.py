@@ -22,6 +22,7 @@ from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.identities import gallery as gallery  # `visionkit-gallery` and `visionkit-verify` run these
+from visionkit.identities import served_gallery, with_detector
 from visionkit.identities import verify as verify
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
@@ -141,6 +142,8 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     paths = [] if video else list_images(source)  # a wrong source stops before the model is built
     options = _predict_options(cfg, predictor_cls)
     predictor = build_predictor(state, task_cls, image_size=plain(cfg.get("image_size")), **options)
+    if cfg.get("detector"):  # embed each box a detector finds (faces), named by a gallery when given
+        predictor = with_detector(predictor, cfg)
     output_dir = Path(cfg.paths.output_dir)
     if video:
         from visionkit.inference.video import predict_video
@@ -157,7 +160,7 @@ def predict(cfg: DictConfig) -> dict[str, float]:
             predictor.write_summary(records, output_dir)
     counts = predictor.counts
     found = sum(len(r.get("detections", [])) for r in records)
-    objects = f", {found} object(s)" if predictor_cls.task_name == "detection" else ""
+    objects = f", {found} object(s)" if predictor.finds_boxes else ""
     log.info(f"predicted {counts['images']} image(s){objects}, skipped {counts['skipped']}: {output_dir}")
     metrics = {"images": float(counts["images"]), "skipped": float(counts["skipped"])}
     return {**metrics, "objects": float(found)} if objects else metrics
@@ -221,7 +224,7 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     size = plain(cfg.get("image_size"))
     predictor = build_predictor(state, task_cls, device="cpu", image_size=size, **options)
     info = model_info(predictor, dict(state.get("hyper_parameters", {})), str(cfg.ckpt_path))
-    gallery = _serve_gallery(cfg.get("gallery"), predictor)
+    gallery = served_gallery(cfg.get("gallery"), predictor)
     del predictor, state
     options = ServeOptions(
         ckpt_path=str(Path(str(cfg.ckpt_path)).expanduser().resolve()),
@@ -235,20 +238,6 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     )
     run_server(options, settings, info)
     return {}
-
-
-def _serve_gallery(folder: Any, predictor: Any) -> str | None:
-    """The gallery folder `/search` answers from, checked before any worker starts (None when not given)."""
-    if not folder:
-        return None
-    from visionkit.inference.gallery import Gallery
-
-    if predictor.task_name != "embedding":
-        raise VisionkitError(
-            f"gallery={folder}: galleries are searched with embedding checkpoints, not {predictor.task_name}"
-        )
-    Gallery.load(folder)
-    return str(Path(str(folder)).expanduser().resolve())
 
 
 def explain(cfg: DictConfig) -> dict[str, float]:

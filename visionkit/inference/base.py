@@ -159,6 +159,7 @@ class Predictor:
 
     task_name: ClassVar[str] = ""
     default_size: ClassVar[int] = 224  # network input size for checkpoints that stored none
+    finds_boxes: ClassVar[bool] = False  # results hold boxes a tracker can follow over video frames
 
     def __init__(
         self,
@@ -209,14 +210,17 @@ class Predictor:
                 result.pixels = None
         return results
 
-    def stream(self, images: ImageInput | Iterable[ImageInput], batch_size: int | None = None) -> Iterator[Result]:
+    def stream(
+        self, images: ImageInput | Iterable[ImageInput], batch_size: int | None = None, tracker: Any = None
+    ) -> Iterator[Result]:
         """Results one by one as their batch is done; inputs are read lazily (a video or a camera works). With
-        `num_workers`, threads read and resize the next batch while the network runs on this one."""
+        `num_workers`, threads read and resize the next batch while the network runs on this one. `tracker` (an
+        `ObjectTracker`, video frames in order): each result's boxes as tracked (`finish`)."""
         size = int(batch_size or self.batch_size)
         inputs = enumerate(_expand(images))
         if not self.num_workers:
             while batch := [self._load(index, image) for index, image in islice(inputs, size)]:
-                yield from self._run(batch)
+                yield from (self.finish(result, tracker) for result in self._run(batch))
             return
         with ThreadPoolExecutor(self.num_workers, thread_name_prefix="visionkit-read") as pool:
 
@@ -227,7 +231,7 @@ class Predictor:
             while pending:
                 batch = [future.result() for future in pending]
                 pending = submit()  # read one batch ahead, never more: memory stays bounded
-                yield from self._run(batch)
+                yield from (self.finish(result, tracker) for result in self._run(batch))
 
     def _load(self, index: int, image: ImageInput) -> InputImage:
         """One input read as RGB and prepared (`prepare_input`); unreadable ones stop, or are marked skipped."""
@@ -275,6 +279,10 @@ class Predictor:
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
         """Results for readable inputs (called in inference mode under the chosen precision)."""
         raise NotImplementedError
+
+    def finish(self, result: Result, tracker: Any = None) -> Result:
+        """The result as it leaves `stream`: its boxes as `tracker` keeps them, when one is given."""
+        return tracker.update(result) if tracker is not None and result.ok else result
 
     def skipped(self, item: InputImage) -> Result:
         """The Result of an input that could not be read."""

@@ -139,6 +139,7 @@ class DetectionPredictor(Predictor):
     """
 
     task_name = "detection"
+    finds_boxes = True
     default_size = 640
 
     def __init__(

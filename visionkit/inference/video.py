@@ -129,8 +129,8 @@ def predict_video(
         raise VisionkitError(f"background= needs a segmentation checkpoint; this one is {task}")
     if options.foreground and options.background is None:
         raise VisionkitError("foreground= chooses the classes kept in front of a new background: add background=...")
-    if options.track and task != "detection":
-        raise VisionkitError(f"track=true needs a detection checkpoint; this one is {task}")
+    if options.track and not predictor.finds_boxes:
+        raise VisionkitError(f"track=true needs a detection checkpoint (or detector=...); this one is {task}")
     name = video_name(source)
     output = check_output(options.output or folder / f"{name}.mp4", source, options.overwrite)
     reader = VideoReader(source, options.stride, options.start, options.end, options.max_frames, options.timeout)
@@ -157,13 +157,11 @@ def predict_video(
     progress = _Progress(reader.frame_count, f"{name} ({task})")
     objects, stop = 0, {"interrupted": False}
     try:
-        for result in predictor.stream(_until_interrupted(reader, stop)):
-            if tracker is not None:
-                result = tracker.update(result)
+        for result in predictor.stream(_until_interrupted(reader, stop), tracker=tracker):
             video.write(_picture(result, background, keep, smoothing, options.feather))
             if masks is not None:
                 masks.write(colorize(result.mask))
-            if options.save_txt and task == "detection":
+            if options.save_txt and predictor.finds_boxes:
                 result.save(folder, f"{name}_{result.frame:06d}.txt", draw=False)
             objects += len(getattr(result, "boxes", ()))
             if frames_json is not None:
@@ -196,7 +194,7 @@ def predict_video(
         )
     if interrupted:
         raise KeyboardInterrupt
-    if task == "detection":
+    if predictor.finds_boxes:
         counts["objects"] = float(objects)
     if tracker is not None:
         counts["tracks"] = float(len(tracker.tracks))
