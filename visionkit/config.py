@@ -101,7 +101,7 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "data.cache_max_gb": float | None,
     "data.per_identity": int | None,
     "data.pairs": str | None,
-    "data.builtin": Literal["glyphs"],
+    "data.builtin": Literal["glyphs", "patches"],
     "source": str | int | None,
     "stride": int,
     "start": float | None,

@@ -1,7 +1,8 @@
-"""Built-in synthetic identities for the embedding task: each identity is a glyph (a few coloured strokes and
-shapes in fixed places), each image one view of it under a new pose, lighting, background and noise. An open
-set in the small: a network must learn what stays the same across views, not the views, to match identities
-it never trained on. Deterministic, generated in memory in about a second."""
+"""Built-in identities for the embedding task: each identity is a glyph (a few coloured strokes and shapes in
+fixed places), or a patch of one of the two photographs scikit-learn ships (real texture), and each image one view
+of it under a new pose, lighting, background and noise. An open set in the small: a network must learn what stays
+the same across views, not the views, to match identities it never trained on. Deterministic, made in memory in
+about a second."""
 
 from __future__ import annotations
 
@@ -71,5 +72,27 @@ def glyph_identities(
         glyph = _draw(_glyph(rng), (0, 0, 0))
         for _ in range(per_identity):
             images.append(_view(glyph, rng))
+            labels.append(identity)
+    return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def photo_patch_identities(
+    identities: int = IDENTITIES, per_identity: int = IMAGES_PER_IDENTITY, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N×32×32×3 uint8 images, N identity ids): views of 64×64 patches of scikit-learn's two sample photographs
+    (a temple in China, a flower), each patch an identity, drawn without overlap from a seeded grid."""
+    from sklearn.datasets import load_sample_images
+
+    photos = [np.asarray(p, dtype=np.float32) for p in load_sample_images().images]
+    cells = [(k, y, x) for k, p in enumerate(photos) for y in range(0, p.shape[0] - _CANVAS + 1, _CANVAS)
+             for x in range(0, p.shape[1] - _CANVAS + 1, _CANVAS)]  # fmt: skip
+    chosen = np.random.default_rng(seed).permutation(len(cells))[:identities]
+    images, labels = [], []
+    for identity, cell in enumerate(chosen):
+        k, y, x = cells[cell]
+        patch = photos[k][y : y + _CANVAS, x : x + _CANVAS]
+        rng = np.random.default_rng([seed, identity, 1])
+        for _ in range(per_identity):
+            images.append(_view(patch, rng))
             labels.append(identity)
     return np.stack(images), np.asarray(labels, dtype=np.int64)

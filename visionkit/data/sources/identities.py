@@ -15,7 +15,10 @@ from visionkit.data.sources.imagefolder import images_under
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
 
-BUILTIN = {"glyphs": "built-in glyph identities (160 synthetic identities × 16 views, 32×32)"}
+BUILTIN = {
+    "glyphs": "built-in glyph identities (160 synthetic identities × 16 views, 32×32)",
+    "patches": "built-in photo-patch identities (120 patches of scikit-learn's 2 photographs × 16 views, 32×32)",
+}
 
 
 @dataclass(frozen=True)
@@ -144,8 +147,11 @@ class IdentitySource:
                 images.append(path)
                 ids.append(index[identity])
             return images, np.asarray(ids, dtype=np.int64), names, given
-        from visionkit.data.glyphs import glyph_identities
+        from visionkit.data.glyphs import glyph_identities, photo_patch_identities
 
+        if self.builtin == "patches":
+            images, ids = photo_patch_identities(identities=120)
+            return images, ids, [f"patch{i:03d}" for i in range(int(ids.max()) + 1)], {}
         images, ids = glyph_identities()
         return images, ids, [f"glyph{i:03d}" for i in range(int(ids.max()) + 1)], {}
 

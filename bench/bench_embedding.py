@@ -1,0 +1,161 @@
+"""Embedding benchmarks: the default recipe (`visionkit-train task=embedding`) against a plain
+pytorch-metric-learning loop (same LeNet-5 + BN-neck, ArcFace, AdamW, cosine schedule, batches of 4 images of 16
+identities with PML's MPerClassSampler, the same albumentations `light` augmentation, 30 epochs), on the built-in
+glyph identities and on patches of real photographs (`data.builtin=patches`), several seeds; both measured on the
+test identities the same way (TAR@FAR=1e-2 on 6,000 balanced pairs, precision@1 of a gallery/query split), and
+training images/s (steady epochs, the evaluation left out).
+
+Run:  .venv/bin/python bench/bench_embedding.py [--seeds 3] [--epochs 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import cpu_model, run_child, train_metrics
+
+ARGS = ["task=embedding", "~callbacks.progress_bar", "~callbacks.model_summary", "trainer.enable_model_summary=false"]
+
+
+def ours(builtin: str, seed: int, epochs: int) -> dict:
+    """The default job through visionkit-train: its test metrics and the speed report's training images/s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [*ARGS, f"data.builtin={builtin}", f"seed={seed}", f"trainer.max_epochs={epochs}"]
+        metrics = train_metrics(overrides, Path(tmp), "tar_far_1e-2")
+        run = next(Path(tmp).rglob("speed.json")).parent
+        rows = next(iter((run / "csv").rglob("metrics.csv"))).read_text().splitlines()
+        header = rows[0].split(",")
+        test = next(
+            dict(zip(header, r.split(","))) for r in rows[1:] if r.split(",")[header.index("test_precision_at_1")]
+        )
+        speed = json.loads((run / "speed.json").read_text())
+    return {**metrics, "test_precision_at_1": float(test["test_precision_at_1"]), "images_per_s": speed["images_per_s"]}
+
+
+def plain(builtin: str, seed: int, epochs: int) -> dict:
+    """The loop pytorch-metric-learning's examples write, on the same splits, network and augmentation."""
+    import albumentations as A
+    from pytorch_metric_learning.losses import ArcFaceLoss
+    from pytorch_metric_learning.samplers import MPerClassSampler
+    from torch.utils.data import DataLoader, Dataset
+
+    from visionkit.data import IdentitySource
+    from visionkit.data.augment import load_preset
+    from visionkit.models.classifier import build_embedder
+    from visionkit.tasks.embedding_metrics import (
+        gallery_query_split,
+        pair_distances,
+        retrieval,
+        sampled_pairs,
+        verify_pairs,
+    )
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    splits = IdentitySource(builtin=builtin).splits(0.1, 0.2, 0)
+    augment = A.Compose(load_preset("light"))
+    augment.set_random_seed(seed)
+
+    class Views(Dataset):
+        def __init__(self, samples, train: bool) -> None:
+            self.samples, self.train = samples, train
+
+        def __len__(self) -> int:
+            return len(self.samples)
+
+        def __getitem__(self, i: int):
+            image = self.samples.images[i]
+            image = augment(image=image)["image"] if self.train else image
+            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255).sub(0.5).div(0.5)
+            return x, int(self.samples.targets[i])
+
+    train = splits["train"]
+    classes = int(train.targets.max()) + 1
+    sampler = MPerClassSampler(train.targets, m=4, batch_size=64, length_before_new_iter=len(train))
+    loader = DataLoader(Views(train, True), batch_size=64, sampler=sampler)
+    net = build_embedder("lenet5", 128)
+    loss_fn = ArcFaceLoss(classes, 128)
+    params = [*net.parameters(), *loss_fn.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    images, seconds = 0, 0.0
+    for epoch in range(epochs):
+        net.train()
+        start = time.perf_counter()
+        for x, y in loader:
+            optimizer.zero_grad()
+            loss_fn(net(x), y).backward()
+            optimizer.step()
+            if epoch > 0:
+                images += len(y)
+        if epoch > 0:
+            seconds += time.perf_counter() - start
+        schedule.step()
+    net.eval()
+    test = splits["test"]
+    with torch.no_grad():
+        embeddings = torch.cat([net(x) for x, _ in DataLoader(Views(test, False), batch_size=256)])
+    labels = torch.as_tensor(test.targets)
+    pairs = sampled_pairs(test.targets, 6000, 0)  # the task's pairs and seed
+    verification = verify_pairs(pair_distances(embeddings, pairs), pairs[:, 2])
+    gallery, query = gallery_query_split(test.targets, 0)
+    found = retrieval(embeddings[query], labels[query], embeddings[gallery], labels[gallery])
+    return {
+        "test_tar_far_1e-2": verification.tar_at(1e-2),
+        "test_precision_at_1": found["precision_at_1"],
+        "images_per_s": images / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--child", nargs="*")
+    args = parser.parse_args()
+    if args.child is not None:
+        kind, builtin, seed, epochs = args.child
+        result = (ours if kind == "ours" else plain)(builtin, int(seed), int(epochs))
+        print(json.dumps(result))
+        return
+    torch.set_num_threads(torch.get_num_threads())
+    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, {args.epochs} epochs\n")
+    for builtin in ("glyphs", "patches"):
+        print(f"data.builtin={builtin}")
+        print(
+            "| seed | plain PML loop: TAR@FAR=1e-2 / P@1 / train img/s | visionkit: TAR@FAR=1e-2 / P@1 / train img/s |"
+        )
+        print("|---:|---:|---:|")
+        rows = {"plain": [], "ours": []}
+        for seed in range(args.seeds):  # interleaved: each pair back to back
+            for kind in ("plain", "ours"):
+                rows[kind].append(run_child(__file__, [kind, builtin, str(seed), str(args.epochs)]))
+            cells = [
+                f"{r['test_tar_far_1e-2']:.3f} / {r['test_precision_at_1']:.3f} / {r['images_per_s']:.0f}"
+                for r in (rows["plain"][-1], rows["ours"][-1])
+            ]
+            print(f"| {seed} | {cells[0]} | {cells[1]} |", flush=True)
+        mean = {k: {m: float(np.mean([r[m] for r in v])) for m in v[0]} for k, v in rows.items()}
+        speed = mean["ours"]["images_per_s"] / mean["plain"]["images_per_s"]
+        quality = all(mean["ours"][m] >= mean["plain"][m] for m in ("test_tar_far_1e-2", "test_precision_at_1"))
+        cells = [
+            f"{m['test_tar_far_1e-2']:.3f} / {m['test_precision_at_1']:.3f} / {m['images_per_s']:.0f}"
+            for m in (mean["plain"], mean["ours"])
+        ]
+        print(f"| mean | {cells[0]} | **{cells[1]}** |")
+        print(
+            f"quality ≥ the plain loop: {'reached' if quality else 'NOT reached'}; "
+            f"speed {speed:.2f}× (target ≥ 0.95: {'reached' if speed >= 0.95 else 'NOT reached'})\n",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
