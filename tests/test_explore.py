@@ -209,3 +209,22 @@ def test_served_page_puts_an_edited_kernel_into_the_network(digits_checkpoint) -
     assert top["p"] == pytest.approx(float(expected.max()), abs=1e-5)
     assert top["name"] == subject.class_names[int(expected.argmax())]
     assert not torch.allclose(expected, before)  # the edited kernel changed the answer
+
+
+def test_embedding_page_shows_the_embedding_and_pushes_it_past_the_threshold(trained_embedder, tmp_path: Path) -> None:
+    """An embedding checkpoint's page: the embedding strip and its Grad-CAMs; FGSM moves the embedding away from
+    its clean self, further at larger ε, and says when it passes the threshold."""
+    image = next(trained_embedder.queries.glob("*.png"))
+    page = _page(tmp_path / "emb", [f"ckpt_path={trained_embedder.ckpt}", f"source={image}"])
+    slider = (
+        "(() => { const s = document.getElementById('fool-slider'); const out = [];"
+        " for (const v of [1, 5]) { s.value = v; s.dispatchEvent(new Event('input'));"
+        " out.push(document.getElementById('fool-label').textContent); } return out; })()"
+    )
+    parts = "[!!document.getElementById('strip'), document.querySelectorAll('#decision-body img').length]"
+    opened = open_in_chromium(page, tmp_path / "explore_embedding.png", parts, slider)
+    assert not opened.errors, opened.errors
+    assert opened.scroll_width <= opened.window_width
+    assert opened.answers[0] == [True, 3]  # the strip and two Grad-CAMs
+    small, large = (float(text.split()[1]) for text in opened.answers[1])
+    assert 0 < small < large, opened.answers[1]  # ε 1/255, then 16/255

@@ -227,11 +227,36 @@ def detection(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str
     return {"decision": {"boxes": boxes}, "fool": _fooled(subject, tensor, loss, answer)}
 
 
+def embedding(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str, Any]:
+    """The embedding (its values as a strip) with the Grad-CAMs of `EmbedderSubject`, and FGSM pushing the
+    embedding away from its clean self: fooled once the distance passes the checkpoint's threshold (the
+    network would then call the image someone else)."""
+    with torch.no_grad():
+        clean = subject.network(tensor)[0].float()
+    threshold = float(getattr(subject.predictor, "threshold", float("nan")))
+
+    def loss(images: Tensor) -> Tensor:
+        return -(F.normalize(subject.network(images).float(), dim=1) @ clean).sum()
+
+    def answer(images: Tensor, _picture: np.ndarray) -> dict[str, Any]:
+        distance = float(1 - F.normalize(subject.network(images).float(), dim=1)[0] @ clean)
+        return {"label": f"distance {distance:.3f} to the clean embedding", "confidence": 1 - distance,
+                "flipped": bool(distance > threshold)}  # fmt: skip
+
+    values = clean.cpu().numpy()
+    scale = max(float(np.abs(values).max()), 1e-12)
+    strip = viridis(np.repeat(values[None, :], 8, axis=0), -scale, scale)
+    decision = {"strip": png_url(strip), "dim": len(values), "threshold": threshold,
+                "cams": _cams(subject, tensor, picture, 2)}  # fmt: skip
+    return {"decision": decision, "fool": _fooled(subject, tensor, loss, answer)}
+
+
 DECISIONS: dict[str, Callable[[Subject, Tensor, np.ndarray], dict[str, Any]]] = {
     "classification": classification,
     "vgg19": classification,
     "segmentation": segmentation,
     "detection": detection,
+    "embedding": embedding,
 }  # one row per subject kind: its decision panel and what FGSM does to it
 
 

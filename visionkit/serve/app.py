@@ -189,25 +189,27 @@ def build_server(options: ServeOptions, settings: ServerSettings, info: dict[str
     )
     ours = ("/", "/predict")
     server.app.router.routes = [r for r in server.app.router.routes if not (isinstance(r, APIRoute) and r.path in ours)]
-    server.app.add_api_route(
-        "/predict",
-        _predict_route(server, api, settings),
-        methods=["POST"],
-        dependencies=[Depends(api.authorize)],
-        summary="Predict on one or more images",
-        description="multipart/form-data file fields, or JSON {image: base64} / {images: [base64, ...]}; the answer "
-        "is a list of Result.to_dict() records, one per image in the order sent.",
-        openapi_extra=_PREDICT_DOC,
-    )
+    routes = {
+        "/predict": (
+            "Predict on one or more images",
+            "multipart/form-data file fields, or JSON {image: base64} / {images: [base64, ...]}; the answer is a list "
+            "of Result.to_dict() records, one per image in the order sent.",
+        )
+    }
     if options.gallery:
+        routes["/search"] = (
+            "The gallery's nearest identities of each image",
+            "Uploads as for /predict; query k (default 5). Each record: identity (or 'unknown' past the threshold), "
+            "distance, threshold and the k nearest identities with their distances and images.",
+        )
+    for path, (summary, description) in routes.items():
         server.app.add_api_route(
-            "/search",
-            _predict_route(server, api, settings, search=True),
+            path,
+            _predict_route(server, api, settings, search=path == "/search"),
             methods=["POST"],
             dependencies=[Depends(api.authorize)],
-            summary="The gallery's nearest identities of each image",
-            description="Uploads as for /predict; query k (default 5). Each record: identity (or 'unknown' past the "
-            "threshold), distance, threshold and the k nearest identities with their distances and images.",
+            summary=summary,
+            description=description,
             openapi_extra=_PREDICT_DOC,
         )
     page = page_html()

@@ -36,6 +36,14 @@ def stacked_images(images: Any) -> Tensor:
     raise VisionkitError(f"images as {type(images).__name__}: expected a (B, C, H, W) tensor or a list of tensors")
 
 
+def labelled_batch(images: Tensor, target: Any, what: str = "labels") -> dict[str, Any]:
+    """`{"image", "label"}` from images and one integer per image (a (B,) tensor or a list of ints)."""
+    labels = torch.as_tensor(target, device=images.device).long().view(-1)
+    if labels.numel() != images.shape[0]:
+        raise VisionkitError(f"{images.shape[0]} images but {labels.numel()} {what} in a batch")
+    return {"image": images, "label": labels}
+
+
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
     """Trainable parameters in three named groups: conv/linear weights (decayed), norm weights and biases
     (not decayed). Biases are apart so a schedule can warm them up differently (ultralytics' recipe)."""

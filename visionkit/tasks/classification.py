@@ -14,10 +14,9 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD
-from visionkit.errors import VisionkitError
 from visionkit.models.classifier import build_classifier
 from visionkit.tasks.adversarial import TRAINING_ATTACKS, PixelSpace, training_attack
-from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
+from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask, labelled_batch
 from visionkit.tasks.finetuning import STRATEGIES, BackboneFinetuning
 
 
@@ -178,10 +177,7 @@ class ClassificationTask(VisionTask):
 
     def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
         """`(images, labels)`: labels as a (B,) tensor or a list of ints."""
-        labels = torch.as_tensor(target, device=images.device).long().view(-1)
-        if labels.numel() != images.shape[0]:
-            raise VisionkitError(f"{images.shape[0]} images but {labels.numel()} labels in a batch")
-        return {"image": images, "label": labels}
+        return labelled_batch(images, target, "labels")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         return self._shared_step(batch, "train")

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from visionkit.errors import VisionkitError
 from visionkit.models.classifier import build_embedder
-from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
+from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask, labelled_batch
 from visionkit.tasks.embedding_losses import LOSSES, MetricLoss
 from visionkit.tasks.embedding_metrics import (
     Verification,
@@ -122,10 +122,7 @@ class EmbeddingTask(VisionTask):
 
     def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
         """`(images, identity ids)`: ids as a (B,) tensor or a list of ints."""
-        labels = torch.as_tensor(target, device=images.device).long().view(-1)
-        if labels.numel() != images.shape[0]:
-            raise VisionkitError(f"{images.shape[0]} images but {labels.numel()} identity ids in a batch")
-        return {"image": images, "label": labels}
+        return labelled_batch(images, target, "identity ids")
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         labels = batch["label"]
