@@ -225,6 +225,6 @@ def test_embedding_page_shows_the_embedding_and_pushes_it_past_the_threshold(tra
     opened = open_in_chromium(page, tmp_path / "explore_embedding.png", parts, slider)
     assert not opened.errors, opened.errors
     assert opened.scroll_width <= opened.window_width
-    assert opened.answers[0] == [True, 3]  # the strip and two Grad-CAMs
+    assert opened.answers[0] == [True, 2]  # the strip and the Grad-CAM of the identity features
     small, large = (float(text.split()[1]) for text in opened.answers[1])
     assert 0 < small < large, opened.answers[1]  # ε 1/255, then 16/255

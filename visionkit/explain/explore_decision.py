@@ -235,8 +235,8 @@ def embedding(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str
         clean = subject.network(tensor)[0].float()
     threshold = float(getattr(subject.predictor, "threshold", float("nan")))
 
-    def loss(images: Tensor) -> Tensor:
-        return -(F.normalize(subject.network(images).float(), dim=1) @ clean).sum()
+    def loss(images: Tensor) -> Tensor:  # the features before normalization along the clean direction: the
+        return -(subject.cam_network(images).float() @ clean).sum()  # cosine itself has no gradient at its maximum
 
     def answer(images: Tensor, _picture: np.ndarray) -> dict[str, Any]:
         distance = float(1 - F.normalize(subject.network(images).float(), dim=1)[0] @ clean)
