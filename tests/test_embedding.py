@@ -283,6 +283,9 @@ def test_predict_writes_embeddings_and_their_sources(trained_embedder: TrainedEm
     assert broken[0]["row"] == "" and broken[0]["error"]
     first = next(r for r in index if r["row"] == "0")
     assert np.allclose(array[0], predictor([first["path"]])[0].embedding, atol=1e-6)
+    keys = [f"ckpt_path={trained_embedder.ckpt}", f"source={source}", f"gallery={tmp_path}"]
+    with pytest.raises(VisionkitError, match="gallery= names detected boxes"):
+        run.predict(compose_config(tmp_path / "g", keys, "predict"))
 
 
 def test_gallery_build_search_add_and_verify(trained_embedder: TrainedEmbedder, tmp_path: Path) -> None:

@@ -144,6 +144,10 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     predictor = build_predictor(state, task_cls, image_size=plain(cfg.get("image_size")), **options)
     if cfg.get("detector"):  # embed each box a detector finds (faces), named by a gallery when given
         predictor = with_detector(predictor, cfg)
+    elif cfg.get("gallery"):
+        raise VisionkitError(
+            "gallery= names detected boxes (with detector=); for whole images: visionkit-gallery search"
+        )
     output_dir = Path(cfg.paths.output_dir)
     if video:
         from visionkit.inference.video import predict_video
