@@ -163,9 +163,10 @@ def test_training_batches_hold_m_images_of_each_identity_on_every_rank_and_resum
         keys = list(iter(sampler))
         indices = [i for i, _ in keys]
         assert len(indices) % 4 == 0 and len(indices) == len(sampler)
-        for start in range(0, len(indices), 8):  # batch of 8 = 2 identities × 4 images
-            batch = labels[indices[start : start + 8]]
-            assert all(count == 4 for count in np.unique(batch, return_counts=True)[1] if len(batch) == 8)
+        groups = [labels[indices[k : k + 4]] for k in range(0, len(indices), 4)]
+        assert all(len(set(group)) == 1 for group in groups)  # m = 4 images of one identity
+        pairs = [(groups[k][0], groups[k + 1][0]) for k in range(0, len(groups) - 1, 2)]  # batches of 2 identities
+        assert sum(a != b for a, b in pairs) >= len(pairs) - 1, pairs  # two different ones wherever possible
         shares.append(indices)
         resumed = _two_rank_sampler(dataset, labels, rank)
         resumed.resume(1, batches_done=1, batch_size=8)
@@ -179,6 +180,22 @@ def test_training_batches_hold_m_images_of_each_identity_on_every_rank_and_resum
         VisionDataModule(IdentitySource(), batch_size=30, per_identity=4)
 
 
+def test_each_batch_holds_different_identities_where_it_can() -> None:
+    """PK sampling: 12 identities × 4 groups in batches of 8 groups: the shuffled order repeats identities within
+    batches, the reordered one does not (the tail may, when only a few identities are left)."""
+    from visionkit.data.resumable import distinct_batches, grouped_order
+
+    labels = np.repeat(np.arange(12), 16)
+    groups = grouped_order(labels, 4, seed=0, epoch=0)
+
+    def distinct(order: list[np.ndarray]) -> int:
+        return sum(len({int(labels[g[0]]) for g in order[k : k + 8]}) == 8 for k in range(0, len(order), 8))
+
+    spread = distinct_batches(groups, labels, 8)
+    assert sorted(map(tuple, spread)) == sorted(map(tuple, groups))  # the same groups, each once
+    assert distinct(spread) >= 5 > distinct(groups), (distinct(spread), distinct(groups))
+
+
 def _two_rank_sampler(dataset: list[int], labels: np.ndarray, rank: int) -> GroupedSampler:
     """A GroupedSampler as rank `rank` of 2 DDP processes sees it."""
     import torch.distributed as dist
@@ -188,7 +205,7 @@ def _two_rank_sampler(dataset: list[int], labels: np.ndarray, rank: int) -> Grou
     get_size, get_rank = dist.get_world_size, dist.get_rank
     dist.get_world_size, dist.get_rank = (lambda *a: 2), (lambda *a: rank)
     try:
-        return GroupedSampler(dataset, labels, per_group=4, seed=3)
+        return GroupedSampler(dataset, labels, per_group=4, per_batch=2, seed=3)
     finally:
         dist.is_initialized, dist.get_world_size, dist.get_rank = original, get_size, get_rank
 

@@ -317,7 +317,9 @@ class VisionDataModule(L.LightningDataModule):
         if train:
             dataset = self.datasets[name]
             sampler = self.train_sampler = (
-                GroupedSampler(dataset, dataset.samples.targets, self.per_identity)
+                GroupedSampler(
+                    dataset, dataset.samples.targets, self.per_identity, self.batch_size // self.per_identity
+                )
                 if self.per_identity
                 else ResumableSampler(dataset)
             )

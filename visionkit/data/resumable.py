@@ -4,6 +4,7 @@ part-way through an epoch, and it hands each sample its epoch so augmentation is
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -82,15 +83,41 @@ def grouped_order(labels: np.ndarray, per_group: int, seed: int, epoch: int) -> 
     return [groups[i] for i in rng.permutation(len(groups))]
 
 
+def distinct_batches(groups: list[np.ndarray], labels: np.ndarray, per_batch: int) -> list[np.ndarray]:
+    """The groups reordered so each run of `per_batch` groups holds as many different labels as it can (k
+    identities per batch, not one identity twice): a group whose label the batch has already waits for the next
+    batch, in its order; a batch fills up with waiting groups only when no other label is left."""
+    queue, out = deque(groups), []
+    while queue:
+        batch, seen, waiting = [], set(), []
+        while queue and len(batch) < per_batch:
+            group = queue.popleft()
+            label = int(labels[group[0]])
+            if label in seen:
+                waiting.append(group)
+            else:
+                batch.append(group)
+                seen.add(label)
+        room = per_batch - len(batch)
+        batch += waiting[:room]
+        queue.extendleft(reversed(waiting[room:]))  # the waiting groups go first into the next batch
+        out += batch
+    return out
+
+
 class GroupedSampler(ResumableSampler):
     """`ResumableSampler` whose order comes in groups of `per_group` samples of one label (an embedding loss's
-    batches of m images of each of k identities, with batch size k·m). Ranks take whole groups; the epoch's
-    group count is padded to a multiple of the ranks by repeating its first groups."""
+    batches of m images of each of k identities, with batch size k·m): every sample once per epoch, and with
+    `per_batch` (k) each batch's groups of different labels where the labels allow it (PK sampling). Ranks take
+    whole groups; the epoch's group count is padded to a multiple of the ranks by repeating its first groups."""
 
-    def __init__(self, dataset: Dataset, labels: np.ndarray, per_group: int, seed: int | None = None) -> None:
+    def __init__(
+        self, dataset: Dataset, labels: np.ndarray, per_group: int, per_batch: int = 1, seed: int | None = None
+    ) -> None:
         super().__init__(dataset, seed)
         self.labels = np.asarray(labels)
         self.per_group = int(per_group)
+        self.per_batch = max(int(per_batch), 1)
         groups = len(grouped_order(self.labels, self.per_group, 0, 0))
         self.groups_per_rank = -(-groups // self.num_replicas)
         self.num_samples = self.groups_per_rank * self.per_group
@@ -99,5 +126,5 @@ class GroupedSampler(ResumableSampler):
     def order(self) -> list[int]:
         groups = grouped_order(self.labels, self.per_group, self.seed, self.epoch)
         groups = (groups * 2)[: self.groups_per_rank * self.num_replicas]
-        mine = groups[self.rank :: self.num_replicas]
+        mine = distinct_batches(groups[self.rank :: self.num_replicas], self.labels, self.per_batch)
         return [int(i) for group in mine for i in group]
