@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import TrainedEmbedder, compose_config
+from tests.conftest import TrainedEmbedder, check_report_page, compose_config
 from visionkit.data import IdentitySource, VisionDataModule
 from visionkit.data.resumable import GroupedSampler
 from visionkit.errors import VisionkitError
@@ -239,6 +239,7 @@ def test_the_default_job_reaches_its_stated_metrics_on_unseen_identities(trained
         assert (run / "plots" / f"{name}.png").stat().st_size > 5000, name
     report = (run / "report.html").read_text()
     assert report.count("<img") >= 5 and "test_tar_far_1e-2" in report
+    check_report_page(run, run.parent / "report.png")  # 1280 px wide, no error, short numbers
     roc = list(csv.DictReader((run / "tables" / "roc_curve.csv").open()))
     assert float(roc[-1]["far"]) == 1.0 and float(roc[-1]["tar"]) == 1.0
 
