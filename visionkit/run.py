@@ -6,6 +6,7 @@ The Hydra entry points only call these; tests and Python callers pass configs fr
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Mapping
@@ -21,9 +22,6 @@ from visionkit.config import RUN_CONFIG, check_config, run_dir_of_checkpoint
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
-from visionkit.identities import gallery as gallery  # `visionkit-gallery` and `visionkit-verify` run these
-from visionkit.identities import served_gallery, with_detector
-from visionkit.identities import verify as verify
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
 from visionkit.training.fit import build_datamodule, build_task, build_trainer, launcher_env_restored, metrics_of, plain
@@ -143,7 +141,14 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     options = _predict_options(cfg, predictor_cls)
     predictor = build_predictor(state, task_cls, image_size=plain(cfg.get("image_size")), **options)
     if cfg.get("detector"):  # embed each box a detector finds (faces), named by a gallery when given
-        predictor = with_detector(predictor, cfg)
+        from visionkit.inference.faces import with_detector
+
+        keys = ("conf", "iou", "max_det", "device", "batch_size", "num_workers", "skip_bad_images", "precision")
+        boxes = {k: plain(cfg[k]) for k in keys if k in cfg}
+        margin = float(cfg.crop_margin)
+        predictor = with_detector(
+            predictor, str(cfg.detector), cfg.get("gallery"), cfg.get("threshold"), margin, **boxes
+        )
     elif cfg.get("gallery"):
         raise VisionkitError(
             "gallery= names detected boxes (with detector=); for whole images: visionkit-gallery search"
@@ -219,7 +224,7 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     from dataclasses import fields
 
     from visionkit.inference import build_predictor, open_checkpoint
-    from visionkit.serve.app import ServeOptions, ServerSettings, cpu_threads, model_info, run_server
+    from visionkit.serve.app import ServeOptions, ServerSettings, cpu_threads, model_info, run_server, served_gallery
 
     check_config(cfg)  # mask_format and image_format among them
     settings = ServerSettings(**{f.name: plain(cfg[f.name]) for f in fields(ServerSettings) if f.name in cfg})
@@ -242,6 +247,72 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     )
     run_server(options, settings, info)
     return {}
+
+
+def _embedder(cfg: DictConfig, checkpoint: Any = None) -> Any:
+    """The EmbeddingPredictor of `checkpoint` (default `cfg.ckpt_path`) with the config's device settings; another
+    task's checkpoint is refused."""
+    from visionkit.inference import load_task_predictor
+
+    keys = ("device", "batch_size", "precision", "skip_bad_images", "image_size")
+    options = {k: plain(cfg[k]) for k in keys if k in cfg}
+    return load_task_predictor(
+        checkpoint or cfg.get("ckpt_path"), "embedding", "ckpt_path", "an embedding one", **options
+    )
+
+
+def gallery(cfg: DictConfig) -> dict[str, float]:
+    """`visionkit-gallery build|add|search`: build a gallery folder from one folder per identity, add images to
+    one, or search it for the nearest identities of each image of `source` (printed, and written to search.json)."""
+    from visionkit.inference.gallery import ACTIONS, Gallery, embedded_images, search_records
+    from visionkit.utils.io import atomic_write
+
+    check_config(cfg)
+    if cfg.action not in ACTIONS:
+        raise VisionkitError(f"visionkit-gallery {cfg.action}: the actions are {', '.join(ACTIONS)}")
+    if not cfg.get("out"):
+        raise VisionkitError("out is not set: pass out=<gallery folder>")
+    out = Path(str(cfg.out)).expanduser()
+    if cfg.action == "build":
+        predictor = _embedder(cfg)
+        vectors, sources, identities = embedded_images(predictor, str(cfg.source))
+        threshold = predictor.threshold if cfg.get("threshold") is None else float(cfg.threshold)
+        built = Gallery(vectors, identities, sources, threshold, str(cfg.ckpt_path), str(cfg.index))
+        built.save(out)
+        log.info(f"gallery {out}: {len(built)} images of {len(set(identities))} identities ({built.index_kind} index)")
+        return {"images": float(len(built)), "identities": float(len(set(identities)))}
+    known = Gallery.load(out, "out")
+    embedder = _embedder(cfg, cfg.get("ckpt_path") or known.checkpoint)  # the gallery's own, unless given
+    vectors, sources, identities = embedded_images(embedder, str(cfg.source))
+    if cfg.action == "add":
+        grown = known.added(vectors, identities, sources)
+        grown.save(out)
+        log.info(f"gallery {out}: {len(grown) - len(known)} image(s) added, {len(grown)} in all")
+        return {"images": float(len(grown)), "added": float(len(grown) - len(known))}
+    if cfg.get("threshold") is not None:
+        known.threshold = float(cfg.threshold)
+    records = search_records(known, vectors, sources, int(cfg.k))
+    for record in records:
+        nearest = ", ".join(f"{m['identity']} {m['distance']:.3f}" for m in record["matches"])
+        print(f"{record['path']}: {record['identity']} (nearest: {nearest}; threshold {known.threshold:.3f})")
+    with atomic_write(Path(str(cfg.paths.output_dir)) / "search.json", "w") as handle:
+        json.dump(records, handle, indent=1)
+    return {"queries": float(len(records)), "unknown": float(sum(r["identity"] == "unknown" for r in records))}
+
+
+def verify(cfg: DictConfig) -> dict[str, float]:
+    """`visionkit-verify a.jpg b.jpg ckpt_path=...`: whether the two images show the same identity."""
+    check_config(cfg)
+    images = [str(i) for i in plain(cfg.get("images")) or []]
+    if len(images) != 2:
+        raise VisionkitError(
+            f"give two images to compare (visionkit-verify a.jpg b.jpg ckpt_path=...); got {len(images)}"
+        )
+    answer = _embedder(cfg).verify(*images, threshold=cfg.get("threshold"))
+    verdict, sign = ("the same identity", "≤") if answer["same"] else ("not the same identity", ">")
+    distance, threshold = answer["distance"], answer["threshold"]
+    print(f"{images[0]} and {images[1]}: {verdict} (distance {distance:.4f} {sign} threshold {threshold:.4f})")
+    return {"same": float(answer["same"]), "distance": distance, "threshold": threshold}
 
 
 def explain(cfg: DictConfig) -> dict[str, float]:

@@ -3,7 +3,7 @@
 import sys
 
 from visionkit.cli.runner import run_hydra
-from visionkit.identities import ACTIONS
+from visionkit.inference.gallery import ACTIONS
 
 
 def main() -> None:

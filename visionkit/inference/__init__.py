@@ -100,6 +100,17 @@ def load_predictor(
     return build_predictor(state, task_cls, device=device, image_size=image_size, **options)
 
 
+def load_task_predictor(
+    checkpoint: str | os.PathLike[str], task: str, key: str, what: str, **options: Any
+) -> Predictor:
+    """`load_predictor` for a checkpoint that must hold a `task` model (a gallery's embedder, predict's detector):
+    another task's checkpoint is refused, naming `key` and saying it is not `what` ("a detector")."""
+    state, task_cls, predictor_cls = open_checkpoint(checkpoint, key)
+    if predictor_cls.task_name != task:
+        raise VisionkitError(f"{key}: {checkpoint} holds a {predictor_cls.task_name} model, not {what}")
+    return build_predictor(state, task_cls, **options)
+
+
 __all__ = [
     "PREDICTORS",
     "ClassificationPredictor",
@@ -118,6 +129,7 @@ __all__ = [
     "StylizerPredictor",
     "build_predictor",
     "load_predictor",
+    "load_task_predictor",
     "open_checkpoint",
     "output_names",
     "predictor_class",

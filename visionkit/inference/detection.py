@@ -78,17 +78,19 @@ class DetectionResult(Result):
     def plot(self) -> np.ndarray:
         """The image with each box outlined in its class colour and labelled `class score` (`#id class score`
         when tracked)."""
+        texts = [f"{self.names[int(c)]} {s:.2f}" for c, s in zip(self.classes.tolist(), self.scores.tolist())]
+        return self.drawn(texts, [box_colour(int(c)) for c in self.classes.tolist()])
+
+    def drawn(self, texts: list[str], colours: list[tuple[int, int, int]]) -> np.ndarray:
+        """The image with each box outlined in its colour and labelled with its text (after `#id ` when tracked)."""
         canvas = Image.fromarray(self.original)
         draw = ImageDraw.Draw(canvas)
         thickness = max(1, round(max(canvas.size) / 300))
         font = ImageFont.load_default(size=max(10, round(max(canvas.size) / 40)))
         ids = [f"#{i} " for i in self.track_ids.tolist()] if len(self.track_ids) else [""] * len(self.boxes)
-        for (x1, y1, x2, y2), score, cls, track in zip(
-            self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(), ids
-        ):
-            colour = box_colour(int(cls))
+        for (x1, y1, x2, y2), label, colour, track in zip(self.boxes.tolist(), texts, colours, ids):
             draw.rectangle([x1, y1, x2, y2], outline=colour, width=thickness)
-            text = f"{track}{self.names[int(cls)]} {score:.2f}"
+            text = f"{track}{label}"
             left, top, right, bottom = draw.textbbox((x1, y1), text, font=font)
             lift = bottom - top + 2
             y_text = y1 - lift if y1 - lift >= 0 else y1

@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from visionkit.inference.base import InputImage, Predictor, Result
 from visionkit.inference.detection import DetectionPredictor, DetectionResult
@@ -44,22 +43,11 @@ class IdentityResult(DetectionResult):
         without a gallery, by its class as detection draws it."""
         if not self.identities:
             return super().plot()
-        canvas = Image.fromarray(self.original)
-        draw = ImageDraw.Draw(canvas)
-        thickness = max(1, round(max(canvas.size) / 300))
-        font = ImageFont.load_default(size=max(10, round(max(canvas.size) / 40)))
-        tracks = [f"#{i} " for i in self.track_ids.tolist()] if len(self.track_ids) else [""] * len(self.boxes)
         names = sorted(set(self.identities))
-        for box, identity, distance, track in zip(self.boxes.tolist(), self.identities, self.distances, tracks):
-            colour = (128, 128, 128) if identity == "unknown" else box_colour(names.index(identity))
-            draw.rectangle(box, outline=colour, width=thickness)
-            text = f"{track}{identity} {distance:.2f}"
-            left, top, right, bottom = draw.textbbox((box[0], box[1]), text, font=font)
-            lift = bottom - top + 2
-            y_text = box[1] - lift if box[1] - lift >= 0 else box[1]
-            draw.rectangle([box[0], y_text, box[0] + right - left + 4, y_text + lift], fill=colour)
-            draw.text((box[0] + 2, y_text), text, fill=(255, 255, 255), font=font)
-        return np.asarray(canvas)
+        texts = [f"{identity} {distance:.2f}" for identity, distance in zip(self.identities, self.distances)]
+        grey = (128, 128, 128)
+        colours = [grey if i == "unknown" else box_colour(names.index(i)) for i in self.identities]
+        return self.drawn(texts, colours)
 
 
 def crop_box(image: np.ndarray, box: Sequence[float], margin: float) -> np.ndarray:
@@ -94,9 +82,6 @@ class IdentityPredictor(Predictor):
         super().__init__(detector.model, detector.contract, **common, skip_bad_images=detector.skip_bad_images)
         self.precision = detector.precision
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model  # the detector prepared it already
-
     def prepare_input(self, pixels: np.ndarray) -> np.ndarray:
         return self.detector.prepare_input(pixels)
 
@@ -120,3 +105,28 @@ class IdentityPredictor(Predictor):
             result.identities = [identity for identity, _ in decided]
             result.distances = np.asarray([d if math.isfinite(d) else 2.0 for _, d in decided], np.float32)
         return result
+
+
+def with_detector(
+    embedder: Predictor,
+    detector: str,
+    gallery: str | None = None,
+    threshold: float | None = None,
+    margin: float = 0.2,
+    **detector_options: Any,
+) -> IdentityPredictor:
+    """The embedding predictor behind a detection checkpoint's boxes (`visionkit-predict ... detector=det.ckpt`),
+    naming them with a gallery folder when given (at its threshold, or `threshold`)."""
+    from visionkit.errors import VisionkitError
+    from visionkit.inference import load_task_predictor
+    from visionkit.inference.gallery import Gallery
+
+    if embedder.task_name != "embedding":
+        raise VisionkitError(
+            f"detector= embeds each detected box: ckpt_path must be an embedding checkpoint, not {embedder.task_name}"
+        )
+    boxes = load_task_predictor(detector, "detection", "detector", "a detector", **detector_options)
+    known = Gallery.load(gallery, "gallery") if gallery else None
+    if known is not None and threshold is not None:
+        known.threshold = float(threshold)
+    return IdentityPredictor(embedder, boxes, known, margin)

@@ -16,6 +16,7 @@ import numpy as np
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import atomic_dir
 
+ACTIONS = ("build", "add", "search")  # visionkit-gallery's
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
 FLAT_LIMIT = 100_000  # exact search up to this many embeddings; HNSW past it (recall measured: docs/benchmarks.md)
 UNKNOWN = "unknown"
@@ -174,3 +175,29 @@ def identity_of(path: str, root: Path) -> str:
     own name for images directly in it."""
     relative = Path(path).resolve().relative_to(root.resolve())
     return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def embedded_images(predictor: Any, source: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """(embeddings, sources, identities) of the readable images under `source` (a folder of identity folders, an
+    image or a glob), with a progress bar; unreadable ones stop, or are skipped with `skip_bad_images`."""
+    from rich.progress import track
+
+    from visionkit.data.files import list_images
+
+    paths = list_images(source)
+    found = [r for r in track(predictor.stream(paths), total=len(paths), description="embedding") if r.ok]
+    vectors = np.stack([r.embedding for r in found]) if found else np.zeros((0, 1), np.float32)
+    root = Path(source).expanduser()
+    root = root if root.is_dir() else root.parent
+    return vectors, [r.source for r in found], [identity_of(r.source, root) for r in found]
+
+
+def search_records(gallery: Gallery, vectors: np.ndarray, sources: list[str], k: int) -> list[dict[str, Any]]:
+    """Per query: its path, the identity it is judged to be (`unknown` past the threshold), the distance and the
+    `k` nearest identities."""
+    records = []
+    for source, matches in zip(sources, gallery.search(vectors, k)):
+        identity, distance = gallery.decide(matches)
+        found = [m.to_dict() for m in matches]
+        records.append({"path": source, "identity": identity, "distance": distance, "matches": found})
+    return records

@@ -118,6 +118,20 @@ def model_info(predictor: Predictor, hyper_parameters: dict[str, Any], ckpt_path
     }
 
 
+def served_gallery(folder: str | None, predictor: Predictor) -> str | None:
+    """The gallery folder `/search` answers from, checked before any worker starts (None when not given)."""
+    if not folder:
+        return None
+    from visionkit.inference.gallery import Gallery
+
+    if predictor.task_name != "embedding":
+        raise VisionkitError(
+            f"gallery={folder}: a gallery is searched with an embedding checkpoint, not a {predictor.task_name} one"
+        )
+    Gallery.load(folder, "gallery")
+    return os.path.realpath(os.path.expanduser(str(folder)))
+
+
 def page_html() -> str:
     """The try-it page (plain HTML and JavaScript, nothing fetched from elsewhere)."""
     return resources.files("visionkit.serve").joinpath("page.html").read_text(encoding="utf-8")
@@ -260,4 +274,12 @@ def run_server(options: ServeOptions, settings: ServerSettings, info: dict[str, 
     print("visionkit-serve: stopped", flush=True)
 
 
-__all__ = ["ServeOptions", "ServerSettings", "build_server", "cpu_threads", "model_info", "run_server"]
+__all__ = [
+    "ServeOptions",
+    "ServerSettings",
+    "build_server",
+    "cpu_threads",
+    "model_info",
+    "run_server",
+    "served_gallery",
+]
