@@ -128,6 +128,7 @@ def plain(builtin: str, seed: int, epochs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--data", nargs="+", default=["glyphs", "patches"], help="built-in sets to compare on")
     parser.add_argument("--child", nargs="*")
@@ -146,7 +147,7 @@ def main() -> None:
         )
         print("|---:|---:|---:|")
         rows = {"plain": [], "ours": []}
-        for seed in range(args.seeds):  # interleaved: each pair back to back
+        for seed in range(args.first_seed, args.first_seed + args.seeds):  # interleaved: each pair back to back
             for kind in ("plain", "ours"):
                 rows[kind].append(run_child(__file__, [kind, builtin, str(seed), str(args.epochs)]))
             cells = [
