@@ -100,14 +100,15 @@ def _coco_precision(
     for image_id, (found, truth) in enumerate(zip(detections, truths)):
         for row in truth:
             w, h = float(row[3] - row[1]), float(row[4] - row[2])
+            ignored = row[0] < 0  # VOC's difficult boxes: COCO's crowd regions, neither hits nor misses
             annotations.append(
                 {
                     "id": len(annotations) + 1,
                     "image_id": image_id,
-                    "category_id": int(row[0]),
+                    "category_id": int(-1 - row[0] if ignored else row[0]),
                     "bbox": xywh(row[1:5]),
                     "area": w * h,
-                    "iscrowd": 0,
+                    "iscrowd": int(ignored),
                 }
             )
         for row in found:
@@ -144,6 +145,20 @@ def _coco_precision(
     return ap, curve
 
 
+def without_ignored(found: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """One image's detections and truths without its ignored truths (negative classes: VOC's `difficult`) and
+    the detections on them (IoU ≥ `iou` with an ignored box of their class), as VOC's evaluation leaves both out."""
+    ignored = truth[:, 0] < 0
+    if not ignored.any():
+        return found, truth
+    from torchvision.ops import box_iou
+
+    overlap = box_iou(torch.as_tensor(found[:, :4]).float(), torch.as_tensor(truth[ignored, 1:5]).float()).numpy()
+    same_class = found[:, 5][:, None] == (-1 - truth[ignored, 0])[None, :]
+    on_ignored = ((overlap >= iou) & same_class).any(1) if len(found) else np.zeros(0, dtype=bool)
+    return found[~on_ignored], truth[~ignored]
+
+
 def score_detection(
     detections: list[np.ndarray], truths: list[np.ndarray], num_classes: int, max_det: int = 300
 ) -> DetectionScores:
@@ -155,6 +170,7 @@ def score_detection(
     tps, confs, pred_classes, true_classes = [], [], [], []
     images = np.zeros(num_classes, dtype=np.int64)
     for found, truth in zip(detections, truths):
+        found, truth = without_ignored(found, truth)
         found = found[np.argsort(-found[:, 4], kind="stable")]
         boxes, true_cls = torch.as_tensor(truth[:, 1:5]).float(), torch.as_tensor(truth[:, 0]).long()
         found_boxes, pred_cls = torch.as_tensor(found[:, :4]).float(), torch.as_tensor(found[:, 5]).long()

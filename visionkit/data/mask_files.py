@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,6 +24,41 @@ def mask_image(mask: np.ndarray) -> Image.Image:
         image.putpalette(class_palette().ravel().tolist())
         return image
     return Image.fromarray(mask.astype(np.uint16))
+
+
+@dataclass(frozen=True)
+class ShapeMask:
+    """A mask drawn from an annotation file's shapes (CVAT, LabelMe), standing where other sources name a mask
+    file: `shapes` are painted in order (later over earlier) on `background`. A polygon covers the pixels
+    whose centres it contains and those its outline passes through (PIL's polygon fill with outline, as LabelMe's
+    own `shape_to_mask`); a mask shape is a binary array placed at its top-left corner."""
+
+    source: str  # the annotation file (and the image inside it), as messages name it
+    height: int
+    width: int
+    shapes: tuple[tuple[int, Any], ...]  # (class id, flat x y points) or (class id, (left, top, bool array))
+    background: int = 0
+
+    def __str__(self) -> str:
+        return self.source
+
+    def render(self) -> np.ndarray:
+        """(height, width) class ids, uint8 (int32 beyond 255 classes)."""
+        from PIL import ImageDraw
+
+        top = max([self.background, *(class_id for class_id, _ in self.shapes)])
+        ids = Image.new("I" if top > 255 else "L", (self.width, self.height), self.background)
+        draw = ImageDraw.Draw(ids)
+        for class_id, shape in self.shapes:
+            if isinstance(shape[-1], np.ndarray):
+                left, top_row, bits = shape
+                stamp = Image.fromarray(bits.astype(np.uint8) * 255)
+                ids.paste(
+                    class_id, (int(left), int(top_row), int(left) + bits.shape[1], int(top_row) + bits.shape[0]), stamp
+                )
+            else:
+                draw.polygon([float(v) for v in shape], fill=class_id, outline=class_id)
+        return np.array(ids, dtype=np.int32 if top > 255 else np.uint8)
 
 
 @dataclass(frozen=True)
@@ -59,8 +95,13 @@ class MaskReader:
                 raise VisionkitError("data.colors lists the same colour for two classes")
         return MaskReader(num_classes, None if ignore_index is None else int(ignore_index), binary, table)
 
-    def read(self, path: str | os.PathLike[str]) -> np.ndarray:
-        """The mask's class ids (uint8, or int32 beyond 255); VisionkitError naming the file when it cannot be."""
+    def read(self, path: str | os.PathLike[str] | ShapeMask) -> np.ndarray:
+        """The mask's class ids (uint8, or int32 beyond 255); VisionkitError naming the file when it cannot be.
+        A `ShapeMask` (shapes from an annotation file) is drawn instead of read."""
+        if isinstance(path, ShapeMask):
+            ids = path.render()
+            self.check(ids, path)
+            return ids
         path = Path(path)
         if not path.is_file():
             raise VisionkitError(f"mask {path} does not exist")

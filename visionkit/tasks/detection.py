@@ -178,8 +178,15 @@ class DetectionTask(VisionTask):
 
     @staticmethod
     def loss_batch(batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The batch in the keys ultralytics' loss reads."""
-        return {"img": batch["image"], "batch_idx": batch["batch_idx"], "cls": batch["cls"], "bboxes": batch["bboxes"]}
+        """The batch in the keys ultralytics' loss reads; ignored boxes (negative classes, e.g. VOC's `difficult`)
+        are left out: the loss neither rewards nor punishes a detection on one."""
+        kept = batch["cls"].view(-1) >= 0
+        return {
+            "img": batch["image"],
+            "batch_idx": batch["batch_idx"][kept],
+            "cls": batch["cls"][kept],
+            "bboxes": batch["bboxes"][kept],
+        }
 
     def batch_from_pair(self, images: Tensor, target: Any) -> dict[str, Any]:
         """`(images, targets)` in torchvision's detection convention (see the class docstring) in the loss layout."""
@@ -265,13 +272,15 @@ class DetectionTask(VisionTask):
         height, width = images.shape[-2:]
         detections = self.detect(images)
         preds = [{"boxes": d[:, :4], "scores": d[:, 4], "labels": d[:, 5].long()} for d in detections]
-        targets = []
+        targets, truth = [], []  # truth: class x1 y1 x2 y2 rows, ignored boxes with their negative class
         for i in range(images.shape[0]):
             mine = batch["batch_idx"] == i
             boxes = _xywhn_to_xyxy(batch["bboxes"][mine], height, width)
-            targets.append({"boxes": boxes, "labels": batch["cls"][mine].view(-1).long()})
+            labels = batch["cls"][mine].view(-1).long()
+            ignored = labels < 0  # evaluation ignores them (COCO's crowd regions): class -1 - value
+            targets.append({"boxes": boxes, "labels": torch.where(ignored, -1 - labels, labels), "iscrowd": ignored.long()})
+            truth.append(torch.cat([labels[:, None].float(), boxes], 1))
         metric.update(preds, targets)
-        truth = [torch.cat([t["labels"][:, None].float(), t["boxes"]], 1) for t in targets]
         if for_report:
             return {"detections": detections, "truths": truth}
         if not for_plot:

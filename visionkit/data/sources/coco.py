@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from visionkit.data.sources.annotations import box_row
 from visionkit.data.sources.yolo import SKIP_HINT, ScanReport, SplitScan
 from visionkit.data.splits import SampleSet, complete_splits
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import check_image
-
-_TOLERANCE = 1.0  # px a box may overhang the image edge (rounding in exporters); clipped, not an error
 
 
 def read_coco_json(path: Path) -> dict[str, Any]:
@@ -47,20 +46,12 @@ def coco_categories(spec: dict[str, Any], path: Path) -> tuple[dict[int, int], l
     return {cat_id: index for index, (cat_id, _) in enumerate(categories)}, [name for _, name in categories]
 
 
-def _box_row(ann: dict[str, Any], image: dict[str, Any], where: str, class_id: int) -> list[float] | None:
+def _box_row(ann: dict[str, Any], image: dict[str, Any], where: str, class_id: int) -> list[float]:
     try:
         x, y, w, h = (float(v) for v in ann["bbox"])
     except (KeyError, TypeError, ValueError):
         raise VisionkitError(f"{where}: 'bbox' must be [x, y, width, height] numbers") from None
-    width, height = float(image["width"]), float(image["height"])
-    if w <= 0 or h <= 0:
-        raise VisionkitError(f"{where}: bbox {ann['bbox']} has zero width or height")
-    if x < -_TOLERANCE or y < -_TOLERANCE or x + w > width + _TOLERANCE or y + h > height + _TOLERANCE:
-        raise VisionkitError(
-            f"{where}: bbox {ann['bbox']} reaches outside the {image['width']}x{image['height']} image"
-        )
-    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
-    return [class_id, (x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
+    return box_row((x, y, x + w, y + h), float(image["width"]), float(image["height"]), class_id, where)
 
 
 def scan_coco_split(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,13 +52,33 @@ class MaskScanReport:
         return text
 
 
-def _files_by_stem(folder: Path) -> dict[str, Path]:
+def files_by_stem(folder: Path) -> dict[str, Path]:
     """Image files under `folder` keyed by their path relative to it, without suffix."""
     found = {}
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith("."):
             found.setdefault(str(path.relative_to(folder).with_suffix("")), path)
     return found
+
+
+def check_mask_pair(reader: MaskReader, image: Path, mask: Any) -> tuple[str | None, np.ndarray | None]:
+    """(None, pixel count per class) when the image and its mask (a file, or shapes to draw) are usable
+    together, else (the reason, None)."""
+    reason = check_image(image)
+    if reason is not None:
+        return f"image {image}: {reason}", None
+    try:
+        ids = reader.read(mask)
+    except VisionkitError as exc:
+        return str(exc), None
+    height, width = shown_size(image)
+    if ids.shape != (height, width):
+        return (
+            f"mask {mask} is {ids.shape[1]}x{ids.shape[0]} px but its image {image} is {width}x{height}; "
+            "a mask must have its image's size",
+            None,
+        )
+    return None, np.bincount(ids.ravel().astype(np.int64), minlength=reader.num_classes)[: reader.num_classes]
 
 
 class MaskSource:
@@ -156,28 +177,9 @@ class MaskSource:
             return complete_splits(given, val_fraction, test_fraction, seed)
         return split_pool(self._scan("all", self.image_dir, self.mask_dir), val_fraction, test_fraction, seed)
 
-    def _check_pair(self, image: Path, mask: Path) -> tuple[str | None, np.ndarray | None]:
-        """(None, class pixel counts) when the pair is usable, else (the reason, None)."""
-        reason = check_image(image)
-        if reason is not None:
-            return f"image {image}: {reason}", None
-        try:
-            ids = self.mask_reader.read(mask)
-        except VisionkitError as exc:
-            return str(exc), None
-        height, width = shown_size(image)
-        if ids.shape != (height, width):
-            return (
-                f"mask {mask} is {ids.shape[1]}x{ids.shape[0]} px but its image {image} is {width}x{height}; "
-                "a mask must have its image's size",
-                None,
-            )
-        counts = np.bincount(ids.ravel().astype(np.int64), minlength=len(self.names))[: len(self.names)]
-        return None, counts
-
     def _scan(self, split: str, image_dir: Path, mask_dir: Path) -> SampleSet:
-        images = _files_by_stem(image_dir)
-        masks = _files_by_stem(mask_dir) if mask_dir.is_dir() else {}
+        images = files_by_stem(image_dir)
+        masks = files_by_stem(mask_dir) if mask_dir.is_dir() else {}
         report = MaskScanReport(split, self.names, self.layout, pixels=np.zeros(len(self.names), dtype=np.int64))
         problems = [
             f"mask {masks[s]} has no image in {image_dir} (same name, any image suffix)"
@@ -191,7 +193,7 @@ class MaskSource:
         ]
         pairs = [(images[s], masks[s]) for s in images if s in masks]
         with ThreadPoolExecutor(max_workers=self.threads) as pool:
-            results = list(pool.map(lambda pair: self._check_pair(*pair), pairs))
+            results = list(pool.map(lambda pair: check_mask_pair(self.mask_reader, *pair), pairs))
         kept: list[tuple[Path, Path]] = []
         for pair, (reason, counts) in zip(pairs, results):
             if reason is None:

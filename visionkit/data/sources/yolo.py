@@ -27,11 +27,13 @@ class ScanReport:
     split: str
     images: int = 0
     boxes: int = 0
+    ignored: int = 0  # of the boxes, those evaluation ignores (VOC's difficult)
     backgrounds: int = 0
     skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        text = f"{self.split}: {self.images} images, {self.boxes} boxes, {self.backgrounds} without objects"
+        ignored = f" ({self.ignored} ignored: difficult)" if self.ignored else ""
+        text = f"{self.split}: {self.images} images, {self.boxes} boxes{ignored}, {self.backgrounds} without objects"
         if self.skipped:
             text += f", {len(self.skipped)} skipped (e.g. {self.skipped[0]})"
         return text
@@ -52,6 +54,7 @@ class SplitScan:
         self.paths.append(str(path))
         self.targets.append(boxes)
         self.report.boxes += len(boxes)
+        self.report.ignored += int((boxes[:, 0] < 0).sum())
         self.report.backgrounds += len(boxes) == 0
 
     def samples(self, source: str) -> tuple[SampleSet, ScanReport]:
