@@ -44,7 +44,11 @@ def detection_items(root: Path) -> tuple[list[DatasetItem], list[str]]:
                     c, cx, cy, w, h = (float(v) for v in line.split())
                     x, y = (cx - w / 2) * width, (cy - h / 2) * height
                     boxes.append(Bbox(x, y, w * width, h * height, label=int(c)))
-            items.append(DatasetItem(id=f"{split}_{image.stem}", subset=split, media=DmImage.from_file(str(image)), annotations=boxes))
+            items.append(
+                DatasetItem(
+                    id=f"{split}_{image.stem}", subset=split, media=DmImage.from_file(str(image)), annotations=boxes
+                )
+            )
     return items, names
 
 
@@ -55,7 +59,11 @@ def segmentation_items(root: Path) -> tuple[list[DatasetItem], list[str]]:
         for image in sorted((root / "images" / split).glob("*.png")):
             ids = np.asarray(Image.open(root / "masks" / split / image.name))
             masks = [Mask(image=ids == c, label=int(c)) for c in np.unique(ids) if c != 0]
-            items.append(DatasetItem(id=f"{split}_{image.stem}", subset=split, media=DmImage.from_file(str(image)), annotations=masks))
+            items.append(
+                DatasetItem(
+                    id=f"{split}_{image.stem}", subset=split, media=DmImage.from_file(str(image)), annotations=masks
+                )
+            )
     return items, names
 
 
@@ -102,7 +110,12 @@ def main() -> None:
     detection, segmentation, out = (Path(a) for a in sys.argv[1:4])
     items, names = detection_items(detection)
     boxes = Dataset.from_iterable(items, categories=names)
-    for name, fmt in (("voc", "voc_detection"), ("cvat", "cvat"), ("coco", "coco_instances"), ("yolo", "yolo_ultralytics")):
+    for name, fmt in (
+        ("voc", "voc_detection"),
+        ("cvat", "cvat"),
+        ("coco", "coco_instances"),
+        ("yolo", "yolo_ultralytics"),
+    ):
         boxes.export(str(out / "detection" / name), fmt, save_media=True)
     write_labelme(boxes, names, out / "detection" / "labelme")
     items, names = segmentation_items(segmentation)

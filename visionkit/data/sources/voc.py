@@ -162,7 +162,8 @@ class VocSource:
             raise VisionkitError("data.root is not set: pass data.root=/path/to/VOC2012 (the folder with JPEGImages/)")
         if task not in TASKS:
             raise VisionkitError(
-                f"data=voc holds detection and segmentation labels, not {task}: use task=detection or task=segmentation"
+                f"data.task={task}: a VOC folder holds detection and segmentation labels; use task=detection or "
+                "task=segmentation (visionkit-eval on other data: data.task=detection or segmentation)"
             )
         self.task = task
         self.root = voc_folder(Path(root).expanduser())
