@@ -278,7 +278,8 @@ class DetectionTask(VisionTask):
             boxes = _xywhn_to_xyxy(batch["bboxes"][mine], height, width)
             labels = batch["cls"][mine].view(-1).long()
             ignored = labels < 0  # evaluation ignores them (COCO's crowd regions): class -1 - value
-            targets.append({"boxes": boxes, "labels": torch.where(ignored, -1 - labels, labels), "iscrowd": ignored.long()})
+            classes = torch.where(ignored, -1 - labels, labels)
+            targets.append({"boxes": boxes, "labels": classes, "iscrowd": ignored.long()})
             truth.append(torch.cat([labels[:, None].float(), boxes], 1))
         metric.update(preds, targets)
         if for_report:

@@ -5,6 +5,7 @@ from visionkit.data.sources.coco import CocoSource
 from visionkit.data.sources.csv import CsvSource
 from visionkit.data.sources.cvat import CvatSource
 from visionkit.data.sources.digits import DigitsSource
+from visionkit.data.sources.huggingface import HuggingFaceSource
 from visionkit.data.sources.identities import IdentitySource
 from visionkit.data.sources.imagefolder import ImageFolderSource
 from visionkit.data.sources.labelme import LabelMeSource
@@ -18,6 +19,7 @@ __all__ = [
     "CsvSource",
     "CvatSource",
     "DigitsSource",
+    "HuggingFaceSource",
     "IdentitySource",
     "ImageFolderSource",
     "LabelMeSource",
