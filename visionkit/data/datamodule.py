@@ -265,6 +265,10 @@ class VisionDataModule(L.LightningDataModule):
             )
         return self.dataset_class(samples, self.transform(train=train), self.skip_bad_images, **reading)
 
+    def train_targets(self) -> np.ndarray:
+        """The training split's targets (class ids, multi-label flags, box arrays): for class weights."""
+        return np.asarray(self._load_splits()["train"].targets)
+
     def _load_splits(self) -> dict[str, SampleSet]:
         if self._splits is None:
             self.num_classes  # noqa: B018 - validates num_classes before any work

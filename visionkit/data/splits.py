@@ -29,6 +29,24 @@ class SampleSet:
         return SampleSet(images, self.targets[indices])
 
 
+def multi_hot(class_ids: Sequence[int] | np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes,) uint8 flags, 1 at each of `class_ids`: one image's labels in a multi-label set."""
+    flags = np.zeros(num_classes, dtype=np.uint8)
+    flags[np.asarray(class_ids, dtype=np.int64)] = 1
+    return flags
+
+
+def as_tags(splits: dict[str, SampleSet], num_classes: int) -> dict[str, SampleSet]:
+    """Detection splits ((N, 5) box rows per image) as multi-label ones: each image tagged with the classes of its
+    boxes (ignored boxes, negative classes, tag nothing)."""
+    tagged = {}
+    for name, samples in splits.items():
+        rows = [np.asarray(t).reshape(-1, 5)[:, 0] for t in samples.targets]
+        flags = np.stack([multi_hot(c[c >= 0].astype(np.int64), num_classes) for c in rows]) if rows else None
+        tagged[name] = SampleSet(samples.images, flags if flags is not None else np.zeros((0, num_classes), np.uint8))
+    return tagged
+
+
 def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Indices per split, shuffled with `seed` and drawn class by class so every split keeps the class mix.
 
@@ -41,8 +59,8 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
         )
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    # Detection/segmentation targets are per-image arrays: one group, shuffled (no class to stratify by).
-    strata = np.zeros(len(labels), dtype=np.int64) if labels.dtype == object else labels
+    # Detection/segmentation targets are per-image arrays, multi-label ones rows of flags: one group, shuffled.
+    strata = np.zeros(len(labels), dtype=np.int64) if labels.dtype == object or labels.ndim > 1 else labels
     for cls in np.unique(strata):
         members = rng.permutation(np.flatnonzero(strata == cls))
         n_test = round(len(members) * test_fraction)

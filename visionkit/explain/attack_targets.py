@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from visionkit.tasks import ClassificationTask, DetectionTask, SegmentationTask
+from visionkit.tasks import ClassificationTask, DetectionTask, MultiLabelTask, SegmentationTask
 from visionkit.tasks.adversarial import Loss
 from visionkit.tasks.base import VisionTask
 
@@ -184,7 +184,8 @@ class DetectorTarget(AttackTarget):
         return float(self.map.compute()["map"])
 
 
-TARGETS: dict[type[VisionTask], type[AttackTarget]] = {
+TARGETS: dict[type[VisionTask], type[AttackTarget] | None] = {
+    MultiLabelTask: None,  # not its parent's single-label check: no robustness check yet
     ClassificationTask: ClassifierTarget,
     SegmentationTask: SegmenterTarget,
     DetectionTask: DetectorTarget,
@@ -197,7 +198,10 @@ def attack_target(task: VisionTask) -> AttackTarget:
 
     for cls in type(task).__mro__:
         if cls in TARGETS:
-            return TARGETS[cls](task)
+            target = TARGETS[cls]
+            if target is None:
+                break
+            return target(task)
     raise VisionkitError(
         f"{type(task).__name__} checkpoints have no robustness check: it covers classification, detection and "
         "segmentation checkpoints"

@@ -14,9 +14,17 @@ from visionkit.inference.base import ImageInput, Predictor, Result, output_names
 from visionkit.inference.classification import ClassificationPredictor, ClassificationResult
 from visionkit.inference.detection import DetectionPredictor, DetectionResult
 from visionkit.inference.embedding import EmbeddingPredictor, EmbeddingResult
+from visionkit.inference.multilabel import MultiLabelPredictor, MultiLabelResult
 from visionkit.inference.segmentation import SegmentationPredictor, SegmentationResult
 from visionkit.inference.stylizer import StylizedResult, StylizerPredictor
-from visionkit.tasks import ClassificationTask, DetectionTask, EmbeddingTask, SegmentationTask, StyleTransferTask
+from visionkit.tasks import (
+    ClassificationTask,
+    DetectionTask,
+    EmbeddingTask,
+    MultiLabelTask,
+    SegmentationTask,
+    StyleTransferTask,
+)
 from visionkit.tasks.base import VisionTask
 
 # One row per task: the predictor that serves its checkpoints.
@@ -26,6 +34,7 @@ PREDICTORS: dict[type[VisionTask], type[Predictor]] = {
     SegmentationTask: SegmentationPredictor,
     StyleTransferTask: StylizerPredictor,
     EmbeddingTask: EmbeddingPredictor,
+    MultiLabelTask: MultiLabelPredictor,  # before ClassificationTask, its base, in the lookup by class order
 }
 
 
@@ -121,6 +130,8 @@ __all__ = [
     "EmbeddingResult",
     "ImageInput",
     "InputContract",
+    "MultiLabelPredictor",
+    "MultiLabelResult",
     "Predictor",
     "Result",
     "SegmentationPredictor",

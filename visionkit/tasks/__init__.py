@@ -5,6 +5,7 @@ from visionkit.tasks.classification import ClassificationTask
 from visionkit.tasks.detection import DetectionTask
 from visionkit.tasks.embedding import EmbeddingTask
 from visionkit.tasks.finetuning import BackboneFinetuning
+from visionkit.tasks.multilabel import MultiLabelTask
 from visionkit.tasks.segmentation import SegmentationTask
 from visionkit.tasks.style_transfer import StyleTransferTask
 
@@ -13,6 +14,7 @@ __all__ = [
     "ClassificationTask",
     "DetectionTask",
     "EmbeddingTask",
+    "MultiLabelTask",
     "SegmentationTask",
     "StyleTransferTask",
     "VisionTask",

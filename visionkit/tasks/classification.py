@@ -112,7 +112,11 @@ class ClassificationTask(VisionTask):
         from visionkit.callbacks.confusion_matrix import ConfusionMatrixPlot
         from visionkit.callbacks.sample_predictions import SamplePredictionPlot
 
-        callbacks: list[Callback] = [ConfusionMatrixPlot(), ClassificationReport(), SamplePredictionPlot()]
+        return [ConfusionMatrixPlot(), ClassificationReport(), SamplePredictionPlot(), *self.finetuning_callbacks()]
+
+    def finetuning_callbacks(self) -> list[Callback]:
+        """The fine-tuning schedule `finetuning` (or `freeze_backbone`) asks for, if any."""
+        callbacks: list[Callback] = []
         hp = self.hparams
         strategy = "freeze" if hp.freeze_backbone and hp.finetuning == "none" else hp.finetuning
         if strategy != "none":

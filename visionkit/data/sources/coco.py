@@ -16,7 +16,7 @@ import numpy as np
 
 from visionkit.data.sources.annotations import box_row
 from visionkit.data.sources.yolo import SKIP_HINT, ScanReport, SplitScan
-from visionkit.data.splits import SampleSet, complete_splits
+from visionkit.data.splits import SampleSet, as_tags, complete_splits
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import check_image
 
@@ -123,7 +123,9 @@ class CocoSource:
         test_json: str | None = None,
         test_images: str | None = None,
         skip_bad_labels: bool = False,
+        multilabel: bool = False,
     ) -> None:
+        self.task = "multilabel" if multilabel else "detection"  # multilabel: each image tagged with its classes
         self.files: dict[str, tuple[Path, Path]] = {}
         for split, json_path, images in (
             ("train", train_json, train_images),
@@ -154,4 +156,6 @@ class CocoSource:
             given[split], self.reports[split], _ = scan_coco_split(
                 split, json_path, images, names, self.skip_bad_labels
             )
+        if self.task == "multilabel":
+            given = as_tags(given, len(names))
         return complete_splits(given, val_fraction, test_fraction, seed)

@@ -1,14 +1,16 @@
-"""Classification from a CSV of `path,label[,split]` rows (header optional)."""
+"""Classification from a CSV of `path,label[,split]` rows (header optional); with `multilabel`, the label cell
+holds any number of labels separated by `;` ("cat;dog", empty for none) and targets are multi-hot rows."""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from visionkit.data.splits import SPLITS, SampleSet, complete_splits
+from visionkit.data.splits import SPLITS, SampleSet, complete_splits, multi_hot
 from visionkit.errors import VisionkitError
 
 _HEADER_PATH = {"path", "image", "file", "filename", "filepath", "image_path"}
@@ -22,12 +24,16 @@ class CsvSource:
     integer labels are class ids 0..max, text labels are sorted.
     """
 
-    def __init__(self, csv: str, root: str | None = None, class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, csv: str, root: str | None = None, class_names: Sequence[str] | None = None, multilabel: bool = False
+    ) -> None:
         if csv in (None, "", "???"):
             raise VisionkitError("data.csv is not set: pass data.csv=/path/to/labels.csv (rows of path,label)")
         self.csv = Path(csv).expanduser()
         self.root = Path(root).expanduser() if root else self.csv.parent
         self.given_names = [str(n) for n in class_names] if class_names else None
+        self.multilabel = bool(multilabel)
+        self.task = "multilabel" if multilabel else "classification"
         self.description = f"CSV {self.csv}"
         self._rows: list[tuple[int, str, str, str | None]] | None = None
 
@@ -45,7 +51,7 @@ class CsvSource:
                     continue
                 if line == 1 and fields[0].lower() in _HEADER_PATH:
                     continue
-                if len(fields) not in (2, 3) or not fields[0] or not fields[1]:
+                if len(fields) not in (2, 3) or not fields[0] or not (fields[1] or self.multilabel):
                     raise VisionkitError(
                         f"{self.csv}:{line}: expected 'path,label' or 'path,label,split', got {','.join(fields)!r}"
                     )
@@ -70,26 +76,36 @@ class CsvSource:
         """The given class names, or those found in the label column."""
         if self.given_names is not None:
             return self.given_names
-        labels = {label for _, _, label, _ in self.read_rows()}
+        labels = {label for _, _, cell, _ in self.read_rows() for label in self._labels(cell)}
+        if not labels:
+            raise VisionkitError(f"{self.csv}: no row has a label")
         if all(label.isdigit() for label in labels):
             return [str(i) for i in range(max(int(label) for label in labels) + 1)]
         return sorted(labels)
 
+    def _labels(self, cell: str) -> list[str]:
+        return [label.strip() for label in cell.split(";") if label.strip()] if self.multilabel else [cell]
+
     def splits(self, val_fraction: float, test_fraction: float, seed: int) -> dict[str, SampleSet]:
-        """Samples per split (the split column where present, else seeded stratified)."""
+        """Samples per split (the split column where present, else seeded stratified); targets are class ids, or
+        (N, classes) multi-hot uint8 rows with `multilabel`."""
         names = self.class_names()
         index = {name: i for i, name in enumerate(names)}
-        by_split: dict[str, tuple[list[str], list[int]]] = {}
-        for line, rel_path, label, split in self.read_rows():
-            if label not in index and label.isdigit() and int(label) < len(names):
-                label = names[int(label)]  # an integer label is a class id into the given names
-            if label not in index:
-                shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-                raise VisionkitError(f"{self.csv}:{line}: unknown label {label!r} (known labels: {shown})")
+        by_split: dict[str, tuple[list[str], list[Any]]] = {}
+        for line, rel_path, cell, split in self.read_rows():
+            ids = []
+            for label in self._labels(cell):
+                if label not in index and label.isdigit() and int(label) < len(names):
+                    label = names[int(label)]  # an integer label is a class id into the given names
+                if label not in index:
+                    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+                    raise VisionkitError(f"{self.csv}:{line}: unknown label {label!r} (known labels: {shown})")
+                ids.append(index[label])
             paths, labels = by_split.setdefault(split or "train", ([], []))
             paths.append(self.resolve(line, rel_path))
-            labels.append(index[label])
+            labels.append(multi_hot(ids, len(names)) if self.multilabel else ids[0])
         if "train" not in by_split:
             raise VisionkitError(f"{self.csv}: no training rows (rows without a split column, or split=train)")
-        given = {name: SampleSet(p, np.asarray(y, dtype=np.int64)) for name, (p, y) in by_split.items()}
+        dtype = np.uint8 if self.multilabel else np.int64
+        given = {name: SampleSet(p, np.asarray(y, dtype=dtype)) for name, (p, y) in by_split.items()}
         return complete_splits(given, val_fraction, test_fraction, seed)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from visionkit.data.splits import SPLITS, SampleSet, complete_splits
+from visionkit.data.splits import SPLITS, SampleSet, as_tags, complete_splits
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import IMAGE_EXTENSIONS, check_image
 
@@ -211,11 +211,12 @@ class YoloSource:
     task = "detection"
     scans_images = True
 
-    def __init__(self, yaml: str, skip_bad_labels: bool = False) -> None:
+    def __init__(self, yaml: str, skip_bad_labels: bool = False, multilabel: bool = False) -> None:
         if yaml in (None, "", "???"):
             raise VisionkitError("data.yaml is not set: pass data.yaml=/path/to/data.yaml")
         self.yaml = Path(yaml).expanduser()
         self.skip_bad_labels = skip_bad_labels
+        self.task = "multilabel" if multilabel else "detection"  # multilabel: each image tagged with its classes
         self.description = f"YOLO dataset {self.yaml}"
         self.reports: dict[str, ScanReport] = {}
 
@@ -229,4 +230,6 @@ class YoloSource:
         given: dict[str, SampleSet] = {}
         for split, split_entries in entries.items():
             given[split], self.reports[split] = scan_split(split, split_entries, len(names), self.skip_bad_labels)
+        if self.task == "multilabel":
+            given = as_tags(given, len(names))
         return complete_splits(given, val_fraction, test_fraction, seed)
