@@ -191,7 +191,7 @@ def test_voc_layout_and_list_errors(tmp_path: Path) -> None:
     source = VocSource(tmp_path, "detection")  # finds VOCdevkit/VOC2012
     with pytest.raises(VisionkitError, match=r"image missing \(listed in .*train.txt\) is not in .*JPEGImages"):
         source.splits(0.0, 0.0, 0)
-    with pytest.raises(VisionkitError, match=r"data.task=classification: a VOC folder holds detection and segm"):
+    with pytest.raises(VisionkitError, match=r"data.task=classification: a Pascal VOC folder holds detection and segm"):
         VocSource(tmp_path, "classification")
     with pytest.raises(VisionkitError, match=r"has no SegmentationClass/ folder, which task=segmentation reads"):
         VocSource(tmp_path, "segmentation")

@@ -111,6 +111,24 @@ class Result:
         return base if Path(base).suffix else f"{base}.png"
 
 
+def scored_picture(image: np.ndarray, scored: Sequence[tuple[str, float]]) -> np.ndarray:
+    """`image` with one `name probability` line per entry written white on black in its top-left corner (the
+    pictures of classification and multi-label results)."""
+    from PIL import ImageDraw, ImageFont
+
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=max(8, round(max(canvas.size) / 24)))
+    y = 2
+    for name, prob in scored:
+        text = f"{name} {prob:.2f}"
+        left, top, right, bottom = draw.textbbox((2, y), text, font=font)
+        draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
+        draw.text((2, y), text, fill=(255, 255, 255), font=font)
+        y = bottom + 3
+    return np.asarray(canvas)
+
+
 def save_picture(picture: np.ndarray, path: Path) -> Path:
     """An HxWx3 uint8 picture in its name's image type (.png when the name has none), atomically."""
     target = path if path.suffix.lower() in SAVE_FORMATS else path.with_suffix(".png")

@@ -12,9 +12,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
-from visionkit.inference.base import InputImage, Predictor, Result, save_picture, write_records
+from visionkit.inference.base import InputImage, Predictor, Result, save_picture, scored_picture, write_records
 from visionkit.utils.io import atomic_write
 
 
@@ -47,17 +46,7 @@ class ClassificationResult(Result):
 
     def plot(self, k: int = 3) -> np.ndarray:
         """The image with its top-k classes and probabilities written in the top-left corner."""
-        canvas = Image.fromarray(self.original)
-        draw = ImageDraw.Draw(canvas)
-        font = ImageFont.load_default(size=max(8, round(max(canvas.size) / 24)))
-        y = 2
-        for name, prob in self.top_k(k):
-            text = f"{name} {prob:.2f}"
-            left, top, right, bottom = draw.textbbox((2, y), text, font=font)
-            draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
-            draw.text((2, y), text, fill=(255, 255, 255), font=font)
-            y = bottom + 3
-        return np.asarray(canvas)
+        return scored_picture(self.original, self.top_k(k))
 
     def save(self, folder: str | os.PathLike[str], name: str | None = None, draw: bool = True) -> list[Path]:
         """With `draw`: `images/<name>` with the top classes written on it (the tables are per run)."""

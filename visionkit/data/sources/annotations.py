@@ -4,6 +4,7 @@ and the class names a file uses checked against the dataset's."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,6 +52,47 @@ def ignored_class(class_id: int) -> int:
 def box_rows(rows: list[list[float]]) -> np.ndarray:
     """(N, 5) float32 `class cx cy w h` rows (ignored boxes have negative classes, see `ignored_class`)."""
     return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
+
+
+class AnnotationToolSource:
+    """What the readers of annotation tools' folders (VOC, CVAT, LabelMe) share: the `task` they are read for
+    (detection or segmentation, checked), the root, the options, the scan reports, and the mask reader."""
+
+    scans_images = True  # every image is checked while its labels are read
+    folder_hint = "the folder"  # what data.root should be, for the message when it is not set
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        task: str,
+        class_names: Sequence[str] | None,
+        ignore_index: int | None,
+        skip_bad_labels: bool,
+    ) -> None:
+        if root in (None, "", "???"):
+            raise VisionkitError(f"data.root is not set: pass data.root=/path/to/{self.folder_hint}")
+        if task not in TASKS:
+            raise VisionkitError(
+                f"data.task={task}: {self.folder_hint} holds detection and segmentation labels; use task=detection "
+                "or task=segmentation (visionkit-eval on other data: data.task=detection or segmentation)"
+            )
+        self.path = Path(root).expanduser()
+        self.task = task
+        self.given_names = [str(n) for n in class_names] if class_names else None
+        self.ignore = ignore_index
+        self.skip_bad_labels = skip_bad_labels
+        self.reports: dict[str, ScanReport | MaskScanReport] = {}
+
+    @property
+    def ignore_index(self) -> int | None:
+        return self.ignore if self.task == "segmentation" else None
+
+    @property
+    def mask_reader(self) -> MaskReader:
+        return MaskReader.make(len(self.class_names()), self.ignore_index)
+
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
 
 
 def task_names(names: Sequence[str], task: str) -> list[str]:

@@ -20,10 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visionkit.data.mask_files import MaskReader
-from visionkit.data.sources.annotations import TASKS, Shape, ShapeScan, task_names
-from visionkit.data.sources.masks import MaskScanReport
-from visionkit.data.sources.yolo import ScanReport
+from visionkit.data.sources.annotations import AnnotationToolSource, Shape, ShapeScan, task_names
 from visionkit.data.splits import SampleSet, complete_splits, split_pool
 from visionkit.errors import VisionkitError
 
@@ -85,7 +82,7 @@ def image_shapes(image: ET.Element, path: Path) -> tuple[list[Shape], dict[str, 
     return [shape for _, _, shape in sorted(found, key=lambda item: item[:2])], left_out
 
 
-class CvatSource:
+class CvatSource(AnnotationToolSource):
     """A CVAT for images 1.1 export (see the module docstring), read for `task` detection or segmentation.
 
     Args:
@@ -96,7 +93,7 @@ class CvatSource:
         skip_bad_labels: leave images with bad annotations out and count them instead of stopping.
     """
 
-    scans_images = True
+    folder_hint = "a CVAT export"
 
     def __init__(
         self,
@@ -106,43 +103,23 @@ class CvatSource:
         ignore_index: int | None = None,
         skip_bad_labels: bool = False,
     ) -> None:
-        if root in (None, "", "???"):
-            raise VisionkitError("data.root is not set: pass data.root=/path/to/the/export (with annotations.xml)")
-        if task not in TASKS:
-            raise VisionkitError(
-                f"data.task={task}: a CVAT export holds detection and segmentation labels; use task=detection or "
-                "task=segmentation (visionkit-eval on other data: data.task=detection or segmentation)"
-            )
-        path = Path(root).expanduser()
+        super().__init__(root, task, class_names, ignore_index, skip_bad_labels)
+        path = self.path
         if path.is_file():
             self.root, self.files = path.parent, [path]
         elif path.is_dir():
             self.root = path
-            self.files = (
-                [path / "annotations.xml"] if (path / "annotations.xml").is_file() else sorted(path.glob("*.xml"))
-            )
+            found = [path / "annotations.xml"] if (path / "annotations.xml").is_file() else sorted(path.glob("*.xml"))
+            self.files = found
         else:
             raise VisionkitError(f"data.root: {path} does not exist (a CVAT export folder with annotations.xml)")
         if not self.files:
             raise VisionkitError(f"data.root: {path} holds no annotations.xml (CVAT for images 1.1 export)")
-        self.task = task
-        self.given_names = [str(n) for n in class_names] if class_names else None
-        self.ignore = ignore_index
-        self.skip_bad_labels = skip_bad_labels
         self.description = f"CVAT export {self.root} ({task})"
-        self.reports: dict[str, ScanReport | MaskScanReport] = {}
         self._parsed = {file: parse_xml(file) for file in self.files}
         for file, root_element in self._parsed.items():
             if root_element.tag != "annotations":
                 raise VisionkitError(f"{file}: not a CVAT for images XML (its root is <{root_element.tag}>)")
-
-    @property
-    def ignore_index(self) -> int | None:
-        return self.ignore if self.task == "segmentation" else None
-
-    @property
-    def mask_reader(self) -> MaskReader:
-        return MaskReader.make(len(self.class_names()), self.ignore_index)
 
     def class_names(self) -> list[str]:
         if self.given_names:

@@ -22,18 +22,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from visionkit.data.mask_files import MaskReader
 from visionkit.data.sources.annotations import (
     BACKGROUND_NAMES,
     IGNORE_NAME,
-    TASKS,
+    AnnotationToolSource,
     Shape,
     ShapeScan,
     task_names,
 )
 from visionkit.data.sources.imagefolder import split_folders
-from visionkit.data.sources.masks import MaskScanReport
-from visionkit.data.sources.yolo import ScanReport
 from visionkit.data.splits import SampleSet, complete_splits, split_pool
 from visionkit.errors import VisionkitError
 
@@ -93,7 +90,7 @@ def read_labelme_json(path: Path) -> tuple[Path, tuple[int, int], list[Shape], C
     return image, size, shapes, left_out
 
 
-class LabelMeSource:
+class LabelMeSource(AnnotationToolSource):
     """LabelMe JSON files under `root` (see the module docstring), read for `task` detection or segmentation.
 
     Args:
@@ -105,7 +102,7 @@ class LabelMeSource:
         skip_bad_labels: leave images with bad annotations out and count them instead of stopping.
     """
 
-    scans_images = True
+    folder_hint = "the LabelMe json files"
 
     def __init__(
         self,
@@ -115,21 +112,10 @@ class LabelMeSource:
         ignore_index: int | None = 255,
         skip_bad_labels: bool = False,
     ) -> None:
-        if root in (None, "", "???"):
-            raise VisionkitError("data.root is not set: pass data.root=/path/to/the/json/files")
-        if task not in TASKS:
-            raise VisionkitError(
-                f"data.task={task}: LabelMe files hold detection and segmentation labels; use task=detection or "
-                "task=segmentation (visionkit-eval on other data: data.task=detection or segmentation)"
-            )
-        self.root = Path(root).expanduser()
-        self.task = task
+        super().__init__(root, task, class_names, ignore_index, skip_bad_labels)
+        self.root = self.path
         self.folders = split_folders(self.root, "the JSON files")
-        self.given_names = [str(n) for n in class_names] if class_names else None
-        self.ignore = ignore_index
-        self.skip_bad_labels = skip_bad_labels
         self.description = f"LabelMe files under {self.root} ({task})"
-        self.reports: dict[str, ScanReport | MaskScanReport] = {}
         self._names: list[str] | None = None
         self._files: dict[str, list[Path]] = {
             split: sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
@@ -137,14 +123,6 @@ class LabelMeSource:
         }
         if not self._files.get("train"):
             raise VisionkitError(f"data.root: no LabelMe .json files under {self.folders['train']}")
-
-    @property
-    def ignore_index(self) -> int | None:
-        return self.ignore if self.task == "segmentation" else None
-
-    @property
-    def mask_reader(self) -> MaskReader:
-        return MaskReader.make(len(self.class_names()), self.ignore_index)
 
     def class_names(self) -> list[str]:
         if self._names is None:

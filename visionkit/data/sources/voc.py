@@ -27,9 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from visionkit.data.mask_files import MaskReader, ShapeMask
-from visionkit.data.sources.annotations import TASKS, box_row, box_rows, class_id_of, ignored_class, task_names
+from visionkit.data.sources.annotations import (
+    AnnotationToolSource,
+    box_row,
+    box_rows,
+    class_id_of,
+    ignored_class,
+    task_names,
+)
 from visionkit.data.sources.masks import MaskScanReport, check_mask_pair, files_by_stem
-from visionkit.data.sources.yolo import SKIP_HINT, ScanReport, SplitScan
+from visionkit.data.sources.yolo import SKIP_HINT, SplitScan
 from visionkit.data.splits import SPLITS, SampleSet, complete_splits, split_pool
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import check_image, shown_size
@@ -136,7 +143,7 @@ def read_voc_xml(path: Path, names: Sequence[str], image_size: tuple[int, int]) 
     return box_rows(rows)
 
 
-class VocSource:
+class VocSource(AnnotationToolSource):
     """A Pascal VOC folder (see the module docstring), read for `task` detection or segmentation.
 
     Args:
@@ -148,7 +155,7 @@ class VocSource:
         skip_bad_labels: leave images with bad annotations out and count them instead of stopping.
     """
 
-    scans_images = True
+    folder_hint = "a Pascal VOC folder"
 
     def __init__(
         self,
@@ -158,15 +165,8 @@ class VocSource:
         ignore_index: int | None = 255,
         skip_bad_labels: bool = False,
     ) -> None:
-        if root in (None, "", "???"):
-            raise VisionkitError("data.root is not set: pass data.root=/path/to/VOC2012 (the folder with JPEGImages/)")
-        if task not in TASKS:
-            raise VisionkitError(
-                f"data.task={task}: a VOC folder holds detection and segmentation labels; use task=detection or "
-                "task=segmentation (visionkit-eval on other data: data.task=detection or segmentation)"
-            )
-        self.task = task
-        self.root = voc_folder(Path(root).expanduser())
+        super().__init__(root, task, class_names, ignore_index, skip_bad_labels)
+        self.root = voc_folder(self.path)
         labels, self.kind = TASK_FOLDERS[task]
         self.labels = self.root / labels
         if not self.labels.is_dir():
@@ -181,16 +181,13 @@ class VocSource:
         self.names = task_names(names, task)
         if task == "segmentation" and not (table and all(table)):  # colour-coded masks use VOC's colour map
             table = [tuple(int(v) for v in c) for c in class_palette()[: len(self.names)]]
-        self.mask_reader = MaskReader.make(
-            len(self.names), ignore_index, colors=table if task == "segmentation" else None
-        )
-        self.skip_bad_labels = skip_bad_labels
+        self.colours = table if task == "segmentation" else None
         self.description = f"Pascal VOC {self.root} ({task})"
-        self.reports: dict[str, ScanReport | MaskScanReport] = {}
 
     @property
-    def ignore_index(self) -> int | None:
-        return self.mask_reader.ignore_index
+    def mask_reader(self) -> MaskReader:
+        """Palette PNGs by index; colour PNGs by the labelmap's colours (else VOC's colour map)."""
+        return MaskReader.make(len(self.names), self.ignore_index, colors=self.colours)
 
     def class_names(self) -> list[str]:
         return list(self.names)
