@@ -86,6 +86,14 @@ def test_bad_annotations_name_the_json_and_the_entry(coco, tmp_path: Path, edit,
         CocoSource(str(path), str(coco[2])).splits(0.1, 0.1, 0)
 
 
+def test_crowd_annotations_are_ignored_boxes(coco, tmp_path: Path) -> None:
+    """A crowd annotation stays as an ignored box (negative class: out of the loss, a crowd region in evaluation)."""
+    path = _broken(coco, tmp_path, lambda s: _first_box(s).update(iscrowd=1))
+    source = CocoSource(str(path), str(coco[2]))
+    rows = np.concatenate(list(source.splits(0.0, 0.0, 0)["train"].targets))
+    assert (rows[:, 0] < 0).sum() == 1 and source.reports["train"].ignored == 1
+
+
 def test_bad_json_names_its_line_and_skip_counts(coco, tmp_path: Path) -> None:
     text = coco[1].read_text().splitlines()
     text[5] = text[5] + ","  # a stray comma

@@ -1,8 +1,9 @@
 """Detection datasets in the COCO json format: one `instances_*.json` per split and a folder of its images.
 
 Boxes (`bbox`: x, y, width, height in pixels) become normalized `class cx cy w h` rows like YOLO labels;
-category ids (any numbers) map to class ids 0..K-1 in id order; crowd annotations (`iscrowd: 1`) are left
-out, as ultralytics' converter does. Problems name the json file and the annotation (id and list index).
+category ids (any numbers) map to class ids 0..K-1 in id order; crowd annotations (`iscrowd: 1`) are kept as
+ignored boxes, as COCO's evaluation treats them: out of the loss, and a detection on one is neither a hit nor a
+false positive (ultralytics' converter drops them). Problems name the json file and the annotation (id and index).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from visionkit.data.sources.annotations import box_row
+from visionkit.data.sources.annotations import box_row, ignored_class
 from visionkit.data.sources.yolo import SKIP_HINT, ScanReport, SplitScan
 from visionkit.data.splits import SampleSet, as_tags, complete_splits
 from visionkit.errors import VisionkitError
@@ -78,11 +79,11 @@ def scan_coco_split(
             image = images.get(ann.get("image_id"))  # type: ignore[arg-type]
             if image is None:
                 raise VisionkitError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
-            if ann.get("iscrowd", 0):
-                continue
             if int(ann.get("category_id", -1)) not in mapping:
                 raise VisionkitError(f"{where}: category_id {ann.get('category_id')} is not in 'categories'")
             row = _box_row(ann, image, where, mapping[int(ann["category_id"])])
+            if ann.get("iscrowd", 0):
+                row[0] = ignored_class(int(row[0]))
             key = (image["id"], tuple(round(v, 6) for v in row))
             if key in seen:
                 raise VisionkitError(f"{where}: duplicate of {seen[key].split(': ', 1)[1]}")
