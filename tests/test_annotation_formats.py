@@ -137,8 +137,12 @@ def test_voc_difficult_boxes_are_ignored_in_training_and_evaluation(converted: P
     assert score_detection([found], [counted], 1).ap50[0] < 0.6  # as a plain truth it would be
 
     cfg_overrides = ["task=detection", "data=voc", f"data.root={voc}", f"data.image_size={SIZE}", "data.num_workers=0"]
+    before = os.environ.get("VISIONKIT_RUN_DIR")
     metrics = train(make_cfg([*cfg_overrides, "++trainer.fast_dev_run=true"]))
     assert {"test_map50", "test_map50_95"} <= set(metrics)
+    # the run folder set for DDP workers is not left behind: a later torchrun from this environment made its
+    # second rank load this run's config and hang
+    assert os.environ.get("VISIONKIT_RUN_DIR") == before
 
 
 def test_cvat_polygons_train_a_segmenter(converted: Path, make_cfg) -> None:

@@ -30,7 +30,7 @@ from visionkit.utils.run_status import STATUS_FILE, failure_details, write_statu
 
 log = get_logger(__name__)
 
-_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", RUN_DIR_ENV)
 
 
 def plain(value: Any) -> Any:
@@ -112,8 +112,9 @@ def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
 
 @contextmanager
 def launcher_env_restored() -> Iterator[None]:
-    """Undo the environment Lightning's DDP launcher sets in this process, so the next job of a sweep
-    launches its own workers instead of believing it was launched externally."""
+    """Undo the environment Lightning's DDP launcher sets in this process, and the run folder set for its
+    workers, so the next job of a sweep (or a later launch from this process's environment: torchrun, a test's
+    console run) starts its own workers and folder instead of joining this run's."""
     saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
     try:
         yield
@@ -208,8 +209,8 @@ def _fit_and_test(
     for tracker in trackers(trainer.loggers):
         tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
     tune(cfg.get("tune"), trainer, task, datamodule)
-    os.environ[RUN_DIR_ENV] = str(output_dir)  # DDP workers started by Lightning read the config here
     with launcher_env_restored():
+        os.environ[RUN_DIR_ENV] = str(output_dir)  # DDP workers started by Lightning read the config here
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if pruning is not None:
             pruning.check_pruned()  # under DDP the callback only stops training; this raises TrialPruned
