@@ -143,20 +143,21 @@ class Shape:
         return (x0, y0, x1, y0, x1, y1, x0, y1)
 
 
-class ShapeScan:
-    """One split of a shape format (LabelMe, CVAT) as it is scanned: per image, detection's box rows (every
-    shape's bounding box) or segmentation's `ShapeMask` (the shapes painted in order), checked; a problem stops
-    the scan with the file named, or with `skip_bad` leaves the image out and counts it."""
+class AnnotationScan:
+    """One split of an annotation tool's folder (VOC, CVAT, LabelMe) as it is scanned: per image, detection's box
+    rows or segmentation's mask (a file, or a `ShapeMask` of the shapes painted in order), checked with the
+    source's `reader`; a problem stops the scan with the file named, or with `skip_bad` leaves the image out and
+    counts it."""
 
     def __init__(
-        self, split: str, task: str, names: list[str], ignore_index: int | None, skip_bad: bool, layout: str
+        self, split: str, task: str, names: list[str], reader: MaskReader, skip_bad: bool, layout: str
     ) -> None:
         self.split, self.task, self.names, self.skip_bad = split, task, names, skip_bad
-        self.ignore_index = ignore_index
-        self.reader = MaskReader.make(len(names), ignore_index)
+        self.reader = reader
+        self.ignore_index = reader.ignore_index
         self.boxes = SplitScan(split)
         self.pixels = MaskScanReport(split, names, layout, pixels=np.zeros(len(names), np.int64))
-        self.masks: list[ShapeMask] = []
+        self.masks: list[str | ShapeMask] = []
         self.left_out: Counter[str] = Counter()  # shape types neither task reads, by type
 
     @contextmanager
@@ -184,7 +185,10 @@ class ShapeScan:
             self.boxes.keep(image, box_rows(rows))
             return
         painted = tuple((self._mask_id(s), s.outline()) for s in shapes if s.label not in BACKGROUND_NAMES)
-        mask = ShapeMask(source, height, width, painted)
+        self.keep_mask(image, ShapeMask(source, height, width, painted))
+
+    def keep_mask(self, image: Path, mask: str | ShapeMask) -> None:
+        """An image and its mask (a file or shapes to paint), once they are checked together."""
         problem, counts = check_mask_pair(self.reader, image, mask)
         if problem:
             raise VisionkitError(problem)

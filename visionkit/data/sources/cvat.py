@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visionkit.data.sources.annotations import AnnotationToolSource, Shape, ShapeScan, task_names
+from visionkit.data.sources.annotations import AnnotationScan, AnnotationToolSource, Shape, task_names
 from visionkit.data.splits import SampleSet, complete_splits, split_pool
 from visionkit.errors import VisionkitError
 
@@ -145,13 +145,13 @@ class CvatSource(AnnotationToolSource):
 
     def splits(self, val_fraction: float, test_fraction: float, seed: int) -> dict[str, SampleSet]:
         """Scanned samples per split (see the module docstring)."""
-        names = self.class_names()
-        scans: dict[str, ShapeScan] = {}
+        names, reader = self.class_names(), self.mask_reader
+        scans: dict[str, AnnotationScan] = {}
         for file, root_element in self._parsed.items():
             for image in root_element.iterfind("image"):
                 split = self._split_of(file, image)
                 scan = scans.setdefault(
-                    split, ShapeScan(split, self.task, names, self.ignore_index, self.skip_bad_labels, "CVAT")
+                    split, AnnotationScan(split, self.task, names, reader, self.skip_bad_labels, "CVAT")
                 )
                 with scan.problems():
                     shapes, left_out = image_shapes(image, file)

@@ -25,9 +25,9 @@ from PIL import Image
 from visionkit.data.sources.annotations import (
     BACKGROUND_NAMES,
     IGNORE_NAME,
+    AnnotationScan,
     AnnotationToolSource,
     Shape,
-    ShapeScan,
     task_names,
 )
 from visionkit.data.sources.imagefolder import split_folders
@@ -144,7 +144,7 @@ class LabelMeSource(AnnotationToolSource):
         return complete_splits(given, val_fraction, test_fraction, seed)
 
     def _scan(self, split: str, files: list[Path]) -> SampleSet:
-        scan = ShapeScan(split, self.task, self.class_names(), self.ignore_index, self.skip_bad_labels, "LabelMe")
+        scan = AnnotationScan(split, self.task, self.class_names(), self.mask_reader, self.skip_bad_labels, "LabelMe")
         for path in files:
             with scan.problems():
                 image, stated, shapes, left_out = read_labelme_json(path)

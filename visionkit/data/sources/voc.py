@@ -28,6 +28,7 @@ import numpy as np
 
 from visionkit.data.mask_files import MaskReader, ShapeMask
 from visionkit.data.sources.annotations import (
+    AnnotationScan,
     AnnotationToolSource,
     box_row,
     box_rows,
@@ -35,8 +36,7 @@ from visionkit.data.sources.annotations import (
     ignored_class,
     task_names,
 )
-from visionkit.data.sources.masks import MaskScanReport, check_mask_pair, files_by_stem
-from visionkit.data.sources.yolo import SKIP_HINT, SplitScan
+from visionkit.data.sources.masks import files_by_stem
 from visionkit.data.splits import SPLITS, SampleSet, complete_splits, split_pool
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import check_image, shown_size
@@ -209,12 +209,10 @@ class VocSource(AnnotationToolSource):
 
     def _scan(self, split: str, ids: list[str], images: dict[str, Path], listed: Path | None) -> SampleSet:
         origin = f" (listed in {listed})" if listed else ""
-        scan = SplitScan(split)
-        masks: MaskScanReport = MaskScanReport(split, self.names, pixels=np.zeros(len(self.names), np.int64))
-        mask_paths: list[str | ShapeMask] = []
+        scan = AnnotationScan(split, self.task, self.names, self.mask_reader, self.skip_bad_labels, "VOC")
         unannotated = 0
         for image_id in ids:
-            try:
+            with scan.problems():
                 image = images.get(image_id)
                 if image is None:
                     raise VisionkitError(f"image {image_id}{origin} is not in {self.root / 'JPEGImages'}")
@@ -223,39 +221,20 @@ class VocSource(AnnotationToolSource):
                     if reason:
                         raise VisionkitError(f"bad image {image}: {reason}")
                     xml = self.labels / f"{image_id}.xml"
-                    if not xml.is_file():  # datumaro and CVAT write no xml for an image without objects
-                        scan.keep(image, box_rows([]))
-                        unannotated += 1
-                        continue
-                    scan.keep(image, read_voc_xml(xml, self.names, shown_size(image)))
-                else:
-                    mask: str | ShapeMask = str(self.labels / f"{image_id}.png")
-                    if not Path(mask).is_file():  # datumaro writes no mask for an image of background only
-                        height, width = shown_size(image)
-                        mask = ShapeMask(f"{image} (no {self.labels.name}/{image_id}.png)", height, width, ())
-                        unannotated += 1
-                    problem, counts = check_mask_pair(self.mask_reader, image, mask)
-                    if problem:
-                        raise VisionkitError(problem)
-                    masks.pixels += counts
-                    scan.paths.append(str(image))
-                    mask_paths.append(mask)
-            except VisionkitError as exc:
-                if not self.skip_bad_labels:
-                    raise VisionkitError(f"{exc}; {SKIP_HINT}") from None
-                scan.report.skipped.append(str(exc))
+                    unannotated += not xml.is_file()  # datumaro and CVAT write none for an image without objects
+                    rows = read_voc_xml(xml, self.names, shown_size(image)) if xml.is_file() else box_rows([])
+                    scan.boxes.keep(image, rows)
+                    continue
+                mask: str | ShapeMask = str(self.labels / f"{image_id}.png")
+                if not Path(mask).is_file():  # datumaro writes no mask for an image of background only
+                    height, width = shown_size(image)
+                    mask = ShapeMask(f"{image} (no {self.labels.name}/{image_id}.png)", height, width, ())
+                    unannotated += 1
+                scan.keep_mask(image, mask)
         if unannotated:
             suffix, meaning = (".xml", "without objects") if self.task == "detection" else (".png", "all background")
             log.warning(
                 f"{split}: {unannotated} listed image(s) have no {self.labels.name}/<id>{suffix}: read as {meaning}"
             )
-        if self.task == "detection":
-            samples, self.reports[split] = scan.samples(str(listed or self.labels))
-            return samples
-        if not mask_paths:
-            raise VisionkitError(f"{split}: no usable image/mask pairs in {self.root}{origin}")
-        masks.pairs, masks.skipped, masks.layout = len(mask_paths), scan.report.skipped, "VOC"
-        self.reports[split] = masks
-        targets = np.empty(len(mask_paths), dtype=object)
-        targets[:] = mask_paths
-        return SampleSet(scan.paths, targets)
+        samples, self.reports[split] = scan.samples(f"{listed or self.labels}")
+        return samples
