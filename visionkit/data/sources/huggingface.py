@@ -22,7 +22,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -94,19 +94,30 @@ def _fingerprint(root: Path, settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _image_bytes(value: Any, where: str) -> tuple[bytes, str]:
-    """The encoded bytes of an Image cell (decode=False: {"bytes", "path"}) and a file suffix for them."""
+class EncodedImage(NamedTuple):
+    """An Image cell's encoded bytes, the file suffix and PIL format they call for, and the picture's size."""
+
+    data: bytes
+    suffix: str
+    format: str
+    width: int
+    height: int
+
+
+def _image_bytes(value: Any, where: str) -> EncodedImage:
+    """An Image cell (decode=False: {"bytes", "path"}) read once: its bytes, format and size from the header."""
     if not isinstance(value, dict) or not (value.get("bytes") or value.get("path")):
         raise VisionkitError(f"{where}: no image (an Image cell needs bytes or a path)")
     data = value.get("bytes") or Path(value["path"]).read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as img:
-            suffix = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}.get(img.format)
+            kind, (width, height) = str(img.format), img.size
     except (UnidentifiedImageError, OSError):
         raise VisionkitError(f"{where}: the image bytes are not a readable image") from None
+    suffix = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}.get(kind)
     if suffix is None:
-        raise VisionkitError(f"{where}: image format {img.format} is not one visionkit reads; convert it to PNG")
-    return data, suffix
+        raise VisionkitError(f"{where}: image format {kind} is not one visionkit reads; convert it to PNG")
+    return EncodedImage(data, suffix, kind, width, height)
 
 
 class HuggingFaceSource:
@@ -319,9 +330,9 @@ class HuggingFaceSource:
         where: str,
     ) -> dict[str, Any]:
         """One row's image written into `folder`, with its label, boxes or mask."""
-        data, suffix = _image_bytes(record[columns["image"]], where)
-        image = f"{split}/{index:07d}{suffix}"
-        (folder / image).write_bytes(data)
+        encoded = _image_bytes(record[columns["image"]], where)
+        image = f"{split}/{index:07d}{encoded.suffix}"
+        (folder / image).write_bytes(encoded.data)
         row: dict[str, Any] = {"image": image}
         if self.task == "classification":
             label = record[columns["label"]]
@@ -329,8 +340,7 @@ class HuggingFaceSource:
             if not 0 <= row["label"] < len(names):
                 raise VisionkitError(f"{where}: label {label} is not one of 0..{len(names) - 1}")
         elif self.task == "detection":
-            with Image.open(folder / image) as img:
-                width, height = img.size
+            width, height = encoded.width, encoded.height
             boxes, classes = self._object_fields(record[columns["objects"]], where)
             rows = []
             for k, (box, cls) in enumerate(zip(boxes, classes)):
@@ -341,13 +351,11 @@ class HuggingFaceSource:
                 rows.append(box_row(self._corners(box, width, height, place), width, height, class_id, place))
             row["boxes"] = rows
         else:
-            mask, _ = _image_bytes(record[columns["mask"]], f"{where} (mask)")
-            with Image.open(io.BytesIO(mask)) as img:
-                lossless = img.format == "PNG"
-                ids = None if lossless else np.asarray(img)
+            mask = _image_bytes(record[columns["mask"]], f"{where} (mask)")
             row["mask"] = f"{split}/{index:07d}.mask.png"
-            if lossless:
-                (folder / row["mask"]).write_bytes(mask)
+            if mask.format == "PNG":  # kept as it is; other formats are decoded and written as PNG
+                (folder / row["mask"]).write_bytes(mask.data)
             else:
-                Image.fromarray(ids).save(folder / row["mask"])
+                with Image.open(io.BytesIO(mask.data)) as img:
+                    img.save(folder / row["mask"], format="PNG")
         return row
