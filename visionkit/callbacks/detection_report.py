@@ -25,6 +25,7 @@ from torchmetrics.aggregation import CatMetric
 
 from visionkit.callbacks.confusion_matrix import write_confusion_csv
 from visionkit.callbacks.figures import publish
+from visionkit.data.sources.annotations import ignored_class
 from visionkit.utils.io import atomic_write
 from visionkit.utils.viz import confusion_matrix_figure
 
@@ -105,7 +106,7 @@ def _coco_precision(
                 {
                     "id": len(annotations) + 1,
                     "image_id": image_id,
-                    "category_id": int(-1 - row[0] if ignored else row[0]),
+                    "category_id": int(ignored_class(row[0]) if ignored else row[0]),
                     "bbox": xywh(row[1:5]),
                     "area": w * h,
                     "iscrowd": int(ignored),
@@ -154,7 +155,7 @@ def without_ignored(found: np.ndarray, truth: np.ndarray, iou: float = 0.5) -> t
     from torchvision.ops import box_iou
 
     overlap = box_iou(torch.as_tensor(found[:, :4]).float(), torch.as_tensor(truth[ignored, 1:5]).float()).numpy()
-    same_class = found[:, 5][:, None] == (-1 - truth[ignored, 0])[None, :]
+    same_class = found[:, 5][:, None] == ignored_class(truth[ignored, 0])[None, :]
     on_ignored = ((overlap >= iou) & same_class).any(1) if len(found) else np.zeros(0, dtype=bool)
     return found[~on_ignored], truth[~ignored]
 

@@ -14,6 +14,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit.callbacks.detection_recipe import AccumulationRamp, CloseMosaic, RampedEMA
 from visionkit.callbacks.detection_report import IOU_THRESHOLDS, RECALL_POINTS
+from visionkit.data.sources.annotations import ignored_class
 from visionkit.errors import VisionkitError
 from visionkit.models.yolo import build_yolo, freeze_layers
 from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
@@ -277,8 +278,8 @@ class DetectionTask(VisionTask):
             mine = batch["batch_idx"] == i
             boxes = _xywhn_to_xyxy(batch["bboxes"][mine], height, width)
             labels = batch["cls"][mine].view(-1).long()
-            ignored = labels < 0  # evaluation ignores them (COCO's crowd regions): class -1 - value
-            classes = torch.where(ignored, -1 - labels, labels)
+            ignored = labels < 0  # evaluation ignores them as COCO's crowd regions
+            classes = torch.where(ignored, ignored_class(labels), labels)
             targets.append({"boxes": boxes, "labels": classes, "iscrowd": ignored.long()})
             truth.append(torch.cat([labels[:, None].float(), boxes], 1))
         metric.update(preds, targets)

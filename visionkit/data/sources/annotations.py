@@ -43,10 +43,11 @@ def box_row(corners: Sequence[float], width: float, height: float, class_id: int
     return [class_id, (x0 + x1) / 2 / width, (y0 + y1) / 2 / height, (x1 - x0) / width, (y1 - y0) / height]
 
 
-def ignored_class(class_id: int) -> int:
+def ignored_class(class_id: Any) -> Any:
     """The class value of a box that training leaves out and evaluation ignores (VOC `difficult`, COCO crowd):
-    -1 - class, so the class is kept and every such value is negative."""
-    return -1 - int(class_id)
+    -1 - class, so the class is kept and every such value is negative. Its own inverse (the class of an ignored
+    value); works on ints, arrays and tensors alike."""
+    return -1 - class_id
 
 
 def box_rows(rows: list[list[float]]) -> np.ndarray:
