@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torchmetrics.aggregation import CatMetric
 
 from visionkit.callbacks.figures import publish
+from visionkit.tasks.multilabel import decision_counts
 from visionkit.utils.io import atomic_write
 
 
@@ -23,12 +24,11 @@ def per_class_scores(probs: torch.Tensor, target: torch.Tensor, thresholds: torc
     classes = probs.shape[1]
     target = target.long()
     ap = tmf.multilabel_average_precision(probs, target, classes, average=None).double().numpy()
-    support = target.sum(0).double()
-    predicted = probs >= thresholds
-    tp = (predicted & target.bool()).sum(0).double()
-    precision = tp / predicted.sum(0).clamp(min=1)
+    tp, fp, fn = (count.double() for count in decision_counts(probs >= thresholds, target))
+    support = tp + fn
+    precision = tp / (tp + fp).clamp(min=1)
     recall = tp / support.clamp(min=1)
-    f1 = 2 * tp / (predicted.sum(0) + support).clamp(min=1)
+    f1 = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
     ap[(support == 0).numpy()] = np.nan
     return {
         "support": support.numpy(),

@@ -19,15 +19,18 @@ from visionkit.tasks.base import OptimizerFactory, SchedulerFactory
 from visionkit.tasks.classification import ClassificationTask
 
 
+def decision_counts(predicted: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per class, over the images axis (-2) of 0/1 decisions and targets: true positives, false positives, false
+    negatives (leading axes, e.g. candidate thresholds, are kept)."""
+    truth = target.bool()
+    return (predicted & truth).sum(-2), (predicted & ~truth).sum(-2), (~predicted & truth).sum(-2)
+
+
 def best_thresholds(probs: Tensor, target: Tensor, grid: int = 99) -> Tensor:
     """Per class, the threshold among 0.01 .. 0.99 with the highest F1 on (N, C) probabilities and 0/1 targets
     (0.5 for a class without positives)."""
     candidates = torch.linspace(0.01, 0.99, grid, device=probs.device)
-    predicted = probs[None] >= candidates[:, None, None]  # (grid, N, C)
-    truth = target.bool()[None]
-    tp = (predicted & truth).sum(1).float()
-    fp = (predicted & ~truth).sum(1).float()
-    fn = (~predicted & truth).sum(1).float()
+    tp, fp, fn = decision_counts(probs[None] >= candidates[:, None, None], target)  # (grid, C) each
     f1 = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
     chosen = candidates[f1.argmax(0)]
     return torch.where(target.sum(0) > 0, chosen, torch.full_like(chosen, 0.5))
@@ -35,8 +38,7 @@ def best_thresholds(probs: Tensor, target: Tensor, grid: int = 99) -> Tensor:
 
 def f1_scores(probs: Tensor, target: Tensor, thresholds: Tensor) -> dict[str, float]:
     """Micro and macro F1 of (N, C) probabilities cut at per-class `thresholds`."""
-    predicted, truth = probs >= thresholds, target.bool()
-    tp, fp, fn = ((predicted & truth).sum(0), (predicted & ~truth).sum(0), (~predicted & truth).sum(0))
+    tp, fp, fn = decision_counts(probs >= thresholds, target)
     per_class = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
     micro = 2 * tp.sum() / (2 * tp.sum() + fp.sum() + fn.sum()).clamp(min=1)
     return {"f1_micro": float(micro), "f1_macro": float(per_class.float().mean())}
