@@ -1,4 +1,5 @@
-"""Orchestration: `train`, `evaluate`, `predict`, `export` and `serve` of a config: instantiate, run, return metrics.
+"""Orchestration: `train`, `evaluate`, `predict`, `export`, `serve`, `gallery` and `verify` of a config (and, from
+`visionkit.explain.jobs`, `explain`, `explore` and `robustness`): instantiate, run, return metrics.
 
 The Hydra entry points only call these; tests and Python callers pass configs from `hydra.compose`
 (with `paths.output_dir` set).
@@ -7,26 +8,30 @@ The Hydra entry points only call these; tests and Python callers pass configs fr
 from __future__ import annotations
 
 import json
-import sys
-import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from visionkit.checkpoints import load_checkpoint
-from visionkit.config import RUN_CONFIG, check_config, run_dir_of_checkpoint
-from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
+from visionkit.config import check_config
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
+from visionkit.explain.jobs import attacked, explain, explore, robustness
 from visionkit.report import write_report
-from visionkit.tasks.base import VisionTask
-from visionkit.training.fit import build_datamodule, build_task, build_trainer, launcher_env_restored, metrics_of, plain
+from visionkit.training.fit import (
+    build_datamodule,
+    build_task,
+    build_trainer,
+    checkpoint_datamodule,
+    launcher_env_restored,
+    metrics_of,
+    options_from,
+    plain,
+)
 from visionkit.training.fit import train as train  # `visionkit.run.train`, the name the CLI runner and users call
-from visionkit.utils.io import read_image
 from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.video import is_video_source
 
@@ -65,38 +70,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         results = run(task, datamodule=datamodule)
     metrics = metrics_of(results[0] if results else {})
     if trainer.is_global_zero and cfg.get("robustness"):
-        metrics.update(_attacked(cfg, task, datamodule, Path(trainer.default_root_dir) / "robustness"))
+        metrics.update(attacked(cfg, task, datamodule, Path(trainer.default_root_dir) / "robustness"))
     if trainer.is_global_zero:
         title = f"evaluation of {cfg.ckpt_path}"
         log.info(f"report: {write_report(trainer.default_root_dir, metrics, title)}")
     return metrics
-
-
-def checkpoint_datamodule(cfg: DictConfig, task: VisionTask, data_state: Mapping[str, Any]) -> VisionDataModule:
-    """The data a checkpoint was trained on (its run's `config.yaml`), or `cfg.data` when set, prepared with
-    the checkpoint's size, resize mode and mean/std: what `visionkit-eval` tests and the export check runs."""
-    run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
-    run_cfg = OmegaConf.load(run_dir / RUN_CONFIG) if run_dir is not None else None
-    data_cfg = cfg.get("data") or (run_cfg.data if run_cfg is not None else None)
-    if data_cfg is None:
-        raise VisionkitError(
-            f"{cfg.ckpt_path} is not inside a visionkit run folder, so its data is unknown: "
-            "pass data=<name> (and its keys)"
-        )
-    datamodule = build_datamodule(
-        data_cfg,
-        None,
-        mean=data_state.get("mean", run_cfg.model.mean if run_cfg is not None else IMAGENET_MEAN),
-        std=data_state.get("std", run_cfg.model.std if run_cfg is not None else IMAGENET_STD),
-        image_size=data_state.get("image_size"),
-        resize=data_state.get("resize"),
-    )
-    expected = task.hparams.get("num_classes")
-    if expected is not None and datamodule.num_classes != int(expected):  # photos (style) have no classes
-        raise VisionkitError(
-            f"the checkpoint predicts {expected} classes but the evaluation data has {datamodule.num_classes}"
-        )
-    return datamodule
 
 
 def _predict_options(cfg: DictConfig, predictor_cls: type) -> dict[str, Any]:
@@ -108,11 +86,9 @@ def _predict_options(cfg: DictConfig, predictor_cls: type) -> dict[str, Any]:
 
 def _video_options(cfg: DictConfig) -> Any:
     """The predict config's video keys (conf/predict.yaml: stride ... overwrite) as VideoOptions."""
-    from dataclasses import fields
-
     from visionkit.inference.video import VideoOptions
 
-    return VideoOptions(**{f.name: plain(cfg[f.name]) for f in fields(VideoOptions) if f.name in cfg})
+    return options_from(cfg, VideoOptions)
 
 
 def predict(cfg: DictConfig) -> dict[str, float]:
@@ -221,13 +197,11 @@ _SERVER_OWNED = ("device", "batch_size", "num_workers", "skip_bad_images")
 def serve(cfg: DictConfig) -> dict[str, float]:
     """Serve a checkpoint over HTTP until stopped (`visionkit-serve`; see `visionkit.serve`). The checkpoint and
     the options are checked here, once, before any worker starts."""
-    from dataclasses import fields
-
     from visionkit.inference import build_predictor, open_checkpoint
     from visionkit.serve.app import ServeOptions, ServerSettings, cpu_threads, model_info, run_server, served_gallery
 
     check_config(cfg)  # mask_format and image_format among them
-    settings = ServerSettings(**{f.name: plain(cfg[f.name]) for f in fields(ServerSettings) if f.name in cfg})
+    settings = options_from(cfg, ServerSettings)
     state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
     options = {k: v for k, v in _predict_options(cfg, predictor_cls).items() if k not in _SERVER_OWNED}
     size = plain(cfg.get("image_size"))
@@ -313,155 +287,3 @@ def verify(cfg: DictConfig) -> dict[str, float]:
     distance, threshold = answer["distance"], answer["threshold"]
     print(f"{images[0]} and {images[1]}: {verdict} (distance {distance:.4f} {sign} threshold {threshold:.4f})")
     return {"same": float(answer["same"]), "distance": distance, "threshold": threshold}
-
-
-def explain(cfg: DictConfig) -> dict[str, float]:
-    """Filters, feature maps, Grad-CAMs and the layer table of a checkpoint's network (or of the style VGG19,
-    `network=vgg19`) for every image of `cfg.source`, one folder each under `cfg.output_dir`; with
-    `cfg.list_layers`, print the layer names and stop. `failed` counts unreadable images among several."""
-    from visionkit.explain.batch import explain_images, print_layers
-
-    check_config(cfg)
-    subject = _subject(cfg)
-    if subject.note:
-        print(f"visionkit-explain: note: {subject.note}", file=sys.stderr)
-    if cfg.list_layers:
-        print_layers(subject)
-        return {}
-    return explain_images(
-        subject,
-        list_images(cfg.get("source")),
-        Path(str(cfg.output_dir)).expanduser(),
-        layers=plain(cfg.layers),
-        top_k=int(cfg.top_k),
-        classes=[str(c) for c in plain(cfg.target_class) or []],
-        cam_layers=plain(cfg.cam_layers),
-        max_channels=int(cfg.max_channels),
-    )
-
-
-def _subject(cfg: DictConfig) -> Any:
-    """The network explain and explore look into: a checkpoint's (`ckpt_path`) or the style VGG19 (`model=vgg19`)."""
-    from visionkit.explain.subjects import subject_from_checkpoint, vgg19_subject
-
-    if cfg.get("network") and cfg.get("ckpt_path"):
-        raise VisionkitError("give either ckpt_path=... or model=vgg19, not both")
-    size = plain(cfg.get("image_size"))
-    if cfg.get("network") == "vgg19":
-        return vgg19_subject(str(cfg.weights), size or 224, device=str(cfg.device))
-    if cfg.get("ckpt_path"):
-        subject = subject_from_checkpoint(str(cfg.ckpt_path), size, float(cfg.conf), device=str(cfg.device))
-        if cfg.get("reference"):
-            if not hasattr(subject, "set_reference"):
-                raise VisionkitError(f"reference= compares embeddings; {cfg.ckpt_path} holds a {subject.kind} model")
-            subject.set_reference(Path(str(cfg.reference)).name, read_image(str(cfg.reference)))
-        return subject
-    raise VisionkitError("nothing to explain: pass ckpt_path=/path/to/best.ckpt, or model=vgg19")
-
-
-def explore(cfg: DictConfig) -> dict[str, float]:
-    """`visionkit-explore`: explore.html for one image (`cfg.source`) through a checkpoint's network or the style
-    VGG19, with patches from the checkpoint's validation images when its data is found; `serve=true` serves the
-    page on localhost (every layer's step-through, kernels put into the network) until Ctrl-C."""
-    from dataclasses import fields
-
-    from visionkit.explain.explore_data import ExploreOptions
-    from visionkit.explain.explore_page import ExploreServer, build_page
-
-    check_config(cfg)
-    paths = list_images(cfg.get("source"))
-    if len(paths) != 1:
-        raise VisionkitError(f"source={cfg.source}: {len(paths)} images; the page explores one (name a file)")
-    subject = _subject(cfg)
-    options = ExploreOptions(**{f.name: plain(cfg[f.name]) for f in fields(ExploreOptions) if f.name in cfg})
-    if cfg.get("serve"):
-        title = f"{subject.kind}: {Path(paths[0]).name}"
-        httpd = ExploreServer(subject, read_image(paths[0]), options, title).serve(str(cfg.host), int(cfg.port))
-        host, port = httpd.server_address[:2]
-        print(f"visionkit-explore: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            httpd.shutdown()
-        return {}
-    pictures = _validation_pictures(cfg) if cfg.get("ckpt_path") and options.data_images > 0 else iter(())
-    return build_page(subject, paths[0], Path(str(cfg.output_dir)).expanduser(), options, pictures)
-
-
-def _validation_pictures(cfg: DictConfig) -> Any:
-    """The checkpoint's validation images (H×W×3 uint8, as its data module reads them), lazily; none when its
-    data cannot be found (a checkpoint outside its run folder, no data=)."""
-    task, data_state = load_checkpoint(str(cfg.ckpt_path))
-    try:
-        datamodule = checkpoint_datamodule(cfg, task, data_state)
-        datamodule.setup("validate")
-    except VisionkitError as exc:
-        log.info(f"patches from this image only: {exc}")
-        return
-    dataset = datamodule.datasets["val"]
-    for index in range(len(dataset)):
-        image = dataset[index]["image"]
-        yield image.permute(1, 2, 0).numpy() if isinstance(image, torch.Tensor) else image
-
-
-def robustness(cfg: DictConfig) -> dict[str, float]:
-    """`visionkit-robustness`: the checkpoint's test metric under each attack at each ε (conf/attack), with the
-    sanity checks (`robust_checks_failed` counts those that did not pass). The run's report.html gains the section."""
-    from visionkit.report.compare import final_metrics
-
-    check_config(cfg)
-    output_dir = Path(str(cfg.output_dir)).expanduser()
-    if cfg.get("source"):
-        metrics = _attacked_source(cfg, output_dir)
-    else:
-        task, data_state = load_checkpoint(cfg.get("ckpt_path"))
-        datamodule = checkpoint_datamodule(cfg, task, data_state)
-        metrics = _attacked(cfg, task, datamodule, output_dir)
-    run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
-    if run_dir is not None and (run_dir / RUN_CONFIG).is_file():
-        log.info(f"report: {write_report(run_dir, final_metrics(run_dir))}")
-    return metrics
-
-
-def _attacked(cfg: DictConfig, task: VisionTask, datamodule: VisionDataModule, output_dir: Path) -> dict[str, float]:
-    """Attack `task` on the config's split of `datamodule`; write the files into `output_dir`; the metrics."""
-    from lightning.fabric.utilities.apply_func import move_data_to_device
-
-    from visionkit.explain.robustness import RobustnessOptions, measure_robustness, report_robustness
-    from visionkit.tasks.adversarial import PixelSpace
-    from visionkit.utils.device import pick_device
-
-    device = pick_device(str(cfg.get("device", "auto")))
-    task.to(device)
-    split = str(cfg.get("split", "test"))
-    datamodule.setup("validate" if split == "val" else "test")
-    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
-    batches = (datamodule.normalize_batch(move_data_to_device(b, device)) for b in loader)
-    space = PixelSpace(datamodule.mean, datamodule.std)
-    result = measure_robustness(task, batches, space, RobustnessOptions.from_config(cfg))
-    return report_robustness(result, output_dir, f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} ({split})")
-
-
-def _attacked_source(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    """Attack the checkpoint on the images of `cfg.source` (no labels): each image's clean answer (class, mask,
-    boxes scoring ≥ conf) is the truth, so the metric says how much of its own answer survives."""
-    from visionkit.explain.attack_targets import attack_target
-    from visionkit.explain.explore_decision import pixel_space
-    from visionkit.explain.robustness import RobustnessOptions, measure_robustness, report_robustness
-    from visionkit.explain.subjects import subject_from_checkpoint
-
-    options = RobustnessOptions.from_config(cfg)
-    paths = list_images(cfg.source)[: options.n]
-    subject = subject_from_checkpoint(str(cfg.ckpt_path), device=str(cfg.get("device", "auto")))
-    task = subject.predictor.model
-    target = attack_target(task)
-
-    def batches() -> Any:
-        for start in range(0, len(paths), 16):
-            images = torch.cat([subject.prepare(read_image(p))[0] for p in paths[start : start + 16]])
-            yield target.own_answers(images)
-
-    result = measure_robustness(task, batches(), pixel_space(subject), options)
-    title = f"{type(task).__name__} {Path(str(cfg.ckpt_path)).name} on {len(paths)} images of {cfg.source}"
-    return report_robustness(result, output_dir, f"{title} (against its own clean answers)")

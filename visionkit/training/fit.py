@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -16,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionkit.callbacks.exact_resume import ExactResume
 from visionkit.checkpoints import check_checkpoint
-from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config
-from visionkit.data import VisionDataModule
+from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config, run_dir_of_checkpoint
+from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
+from visionkit.errors import VisionkitError
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
 from visionkit.training.sweep import pruning_callback
@@ -29,6 +31,7 @@ from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.run_status import STATUS_FILE, failure_details, write_status
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 _LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", RUN_DIR_ENV)
 
@@ -72,6 +75,38 @@ def build_datamodule(
         cache_max_gb=data.get("cache_max_gb"),
         per_identity=data.get("per_identity"),
     )
+
+
+def checkpoint_datamodule(cfg: DictConfig, task: VisionTask, data_state: Mapping[str, Any]) -> VisionDataModule:
+    """The data a checkpoint was trained on (its run's `config.yaml`), or `cfg.data` when set, prepared with
+    the checkpoint's size, resize mode and mean/std: what `visionkit-eval` tests and the export check runs."""
+    run_dir = run_dir_of_checkpoint(str(cfg.ckpt_path))
+    run_cfg = OmegaConf.load(run_dir / RUN_CONFIG) if run_dir is not None else None
+    data_cfg = cfg.get("data") or (run_cfg.data if run_cfg is not None else None)
+    if data_cfg is None:
+        raise VisionkitError(
+            f"{cfg.ckpt_path} is not inside a visionkit run folder, so its data is unknown: "
+            "pass data=<name> (and its keys)"
+        )
+    datamodule = build_datamodule(
+        data_cfg,
+        None,
+        mean=data_state.get("mean", run_cfg.model.mean if run_cfg is not None else IMAGENET_MEAN),
+        std=data_state.get("std", run_cfg.model.std if run_cfg is not None else IMAGENET_STD),
+        image_size=data_state.get("image_size"),
+        resize=data_state.get("resize"),
+    )
+    expected = task.hparams.get("num_classes")
+    if expected is not None and datamodule.num_classes != int(expected):  # photos (style) have no classes
+        raise VisionkitError(
+            f"the checkpoint predicts {expected} classes but the evaluation data has {datamodule.num_classes}"
+        )
+    return datamodule
+
+
+def options_from(cfg: DictConfig, options: type[T]) -> T:
+    """The dataclass `options` filled with the config keys of its field names (the others keep their defaults)."""
+    return options(**{f.name: plain(cfg[f.name]) for f in fields(options) if f.name in cfg})  # type: ignore[arg-type]
 
 
 def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
