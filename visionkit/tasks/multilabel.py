@@ -195,7 +195,7 @@ class MultiLabelTask(ClassificationTask):
         names = self.class_names
 
         def shown(flags: Tensor) -> str:
-            return ",".join(names[i] for i in torch.nonzero(flags).flatten().tolist()) or "-"
+            return ", ".join(names[i] for i in torch.nonzero(flags).flatten().tolist()) or "-"
 
         preds, target = outputs["preds"].cpu(), outputs["target"].cpu().bool()
         titles = [f"{shown(p)} / {shown(t)}" for p, t in zip(preds, target)]

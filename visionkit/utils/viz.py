@@ -69,18 +69,21 @@ def fitted(text: str, width_in: float, fontsize: float) -> str:
 
 
 def labelled_grid_figure(images: np.ndarray, titles: Sequence[str], correct: Sequence[bool], title: str) -> Figure:
-    """Images in a grid, each titled (green when right, red when wrong)."""
+    """Images in a grid, each titled (green when right, red when wrong); rows are as tall as their longest
+    wrapped title needs, so titles never run into the images above."""
     count = len(images)
     cols = min(8, count)
     rows = (count + cols - 1) // cols
     width = max(cols * 1.5, 4.5)  # room for the title over a few images
-    fig = Figure(figsize=(width, rows * 1.7 + 0.6))
+    wrapped = [fitted(text, width / cols, 8) for text in titles]
+    lines = max((text.count("\n") + 1 for text in wrapped), default=1)
+    fig = Figure(figsize=(width, rows * (1.56 + 0.14 * lines) + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, image, text, ok in zip(axes, images, titles, correct):
+    for ax, image, text, ok in zip(axes, images, wrapped, correct):
         ax.imshow(image)
-        ax.set_title(fitted(text, width / cols, 8), fontsize=8, color="green" if ok else "red")
+        ax.set_title(text, fontsize=8, color="green" if ok else "red")
     fig.suptitle(fitted(title, width, 10), fontsize=10)
     fig.tight_layout()
     return fig
