@@ -16,6 +16,7 @@ import torch
 
 from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, size_hw
 from visionkit.data.datamodule import VisionDataModule
+from visionkit.data.pixels import RGB8, PixelFormat
 from visionkit.errors import VisionkitError
 from visionkit.tasks.base import VisionTask
 
@@ -124,6 +125,7 @@ class InputContract:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     class_names: tuple[str, ...]
+    pixels: PixelFormat = RGB8  # channels, type and bands; 8-bit RGB unless the data module stored another
 
     @classmethod
     def of(
@@ -141,7 +143,18 @@ class InputContract:
             mean=tuple(float(v) for v in data_state.get("mean", IMAGENET_MEAN)),
             std=tuple(float(v) for v in data_state.get("std", IMAGENET_STD)),
             class_names=tuple(str(n) for n in class_names),
+            pixels=PixelFormat.of(data_state.get("pixels")),
         )
+
+    @property
+    def peak(self) -> float:
+        """What the network input's pixels are divided by before mean/std: 255 for 8-bit RGB; 1 for other formats,
+        whose pixels reach the network as 0..1 floats (`PixelFormat.to_unit`)."""
+        return 255.0 if self.pixels.rgb8 else 1.0
+
+    def with_viz_bands(self, bands: Sequence[int] | None) -> InputContract:
+        """The same contract drawing pictures from other bands (`viz.bands`); None keeps the stored ones."""
+        return self if bands is None else replace(self, pixels=replace(self.pixels, viz_bands=tuple(bands)))
 
     def with_resize(self, resize: str) -> InputContract:
         """The same contract with another resize mode (detectors always letterbox, as ultralytics does)."""

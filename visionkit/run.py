@@ -115,7 +115,10 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     video = is_video_source(source)
     paths = [] if video else list_images(source)  # a wrong source stops before the model is built
     options = _predict_options(cfg, predictor_cls)
-    predictor = build_predictor(state, task_cls, image_size=plain(cfg.get("image_size")), **options)
+    viz_bands = plain(cfg.viz.bands) if cfg.get("viz") else None
+    predictor = build_predictor(
+        state, task_cls, image_size=plain(cfg.get("image_size")), viz_bands=viz_bands, **options
+    )
     if cfg.get("detector"):  # embed each box a detector finds (faces), named by a gallery when given
         from visionkit.inference.faces import with_detector
 

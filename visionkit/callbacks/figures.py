@@ -16,7 +16,13 @@ from visionkit.utils.viz import denormalize, log_figure, save_figure
 def shown_images(trainer: L.Trainer, images: Any) -> np.ndarray:
     """A batch of normalized C×H×W images as H×W×3 uint8, undoing the data module's mean/std."""
     datamodule = getattr(trainer, "datamodule", None)
-    return denormalize(images, getattr(datamodule, "mean", IMAGENET_MEAN), getattr(datamodule, "std", IMAGENET_STD))
+    fmt = getattr(datamodule, "pixel_format", None)
+    return denormalize(
+        images,
+        getattr(datamodule, "mean", IMAGENET_MEAN),
+        getattr(datamodule, "std", IMAGENET_STD),
+        fmt.viz_bands if fmt is not None else None,
+    )
 
 
 def publish(trainer: L.Trainer, tag: str, fig: Figure, path: Path) -> Path:

@@ -66,8 +66,11 @@ def _first_op(height: int, width: int, mode: str) -> A.BasicTransform:
     raise VisionkitError(f"data.resize={mode!r} is not a resize mode; choose one of {list(RESIZE_MODES)}")
 
 
-def resize_ops(image_size: int | Sequence[int], mode: str, mask_fill: int = 0) -> list[A.BasicTransform]:
-    """Bring any image to the network size: `stretch`, `letterbox` (keep aspect, pad) or `crop` (centre)."""
+def resize_ops(
+    image_size: int | Sequence[int], mode: str, mask_fill: int = 0, fill: float = LETTERBOX_FILL
+) -> list[A.BasicTransform]:
+    """Bring any image to the network size: `stretch`, `letterbox` (keep aspect, pad with `fill`, the grey of
+    8-bit pixels by default) or `crop` (centre)."""
     height, width = size_hw(image_size)
     first = _first_op(height, width, mode)
     if mode == "letterbox":
@@ -75,7 +78,7 @@ def resize_ops(image_size: int | Sequence[int], mode: str, mask_fill: int = 0) -
             min_height=height,
             min_width=width,
             border_mode=0,
-            fill=LETTERBOX_FILL,
+            fill=fill,
             fill_mask=mask_fill,
             position="center",
         )
@@ -109,7 +112,8 @@ class FirstResize:
         height, width = self.needed(*image.shape[:2])
         if image.shape[:2] == (height, width):
             return image
-        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        return resized[:, :, None] if resized.ndim == 2 else resized  # OpenCV drops a single channel's axis
 
 
 def first_resize(image_size: int | Sequence[int], mode: str) -> FirstResize:
@@ -160,6 +164,7 @@ def build_transform(
     mask_fill: int = 0,
     seed: int | None = None,
     normalize: bool = True,
+    unit_pixels: bool = False,
 ) -> A.Compose:
     """Compose resize + `augment` + normalize + to-tensor for the given targets.
 
@@ -170,6 +175,8 @@ def build_transform(
     for validation/test. The result is called as `t(image=..., bboxes=..., class_labels=..., mask=...)`.
     Boxes less than `min_visibility` visible, under `min_area` px² or thinner than `min_side` px are dropped.
     Masks follow the image with nearest-neighbour interpolation; pixels padded in are `mask_fill`.
+    `unit_pixels`: images arrive as float32 0..1 (`PixelFormat.to_unit`: scans, N bands) and are normalized
+    here whatever `normalize` says, so batches leave the loader as normalized floats.
     """
     unknown = set(targets) - {"image", "boxes", "mask"}
     if unknown:
@@ -187,10 +194,11 @@ def build_transform(
             min_height=min_side,
             clip=True,
         )
+    peak = 1.0 if unit_pixels else 255.0
     ops = [
-        *resize_ops(image_size, resize, mask_fill),
+        *resize_ops(image_size, resize, mask_fill, LETTERBOX_FILL / 255.0 * peak),
         *square_only_left_out(augment or [], image_size),
-        *([A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0)] if normalize else []),
+        *([A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=peak)] if normalize or unit_pixels else []),
         ToTensorV2(),
     ]
     return A.Compose(ops, bbox_params=bbox_params, seed=seed)
@@ -204,3 +212,62 @@ def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[
     scale = torch.tensor([255.0 * s for s in std], device=images.device).view(1, -1, 1, 1)
     shift = torch.tensor([255.0 * m for m in mean], device=images.device).view(1, -1, 1, 1)
     return images.to(torch.float32).sub_(shift).div_(scale)
+
+
+# what the check tries when it lists the transforms that do work on a pixel format
+_CANDIDATES = (
+    "HorizontalFlip",
+    "VerticalFlip",
+    "RandomRotate90",
+    "Affine",
+    "RandomResizedCrop",
+    "GridDistortion",
+    "ElasticTransform",
+    "CoarseDropout",
+    "GaussianBlur",
+    "GaussNoise",
+    "RandomBrightnessContrast",
+    "RandomGamma",
+    "ColorJitter",
+    "HueSaturationValue",
+    "CLAHE",
+)
+
+
+def _works_on(transform: A.BasicTransform, channels: int, unit_range: bool) -> bool:
+    """Whether `transform` (forced to apply) keeps an image of `channels` float32 bands intact: it runs, keeps
+    the band count, and, for raw floats outside 0..1, does not touch pixel values (those transforms assume 0..1)."""
+    import copy
+
+    probe = copy.deepcopy(transform)
+    inner = [probe, *getattr(probe, "transforms", [])]
+    if not unit_range and any(isinstance(t, A.ImageOnlyTransform) for t in inner):
+        return False
+    for t in inner:
+        t.p = 1.0
+    image = np.random.default_rng(0).random((32, 32, channels), dtype=np.float32)
+    try:
+        out = A.Compose([probe], seed=0)(image=image)["image"]
+    except Exception:
+        return False
+    return out.ndim == 3 and out.shape[2] == channels and out.dtype == np.float32
+
+
+def check_augment(augment: Sequence[A.BasicTransform], channels: int, unit_range: bool = True) -> None:
+    """Stop on augmentations that cannot work on the pixel format (colour jitter on 7 bands, brightness on raw
+    Hounsfield units), naming them and the transforms that do work, before any training starts."""
+    refused = [type(t).__name__ for t in augment if not _works_on(t, channels, unit_range)]
+    if not refused:
+        return
+    working = [name for name in _CANDIDATES if hasattr(A, name) and _works_on(_candidate(name), channels, unit_range)]
+    kind = f"{channels}-band" if unit_range else f"{channels}-band raw float32"
+    raise VisionkitError(
+        f"augment: {', '.join(refused)} cannot work on {kind} images; use augment=none or a list of transforms "
+        f"that do, e.g. {', '.join(working)} (augment=flips works on any band count)"
+    )
+
+
+def _candidate(name: str) -> A.BasicTransform:
+    if name == "RandomResizedCrop":
+        return A.RandomResizedCrop(size=(32, 32))
+    return getattr(A, name)()

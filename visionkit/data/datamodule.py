@@ -16,6 +16,7 @@ from visionkit.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_transform,
+    check_augment,
     first_resize,
     load_preset,
     normalize_images,
@@ -33,6 +34,7 @@ from visionkit.data.datasets import (
     find_bad_images,
 )
 from visionkit.data.decoded import build_reader, check_cache_kind
+from visionkit.data.pixels import RGB8, PixelFormat
 from visionkit.data.resumable import GroupedSampler, ResumableSampler, global_seed
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
@@ -90,6 +92,9 @@ class VisionDataModule(L.LightningDataModule):
     `cache`: "ram" decodes every image once into shared memory (at most `cache_max_gb`, default half the
     memory available), "disk" keeps decoded images as files under `cache_dir` for later epochs and runs.
     `per_identity` (embeddings): training batches hold that many images of each identity (`GroupedSampler`).
+    `pixel_format`: channels, type and bands of the images (8-bit RGB by default); any other format is read as
+    stored, scaled to 0..1 floats and normalized in the workers, and `mean`/`std` may be "auto" (measured per
+    channel on the training split).
     """
 
     def __init__(
@@ -104,8 +109,8 @@ class VisionDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         augment: str | Sequence[A.BasicTransform] | None = "light",
         resize: str = "stretch",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | str = IMAGENET_MEAN,
+        std: Sequence[float] | str = IMAGENET_STD,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
         split_seed: int = 0,
@@ -116,8 +121,10 @@ class VisionDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         cache_max_gb: float | None = None,
         per_identity: int | None = None,
+        pixel_format: PixelFormat = RGB8,
     ) -> None:
         super().__init__()
+        self.pixel_format = pixel_format
         if per_identity and batch_size % int(per_identity):
             raise VisionkitError(
                 f"data.batch_size={batch_size} is not a multiple of data.per_identity={per_identity}: a batch holds "
@@ -136,8 +143,8 @@ class VisionDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment = load_preset(augment) if isinstance(augment, str) else list(augment or [])
         self.resize = resize
-        self.mean = tuple(float(v) for v in mean)
-        self.std = tuple(float(v) for v in std)
+        self._stats = {"mean": mean, "std": std}
+        self._check_pixel_format(source)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
@@ -157,6 +164,58 @@ class VisionDataModule(L.LightningDataModule):
         ignore_index = getattr(source, "ignore_index", None)
         self.mask_fill = 0 if ignore_index is None else int(ignore_index)  # padded mask pixels
         self._splits: dict[str, SampleSet] | None = None
+
+    def _check_pixel_format(self, source: DataSource) -> None:
+        """Refuse what cannot work on a non-RGB pixel format before any reading: tasks without N-channel support,
+        in-memory sets, statistics of the wrong length, augmentations that need 3 colour channels."""
+        fmt = self.pixel_format
+        for key, value in self._stats.items():
+            if not isinstance(value, str):
+                if len(value) != fmt.channels:
+                    raise VisionkitError(
+                        f"data.{key}={list(value)} has {len(value)} values for data.channels={fmt.channels}; "
+                        f"give {fmt.channels} values or data.{key}=auto (measured on the training split)"
+                    )
+            elif value != "auto":
+                raise VisionkitError(f"data.{key}={value!r}: give a list of {fmt.channels} values or auto")
+        if fmt.rgb8:
+            return
+        task = getattr(source, "task", "classification")
+        if task not in ("classification", "segmentation"):
+            raise VisionkitError(
+                f"data.channels={fmt.channels}, data.dtype={fmt.dtype}: {task} reads 8-bit RGB only for now "
+                "(classification, multi-label and segmentation take any channels and bit depth)"
+            )
+        check_augment(self.augment, fmt.channels, fmt.unit_range)
+
+    def _statistic(self, key: str) -> tuple[float, ...]:
+        value = self._stats[key]
+        if value == "auto":
+            self._stats.update(zip(("mean", "std"), self._measured_stats()))
+            value = self._stats[key]
+        return tuple(float(v) for v in value)
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean the images are normalized with (measured on the training split when auto)."""
+        return self._statistic("mean")
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel standard deviation the images are normalized with (measured when auto)."""
+        return self._statistic("std")
+
+    def _measured_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        from visionkit.data.stats import channel_stats
+
+        train = self._load_splits()["train"]
+        reading = self._reading("stats", train)
+        if "reader" not in reading:
+            raise VisionkitError(f"data.mean=auto needs image files; {self.source.description} is held in memory")
+        dataset = ImageSampleDataset(train, None, first=reading["first"], reader=reading["reader"])  # type: ignore[arg-type]
+        to_unit = (lambda x: x.astype(np.float32) / 255.0) if self.pixel_format.rgb8 else (lambda x: x)
+        key = f"{self.pixel_format.state()}|{self.image_size}|{self.resize}"
+        return channel_stats(train.images, lambda i: to_unit(dataset.read(i)), key, self.cache_dir)
 
     @property
     def class_names(self) -> list[str]:
@@ -184,6 +243,7 @@ class VisionDataModule(L.LightningDataModule):
             "mean": list(self.mean),
             "std": list(self.std),
             "class_names": self.class_names,
+            **({} if self.pixel_format.rgb8 else {"pixels": self.pixel_format.state()}),
         }
 
     def load_state_dict(self, state_dict: dict[str, object]) -> None:
@@ -200,6 +260,7 @@ class VisionDataModule(L.LightningDataModule):
             targets=self.dataset_class.targets,
             mask_fill=self.mask_fill,
             normalize=False,
+            unit_pixels=not self.pixel_format.rgb8,
         )
 
     def normalize_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -220,10 +281,21 @@ class VisionDataModule(L.LightningDataModule):
         mosaic_stretch = self.mosaic_split(name) and self.resize == "stretch"
         first = first_resize(self.image_size, "crop" if mosaic_stretch else self.resize)
         if not isinstance(samples.images, list):
+            if not self.pixel_format.rgb8:
+                raise VisionkitError(
+                    f"{self.source.description} is held in memory as 8-bit RGB; data.channels and data.dtype "
+                    "apply to image files (TIFF, DICOM, PNG)"
+                )
             return {"first": first}
         max_bytes = None if self.cache_max_gb is None else int(self.cache_max_gb * 2**30)
         reader = build_reader(
-            samples.images, first, self.cache, cache_dir=self.cache_dir, max_bytes=max_bytes, split=name
+            samples.images,
+            first,
+            None if name == "stats" else self.cache,
+            cache_dir=self.cache_dir,
+            max_bytes=max_bytes,
+            split=name,
+            fmt=self.pixel_format,
         )
         return {"first": first, "reader": reader}
 

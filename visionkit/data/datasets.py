@@ -101,13 +101,15 @@ class ImageSampleDataset(Dataset):
             self._seeded_for = key
 
     def load(self, index: int) -> Decoded:
-        """Sample `index`'s HxWx3 uint8 RGB image at the pipeline's first size, and the image's full size."""
+        """Sample `index`'s image at the pipeline's first size, and the image's full size: HxWx3 uint8 RGB, or,
+        for another pixel format, HxWxC float32 0..1 (`PixelFormat.to_unit`)."""
         if self.reader is None:
             return self.samples.images[index], self._array_size
         try:
-            return self.reader(index)
+            pixels, full = self.reader(index)
         except UnreadableImage as exc:
             raise bad_image_error(str(exc.path), exc.reason) from None
+        return (pixels, full) if self.reader.fmt.rgb8 else (self.reader.fmt.to_unit(pixels), full)
 
     def read(self, index: int) -> np.ndarray:
         """Sample `index`'s image at the pipeline's first size."""

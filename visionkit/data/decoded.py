@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from visionkit.data.augment import FirstResize
+from visionkit.data.pixels import RGB8, PixelFormat
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import atomic_write, read_image, read_image_at_least, shown_size
 from visionkit.utils.logging import get_logger
@@ -30,8 +31,12 @@ def check_cache_kind(cache: str | None) -> None:
         raise VisionkitError(f"data.cache={cache!r} is not a cache kind; choose null, ram or disk")
 
 
-def decode(path: str, first: FirstResize | None) -> Decoded:
-    """The image at `first`'s size (a JPEG decoded at reduced size when that covers it), and its full size."""
+def decode(path: str, first: FirstResize | None, fmt: PixelFormat = RGB8) -> Decoded:
+    """The image at `first`'s size (a JPEG decoded at reduced size when that covers it), and its full size; a
+    format other than 8-bit RGB is read as stored (`fmt.read`) and resized in its own type."""
+    if not fmt.rgb8:
+        pixels = fmt.read(path)
+        return (pixels if first is None else first(pixels)), pixels.shape[:2]
     if first is None:
         pixels = read_image(path)
         return pixels, pixels.shape[:2]
@@ -73,19 +78,27 @@ class RamCache:
     workers read it without copies (forked or spawned), each DDP rank holds its own. Images beyond `max_bytes`
     are left out (read from disk each time, and said so)."""
 
-    def __init__(self, paths: Sequence[str], first: FirstResize, max_bytes: int, threads: int | None = None) -> None:
-        self.first = first
+    def __init__(
+        self,
+        paths: Sequence[str],
+        first: FirstResize,
+        max_bytes: int,
+        threads: int | None = None,
+        fmt: PixelFormat = RGB8,
+    ) -> None:
+        self.first, self.fmt = first, fmt
+        self.itemsize = np.dtype(fmt.dtype).itemsize
         shapes: list[tuple[int, int, int] | None] = []
         total = 0
         for path in paths:
             shown = _shown_size(path)
-            shape = None if shown is None else (*first.needed(*shown), 3)
-            if shape is not None and total + int(np.prod(shape)) <= max_bytes:
+            shape = None if shown is None else (*first.needed(*shown), fmt.channels)
+            if shape is not None and total + int(np.prod(shape)) <= max_bytes // self.itemsize:
                 total += int(np.prod(shape))
                 shapes.append(shape)
             else:
                 shapes.append(None)
-        self.buffer = torch.empty(total, dtype=torch.uint8).share_memory_()
+        self.buffer = torch.empty(total * self.itemsize, dtype=torch.uint8).share_memory_()
         self.offsets = np.zeros(len(paths), dtype=np.int64)
         self.shapes = np.zeros((len(paths), 3), dtype=np.int64)
         self.full_sizes = np.zeros((len(paths), 2), dtype=np.int64)
@@ -98,19 +111,20 @@ class RamCache:
                 offset += int(np.prod(shape))
         with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as pool:
             list(pool.map(self._fill, range(len(paths)), paths, shapes))
-        self.nbytes = int(sum(int(np.prod(s)) for s, ok in zip(self.shapes, self.filled) if ok))
+        self.nbytes = int(sum(int(np.prod(s)) for s, ok in zip(self.shapes, self.filled) if ok)) * self.itemsize
         self.left_out = int((~self.filled).sum())
 
     def _slot(self, index: int) -> np.ndarray:
-        start, shape = int(self.offsets[index]), tuple(int(v) for v in self.shapes[index])
-        return self.buffer[start : start + int(np.prod(shape))].numpy().reshape(shape)
+        start, shape = int(self.offsets[index]) * self.itemsize, tuple(int(v) for v in self.shapes[index])
+        size = int(np.prod(shape)) * self.itemsize
+        return self.buffer[start : start + size].numpy().view(self.fmt.dtype).reshape(shape)
 
     def _fill(self, index: int, path: str, shape: tuple[int, int, int] | None) -> None:
         stamp = _stamp(path)
         if shape is None or stamp is None:
             return
         try:
-            pixels, full = decode(path, self.first)
+            pixels, full = decode(path, self.first, self.fmt)
         except VisionkitError:
             return  # the reader reports it when the sample is drawn
         if pixels.shape != shape:
@@ -130,9 +144,9 @@ class DiskCache:
     later epoch and run (and every DDP rank and worker) loads them instead of decoding. The file name hashes the
     image's path, modification time, size and the first size: a changed file or setting gets a new entry."""
 
-    def __init__(self, folder: str | os.PathLike[str], first: FirstResize) -> None:
+    def __init__(self, folder: str | os.PathLike[str], first: FirstResize, fmt: PixelFormat = RGB8) -> None:
         self.folder = Path(folder).expanduser()
-        self.first = first
+        self.first, self.fmt = first, fmt
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -145,6 +159,8 @@ class DiskCache:
         if stamp is None:
             return None
         key = f"{os.path.abspath(path)}|{stamp[0]}|{stamp[1]}|{self.first.image_size}|{self.first.mode}"
+        if not self.fmt.rgb8:
+            key += f"|{self.fmt.state()}"
         digest = hashlib.sha1(key.encode()).hexdigest()
         return self.folder / digest[:2] / f"{digest}.npy"
 
@@ -171,8 +187,14 @@ class DiskCache:
 class ImageReader:
     """Reads the images of one split at the pipeline's first size, through the cache when there is one."""
 
-    def __init__(self, paths: Sequence[str], first: FirstResize | None, cache: RamCache | DiskCache | None) -> None:
-        self.paths, self.first, self.cache = paths, first, cache
+    def __init__(
+        self,
+        paths: Sequence[str],
+        first: FirstResize | None,
+        cache: RamCache | DiskCache | None,
+        fmt: PixelFormat = RGB8,
+    ) -> None:
+        self.paths, self.first, self.cache, self.fmt = paths, first, cache, fmt
 
     def __call__(self, index: int) -> Decoded:
         path = self.paths[index]
@@ -180,7 +202,7 @@ class ImageReader:
             hit = self.cache.get(index, path)
             if hit is not None:
                 return hit
-        decoded = decode(path, self.first)
+        decoded = decode(path, self.first, self.fmt)
         if isinstance(self.cache, DiskCache):
             self.cache.put(path, decoded)
         return decoded
@@ -194,19 +216,20 @@ def build_reader(
     cache_dir: str | os.PathLike[str] | None = None,
     max_bytes: int | None = None,
     split: str = "train",
+    fmt: PixelFormat = RGB8,
 ) -> ImageReader:
-    """The reader of one split for `data.cache` (null, ram or disk); the cache's size is logged."""
+    """The reader of one split for `data.cache` (null, ram or disk) and pixel format; the cache's size is logged."""
     check_cache_kind(cache)
     if cache is None or first is None:
-        return ImageReader(paths, first, None)
+        return ImageReader(paths, first, None, fmt)
     if cache == "disk":
         from visionkit.data.cache import default_cache_dir
 
-        store = DiskCache(cache_dir or default_cache_dir() / "decoded", first)
+        store = DiskCache(cache_dir or default_cache_dir() / "decoded", first, fmt)
         log.info(f"data.cache=disk: {split} images decoded once into {store.folder}")
-        return ImageReader(paths, first, store)
+        return ImageReader(paths, first, store, fmt)
     limit = max_bytes if max_bytes is not None else available_memory() // 2
-    ram = RamCache(paths, first, limit)
+    ram = RamCache(paths, first, limit, fmt=fmt)
     note = f"; {ram.left_out} not held (unreadable, or over data.cache_max_gb)" if ram.left_out else ""
     log.info(f"data.cache=ram: {split} {len(paths) - ram.left_out} images, {ram.nbytes / 2**20:.1f} MB{note}")
-    return ImageReader(paths, first, ram)
+    return ImageReader(paths, first, ram, fmt)

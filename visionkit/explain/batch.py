@@ -14,7 +14,7 @@ from visionkit.explain.features import list_layers
 from visionkit.explain.receptive_field import table_markdown
 from visionkit.explain.report import explain_image
 from visionkit.explain.subjects import Subject
-from visionkit.utils.io import read_image, skip_unreadable
+from visionkit.utils.io import skip_unreadable
 
 
 def print_layers(subject: Subject) -> None:
@@ -60,7 +60,7 @@ def explain_images(
     failures, table, started = 0, "", time.perf_counter()
     for index, (path, folder) in enumerate(zip(paths, folders), 1):
         try:  # only unreadable images are skipped; a wrong setting stops on the first image
-            image = read_image(path)
+            image = subject.load(path)
         except VisionkitError as exc:
             skip_unreadable(prog, path, exc, len(paths))
             failures += 1

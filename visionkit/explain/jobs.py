@@ -167,7 +167,7 @@ def _attacked_source(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
 
     def batches() -> Any:
         for start in range(0, len(paths), 16):
-            images = torch.cat([subject.prepare(read_image(p))[0] for p in paths[start : start + 16]])
+            images = torch.cat([subject.prepare(subject.load(p))[0] for p in paths[start : start + 16]])
             yield target.own_answers(images)
 
     result = measure_robustness(task, batches(), pixel_space(subject), options)

@@ -23,7 +23,7 @@ from visionkit.explain.features import (
 )
 from visionkit.explain.receptive_field import LayerRow, write_layer_table
 from visionkit.explain.subjects import CamTarget, Subject
-from visionkit.utils.io import atomic_write, read_image, save_image
+from visionkit.utils.io import atomic_write, save_image
 from visionkit.utils.palette import box_colour
 from visionkit.utils.viz import save_figure
 
@@ -93,7 +93,7 @@ def explain_image(
     named `classes`, or detected boxes) and the layer table for one image (a path or H×W×3 uint8 RGB).
     With `output_dir`, writes input.png, filters.png, features_<layer>.png, gradcam.png, gradcam_<what>.png,
     layers.csv/.md and explain.json there (atomically)."""
-    array = read_image(image) if isinstance(image, (str, Path)) else np.asarray(image)
+    array = subject.load(str(image)) if isinstance(image, (str, Path)) else np.asarray(image)
     tensor, picture = subject.prepare(array)
     layers = list(layers or subject.feature_layer_names(tensor))
     cam_layers = list(cam_layers or subject.cam_layer_names(tensor))

@@ -22,7 +22,9 @@ from visionkit.explain.receptive_field import LAYER_TYPES, LayerRow, layer_table
 from visionkit.inference import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor
 from visionkit.inference.base import InputImage
 from visionkit.tasks.detection import decoded_output
+from visionkit.utils.io import read_image
 from visionkit.utils.logging import get_logger
+from visionkit.utils.rasters import read_raster
 
 log = get_logger(__name__)
 
@@ -88,11 +90,17 @@ class Subject:
             self._layer_rows = layer_table(self.network, image)
         return self._layer_rows
 
+    def load(self, path: str) -> np.ndarray:
+        """An image file as `prepare` takes it: H×W×3 uint8 RGB, or for scans and bands the file as stored."""
+        return read_image(path) if self.predictor.contract.pixels.rgb8 else read_raster(path)
+
     def prepare(self, image: np.ndarray) -> tuple[Tensor, np.ndarray]:
-        """(1×C×H×W input tensor, H×W×3 uint8 picture of that input) for an H×W×3 uint8 RGB image, prepared
-        exactly as the predictor prepares it."""
-        (picture,) = self.predictor.resized([InputImage(0, "image", image)])
-        return self.predictor.to_network([picture]), picture
+        """(1×C×H×W input tensor, H×W×3 uint8 picture of that input) for an H×W×3 uint8 RGB image (or a scan or
+        raster as stored, for such a model), prepared exactly as the predictor prepares it."""
+        pixels, raw = self.predictor.read_input(image, "image")
+        (network,) = self.predictor.resized([InputImage(0, "image", pixels, raw=raw)])
+        picture = network if raw is None else self.predictor.contract.pixels.picture(network)
+        return self.predictor.to_network([network]), picture
 
     def default_cam_layers(self, image: Tensor) -> list[str]:
         """The layers Grad-CAM reads unless told: the last convolution that runs."""

@@ -41,23 +41,25 @@ class ExportGraph:
 
     @property
     def input_dtype(self) -> torch.dtype:
-        return torch.uint8 if self.options.preprocess else torch.float32
+        return torch.uint8 if self.options.preprocess and self.contract.pixels.rgb8 else torch.float32
 
     def example(self, batch: int = 1) -> Tensor:
         """An input of the export size, in the graph's dtype."""
         height, width = self.contract.image_size
-        if self.options.preprocess:
-            return torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8)
-        return torch.rand(batch, 3, height, width)
+        channels = self.contract.pixels.channels
+        if self.input_dtype == torch.uint8:
+            return torch.randint(0, 256, (batch, channels, height, width), dtype=torch.uint8)
+        return torch.rand(batch, channels, height, width)
 
     def graph_input(self, images: Tensor) -> Tensor:
         """The graph's input for images normalized as in training (what the task's network takes): the same
-        float tensor, or with `preprocess` the uint8 pixels it came from (rounded)."""
+        float tensor, or with `preprocess` the pixels it came from: uint8 (rounded), 0..1 floats for other formats."""
         if not self.options.preprocess:
             return images
-        mean = torch.tensor(self.contract.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.contract.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-        return ((images * std + mean) * 255).round().clamp(0, 255).to(torch.uint8)
+        mean = torch.tensor(self.contract.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.contract.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        pixels = (images * std + mean) * self.contract.peak
+        return pixels.round().clamp(0, 255).to(torch.uint8) if self.input_dtype == torch.uint8 else pixels
 
     def axes(self) -> dict[str, dict[int, str]]:
         """ONNX dynamic axes: none without `dynamic`; else the batch, and height/width where they may vary."""
@@ -94,19 +96,20 @@ def build_graph(
         )
         output_names = ["detections"]
     if options.preprocess:
-        module = Normalized(module, contract.mean, contract.std)
+        module = Normalized(module, contract.mean, contract.std, contract.peak)
     return ExportGraph(module.eval(), tuple(output_names), dynamic_hw, options, contract)
 
 
 class Normalized(nn.Module):
-    """uint8 (B, 3, H, W) RGB pixels in: divided by 255 and normalized with the training mean/std, then the network."""
+    """Pixels in, uint8 (B, 3, H, W) RGB (or (B, C, H, W) 0..1 floats, `peak` 1, for scans and bands): divided by
+    `peak` and normalized with the training mean/std, then the network."""
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], peak: float = 255.0) -> None:
         super().__init__()
         self.net = net
-        scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))
-        self.register_buffer("scale", scale.view(1, 3, 1, 1))
-        self.register_buffer("shift", (torch.tensor(mean, dtype=torch.float32) * 255.0 * scale).view(1, 3, 1, 1))
+        scale = 1.0 / (peak * torch.tensor(std, dtype=torch.float32))
+        self.register_buffer("scale", scale.view(1, -1, 1, 1))
+        self.register_buffer("shift", (torch.tensor(mean, dtype=torch.float32) * peak * scale).view(1, -1, 1, 1))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images.float() * self.scale - self.shift)

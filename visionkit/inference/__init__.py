@@ -72,9 +72,11 @@ def build_predictor(
     *,
     device: str = "auto",
     image_size: int | list[int] | None = None,
+    viz_bands: list[int] | None = None,
     **options: Any,
 ) -> Predictor:
-    """The Predictor of a checkpoint already read (`open_checkpoint`); see `load_predictor` for the options."""
+    """The Predictor of a checkpoint already read (`open_checkpoint`); see `load_predictor` for the options.
+    `viz_bands`: the bands pictures of a multi-band model's inputs show (default: those it was trained with)."""
     predictor_cls = predictor_class(task_cls)
     known = predictor_options(predictor_cls)
     unknown = sorted(set(options) - set(known))
@@ -86,7 +88,7 @@ def build_predictor(
     task = build_from_checkpoint(state, task_cls)
     names = getattr(task, "class_names", [])
     contract = InputContract.of(data_state(state), names, image_size, predictor_cls.default_size)
-    return predictor_cls(task, contract, device=device, **options)
+    return predictor_cls(task, contract.with_viz_bands(viz_bands), device=device, **options)
 
 
 def load_predictor(

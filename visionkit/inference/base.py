@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from visionkit.checkpoints import InputContract
-from visionkit.data.augment import resize_ops
+from visionkit.data.augment import LETTERBOX_FILL, resize_ops
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.utils.device import autocast, pick_device, resolve_precision
@@ -44,8 +44,26 @@ class InputImage:
     error: str | None = None
     from_file: bool = False
     prepared: np.ndarray | None = field(default=None, repr=False)  # the image at the network size, when resized
+    raw: np.ndarray | None = field(default=None, repr=False)  # HxWxC 0..1 floats when not 8-bit RGB (scans, bands)
     frame: int | None = None  # a video frame's index and time (seconds) in its video
     time: float | None = None
+
+    @property
+    def network(self) -> np.ndarray:
+        """The pixels the network is given: 0..1 floats of every channel (scans, bands), else the RGB picture."""
+        return self.raw if self.raw is not None else self.pixels  # type: ignore[return-value]
+
+
+def as_array(image: object, name: str) -> np.ndarray:
+    """An in-memory image (numpy HxW or HxWxC, PIL, torch CxHxW) as a numpy array, its values and type kept."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image)
+    if type(image).__module__.startswith("torch") and hasattr(image, "permute"):
+        tensor = image.detach().cpu()  # type: ignore[attr-defined]
+        return tensor.permute(1, 2, 0).numpy() if tensor.ndim == 3 else tensor.numpy()
+    if isinstance(image, np.ndarray):
+        return image
+    raise VisionkitError(f"{name}: cannot read an image from {type(image).__name__}; pass a path, array or tensor")
 
 
 @dataclass
@@ -204,11 +222,13 @@ class Predictor:
         self.skip_bad_images = skip_bad_images
         self.model = self.prepare(model.to(self.device).eval())
         self.counts = {"images": 0, "skipped": 0}
-        scale = torch.tensor(contract.std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
-        self._mean = torch.tensor(contract.mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255
+        peak = contract.peak
+        scale = torch.tensor(contract.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * peak
+        self._mean = torch.tensor(contract.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * peak
         self._inverse_std = 1.0 / scale
         self._zero_mean = not any(contract.mean)  # YOLO and the stylizer take 0..1 pixels: one pass less
-        self._resize = A.Compose(resize_ops(contract.image_size, contract.resize))
+        fill = LETTERBOX_FILL / 255.0 * peak
+        self._resize = A.Compose(resize_ops(contract.image_size, contract.resize, fill=fill))
 
     @property
     def names(self) -> list[str]:
@@ -224,7 +244,7 @@ class Predictor:
         Results of files do not hold their pixels (`original` reads the file again), so long lists stay small."""
         results = list(self.stream(images, batch_size))
         for result in results:
-            if result.from_file:
+            if result.from_file and self.contract.pixels.rgb8:  # other formats keep the picture of their bands
                 result.pixels = None
         return results
 
@@ -261,12 +281,24 @@ class Predictor:
         from_file = isinstance(image, (str, os.PathLike))
         source = os.fspath(image) if from_file else f"image{index}"
         try:
-            pixels = to_rgb(image, name=source)
+            pixels, raw = self.read_input(image, source)
         except VisionkitError as exc:  # stops the run after the rest of its batch (`_run`), unless skipped
             if self.skip_bad_images:
                 log.warning(f"skipped {source}: {exc}")
             return InputImage(index, source, None, str(exc), from_file)
-        return InputImage(index, source, pixels, from_file=from_file, prepared=self.prepare_input(pixels))
+        prepared = self.prepare_input(pixels if raw is None else raw)
+        return InputImage(index, source, pixels, from_file=from_file, prepared=prepared, raw=raw)
+
+    def read_input(self, image: ImageInput, source: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(HxWx3 uint8 RGB picture, None) of an input, or for scans and bands (the contract's pixel format) the
+        picture of its chosen bands and every channel as 0..1 floats for the network. In-memory arrays are
+        taken as stored (all bands; `data.bands` picks from them)."""
+        fmt = self.contract.pixels
+        if fmt.rgb8:
+            return to_rgb(image, name=source), None
+        from_file = isinstance(image, (str, os.PathLike))
+        stored = fmt.read(os.fspath(image)) if from_file else fmt.conform(as_array(image, source), source)
+        return fmt.picture(stored), fmt.to_unit(stored)
 
     def prepare_input(self, pixels: np.ndarray) -> np.ndarray | None:
         """Per-image work done as the image is read (in the reading threads): the resize to the network size for
@@ -333,12 +365,12 @@ class Predictor:
 
     def resized(self, items: Sequence[InputImage]) -> list[np.ndarray]:
         """The images at the network size (prepared as they were read, or resized now)."""
-        return [item.prepared if item.prepared is not None else self.resize(item.pixels) for item in items]
+        return [item.prepared if item.prepared is not None else self.resize(item.network) for item in items]
 
     def to_network(self, pictures: Sequence[np.ndarray]) -> Tensor:
-        """(B, 3, H, W) float input, normalized with the checkpoint's mean/std on the device: pixels travel as
-        uint8 and become floats only there. Contiguous (NCHW): YOLOv8-n's channels-last CPU convolutions run 12 %
-        faster on it at batch 16 than on a channels-last input (measured)."""
+        """(B, C, H, W) float input, normalized with the checkpoint's mean/std on the device: pixels travel as
+        uint8 (0..1 floats for scans and bands) and become normalized floats only there. Contiguous (NCHW):
+        YOLOv8-n's channels-last CPU convolutions run 12 % faster on it at batch 16 than on channels-last (measured)."""
         stacked = torch.from_numpy(np.stack(pictures)).to(self.device, non_blocking=True)
         images = stacked.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # one pass
         if self._zero_mean:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -108,6 +109,9 @@ class SegmentationPredictor(Predictor):
             return image
         height, width = image.shape[:2]
         size = (max(1, round(width * self.scale)), max(1, round(height * self.scale)))
+        if image.dtype != np.uint8 or image.shape[2] != 3:  # 0..1 floats of any channel count
+            scaled = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            return scaled[:, :, None] if scaled.ndim == 2 else scaled
         return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
 
     def _at_size(self, labels: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -128,16 +132,19 @@ class SegmentationPredictor(Predictor):
             batch_size=self.batch_size,
             multiple=SIZE_MULTIPLE,
             device=self.device,
+            peak=self.contract.peak,
         )
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
         """Images that fit in one tile share forward passes; larger ones are tiled one by one."""
-        seen = [self._scaled(item.pixels) for item in items]
+        seen = [self._scaled(item.network) for item in items]
         small = [i for i, image in enumerate(seen) if image.shape[0] <= self.tile[0] and image.shape[1] <= self.tile[1]]
         labels: dict[int, np.ndarray] = {}
         if small:
             batch = [seen[i] for i in small]
-            found = segment_small(self.scores, batch, self.contract.mean, self.contract.std, self.tile, self.device)
+            found = segment_small(
+                self.scores, batch, self.contract.mean, self.contract.std, self.tile, self.device, self.contract.peak
+            )
             labels = dict(zip(small, found))
         return [
             SegmentationResult(

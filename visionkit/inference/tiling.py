@@ -48,11 +48,12 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def normalizer(
-    mean: Sequence[float], std: Sequence[float], device: torch.device | str
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str, peak: float = 255.0
 ) -> Callable[[np.ndarray], Tensor]:
-    """(N, h, w, 3) uint8 crops -> (N, 3, h, w) float network input on `device`, normalized with mean/std."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1) * 255
+    """(N, h, w, C) crops (uint8, or 0..1 floats with `peak` 1) -> (N, C, h, w) float network input on `device`,
+    normalized with mean/std."""
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * peak
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * peak
 
     def normalize(crops: np.ndarray) -> Tensor:
         return (torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() - mean_t) / std_t
@@ -67,13 +68,14 @@ def segment_small(
     std: Sequence[float],
     tile: tuple[int, int],
     device: torch.device | str = "cpu",
+    peak: float = 255.0,
 ) -> list[np.ndarray]:
     """Class ids (H, W) of images no larger than one tile, in one forward pass: each is padded to the tile as
     `segment_image` pads it, so both give the same labels."""
     tile_h, tile_w = (int(v) for v in tile)
     if any(image.shape[0] > tile_h or image.shape[1] > tile_w for image in images):
         raise ValueError(f"segment_small takes images up to {tile_h}x{tile_w}")
-    batch = normalizer(mean, std, device)(np.stack([_pad_to(image, tile_h, tile_w) for image in images]))
+    batch = normalizer(mean, std, device, peak)(np.stack([_pad_to(image, tile_h, tile_w) for image in images]))
     labels = probabilities(batch).float().argmax(1).cpu().numpy().astype(np.int32)
     return [ids[: image.shape[0], : image.shape[1]] for ids, image in zip(labels, images)]
 
@@ -88,8 +90,9 @@ def segment_image(
     batch_size: int = 4,
     multiple: int = 32,
     device: torch.device | str = "cpu",
+    peak: float = 255.0,
 ) -> np.ndarray:
-    """Class ids (H, W) for an HxWx3 uint8 image at its own resolution.
+    """Class ids (H, W) for an HxWx3 uint8 image (or HxWxC 0..1 floats, `peak` 1) at its own resolution.
 
     tile: (height, width) of the windows (multiples of `multiple`), or None for one pass over the whole
     image (padded to a multiple). overlap: fraction of a tile shared with its neighbour (0 ≤ overlap < 1).
@@ -105,7 +108,7 @@ def segment_image(
     ys = tile_starts(full_h, tile_h, max(1, round(tile_h * (1 - overlap))))
     xs = tile_starts(full_w, tile_w, max(1, round(tile_w * (1 - overlap))))
     window = blend_window(tile_h, tile_w).to(device)
-    normalize = normalizer(mean, std, device)
+    normalize = normalizer(mean, std, device, peak)
     labels = np.zeros((height, width), dtype=np.int32)
     band: Tensor | None = None  # weighted probability sums of the rows top..top + band height
     top = 0

@@ -10,11 +10,13 @@ from torch import Tensor, nn
 from visionkit.errors import VisionkitError
 from visionkit.models.lenet import LeNet5
 from visionkit.models.weights import (
+    adapt_input_convs,
     is_weights_file,
     load_backbone_state,
     offline,
     read_weights_file,
     torchvision_weights_state,
+    with_input_channels,
 )
 
 TIMM_PREFIX = "timm:"
@@ -83,7 +85,7 @@ def _cut_last_linear(net: nn.Module) -> tuple[nn.Module, int, set[str]]:
     return net, layer.in_features, {f"{name}.weight", f"{name}.bias"}
 
 
-def _create_timm(name: str, weights: str | None) -> nn.Module:
+def _create_timm(name: str, weights: str | None, in_channels: int = 3) -> nn.Module:
     import timm
 
     pretrained = weights is not None and not is_weights_file(weights)
@@ -94,7 +96,7 @@ def _create_timm(name: str, weights: str | None) -> nn.Module:
             "model.weights=/path/to/file.pth, or fill the Hugging Face cache (HF_HOME)"
         )
     try:
-        return timm.create_model(name, pretrained=pretrained, num_classes=0)
+        return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_channels)
     except Exception as exc:
         if not pretrained:
             raise
@@ -105,12 +107,13 @@ def _create_timm(name: str, weights: str | None) -> nn.Module:
 
 
 def build_classifier(
-    backbone: str, num_classes: int, weights: str | None = None, dropout: float = 0.0
+    backbone: str, num_classes: int, weights: str | None = None, dropout: float = 0.0, in_channels: int = 3
 ) -> ImageClassifier:
-    """Backbone `backbone` with a fresh `num_classes`-way head.
+    """Backbone `backbone` with a fresh `num_classes`-way head, taking images of `in_channels` channels.
 
     weights: None (random init), a torchvision enum name ("DEFAULT", "IMAGENET1K_V1"), any value for timm
-    hub weights ("DEFAULT"), or a path to a state dict / checkpoint of the same backbone.
+    hub weights ("DEFAULT"), or a path to a state dict / checkpoint of the same backbone. RGB weights given to
+    a backbone of another channel count have their first layer adapted as timm does (`adapt_input_convs`).
     """
     if num_classes < 1:
         raise VisionkitError(f"num_classes must be at least 1, got {num_classes}")
@@ -121,16 +124,16 @@ def build_classifier(
     if name.lower() in ("lenet5", "lenet-5", "lenet"):
         if named_weights:
             raise VisionkitError("lenet5 has no published pretrained weights; use model.weights=/path/to/file")
-        body, features, head_keys = _cut_last_linear(LeNet5())
+        body, features, head_keys = _cut_last_linear(LeNet5(in_channels=in_channels))
     elif not name.startswith(TIMM_PREFIX) and name in _torchvision_names():
         import torchvision
 
-        net = torchvision.models.get_model(name, weights=None)
+        net = with_input_channels(torchvision.models.get_model(name, weights=None), in_channels)
         if named_weights:
-            net.load_state_dict(torchvision_weights_state(name, weights))
+            net.load_state_dict(adapt_input_convs(torchvision_weights_state(name, weights), net.state_dict()))
         body, features, head_keys = _cut_last_linear(net)
     elif name.removeprefix(TIMM_PREFIX) in _timm_names():
-        body = _create_timm(name.removeprefix(TIMM_PREFIX), weights)
+        body = _create_timm(name.removeprefix(TIMM_PREFIX), weights, in_channels)
         features = int(body.num_features)
         head_keys = _TIMM_HEAD_KEYS
     else:

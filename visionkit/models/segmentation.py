@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from visionkit.errors import VisionkitError
-from visionkit.models.weights import is_weights_file, load_backbone_state, offline, read_weights_file
+from visionkit.models.weights import adapt_input_convs, is_weights_file, load_backbone_state, offline, read_weights_file
 
 _TIMM_PREFIX = "tu-"
 
@@ -137,9 +137,11 @@ def build_segmentation_model(
     encoder: str = "resnet34",
     num_classes: int = 2,
     encoder_weights: str | None = None,
+    in_channels: int = 3,
     **kwargs: Any,
 ) -> nn.Module:
-    """An smp model with `num_classes` output channels (1 for binary); extra kwargs go to smp's constructor.
+    """An smp model with `num_classes` output channels (1 for binary) taking `in_channels`-channel images; extra
+    kwargs go to smp's constructor. RGB encoder weights are adapted to other channel counts (as timm does).
 
     encoder_weights: None (random), a weight-set name ("imagenet"; for `tu-` encoders any name means timm's
     pretrained weights of the tag in the encoder name, e.g. tu-resnet18.a1_in1k), or a local file
@@ -149,14 +151,17 @@ def build_segmentation_model(
     smp = _smp()
     _check_names(arch, encoder)
     if encoder_weights and not is_weights_file(str(encoder_weights)) and encoder.startswith(_TIMM_PREFIX):
-        return _timm_encoder_model(arch, encoder, num_classes, **kwargs)
-    model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None, classes=num_classes, **kwargs)
+        return _timm_encoder_model(arch, encoder, num_classes, in_channels=in_channels, **kwargs)
+    model = smp.create_model(
+        arch, encoder_name=encoder, encoder_weights=None, classes=num_classes, in_channels=in_channels, **kwargs
+    )
     if encoder_weights:
         weights = str(encoder_weights)
         if is_weights_file(weights):
             load_encoder_file(model.encoder, weights)
         else:
-            model.encoder.load_state_dict(_hub_encoder_state(encoder, weights), strict=True)
+            hub = adapt_input_convs(_hub_encoder_state(encoder, weights), model.encoder.state_dict())
+            model.encoder.load_state_dict(hub, strict=True)
     return model
 
 

@@ -88,9 +88,57 @@ def read_weights_file(path: str | os.PathLike[str], option: str = "model.weights
     return state
 
 
+def adapt_input_convs(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with its RGB first-layer kernels fitted to a network of another channel count, the way timm does
+    (`adapt_input_conv`): summed over RGB for 1 channel, repeated and rescaled by 3/N for N channels, so the
+    first layer's response to a grey or multi-band image keeps the scale the pretrained layers expect."""
+    from timm.models import adapt_input_conv
+
+    adapted = dict(state)
+    for key, weight in state.items():
+        target = own.get(key)
+        if (
+            target is not None
+            and weight.ndim == 4
+            and target.ndim == 4
+            and weight.shape[1] == 3
+            and target.shape[1] != 3
+            and weight.shape[0] == target.shape[0]
+            and weight.shape[2:] == target.shape[2:]
+        ):
+            adapted[key] = adapt_input_conv(int(target.shape[1]), weight)
+    return adapted
+
+
+def with_input_channels(net: nn.Module, in_channels: int) -> nn.Module:
+    """`net` with its first convolution taking `in_channels` instead of 3 (new kernels, same shape otherwise):
+    torchvision models have no such argument."""
+    if in_channels == 3:
+        return net
+    name, conv = next(((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
+    if conv is None or conv.in_channels != 3:
+        raise VisionkitError(f"{type(net).__name__}: no 3-channel first convolution to give {in_channels} channels")
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]
+        conv.stride,  # type: ignore[arg-type]
+        conv.padding,  # type: ignore[arg-type]
+        conv.dilation,  # type: ignore[arg-type]
+        conv.groups,
+        conv.bias is not None,
+        conv.padding_mode,
+    )
+    parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
+    setattr(parent, name.rpartition(".")[2], new)
+    return net
+
+
 def load_backbone_state(body: nn.Module, state: dict[str, torch.Tensor], head_keys: set[str], source: str) -> None:
-    """Load `state` into a headless backbone: every backbone key must be present; only old-head keys may be extra."""
+    """Load `state` into a headless backbone: every backbone key must be present; only old-head keys may be extra.
+    RGB first-layer kernels are adapted to a backbone of another channel count (`adapt_input_convs`)."""
     own = body.state_dict()
+    state = adapt_input_convs(state, own)
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own and k not in head_keys]
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]

@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 import visionkit
+from visionkit.data.pixels import PixelFormat
 from visionkit.errors import VisionkitError
 from visionkit.inference import Predictor
 from visionkit.serve.api import PredictorAPI, ServeOptions, cpu_threads
@@ -112,6 +113,7 @@ def model_info(predictor: Predictor, hyper_parameters: dict[str, Any], ckpt_path
         "classes": predictor.names,
         "colours": [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in colours],
         "input_size": list(predictor.contract.image_size),
+        "pixels": predictor.contract.pixels.state(),
         "model": name,
         "checkpoint": os.path.basename(ckpt_path),
         "visionkit_version": visionkit.__version__,
@@ -164,10 +166,12 @@ async def _read_uploads(request: Request, settings: ServerSettings) -> list[Uplo
     return uploads
 
 
-def _predict_route(server: ls.LitServer, api: PredictorAPI, settings: ServerSettings, search: bool = False) -> Any:
+def _predict_route(
+    server: ls.LitServer, api: PredictorAPI, settings: ServerSettings, search: bool = False, rasters: bool = False
+) -> Any:
     """The endpoint of `POST /predict` (or, with `search`, `POST /search?k=5`): uploads read, checked and decoded
     here (in a thread, off the event loop), then handed to LitServe's queue to be batched with the other
-    requests."""
+    requests. `rasters`: the model takes scans or bands, so uploads are read as stored (TIFF, DICOM, 16-bit PNG)."""
     from litserve.server import RegularRequestHandler
 
     handler = RegularRequestHandler(api, server)
@@ -181,7 +185,9 @@ def _predict_route(server: ls.LitServer, api: PredictorAPI, settings: ServerSett
             extra["k"] = int(k)
         try:
             uploads = await _read_uploads(request, settings)
-            images = await run_in_threadpool(lambda: [decode_upload(u, settings.max_image_pixels) for u in uploads])
+            images = await run_in_threadpool(
+                lambda: [decode_upload(u, settings.max_image_pixels, rasters) for u in uploads]
+            )
         except BadUpload as exc:
             return JSONResponse({"detail": str(exc)}, status_code=exc.status)
         return await handler.handle_request({"names": [u.name for u in uploads], "images": images, **extra}, dict)
@@ -216,10 +222,11 @@ def build_server(options: ServeOptions, settings: ServerSettings, info: dict[str
             "Uploads as for /predict; query k (default 5). Each record: identity (or 'unknown' past the threshold), "
             "distance, threshold and the k nearest identities with their distances and images.",
         )
+    rgb8 = PixelFormat.of(info.get("pixels")).rgb8
     for path, (summary, description) in routes.items():
         server.app.add_api_route(
             path,
-            _predict_route(server, api, settings, search=path == "/search"),
+            _predict_route(server, api, settings, search=path == "/search", rasters=not rgb8),
             methods=["POST"],
             dependencies=[Depends(api.authorize)],
             summary=summary,

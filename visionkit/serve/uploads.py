@@ -94,12 +94,15 @@ def content_kind(content_type: str) -> str:
     )
 
 
-def decode_upload(upload: Upload, max_pixels: int) -> np.ndarray:
+def decode_upload(upload: Upload, max_pixels: int, rasters: bool = False) -> np.ndarray:
     """The upload as HxWx3 uint8 RGB (EXIF rotation applied, alpha on white); a BadUpload when it is empty, not
-    an image, larger than `max_pixels` (checked from the header, before decoding) or truncated."""
+    an image, larger than `max_pixels` (checked from the header, before decoding) or truncated. With `rasters`
+    (a model of scans or bands) as stored instead: (H, W, bands), 16-bit TIFF/PNG and DICOM included."""
     if not upload.data:
         raise BadUpload(400, f"{upload.name} is empty (0 bytes)")
     limit = f"this server takes at most {max_pixels / 1e6:g} megapixels (max_image_pixels=): send a smaller image"
+    if rasters:
+        return _decode_raster(upload, max_pixels, limit)
     try:
         with Image.open(io.BytesIO(upload.data)) as img:
             width, height = img.size
@@ -117,3 +120,27 @@ def decode_upload(upload: Upload, max_pixels: int) -> np.ndarray:
         raise BadUpload(400, f"{upload.name} is not an image (no format PIL reads: JPEG, PNG, WebP, ...)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise BadUpload(400, f"{upload.name} is corrupt or truncated ({exc})") from None
+
+
+def _decode_raster(upload: Upload, max_pixels: int, limit: str) -> np.ndarray:
+    """A TIFF, DICOM or PNG upload as stored (the readers take files: it is written to a private temporary file
+    with its name's suffix, read and deleted; nothing of it is unpickled)."""
+    import os
+    import tempfile
+
+    from visionkit.utils.io import UnreadableImage
+    from visionkit.utils.rasters import raster_size, read_raster
+
+    suffix = os.path.splitext(upload.name)[1].lower() or ".png"
+    with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+        handle.write(upload.data)
+        handle.flush()
+        try:
+            height, width = raster_size(handle.name)[:2]
+            if height * width > max_pixels:
+                raise BadUpload(
+                    413, f"{upload.name} is {width}x{height} ({width * height / 1e6:g} megapixels); {limit}"
+                )
+            return read_raster(handle.name)
+        except UnreadableImage as exc:
+            raise BadUpload(400, f"{upload.name}: {exc.reason}") from None

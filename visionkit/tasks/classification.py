@@ -72,6 +72,7 @@ class ClassificationTask(VisionTask):
         adversarial: str = "none",
         adversarial_eps: float = 8.0,
         adversarial_steps: int = 7,
+        in_channels: int = 3,
         monitor: str = "val_loss",
         compile: bool = False,
         optimizer: OptimizerFactory | None = None,
@@ -87,7 +88,9 @@ class ClassificationTask(VisionTask):
 
     def configure_models(self) -> None:
         hp = self.hparams
-        self.model = build_classifier(hp.backbone, hp.num_classes, weights=self.pretrained, dropout=hp.dropout)
+        self.model = build_classifier(
+            hp.backbone, hp.num_classes, weights=self.pretrained, dropout=hp.dropout, in_channels=hp.in_channels
+        )
 
     def configure_losses(self) -> None:
         self.criterion = nn.CrossEntropyLoss(label_smoothing=self.hparams.label_smoothing)

@@ -82,6 +82,7 @@ class SegmentationTask(VisionTask):
         class_weights: Sequence[float] | None = None,
         threshold: float = 0.5,
         model_kwargs: dict[str, Any] | None = None,
+        in_channels: int = 3,
         monitor: str = "val_miou",
         compile: bool = False,
         optimizer: OptimizerFactory | None = None,
@@ -97,7 +98,9 @@ class SegmentationTask(VisionTask):
         hp = self.hparams
         channels = 1 if hp.binary else hp.num_classes
         kwargs = dict(hp.model_kwargs or {})
-        self.model = build_segmentation_model(hp.arch, hp.encoder, channels, encoder_weights=self.pretrained, **kwargs)
+        self.model = build_segmentation_model(
+            hp.arch, hp.encoder, channels, encoder_weights=self.pretrained, in_channels=hp.in_channels, **kwargs
+        )
         if hp.freeze_encoder:
             freeze_encoder_of(self.model)
 

@@ -19,6 +19,7 @@ from visionkit.callbacks.exact_resume import ExactResume
 from visionkit.checkpoints import check_checkpoint
 from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config, run_dir_of_checkpoint
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
+from visionkit.data.pixels import format_of
 from visionkit.errors import VisionkitError
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
@@ -49,9 +50,13 @@ def build_datamodule(
     std: Any,
     image_size: Any = None,
     resize: str | None = None,
+    viz_bands: Any = None,
 ) -> VisionDataModule:
-    """The data module for a `data` config (source via `_target_`), the augment preset and model stats."""
+    """The data module for a `data` config (source via `_target_`), the augment preset and model stats
+    (`data.mean`/`data.std` override them: a list, or auto)."""
     transforms = instantiate(augment.train) if augment is not None and augment.get("train") else []
+    fmt = format_of(data, plain(viz_bands))
+    mean, std = (data_statistic(data.get(key), model, fmt.channels) for key, model in (("mean", mean), ("std", std)))
     return VisionDataModule(
         instantiate(data.source),
         image_size=plain(image_size if image_size is not None else data.image_size),
@@ -74,7 +79,17 @@ def build_datamodule(
         cache_dir=data.get("cache_dir"),
         cache_max_gb=data.get("cache_max_gb"),
         per_identity=data.get("per_identity"),
+        pixel_format=fmt,
     )
+
+
+def data_statistic(given: Any, model: Any, channels: int) -> Any:
+    """`data.mean` (or std) when set (a list, or "auto"); else the model's when it has one value per channel,
+    else auto: a 1-channel scan or 5-band raster has no ImageNet statistics."""
+    if given is not None:
+        return given if isinstance(given, str) else plain(given)
+    model = plain(model)
+    return model if len(model) == channels else "auto"
 
 
 def checkpoint_datamodule(cfg: DictConfig, task: VisionTask, data_state: Mapping[str, Any]) -> VisionDataModule:
@@ -88,6 +103,8 @@ def checkpoint_datamodule(cfg: DictConfig, task: VisionTask, data_state: Mapping
             f"{cfg.ckpt_path} is not inside a visionkit run folder, so its data is unknown: "
             "pass data=<name> (and its keys)"
         )
+    if "mean" in data_state:  # the statistics the checkpoint was trained with, not data.mean=auto measured again
+        data_cfg = OmegaConf.merge(data_cfg, {"mean": None, "std": None})
     datamodule = build_datamodule(
         data_cfg,
         None,
@@ -209,7 +226,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     threads = set_cpu_threads(cfg)
     if threads is not None:
         log.info(f"CPU training with {threads} torch thread(s) per process (cpu_threads to change)")
-    datamodule = build_datamodule(cfg.data, cfg.get("augment"), mean=cfg.model.mean, std=cfg.model.std)
+    viz = cfg.get("viz")
+    datamodule = build_datamodule(
+        cfg.data, cfg.get("augment"), mean=cfg.model.mean, std=cfg.model.std, viz_bands=viz.bands if viz else None
+    )
     task = build_task(cfg, datamodule)
     trainer = build_trainer(cfg)
     pruning = pruning_callback(cfg)  # in an Optuna sweep's trial: stops a bad trial early

@@ -19,7 +19,8 @@ from visionkit.errors import VisionkitError
 
 ORIENTATION = 0x0112  # the EXIF tag of the camera's rotation
 SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF"}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm")
+RASTER_SUFFIXES = (".tif", ".tiff", ".dcm", ".dicom")  # read by visionkit.utils.rasters when PIL cannot
 SizeNeeded = Callable[[int, int], tuple[int, int]]  # (height, width) of a picture -> the (height, width) needed
 
 
@@ -103,6 +104,10 @@ def _turned(img: Image.Image) -> bool:
 
 def shown_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(height, width) of the image as `read_image` returns it (EXIF rotation applied), from the header only."""
+    if Path(path).suffix.lower() in RASTER_SUFFIXES:
+        from visionkit.utils.rasters import raster_size
+
+        return raster_size(path)[:2]
     with Image.open(path) as img:
         width, height = img.size
         return (width, height) if _turned(img) else (height, width)
@@ -153,7 +158,30 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     _checked_file(path)
     decoded = _with_opencv(path)
+    if decoded is None and path.suffix.lower() in RASTER_SUFFIXES:
+        return _raster_as_rgb(path)
     return decoded if decoded is not None else _with_pil(path)[0]
+
+
+def _raster_as_rgb(path: Path) -> np.ndarray:
+    """A DICOM file, or a TIFF PIL cannot read, as RGB: 1 band as grey, 3 as colour, stretched when not 8-bit;
+    other band counts are refused with what to set (data.channels reads all of them)."""
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            return _with_pil(path)[0]
+        except UnreadableImage:
+            pass
+    from visionkit.utils.rasters import display_rgb, read_raster
+
+    raster = read_raster(path)
+    if raster.shape[2] not in (1, 3):
+        raise UnreadableImage(
+            f"image {path} has {raster.shape[2]} bands ({raster.dtype}); a 3-channel RGB pipeline cannot use them: "
+            f"set data.channels={raster.shape[2]} (and data.dtype), or data.bands=[r, g, b] to pick three",
+            path,
+            f"{raster.shape[2]} bands where the pipeline reads RGB",
+        )
+    return display_rgb(raster)
 
 
 def read_image_at_least(path: str | os.PathLike[str], needed: SizeNeeded) -> tuple[np.ndarray, tuple[int, int]]:
@@ -166,6 +194,8 @@ def read_image_at_least(path: str | os.PathLike[str], needed: SizeNeeded) -> tup
     if path.suffix.lower() in (".jpg", ".jpeg"):
         return _with_pil(path, needed)
     decoded = _with_opencv(path)
+    if decoded is None and path.suffix.lower() in RASTER_SUFFIXES:
+        decoded = _raster_as_rgb(path)
     if decoded is not None:
         return decoded, decoded.shape[:2]
     return _with_pil(path)
@@ -216,6 +246,10 @@ def check_image(path: str | os.PathLike[str]) -> str | None:
     try:
         if path.stat().st_size == 0:
             return "empty file (0 bytes)"
+        if path.suffix.lower() in RASTER_SUFFIXES:
+            from visionkit.utils.rasters import check_raster
+
+            return check_raster(path)
         with Image.open(path) as img:
             img.verify()
     except FileNotFoundError:

@@ -54,11 +54,18 @@ def log_figure(loggers: Sequence[Any], tag: str, fig: Figure, step: int) -> None
             experiment.add_figure(tag, fig, global_step=step, close=False)
 
 
-def denormalize(images: Any, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """A batch of normalized CxHxW tensors back to HxWxC uint8 images for display."""
+def denormalize(
+    images: Any, mean: Sequence[float], std: Sequence[float], bands: Sequence[int] | None = None
+) -> np.ndarray:
+    """A batch of normalized CxHxW tensors back to HxWx3 uint8 images for display: RGB as it was; one channel as
+    grey and N bands as the chosen `bands` (`viz.bands`, default the first three), each stretched to its range."""
     array = images.detach().float().cpu().numpy().transpose(0, 2, 3, 1)
     array = array * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
-    return (np.clip(array, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    if array.shape[3] == 3 and not bands:
+        return (np.clip(array, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    from visionkit.utils.rasters import display_rgb
+
+    return np.stack([display_rgb(image, bands) for image in array])
 
 
 def fitted(text: str, width_in: float, fontsize: float) -> str:
