@@ -78,7 +78,7 @@ def test_the_checkpoint_predicts_rasters_from_files_arrays_and_pictures_its_band
     truth = [f.parent.name for f in files]
     assert np.mean([r.label == t for r, t in zip(results, truth)]) >= 0.9
     arrays = [tifffile.imread(f) for f in files[:4]]
-    for result, array in zip(predictor(arrays), arrays):
+    for result in predictor(arrays):
         assert result.pixels.shape == (32, 32, 3) and result.pixels.dtype == np.uint8
     assert np.allclose([r.probs for r in predictor(arrays)], [r.probs for r in results[:4]], atol=1e-6)
     false_colour = load_predictor(run / "checkpoints" / "best.ckpt", device="cpu", viz_bands=[3, 2, 1])

@@ -96,9 +96,9 @@ def test_unsupported_layouts_and_values_are_refused_with_what_was_found(tmp_path
     assert PixelFormat(channels=1, dtype="float32").read(str(tmp_path / "float.tif")).min() == -3.5
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     assert "not a readable TIFF" in str(check_image(tmp_path / "broken.tif"))
-    with pytest.raises(VisionkitError, match="data.bands=\\[0, 1\\] picks 2 bands but data.channels=3"):
+    with pytest.raises(VisionkitError, match=r"data.bands=\[0, 1\] picks 2 bands but data.channels=3"):
         PixelFormat(channels=3, bands=(0, 1))
-    with pytest.raises(VisionkitError, match="data.dtype='int8'"):
+    with pytest.raises(VisionkitError, match=r"data.dtype='int8'"):
         PixelFormat(dtype="int8")
 
 
@@ -131,7 +131,7 @@ def test_percentile_scaling_and_pictures_of_bands() -> None:
     assert np.argmax(bands[:, :, 3].ravel()) in np.flatnonzero(picture[:, :, 0].ravel() == 255)
     grey = display_rgb(bands[:, :, :1])
     assert np.array_equal(grey[:, :, 0], grey[:, :, 2])
-    with pytest.raises(VisionkitError, match="viz.bands"):
+    with pytest.raises(VisionkitError, match=r"viz\.bands"):
         PixelFormat(channels=5, dtype="uint16", viz_bands=(5, 2, 1))
 
 
@@ -164,3 +164,49 @@ def test_first_layers_take_n_channels_with_rgb_weights_adapted(tmp_path: Path) -
     unet = build_segmentation_model("unet", "resnet18", 3, encoder_weights=str(tmp_path / "rgb.pth"), in_channels=4)
     assert unet(torch.zeros(1, 4, 64, 64)).shape == (1, 3, 64, 64)
     assert torch.allclose(unet.encoder.conv1.weight, adapt_input_conv(4, kernel))
+
+
+def test_segmentation_reads_4_band_tiffs_and_tiles_them_at_their_own_size(tmp_path: Path) -> None:
+    """A mask folder of 4-band 16-bit TIFFs: the data module's batches hold 4 normalized channels (auto statistics,
+    stored in the checkpoint), a 4-channel U-Net takes them, and its predictor segments a larger raster through
+    tiles, giving the same labels as one pass over the whole image."""
+    from PIL import Image
+
+    from tests.conftest import save_task_checkpoint
+    from visionkit.data import MaskSource, VisionDataModule
+    from visionkit.inference import load_predictor
+    from visionkit.tasks import SegmentationTask
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(12):
+        bands = rng.integers(1000, 3000, (40, 40, 4), dtype=np.uint16)
+        mask = np.zeros((40, 40), dtype=np.uint8)
+        mask[10:30, 5 + i : 20 + i] = 1
+        bands[mask == 1, 3] += 5000
+        tifffile.imwrite(tmp_path / "images" / f"{i}.tif", bands, photometric="minisblack", planarconfig="contig")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{i}.png")
+    fmt = PixelFormat(channels=4, dtype="uint16")
+    dm = VisionDataModule(
+        MaskSource(tmp_path, class_names=["ground", "field"]),
+        image_size=32,
+        batch_size=4,
+        augment="flips",
+        mean="auto",
+        std="auto",
+        pixel_format=fmt,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 4, 32, 32) and batch["image"].dtype == torch.float32
+    assert abs(float(batch["image"][:, :3].mean())) < 0.5 and len(dm.mean) == 4 and dm.mean[3] > dm.mean[0]
+    task = SegmentationTask("unet", "resnet18", num_classes=2, in_channels=4).eval()
+    assert task(batch["image"]).shape == (4, 2, 32, 32)
+    ckpt = save_task_checkpoint(task, tmp_path / "seg.ckpt", dm.state_dict())
+    scene = rng.integers(1000, 3000, (96, 80, 4), dtype=np.uint16)
+    tiled = load_predictor(ckpt, device="cpu", tile_size=64)([scene])[0]
+    whole = load_predictor(ckpt, device="cpu", tile_size=128)([scene])[0]
+    assert tiled.mask.shape == (96, 80) and tiled.pixels.shape == (96, 80, 3)
+    assert (tiled.mask == whole.mask).mean() > 0.9

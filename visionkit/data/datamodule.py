@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -16,7 +15,6 @@ from visionkit.data.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_transform,
-    check_augment,
     first_resize,
     load_preset,
     normalize_images,
@@ -34,31 +32,15 @@ from visionkit.data.datasets import (
     find_bad_images,
 )
 from visionkit.data.decoded import build_reader, check_cache_kind
-from visionkit.data.pixels import RGB8, PixelFormat
+from visionkit.data.pixels import RGB8, PixelFormat, check_in_memory, check_pixel_format
 from visionkit.data.resumable import GroupedSampler, ResumableSampler, global_seed
 from visionkit.data.splits import SPLITS, SampleSet
+from visionkit.data.stats import ChannelStats, split_stats
+from visionkit.data.timed_loader import TimedLoader
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-
-class TimedLoader(DataLoader):
-    """A DataLoader that notes how long the latest batch took to arrive (`last_wait`, seconds): the time the
-    training loop really waited for data, which the speed report tells from the rest of the loop's work."""
-
-    last_wait: float | None = None
-
-    def __iter__(self):
-        iterator = super().__iter__()
-        while True:
-            start = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            self.last_wait = time.perf_counter() - start
-            yield batch
 
 
 class DataSource(Protocol):
@@ -143,8 +125,8 @@ class VisionDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment = load_preset(augment) if isinstance(augment, str) else list(augment or [])
         self.resize = resize
-        self._stats = {"mean": mean, "std": std}
-        self._check_pixel_format(source)
+        self._stats = ChannelStats(mean, std, self.measured_stats)
+        check_pixel_format(pixel_format, getattr(source, "task", "classification"), self.augment, self._stats.given)
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.split_seed = split_seed
@@ -165,57 +147,24 @@ class VisionDataModule(L.LightningDataModule):
         self.mask_fill = 0 if ignore_index is None else int(ignore_index)  # padded mask pixels
         self._splits: dict[str, SampleSet] | None = None
 
-    def _check_pixel_format(self, source: DataSource) -> None:
-        """Refuse what cannot work on a non-RGB pixel format before any reading: tasks without N-channel support,
-        in-memory sets, statistics of the wrong length, augmentations that need 3 colour channels."""
-        fmt = self.pixel_format
-        for key, value in self._stats.items():
-            if not isinstance(value, str):
-                if len(value) != fmt.channels:
-                    raise VisionkitError(
-                        f"data.{key}={list(value)} has {len(value)} values for data.channels={fmt.channels}; "
-                        f"give {fmt.channels} values or data.{key}=auto (measured on the training split)"
-                    )
-            elif value != "auto":
-                raise VisionkitError(f"data.{key}={value!r}: give a list of {fmt.channels} values or auto")
-        if fmt.rgb8:
-            return
-        task = getattr(source, "task", "classification")
-        if task not in ("classification", "segmentation"):
-            raise VisionkitError(
-                f"data.channels={fmt.channels}, data.dtype={fmt.dtype}: {task} reads 8-bit RGB only for now "
-                "(classification, multi-label and segmentation take any channels and bit depth)"
-            )
-        check_augment(self.augment, fmt.channels, fmt.unit_range)
-
-    def _statistic(self, key: str) -> tuple[float, ...]:
-        value = self._stats[key]
-        if value == "auto":
-            self._stats.update(zip(("mean", "std"), self._measured_stats()))
-            value = self._stats[key]
-        return tuple(float(v) for v in value)
-
     @property
     def mean(self) -> tuple[float, ...]:
         """Per-channel mean the images are normalized with (measured on the training split when auto)."""
-        return self._statistic("mean")
+        return self._stats.get("mean")
 
     @property
     def std(self) -> tuple[float, ...]:
         """Per-channel standard deviation the images are normalized with (measured when auto)."""
-        return self._statistic("std")
+        return self._stats.get("std")
 
-    def _measured_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        from visionkit.data.stats import channel_stats
-
+    def measured_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) of the training split's images as the pipeline reads them (`data.mean=auto`)."""
         train = self._load_splits()["train"]
         reading = self._reading("stats", train)
         if "reader" not in reading:
             raise VisionkitError(f"data.mean=auto needs image files; {self.source.description} is held in memory")
-        dataset = ImageSampleDataset(train, None, first=reading["first"], reader=reading["reader"])  # type: ignore[arg-type]
-        to_unit = (lambda x: x.astype(np.float32) / 255.0) if self.pixel_format.rgb8 else (lambda x: x)
         key = f"{self.pixel_format.state()}|{self.image_size}|{self.resize}"
-        return channel_stats(train.images, lambda i: to_unit(dataset.read(i)), key, self.cache_dir)
+        return split_stats(train.images, ImageSampleDataset(train, None, **reading).read, key, self.cache_dir)  # type: ignore[arg-type]
 
     @property
     def class_names(self) -> list[str]:
@@ -281,22 +230,11 @@ class VisionDataModule(L.LightningDataModule):
         mosaic_stretch = self.mosaic_split(name) and self.resize == "stretch"
         first = first_resize(self.image_size, "crop" if mosaic_stretch else self.resize)
         if not isinstance(samples.images, list):
-            if not self.pixel_format.rgb8:
-                raise VisionkitError(
-                    f"{self.source.description} is held in memory as 8-bit RGB; data.channels and data.dtype "
-                    "apply to image files (TIFF, DICOM, PNG)"
-                )
+            check_in_memory(self.pixel_format, self.source.description)
             return {"first": first}
         max_bytes = None if self.cache_max_gb is None else int(self.cache_max_gb * 2**30)
-        reader = build_reader(
-            samples.images,
-            first,
-            None if name == "stats" else self.cache,
-            cache_dir=self.cache_dir,
-            max_bytes=max_bytes,
-            split=name,
-            fmt=self.pixel_format,
-        )
+        cache = None if name == "stats" else self.cache
+        reader = build_reader(samples.images, first, cache, self.cache_dir, max_bytes, name, self.pixel_format)
         return {"first": first, "reader": reader}
 
     def mosaic_split(self, name: str) -> bool:

@@ -212,7 +212,6 @@ def build_reader(
     paths: Sequence[str],
     first: FirstResize | None,
     cache: str | None,
-    *,
     cache_dir: str | os.PathLike[str] | None = None,
     max_bytes: int | None = None,
     split: str = "train",

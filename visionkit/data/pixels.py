@@ -169,3 +169,36 @@ def format_of(data: Mapping[str, Any], viz_bands: Sequence[int] | None = None) -
     pictures show (`viz.bands`)."""
     settings = {k: data.get(k) for k in ("channels", "dtype", "bands", "scaling", "window")}
     return PixelFormat.of({**settings, "viz_bands": viz_bands})
+
+
+def check_pixel_format(fmt: PixelFormat, task: str, augment: Sequence[Any], stats: Mapping[str, Any]) -> None:
+    """Refuse, before any reading, what cannot work with a pixel format: `stats` (mean, std) of the wrong length,
+    a task without N-channel support, augmentations that need 3 colour channels or 0..1 values."""
+    from visionkit.data.augment import check_augment
+
+    for key, value in stats.items():
+        if isinstance(value, str):
+            if value != "auto":
+                raise VisionkitError(f"data.{key}={value!r}: give a list of {fmt.channels} values or auto")
+        elif len(value) != fmt.channels:
+            raise VisionkitError(
+                f"data.{key}={list(value)} has {len(value)} values for data.channels={fmt.channels}; "
+                f"give {fmt.channels} values or data.{key}=auto (measured on the training split)"
+            )
+    if fmt.rgb8:
+        return
+    if task not in ("classification", "segmentation"):
+        raise VisionkitError(
+            f"data.channels={fmt.channels}, data.dtype={fmt.dtype}: {task} reads 8-bit RGB only for now "
+            "(classification, multi-label and segmentation take any channels and bit depth)"
+        )
+    check_augment(augment, fmt.channels, fmt.unit_range)
+
+
+def check_in_memory(fmt: PixelFormat, description: str) -> None:
+    """In-memory sets (the built-in digits) are 8-bit RGB: another pixel format is refused, named."""
+    if not fmt.rgb8:
+        raise VisionkitError(
+            f"{description} is held in memory as 8-bit RGB; data.channels and data.dtype apply to image files "
+            "(TIFF, DICOM, PNG)"
+        )

@@ -55,3 +55,36 @@ def channel_stats(
         json.dump({"mean": result[0], "std": result[1], "images": len(picked)}, out)
     log.info(f"data.mean=auto, data.std=auto from {len(picked)} training images: mean {result[0]}, std {result[1]}")
     return result
+
+
+def split_stats(
+    paths: Sequence[str], read: Callable[[int], np.ndarray], key: str, cache_dir: str | Path | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`channel_stats` of a split whose `read(i)` gives image i as the dataset reads it: 8-bit RGB scaled to 0..1,
+    other formats 0..1 floats already."""
+
+    def unit(index: int) -> np.ndarray:
+        image = read(index)
+        return image.astype(np.float32) / 255.0 if image.dtype == np.uint8 else image
+
+    return channel_stats(paths, unit, key, cache_dir)
+
+
+class ChannelStats:
+    """A data module's normalization: the mean and std given (lists), or "auto", measured by `measure()` the first
+    time either is asked for (after the splits exist) and kept."""
+
+    def __init__(self, mean: Sequence[float] | str, std: Sequence[float] | str, measure: Callable[[], tuple]) -> None:
+        self.given = {"mean": mean, "std": std}
+        self._values: dict[str, tuple[float, ...]] = {}
+        self._measure = measure
+
+    def get(self, key: str) -> tuple[float, ...]:
+        """The `key` ("mean" or "std") statistic, one value per channel."""
+        if key not in self._values:
+            given = self.given[key]
+            if given == "auto":
+                self._values.update(zip(("mean", "std"), self._measure()))
+            else:
+                self._values[key] = tuple(float(v) for v in given)
+        return self._values[key]
