@@ -210,3 +210,28 @@ def test_segmentation_reads_4_band_tiffs_and_tiles_them_at_their_own_size(tmp_pa
     whole = load_predictor(ckpt, device="cpu", tile_size=128)([scene])[0]
     assert tiled.mask.shape == (96, 80) and tiled.pixels.shape == (96, 80, 3)
     assert (tiled.mask == whole.mask).mean() > 0.9
+
+
+@pytest.mark.parametrize("kind", ["ram", "disk"])
+def test_caches_hold_rasters_in_their_stored_type(tmp_path: Path, kind: str) -> None:
+    """data.cache=ram|disk keep 16-bit, 4-band pixels as read (uint16, every band), equal to a fresh decode."""
+    from visionkit.data.augment import first_resize
+    from visionkit.data.decoded import build_reader, decode
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"{i}.tif"))
+        tifffile.imwrite(paths[-1], rng.integers(0, 65535, (30 + i, 40, 4), dtype=np.uint16), planarconfig="contig")
+    fmt, first = PixelFormat(channels=4, dtype="uint16"), first_resize(24, "stretch")
+    reader = build_reader(paths, first, kind, tmp_path / "cache", None, "train", fmt)
+    for index, path in enumerate(paths):
+        for _ in range(2):  # the second read comes from the cache
+            pixels, full = reader(index)
+            expected, expected_full = decode(path, first, fmt)
+            assert pixels.dtype == np.uint16 and pixels.shape == (24, 24, 4) and full == expected_full
+            assert np.array_equal(pixels, expected)
+    if kind == "ram":
+        assert reader.cache.filled.all() and reader.cache.nbytes == 3 * 24 * 24 * 4 * 2
+    else:
+        assert len(list((tmp_path / "cache").rglob("*.npy"))) == 3
