@@ -44,9 +44,9 @@ class InputImage:
     error: str | None = None
     from_file: bool = False
     prepared: np.ndarray | None = field(default=None, repr=False)  # the image at the network size, when resized
-    raw: np.ndarray | None = field(default=None, repr=False)  # HxWxC 0..1 floats when not 8-bit RGB (scans, bands)
     frame: int | None = None  # a video frame's index and time (seconds) in its video
     time: float | None = None
+    raw: np.ndarray | None = field(default=None, repr=False)  # HxWxC 0..1 floats when not 8-bit RGB (scans, bands)
 
     @property
     def network(self) -> np.ndarray:
