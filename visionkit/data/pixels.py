@@ -10,11 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import UnreadableImage, read_image
-from visionkit.utils.rasters import DICOM_SUFFIXES, display_rgb, read_raster
+from visionkit.utils.rasters import display_rgb, read_raster
 
 PEAKS = {"uint8": 255.0, "uint16": 65535.0, "float32": 1.0}  # the value that means "full scale" per type
 SCALINGS = ("fixed", "percentile")
@@ -94,10 +95,7 @@ class PixelFormat:
         """The file as (H, W, channels) in `dtype`; a file whose bands or values do not fit is refused, named."""
         if self.rgb8:
             return read_image(path)
-        raster = read_raster(path)
-        if self.window is not None and Path(path).suffix.lower() not in DICOM_SUFFIXES:
-            raster = raster.astype(np.float32)
-        return self.conform(raster, path)
+        return self.conform(read_raster(path), path)
 
     def conform(self, raster: np.ndarray, name: str) -> np.ndarray:
         """An (H, W, B) array of any type as this format's (H, W, channels) `dtype` pixels, or the reason not."""
@@ -111,8 +109,7 @@ class PixelFormat:
             if self.channels == 3 and raster.shape[2] == 1:
                 raster = np.repeat(raster, 3, axis=2)
             elif self.channels == 1 and raster.shape[2] == 3 and raster.dtype == np.uint8:
-                raster = np.round(raster @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
-                raster = raster.astype(np.uint8)
+                raster = cv2.cvtColor(raster, cv2.COLOR_RGB2GRAY)[:, :, None]
             elif raster.shape[2] == 4 and self.channels == 3:
                 raster = raster[:, :, :3]  # alpha dropped
             else:

@@ -118,8 +118,11 @@ class Result:
 
     def save(self, folder: str | os.PathLike[str], name: str | None = None, draw: bool = True) -> list[Path]:
         """Write the task's per-image files under `folder` (named after `name`, default the source's file name);
-        returns the paths written. Skipped inputs write nothing."""
-        raise NotImplementedError
+        returns the paths written. Skipped inputs write nothing. By default, with `draw`: `images/<name>`, the
+        picture `plot()` draws (classification and multi-label results; their tables are per run)."""
+        if not self.ok or not draw:
+            return []
+        return [save_picture(self.plot(), Path(folder) / "images" / self.file_name(name))]
 
     def file_name(self, name: str | None) -> str:
         """The relative name this result's files take: `name`, else the source's file name (`image<N>.png`)."""

@@ -4,7 +4,6 @@ validation and stored in the checkpoint), a labelled picture, and the CSV/JSON t
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from visionkit.inference.base import InputImage, Predictor, Result, save_picture, scored_picture, write_records
+from visionkit.inference.base import InputImage, Predictor, Result, scored_picture, write_records
 from visionkit.utils.io import atomic_write
 
 
@@ -43,12 +42,6 @@ class MultiLabelResult(Result):
     def plot(self) -> np.ndarray:
         """The image with its labels and probabilities written in the top-left corner."""
         return scored_picture(self.original, self.labels or [("(no label)", float(self.probs.max(initial=0.0)))])
-
-    def save(self, folder: str | os.PathLike[str], name: str | None = None, draw: bool = True) -> list[Path]:
-        """With `draw`: `images/<name>` with the labels written on it (the tables are per run)."""
-        if not self.ok or not draw:
-            return []
-        return [save_picture(self.plot(), Path(folder) / "images" / self.file_name(name))]
 
 
 def write_tables(records: Sequence[dict[str, Any]], folder: Path) -> list[Path]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from visionkit.utils.io import UnreadableImage
+from visionkit.utils.io import UnreadableImage, _checked_file, read_image
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -92,8 +92,6 @@ def read_raster(path: str | os.PathLike[str]) -> np.ndarray:
     """The file's pixels as (H, W, bands) in their stored type (uint8, uint16, float32 ...): TIFF through tifffile,
     DICOM through pydicom, other formats through OpenCV unchanged (16-bit PNG kept; colour as RGB)."""
     path = Path(path)
-    from visionkit.utils.io import _checked_file
-
     _checked_file(path)
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
@@ -102,9 +100,7 @@ def read_raster(path: str | os.PathLike[str]) -> np.ndarray:
         return dicom_pixels(path)
     image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
-        from visionkit.utils.io import read_image  # formats OpenCV lacks (GIF, WebP variants) through PIL
-
-        return read_image(path)
+        return read_image(path)  # formats OpenCV lacks (GIF, WebP variants) through PIL
     if image.ndim == 2:
         return image[:, :, None]
     if image.shape[2] == 3:

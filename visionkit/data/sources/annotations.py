@@ -55,7 +55,26 @@ def box_rows(rows: list[list[float]]) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
 
 
-class AnnotationToolSource:
+class MaskedSource:
+    """The ignore index and mask reader of a source read for `self.task` with classes `class_names()`: masks are
+    decoded with the `ignore` value kept for segmentation; other tasks have no ignored label."""
+
+    task: str
+    ignore: int | None
+
+    @property
+    def ignore_index(self) -> int | None:
+        return self.ignore if self.task == "segmentation" else None
+
+    @property
+    def mask_reader(self) -> MaskReader:
+        return MaskReader.make(len(self.class_names()), self.ignore_index)
+
+    def class_names(self) -> list[str]:
+        raise NotImplementedError
+
+
+class AnnotationToolSource(MaskedSource):
     """What the readers of annotation tools' folders (VOC, CVAT, LabelMe) share: the `task` they are read for
     (detection or segmentation, checked), the root, the options, the scan reports, and the mask reader."""
 
@@ -83,17 +102,6 @@ class AnnotationToolSource:
         self.ignore = ignore_index
         self.skip_bad_labels = skip_bad_labels
         self.reports: dict[str, ScanReport | MaskScanReport] = {}
-
-    @property
-    def ignore_index(self) -> int | None:
-        return self.ignore if self.task == "segmentation" else None
-
-    @property
-    def mask_reader(self) -> MaskReader:
-        return MaskReader.make(len(self.class_names()), self.ignore_index)
-
-    def class_names(self) -> list[str]:
-        raise NotImplementedError
 
 
 def task_names(names: Sequence[str], task: str) -> list[str]:

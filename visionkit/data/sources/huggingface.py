@@ -28,8 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from visionkit.data.cache import generated_once
-from visionkit.data.mask_files import MaskReader
-from visionkit.data.sources.annotations import box_row, box_rows, class_id_of
+from visionkit.data.sources.annotations import MaskedSource, box_row, box_rows, class_id_of
 from visionkit.data.sources.yolo import SKIP_HINT
 from visionkit.data.splits import SampleSet, complete_splits
 from visionkit.errors import VisionkitError
@@ -120,7 +119,7 @@ def _image_bytes(value: Any, where: str) -> EncodedImage:
     return EncodedImage(data, suffix, kind, width, height)
 
 
-class HuggingFaceSource:
+class HuggingFaceSource(MaskedSource):
     """A Hugging Face dataset on disk (see the module docstring), read for `task`.
 
     Args:
@@ -176,14 +175,6 @@ class HuggingFaceSource:
         self.description = f"Hugging Face dataset {self.root} ({task})"
         self.reports: dict[str, Any] = {}
         self._extracted: Path | None = None
-
-    @property
-    def ignore_index(self) -> int | None:
-        return self.ignore if self.task == "segmentation" else None
-
-    @property
-    def mask_reader(self) -> MaskReader:
-        return MaskReader.make(len(self.class_names()), self.ignore_index)
 
     def _folder(self) -> Path:
         """The extracted images, labels and names (extracted on first use)."""
