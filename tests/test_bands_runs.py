@@ -111,3 +111,23 @@ def test_a_5_band_model_exports_and_serves(bands_run: tuple[Path, dict[str, floa
         assert [r["label"] for r in answer.json()] == expected
         png = client.post(f"{server.url}/predict", files={"image": ("rgb.png", b"\x89PNG\r\n")}, headers=server.headers)
         assert png.status_code == 400 and "rgb.png" in png.json()["detail"]
+
+
+def test_a_5_band_network_is_explored_with_its_validation_rasters(
+    bands_run: tuple[Path, dict[str, float]], tmp_path: Path
+) -> None:
+    """visionkit-explore reads the raster as stored, steps through the 5-band first layer and searches the run's
+    validation rasters (read as stored too) for each channel's patches."""
+    import json
+
+    from visionkit.run import explore
+
+    run, _ = bands_run
+    root = Path(compose_config(tmp_path, []).paths.data_dir) / "bands5_v1" / "test"
+    source = sorted((root / "paint").glob("*.tif"))[0]
+    overrides = [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}", f"source={source}", "data_images=6"]
+    explore(compose_config(tmp_path / "page", overrides, name="explore"))
+    html = (tmp_path / "page" / "explore.html").read_text()
+    data = json.loads(html.split("const DATA = ", 1)[1].split(";\n", 1)[0])
+    assert data["first_conv"]["in_channels"] == 5 and data["data_images"] == 6
+    assert data["stages"][0]["data_patches"] and data["fool"][0]["png"].startswith("data:image/png")

@@ -11,12 +11,15 @@ import torch
 from PIL import Image
 from sklearn.metrics import average_precision_score, f1_score
 
+from tests.conftest import compose_config, open_in_chromium
 from visionkit.callbacks.multilabel_report import per_class_scores
 from visionkit.data import CsvSource, YoloSource
 from visionkit.data.shapes import generate_shapes_detection
 from visionkit.errors import VisionkitError
+from visionkit.explain import explain_image
+from visionkit.explain.subjects import subject_from_checkpoint
 from visionkit.inference import MultiLabelResult, load_predictor
-from visionkit.run import train
+from visionkit.run import explore, robustness, train
 from visionkit.tasks.multilabel import best_thresholds, f1_scores
 
 
@@ -60,14 +63,19 @@ def test_thresholds_f1_and_ap_agree_with_scikit_learn() -> None:
     assert np.allclose(scores["average_precision"], expected, atol=1e-5)
 
 
-def test_multilabel_run_learns_the_tags_and_predicts_label_sets(make_cfg, tmp_path: Path) -> None:
-    """The built-in job (which shapes an image holds): mAP on the test images well above the 0.5 that
-    guessing each label's frequency gives; the checkpoint keeps the validation thresholds; the predictor answers
-    label sets with them; the report's table has a row per class."""
-    cfg = make_cfg(["task=multilabel", "data.num_workers=0"])
-    metrics = train(cfg)
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float], Path]:
+    """The built-in multi-label job (which shapes an image holds), trained once: run folder, metrics, data folder."""
+    cfg = compose_config(tmp_path_factory.mktemp("multilabel") / "run", ["task=multilabel", "data.num_workers=0"])
+    return Path(cfg.paths.output_dir), train(cfg), Path(cfg.paths.data_dir)
+
+
+def test_multilabel_run_learns_the_tags_and_predicts_label_sets(multilabel_run) -> None:
+    """The built-in job: mAP on the test images well above the 0.5 that guessing each label's frequency gives; the
+    checkpoint keeps the validation thresholds; the predictor answers label sets with them; the report's table
+    has a row per class."""
+    run, metrics, data_dir = multilabel_run
     assert metrics["test_map"] >= 0.6, metrics
-    run = Path(cfg.paths.output_dir)
     rows = (run / "tables" / "per_class.csv").read_text().splitlines()
     assert rows[0].startswith("class_id,class,support,average_precision,threshold") and len(rows) == 5
     assert (run / "plots" / "pr.png").is_file()
@@ -75,10 +83,46 @@ def test_multilabel_run_learns_the_tags_and_predicts_label_sets(make_cfg, tmp_pa
     predictor = load_predictor(run / "checkpoints" / "best.ckpt")
     stored = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]["thresholds"]
     assert np.allclose(predictor.thresholds, stored.numpy())
-    images = sorted((Path(cfg.paths.data_dir) / "shapes_det_v2" / "images" / "test").glob("*.png"))[:4]
+    images = sorted((data_dir / "shapes_det_v2" / "images" / "test").glob("*.png"))[:4]
     results = predictor(images)
     assert all(isinstance(r, MultiLabelResult) for r in results)
     for result in results:
         expected = [n for n, p, t in zip(result.names, result.probs, predictor.thresholds) if p >= t]
         assert sorted(name for name, _ in result.labels) == sorted(expected)
         assert set(result.to_dict()["scores"]) == {"circle", "square", "triangle", "cross"}
+
+
+def test_multilabel_checkpoints_are_explained_explored_and_attacked(multilabel_run, tmp_path: Path) -> None:
+    """Grad-CAM of each label the image is given; the explore page's decision shows each sigmoid against its
+    threshold and FGSM moves the label set; robustness attacks the BCE and scores macro mAP with its checks."""
+    run, metrics, data_dir = multilabel_run
+    ckpt = run / "checkpoints" / "best.ckpt"
+    images = sorted((data_dir / "shapes_det_v2" / "images" / "test").glob("*.png"))
+    predictor = load_predictor(ckpt)
+    image = next(i for i in images if len(predictor(i)[0].labels) >= 2)
+    given = [name for name, _ in predictor(image)[0].labels]
+
+    subject = subject_from_checkpoint(str(ckpt))
+    assert subject.kind == "multilabel"
+    explained = explain_image(subject, image, tmp_path / "explain", top_k=5)
+    assert [h.title.split(" (")[0] for h in explained.heatmaps] == given
+    assert all((tmp_path / "explain" / f"gradcam_{rank}_{name}.png").is_file() for rank, name in enumerate(given, 1))
+
+    page = explore(compose_config(tmp_path / "page", [f"ckpt_path={ckpt}", f"source={image}"], name="explore"))
+    assert page["page_mb"] > 0
+    bars = "Array.from(document.querySelectorAll('#probs .bar')).map((b) => b.textContent)"
+    slider = (
+        "(() => { const s = document.getElementById('fool-slider'); s.value = s.max;"
+        " s.dispatchEvent(new Event('input')); return document.getElementById('fool-label').textContent; })()"
+    )
+    opened = open_in_chromium(tmp_path / "page" / "explore.html", tmp_path / "explore.png", bars, slider)
+    assert not opened.errors, opened.errors
+    shown = opened.answers[0]
+    assert len(shown) == 4 and sum("≥" in bar for bar in shown) == len(given), shown
+    assert opened.answers[1] and opened.answers[1] != ", ".join(given)  # the strongest FGSM changes the label set
+
+    overrides = [f"ckpt_path={ckpt}", "eps=[2,8]", "n=100"]
+    attacked = robustness(compose_config(tmp_path / "robust", overrides, name="robustness"))
+    assert attacked["robust_checks_failed"] == 0, attacked
+    assert attacked["robust_clean_map"] == pytest.approx(metrics["test_map"], abs=0.05)  # 100 of the test images
+    assert attacked["robust_pgd_eps8_map"] < attacked["robust_clean_map"] - 0.05, attacked

@@ -1,7 +1,7 @@
 """How each task is attacked and scored under attack (the TARGETS table, one row per task class): the loss an
-attack raises (the task's own: cross-entropy, the segmentation loss, ultralytics' detection loss), the metric the
-task's test reports (accuracy, mIoU, mAP50-95, with the task's own metric objects), and what each image's
-answer was, for the pictures of the worst flips."""
+attack raises (the task's own: cross-entropy, binary cross-entropy, the segmentation loss, ultralytics' detection
+loss), the metric the task's test reports (accuracy, macro mAP, mIoU, mAP50-95, with the task's own metric
+objects), and what each image's answer was, for the pictures of the worst flips."""
 
 from __future__ import annotations
 
@@ -99,6 +99,52 @@ class ClassifierTarget(AttackTarget):
         return self.correct / max(self.count, 1)
 
 
+class MultiLabelTarget(AttackTarget):
+    """Macro mAP under attacks on the task's binary cross-entropy (with its class weights) over the true label
+    sets: an attack pushes every label the wrong way at once."""
+
+    metric = "map"
+    task: MultiLabelTask
+
+    def loss(self, batch: dict[str, Any]) -> Loss:
+        target = batch["label"].float()
+        weight = self.task.pos_weight
+
+        def bce(images: Tensor) -> Tensor:
+            logits = self.task(images).float()
+            return F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight, reduction="sum")
+
+        return bce
+
+    def own_answers(self, images: Tensor) -> dict[str, Any]:
+        """The labels at or above their thresholds as the truth."""
+        with torch.no_grad():
+            return {"image": images, "label": (self.task(images).float().sigmoid() >= self.task.thresholds).long()}
+
+    def reset(self) -> None:
+        from torchmetrics.classification import MultilabelAveragePrecision
+
+        self.map = MultilabelAveragePrecision(self.task.hparams.num_classes, average="macro").to(self.task.device)
+
+    def update(self, batch: dict[str, Any]) -> list[Answer]:
+        with torch.no_grad():
+            probs = self.task(batch["image"]).float().sigmoid()
+        truth = batch["label"].long()
+        self.map.update(probs, truth)
+        names = self.task.class_names
+        answers = []
+        for p, t in zip(probs, truth.bool()):
+            given = p >= self.task.thresholds
+            wrong = given != t
+            text = ", ".join(names[i] for i in torch.nonzero(given).flatten().tolist()) or "(no label)"
+            worst = float((p - self.task.thresholds).abs()[wrong].max()) if wrong.any() else 0.0
+            answers.append(Answer(text, worst, not bool(wrong.any())))
+        return answers
+
+    def compute(self) -> float:
+        return float(self.map.compute())
+
+
 class SegmenterTarget(AttackTarget):
     """mIoU under attacks on the task's segmentation loss (cross-entropy + Dice by default) over the true masks."""
 
@@ -184,8 +230,8 @@ class DetectorTarget(AttackTarget):
         return float(self.map.compute()["map"])
 
 
-TARGETS: dict[type[VisionTask], type[AttackTarget] | None] = {
-    MultiLabelTask: None,  # not its parent's single-label check: no robustness check yet
+TARGETS: dict[type[VisionTask], type[AttackTarget]] = {
+    MultiLabelTask: MultiLabelTarget,  # before ClassificationTask, its base
     ClassificationTask: ClassifierTarget,
     SegmentationTask: SegmenterTarget,
     DetectionTask: DetectorTarget,
@@ -198,11 +244,8 @@ def attack_target(task: VisionTask) -> AttackTarget:
 
     for cls in type(task).__mro__:
         if cls in TARGETS:
-            target = TARGETS[cls]
-            if target is None:
-                break
-            return target(task)
+            return TARGETS[cls](task)
     raise VisionkitError(
-        f"{type(task).__name__} checkpoints have no robustness check: it covers classification, detection and "
-        "segmentation checkpoints"
+        f"{type(task).__name__} checkpoints have no robustness check: it covers classification, multi-label, "
+        "detection and segmentation checkpoints"
     )

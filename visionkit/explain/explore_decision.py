@@ -68,12 +68,12 @@ def _fooled(
     answer: Callable[[Tensor, np.ndarray], dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The image under FGSM at each ε of FOOL_EPS (/255) against `loss`, with `answer` for each."""
-    space = pixel_space(subject)
-    clean = denormalize(tensor, space.mean, space.std)[0]
+    space, bands = pixel_space(subject), subject.predictor.contract.pixels.viz_bands
+    clean = denormalize(tensor, space.mean, space.std, bands)[0]
     rows = []
     for eps in FOOL_EPS:
         adversarial = fgsm(loss, tensor, eps / 255, space)
-        picture = denormalize(adversarial, space.mean, space.std)[0]
+        picture = denormalize(adversarial, space.mean, space.std, bands)[0]
         with torch.no_grad():
             told = answer(adversarial, picture)
         change = perturbation_png(picture, clean, eps)
@@ -104,6 +104,36 @@ def classification(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dic
     }
     if subject.kind == "vgg19":
         decision["grams"] = gram_matrices(subject, tensor)
+    return {"decision": decision, "fool": _fooled(subject, tensor, loss, answer)}
+
+
+def multilabel(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str, Any]:
+    """A sigmoid bar per class (top 10) with its threshold, Grad-CAM of the labels given, and FGSM against the
+    whole label set (binary cross-entropy towards the clean answer's labels)."""
+    names, thresholds = subject.class_names, torch.from_numpy(subject.predictor.thresholds)
+    with torch.no_grad():
+        probs = subject.predictor.probabilities(tensor)[0].cpu()
+    given = probs >= thresholds
+    target = given[None].float().to(tensor.device)
+
+    def shown(flags: Tensor) -> str:
+        return ", ".join(names[i] for i in torch.nonzero(flags).flatten().tolist()) or "(no label)"
+
+    def loss(images: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(subject.cam_network(images).float(), target, reduction="sum")
+
+    def answer(images: Tensor, _picture: np.ndarray) -> dict[str, Any]:
+        p = subject.predictor.probabilities(images)[0].cpu()
+        now = p >= thresholds
+        agree = float((now == given).float().mean())
+        return {"label": shown(now), "confidence": agree, "flipped": bool((now != given).any())}
+
+    order = probs.argsort(descending=True)[:10].tolist()
+    decision = {
+        "probs": [{"name": names[i], "p": float(probs[i]), "threshold": float(thresholds[i])} for i in order],
+        "labels": shown(given),
+        "cams": _cams(subject, tensor, picture, 3),
+    }
     return {"decision": decision, "fool": _fooled(subject, tensor, loss, answer)}
 
 
@@ -254,6 +284,7 @@ def embedding(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str
 DECISIONS: dict[str, Callable[[Subject, Tensor, np.ndarray], dict[str, Any]]] = {
     "classification": classification,
     "vgg19": classification,
+    "multilabel": multilabel,
     "segmentation": segmentation,
     "detection": detection,
     "embedding": embedding,

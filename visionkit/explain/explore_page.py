@@ -24,7 +24,7 @@ from visionkit.explain.explore_data import ExploreOptions, data_patches, image_p
 from visionkit.explain.explore_decision import decision_and_fool
 from visionkit.explain.features import first_conv
 from visionkit.explain.subjects import Subject
-from visionkit.utils.io import atomic_write, read_image
+from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -40,8 +40,8 @@ def explore_data(
     pictures: Iterable[np.ndarray] = (),
     every_step: bool = False,
 ) -> dict[str, Any]:
-    """Everything the page shows for one H×W×3 uint8 image; `pictures`: validation images searched for the
-    patches that excite each channel most."""
+    """Everything the page shows for one image (H×W×3 uint8, or a scan or raster as stored); `pictures`:
+    validation images searched for the patches that excite each channel most."""
     tensor, picture = subject.prepare(image)
     rows, ran = stage_rows(subject, tensor, options, every_step)
     image_patches(rows, ran, picture.shape[:2], options)
@@ -87,7 +87,7 @@ def build_page(
 ) -> dict[str, float]:
     """Write `<output_dir>/explore.html` for the image at `source`; its size (MB) and build time (s)."""
     start = time.perf_counter()
-    image = read_image(source)
+    image = subject.load(str(source))
     data = explore_data(subject, image, options, f"{subject.kind}: {Path(str(source)).name}", pictures)
     path = write_page(data, output_dir / "explore.html")
     seconds = time.perf_counter() - start

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -84,7 +86,7 @@ def explore(cfg: DictConfig) -> dict[str, float]:
     options = options_from(cfg, ExploreOptions)
     if cfg.get("serve"):
         title = f"{subject.kind}: {Path(paths[0]).name}"
-        httpd = ExploreServer(subject, read_image(paths[0]), options, title).serve(str(cfg.host), int(cfg.port))
+        httpd = ExploreServer(subject, subject.load(paths[0]), options, title).serve(str(cfg.host), int(cfg.port))
         host, port = httpd.server_address[:2]
         print(f"visionkit-explore: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
         try:
@@ -93,13 +95,14 @@ def explore(cfg: DictConfig) -> dict[str, float]:
         except KeyboardInterrupt:
             httpd.shutdown()
         return {}
-    pictures = _validation_pictures(cfg) if cfg.get("ckpt_path") and options.data_images > 0 else iter(())
+    pictures = _validation_pictures(cfg, subject.load) if cfg.get("ckpt_path") and options.data_images > 0 else iter(())
     return build_page(subject, paths[0], Path(str(cfg.output_dir)).expanduser(), options, pictures)
 
 
-def _validation_pictures(cfg: DictConfig) -> Any:
-    """The checkpoint's validation images (H×W×3 uint8, as its data module reads them), lazily; none when its
-    data cannot be found (a checkpoint outside its run folder, no data=)."""
+def _validation_pictures(cfg: DictConfig, load: Callable[[str], np.ndarray]) -> Any:
+    """The checkpoint's validation images (H×W×3 uint8, as its data module reads them; scans and bands as
+    stored, through `load`), lazily; none when its data cannot be found (a checkpoint outside its run folder,
+    no data=)."""
     task, data_state = load_checkpoint(str(cfg.ckpt_path))
     try:
         datamodule = checkpoint_datamodule(cfg, task, data_state)
@@ -108,6 +111,9 @@ def _validation_pictures(cfg: DictConfig) -> Any:
         log.info(f"patches from this image only: {exc}")
         return
     dataset = datamodule.datasets["val"]
+    if not datamodule.pixel_format.rgb8:  # the loaded samples are normalized floats: read the files as stored
+        yield from (load(str(path)) for path in dataset.samples.images)
+        return
     for index in range(len(dataset)):
         image = dataset[index]["image"]
         yield image.permute(1, 2, 0).numpy() if isinstance(image, torch.Tensor) else image

@@ -19,7 +19,13 @@ from visionkit.errors import VisionkitError
 from visionkit.explain.cam import BoxScore, ClassScore, MaskedClassScore, Similarity, Target
 from visionkit.explain.features import default_layers, forward_order
 from visionkit.explain.receptive_field import LAYER_TYPES, LayerRow, layer_table
-from visionkit.inference import ClassificationPredictor, DetectionPredictor, Predictor, SegmentationPredictor
+from visionkit.inference import (
+    ClassificationPredictor,
+    DetectionPredictor,
+    MultiLabelPredictor,
+    Predictor,
+    SegmentationPredictor,
+)
 from visionkit.inference.base import InputImage
 from visionkit.tasks.detection import decoded_output
 from visionkit.utils.io import read_image
@@ -148,6 +154,23 @@ class ClassifierSubject(Subject):
                       ClassScore(i))
             for rank, i in enumerate(indices, 1)
         ]  # fmt: skip
+
+
+class MultiLabelSubject(ClassifierSubject):
+    """Multi-label: Grad-CAM of each label the image is given (probability at or above its class's threshold, at
+    most top-k; the top-k probabilities when none is), or of the named classes."""
+
+    predictor: MultiLabelPredictor
+
+    def cam_targets(self, image: Tensor, top_k: int, classes: Sequence[str]) -> list[CamTarget]:
+        if classes:
+            return super().cam_targets(image, top_k, classes)
+        with torch.no_grad():
+            probs = self.predictor.probabilities(image)[0].cpu()
+        given = torch.nonzero(probs >= torch.from_numpy(self.predictor.thresholds)).flatten()
+        ranked = given[probs[given].argsort(descending=True)] if len(given) else probs.argsort(descending=True)
+        names = [self.class_names[i] for i in ranked[: max(1, top_k)].tolist()]
+        return super().cam_targets(image, top_k, names)
 
 
 @dataclass
@@ -285,6 +308,7 @@ class EmbedderSubject(Subject):
 
 SUBJECTS: dict[str, type[Subject]] = {
     "classification": ClassifierSubject,
+    "multilabel": MultiLabelSubject,
     "segmentation": SegmenterSubject,
     "detection": DetectorSubject,
     "embedding": EmbedderSubject,

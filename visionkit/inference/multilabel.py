@@ -75,11 +75,15 @@ class MultiLabelPredictor(Predictor):
         self.thresholds = np.asarray(chosen, dtype=np.float32).copy()
         super().__init__(model, contract, **common)
 
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C) per-class sigmoid probabilities of normalized network inputs (each compared with its threshold)."""
+        return torch.sigmoid(self.model(images).float())
+
     def prepare_input(self, pixels: np.ndarray) -> np.ndarray:
         return self.resize(pixels)
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
-        probs = torch.sigmoid(self.model(self.to_network(self.resized(items))).float()).cpu().numpy()
+        probs = self.probabilities(self.to_network(self.resized(items))).cpu().numpy()
         return [MultiLabelResult(**self.common(i), probs=p, thresholds=self.thresholds) for i, p in zip(items, probs)]
 
     def skipped(self, item: InputImage) -> Result:
