@@ -104,7 +104,7 @@ def plain_multilabel(table: Path, epochs: int, seed: int) -> dict:
     return {"test_map": best_test, "val_map": best_val}
 
 
-def ours_multilabel(table: Path, epochs: int, seed: int, workdir: Path) -> dict:
+def ours_multilabel(table: Path, epochs: int, seed: int, workdir: Path, extra: list[str]) -> dict:
     """visionkit-train's default multi-label recipe with the same network, data, epochs, batch and size."""
     overrides = [
         "task=multilabel",
@@ -118,6 +118,7 @@ def ours_multilabel(table: Path, epochs: int, seed: int, workdir: Path) -> dict:
         f"trainer.max_epochs={epochs}",
         f"seed={seed}",
         "trainer.enable_progress_bar=false",
+        *extra,
     ]
     return train_metrics(overrides, workdir, "map")
 
@@ -126,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--ours", nargs="*", default=[], help="overrides added to visionkit's side")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -133,7 +135,7 @@ def main() -> None:
         if kind == "plain":
             result = plain_multilabel(Path(table), int(epochs), int(seed))
         else:
-            result = ours_multilabel(Path(table), int(epochs), int(seed), Path(rest[0]))
+            result = ours_multilabel(Path(table), int(epochs), int(seed), Path(rest[0]), rest[1:])
         print(json.dumps(result))
         return
 
@@ -147,12 +149,12 @@ def main() -> None:
         def ours(seed: int) -> dict:
             workdir = Path(tmp) / f"ours{seed}"
             workdir.mkdir()
-            return run_child(__file__, ["ours", str(table), str(args.epochs), str(seed), str(workdir)])
+            return run_child(__file__, ["ours", str(table), str(args.epochs), str(seed), str(workdir), *args.ours])
 
         def plain(seed: int) -> dict:
             return run_child(__file__, ["plain", str(table), str(args.epochs), str(seed)])
 
-        names = ("plain torchvision loop", "visionkit-train default")
+        names = ("plain torchvision loop", f"visionkit-train {' '.join(args.ours) or 'default'}")
         seed_table(args.seeds, "map", plain, ours, names, lambda text: print(text, flush=True))
 
 

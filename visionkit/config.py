@@ -45,7 +45,7 @@ def run_dir_of_checkpoint(ckpt_path: str | None) -> Path | None:
 def new_run_dir(task_name: str) -> str:
     """`outputs/<task>/<date>/<time>` for a fresh run."""
     now = datetime.now()
-    return f"outputs/{task_name}/{now:%Y-%m-%d}/{now:%H-%M-%S}"
+    return unused(f"outputs/{task_name}/{now:%Y-%m-%d}/{now:%H-%M-%S}")
 
 
 def _run_dir(ckpt_path: str | None, task_name: str) -> str:
@@ -58,8 +58,17 @@ def _sub_run_dir(ckpt_path: str | None, kind: str) -> str:
     run = run_dir_of_checkpoint(ckpt_path)
     now = datetime.now()
     if run is not None:
-        return str(run / kind / f"{now:%Y-%m-%d_%H-%M-%S}")
-    return f"outputs/{kind}/{now:%Y-%m-%d}/{now:%H-%M-%S}"
+        return unused(str(run / kind / f"{now:%Y-%m-%d_%H-%M-%S}"))
+    return unused(f"outputs/{kind}/{now:%Y-%m-%d}/{now:%H-%M-%S}")
+
+
+def unused(folder: str) -> str:
+    """`folder`, or `folder-2`, `-3`, ... when a run started in the same second already has it."""
+    candidate, number = folder, 1
+    while Path(candidate).exists():
+        number += 1
+        candidate = f"{folder}-{number}"
+    return candidate
 
 
 def register_resolvers() -> None:

@@ -8,15 +8,16 @@ The Hydra entry points only call these; tests and Python callers pass configs fr
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from visionkit.checkpoints import load_checkpoint
-from visionkit.config import check_config
+from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.explain.jobs import attacked, explain, explore, robustness
@@ -32,6 +33,7 @@ from visionkit.training.fit import (
     plain,
 )
 from visionkit.training.fit import train as train  # `visionkit.run.train`, the name the CLI runner and users call
+from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.video import is_video_source
 
@@ -95,12 +97,21 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     """Run a checkpoint on the images named by `cfg.source` through its Predictor, writing each result's files
     as it comes (classification: predictions.csv/json; detection: predictions.json, YOLO txt labels and annotated
     images; segmentation: mask PNGs, overlays and predictions.json, at each image's own resolution). A video,
-    webcam or stream goes to `predict_video` (annotated .mp4, per-frame JSON, tracks, backgrounds)."""
-    from rich.progress import track
-
-    from visionkit.inference import build_predictor, open_checkpoint, output_names
+    webcam or stream goes to `predict_video` (annotated .mp4, per-frame JSON, tracks, backgrounds). With
+    `devices` × `num_nodes` > 1, that many processes share the files (`visionkit.inference.ranks`); a run started
+    again in the same folder skips what its journals hold."""
+    from visionkit.training.fit import launcher_env_restored
 
     check_config(cfg)
+    with launcher_env_restored():
+        return _predict(cfg)
+
+
+def _predict(cfg: DictConfig) -> dict[str, float]:
+    from visionkit.inference import build_predictor, open_checkpoint
+    from visionkit.inference.journal import journaled
+    from visionkit.inference.ranks import predict_files
+
     state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
     if predictor_cls.task_name == "style_transfer":
         raise VisionkitError(
@@ -114,7 +125,11 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     source = cfg.get("source")
     video = is_video_source(source)
     paths = [] if video else list_images(source)  # a wrong source stops before the model is built
+    output_dir = Path(cfg.paths.output_dir)
+    ranks = _prediction_ranks(cfg, output_dir, video)
     options = _predict_options(cfg, predictor_cls)
+    if ranks.device is not None:
+        options["device"] = ranks.device
     viz_bands = plain(cfg.viz.bands) if cfg.get("viz") else None
     predictor = build_predictor(
         state, task_cls, image_size=plain(cfg.get("image_size")), viz_bands=viz_bands, **options
@@ -123,7 +138,7 @@ def predict(cfg: DictConfig) -> dict[str, float]:
         from visionkit.inference.faces import with_detector
 
         keys = ("conf", "iou", "max_det", "device", "batch_size", "num_workers", "skip_bad_images", "precision")
-        boxes = {k: plain(cfg[k]) for k in keys if k in cfg}
+        boxes = {k: plain(cfg[k]) for k in keys if k in cfg} | {"device": options.get("device", cfg.device)}
         margin = float(cfg.crop_margin)
         predictor = with_detector(
             predictor, str(cfg.detector), cfg.get("gallery"), cfg.get("threshold"), margin, **boxes
@@ -132,26 +147,40 @@ def predict(cfg: DictConfig) -> dict[str, float]:
         raise VisionkitError(
             "gallery= names detected boxes (with detector=); for whole images: visionkit-gallery search"
         )
-    output_dir = Path(cfg.paths.output_dir)
     if video:
         from visionkit.inference.video import predict_video
 
         return predict_video(predictor, str(source), output_dir, _video_options(cfg))
-    records = []
-    names = dict(zip(paths, output_names(paths)))  # by source: a batch with a bad image yields its good ones first
-    try:
-        for result in track(predictor.stream(paths), total=len(paths), description="predicting"):
-            result.save(output_dir, names[result.source], draw=bool(cfg.save_images))
-            records.append(result.to_dict())
-    finally:  # a run stopped by a bad image or Ctrl-C keeps the table of what was done
-        if records:
-            predictor.write_summary(records, output_dir)
-    counts = predictor.counts
-    found = sum(len(r.get("detections", [])) for r in records)
+    settings = {k: v for k, v in plain(cfg).items() if k not in _NOT_RESULT_SETTINGS}
+    metrics = predict_files(predictor, paths, output_dir, ranks, bool(cfg.save_images), settings)
+    if ranks.rank > 0:
+        return metrics
+    records = journaled(output_dir)
+    found = sum(len(r.get("detections", [])) for r in records.values())
     objects = f", {found} object(s)" if predictor.finds_boxes else ""
-    log.info(f"predicted {counts['images']} image(s){objects}, skipped {counts['skipped']}: {output_dir}")
-    metrics = {"images": float(counts["images"]), "skipped": float(counts["skipped"])}
+    log.info(f"predicted {metrics['images']:.0f} image(s){objects}, skipped {metrics['skipped']:.0f}: {output_dir}")
     return {**metrics, "objects": float(found)} if objects else metrics
+
+
+# predict keys that do not change a result: a run started again in its folder may change them
+_NOT_RESULT_SETTINGS = {
+    "devices", "num_nodes", "batch_size", "num_workers", "device", "skip_bad_images", "paths", "source"
+}  # fmt: skip
+
+
+def _prediction_ranks(cfg: DictConfig, output_dir: Path, video: bool) -> Any:
+    """The prediction processes (`devices` × `num_nodes`); rank 0 saves the config its workers read first."""
+    from visionkit.inference.ranks import launch_ranks
+
+    devices, nodes = int(cfg.get("devices", 1)), int(cfg.get("num_nodes", 1))
+    if video and devices * nodes > 1:
+        raise VisionkitError("a video, webcam or stream is predicted by one process: drop devices= / num_nodes=")
+    if devices * nodes > 1 and is_rank_zero():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_write(output_dir / RUN_CONFIG, "w") as handle:
+            handle.write(OmegaConf.to_yaml(cfg, resolve=True))
+        os.environ[RUN_DIR_ENV] = str(output_dir)  # the processes Fabric starts read the config here
+    return launch_ranks(devices, nodes, str(cfg.get("device", "auto")))
 
 
 def export(cfg: DictConfig) -> dict[str, float]:

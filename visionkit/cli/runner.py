@@ -31,6 +31,7 @@ _NOISE = (
     ".*litlogger.*",
     ".*configure_callbacks` will override.*",
     ".*WeightAveraging callback, but loading a checkpoint outside.*",
+    ".*all_gather is deprecated.*",
 )
 
 

@@ -1,4 +1,5 @@
-"""Loose image files for prediction and explanation: one file, a folder (searched recursively) or a glob pattern."""
+"""Loose image files for prediction and explanation: one file, a folder (searched recursively), a glob pattern or
+a .txt list of paths."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from visionkit.utils.io import IMAGE_EXTENSIONS
 
 
 def list_images(source: str, key: str = "source") -> list[str]:
-    """Image paths named by `source` (file, folder or glob), sorted; an error naming `key` when there are none."""
+    """Image paths named by `source` (file, folder, glob, or a .txt list of paths), sorted (a list keeps its
+    order); an error naming `key` when there are none."""
     if not source:
         raise VisionkitError(f"{key} is not set: pass {key}=<image file | folder | glob pattern>")
     path = Path(source).expanduser()
+    if path.is_file() and path.suffix.lower() == ".txt":
+        return _listed(path, key)
     if path.is_file():
         return [str(path)]
     if path.is_dir():
@@ -25,4 +29,22 @@ def list_images(source: str, key: str = "source") -> list[str]:
     images = sorted(str(p) for p in found if not p.name.startswith("."))
     if not images:
         raise VisionkitError(f"{key}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in {source}")
+    return images
+
+
+def _listed(path: Path, key: str) -> list[str]:
+    """The image paths of a list file (one per line, relative ones from the file's folder; blank lines and
+    `#` comments skipped), each checked to exist."""
+    images = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        image = Path(entry).expanduser()
+        image = image if image.is_absolute() else path.parent / image
+        if not image.is_file():
+            raise VisionkitError(f"{key}: {path}:{number}: {entry} is not a file (one image path per line)")
+        images.append(str(image))
+    if not images:
+        raise VisionkitError(f"{key}: {path} lists no images (one image path per line)")
     return images

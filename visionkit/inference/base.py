@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -225,6 +226,7 @@ class Predictor:
         self.skip_bad_images = skip_bad_images
         self.model = self.prepare(model.to(self.device).eval())
         self.counts = {"images": 0, "skipped": 0}
+        self.network_seconds = 0.0  # time in predict_batch (the rest of a run reads, resizes and writes)
         peak = contract.peak
         scale = torch.tensor(contract.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * peak
         self._mean = torch.tensor(contract.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * peak
@@ -313,8 +315,10 @@ class Predictor:
         without, the batch's readable inputs are still predicted and yielded first (their files get written),
         then the first unreadable one stops the run."""
         good = [item for item in batch if item.error is None]
+        start = time.perf_counter()
         with torch.inference_mode(), autocast(self.device, self.precision):
             done = iter(self.predict_batch(good) if good else [])
+        self.network_seconds += time.perf_counter() - start
         bad = None if self.skip_bad_images else next((item for item in batch if item.error is not None), None)
         for item in batch:
             if item.error is None:
