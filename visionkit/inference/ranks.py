@@ -112,7 +112,7 @@ def predict_files(
         raise VisionkitError(f"rank(s) {stopped} stopped on an error (above); run again to finish the rest")
     _log_throughput(rows, len(done))
     images, skipped = sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows)
-    return {"images": float(images), "skipped": float(skipped), "images_per_s": images / max(rows[0][2], 1e-9)}
+    return {"images": float(images), "skipped": float(skipped)}
 
 
 def _merge(predictor: Predictor, paths: Sequence[str], output_dir: Path) -> None:
