@@ -14,10 +14,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from visionkit.checkpoints import load_checkpoint
-from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config
+from visionkit.config import RUN_DIR_ENV, check_config
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.explain.jobs import attacked, explain, explore, robustness
@@ -31,9 +31,9 @@ from visionkit.training.fit import (
     metrics_of,
     options_from,
     plain,
+    save_run_config,
 )
 from visionkit.training.fit import train as train  # `visionkit.run.train`, the name the CLI runner and users call
-from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.video import is_video_source
 
@@ -100,8 +100,6 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     webcam or stream goes to `predict_video` (annotated .mp4, per-frame JSON, tracks, backgrounds). With
     `devices` × `num_nodes` > 1, that many processes share the files (`visionkit.inference.ranks`); a run started
     again in the same folder skips what its journals hold."""
-    from visionkit.training.fit import launcher_env_restored
-
     check_config(cfg)
     with launcher_env_restored():
         return _predict(cfg)
@@ -109,7 +107,6 @@ def predict(cfg: DictConfig) -> dict[str, float]:
 
 def _predict(cfg: DictConfig) -> dict[str, float]:
     from visionkit.inference import build_predictor, open_checkpoint
-    from visionkit.inference.journal import journaled
     from visionkit.inference.ranks import predict_files
 
     state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
@@ -153,13 +150,10 @@ def _predict(cfg: DictConfig) -> dict[str, float]:
         return predict_video(predictor, str(source), output_dir, _video_options(cfg))
     settings = {k: v for k, v in plain(cfg).items() if k not in _NOT_RESULT_SETTINGS}
     metrics = predict_files(predictor, paths, output_dir, ranks, bool(cfg.save_images), settings)
-    if ranks.rank > 0:
-        return metrics
-    records = journaled(output_dir)
-    found = sum(len(r.get("detections", [])) for r in records.values())
-    objects = f", {found} object(s)" if predictor.finds_boxes else ""
-    log.info(f"predicted {metrics['images']:.0f} image(s){objects}, skipped {metrics['skipped']:.0f}: {output_dir}")
-    return {**metrics, "objects": float(found)} if objects else metrics
+    if ranks.rank == 0:
+        objects = f", {metrics['objects']:.0f} object(s)" if "objects" in metrics else ""
+        log.info(f"predicted {metrics['images']:.0f} image(s){objects}, skipped {metrics['skipped']:.0f}: {output_dir}")
+    return metrics
 
 
 # predict keys that do not change a result: a run started again in its folder may change them
@@ -176,9 +170,7 @@ def _prediction_ranks(cfg: DictConfig, output_dir: Path, video: bool) -> Any:
     if video and devices * nodes > 1:
         raise VisionkitError("a video, webcam or stream is predicted by one process: drop devices= / num_nodes=")
     if devices * nodes > 1 and is_rank_zero():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_write(output_dir / RUN_CONFIG, "w") as handle:
-            handle.write(OmegaConf.to_yaml(cfg, resolve=True))
+        save_run_config(cfg, output_dir)
         os.environ[RUN_DIR_ENV] = str(output_dir)  # the processes Fabric starts read the config here
     return launch_ranks(devices, nodes, str(cfg.get("device", "auto")))
 

@@ -17,6 +17,7 @@ from torch import Tensor
 from visionkit.tasks import ClassificationTask, DetectionTask, MultiLabelTask, SegmentationTask
 from visionkit.tasks.adversarial import Loss
 from visionkit.tasks.base import VisionTask
+from visionkit.tasks.multilabel import flag_names
 
 
 @dataclass
@@ -136,7 +137,7 @@ class MultiLabelTarget(AttackTarget):
         for p, t in zip(probs, truth.bool()):
             given = p >= self.task.thresholds
             wrong = given != t
-            text = ", ".join(names[i] for i in torch.nonzero(given).flatten().tolist()) or "(no label)"
+            text = flag_names(given, names)
             worst = float((p - self.task.thresholds).abs()[wrong].max()) if wrong.any() else 0.0
             answers.append(Answer(text, worst, not bool(wrong.any())))
         return answers

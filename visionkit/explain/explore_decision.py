@@ -19,6 +19,7 @@ from visionkit.explain.explore_data import png_url, viridis
 from visionkit.explain.features import resolve_layers
 from visionkit.explain.subjects import DetectorSubject, Subject
 from visionkit.tasks.adversarial import PixelSpace, fgsm
+from visionkit.tasks.multilabel import flag_names
 from visionkit.utils.palette import overlay as mask_overlay
 from visionkit.utils.viz import denormalize
 
@@ -116,9 +117,6 @@ def multilabel(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[st
     given = probs >= thresholds
     target = given[None].float().to(tensor.device)
 
-    def shown(flags: Tensor) -> str:
-        return ", ".join(names[i] for i in torch.nonzero(flags).flatten().tolist()) or "(no label)"
-
     def loss(images: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(subject.cam_network(images).float(), target, reduction="sum")
 
@@ -126,12 +124,12 @@ def multilabel(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[st
         p = subject.predictor.probabilities(images)[0].cpu()
         now = p >= thresholds
         agree = float((now == given).float().mean())
-        return {"label": shown(now), "confidence": agree, "flipped": bool((now != given).any())}
+        return {"label": flag_names(now, names), "confidence": agree, "flipped": bool((now != given).any())}
 
     order = probs.argsort(descending=True)[:10].tolist()
     decision = {
         "probs": [{"name": names[i], "p": float(probs[i]), "threshold": float(thresholds[i])} for i in order],
-        "labels": shown(given),
+        "labels": flag_names(given, names),
         "cams": _cams(subject, tensor, picture, 3),
     }
     return {"decision": decision, "fool": _fooled(subject, tensor, loss, answer)}

@@ -74,7 +74,7 @@ def predict_files(
     """Predict this rank's share of `paths` (those no journal of `output_dir` holds yet, when its journals were
     made with the same `settings`), writing each result's files and journal record as it comes; rank 0 then
     writes the tables of every rank's records in input order (also when a rank stopped, so a run cut short keeps
-    what it did). The run's counts."""
+    what it did). The run's counts (and on rank 0, for a detector, the objects found)."""
     from rich.progress import track
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +88,7 @@ def predict_files(
     ranks.barrier()  # every rank has read the journals before any appends to its own
     names = dict(zip(paths, output_names(paths)))  # by source: a batch with a bad image yields its good ones first
     journal, failure, start = Journal(output_dir, ranks.rank), None, time.perf_counter()
+    records: list[dict[str, Any]] = []
     try:
         label = f"predicting (rank {ranks.rank})" if ranks.world > 1 else "predicting"
         for result in track(predictor.stream(mine), total=len(mine), description=label, disable=ranks.rank > 0):
@@ -98,12 +99,12 @@ def predict_files(
     finally:
         journal.close()
         if ranks.world == 1:  # a run stopped by a bad image or Ctrl-C keeps the tables of what was done
-            _merge(predictor, paths, output_dir)
+            records = _merge(predictor, paths, output_dir)
     counts = predictor.counts
     seconds = time.perf_counter() - start
     rows = ranks.gather([counts["images"], counts["skipped"], seconds, predictor.network_seconds, failure is not None])
     if ranks.world > 1 and ranks.rank == 0:
-        _merge(predictor, paths, output_dir)
+        records = _merge(predictor, paths, output_dir)
     ranks.barrier()
     if failure is not None:
         raise failure
@@ -111,29 +112,33 @@ def predict_files(
     if stopped:
         raise VisionkitError(f"rank(s) {stopped} stopped on an error (above); run again to finish the rest")
     _log_throughput(rows, len(done))
-    images, skipped = sum(int(r[0]) for r in rows), sum(int(r[1]) for r in rows)
-    return {"images": float(images), "skipped": float(skipped)}
+    metrics = {"images": float(sum(r[0] for r in rows)), "skipped": float(sum(r[1] for r in rows))}
+    if predictor.finds_boxes:
+        metrics["objects"] = float(sum(len(r.get("detections", [])) for r in records))
+    return metrics
 
 
-def _merge(predictor: Predictor, paths: Sequence[str], output_dir: Path) -> None:
+def _merge(predictor: Predictor, paths: Sequence[str], output_dir: Path) -> list[dict[str, Any]]:
+    """Every rank's records in input order, written as the run's tables; the records."""
     records = merged(paths, journaled(output_dir))
     if records:
         predictor.write_summary(records, output_dir)
+    return records
 
 
 def _log_throughput(rows: list[list[float]], earlier: int) -> None:
     """One line for the run and one per rank when there are several: images/s and the data wait (the share of
     the time spent outside the network: reading, resizing, writing)."""
 
-    def rate(count: float, seconds: float, network: float) -> str:
-        wait = 1 - network / seconds if seconds > 0 else 0.0
-        speed = count / max(seconds, 1e-9)
-        return f"{count:.0f} image(s) in {seconds:.1f} s, {speed:.1f} images/s, data wait {wait:.0%}"
+    def rate(count: float, seconds: float, network: float, busy: float) -> str:
+        wait = 1 - network / busy if busy > 0 else 0.0
+        return (
+            f"{count:.0f} image(s) in {seconds:.1f} s, {count / max(seconds, 1e-9):.1f} images/s, data wait {wait:.0%}"
+        )
 
     resumed = f" ({earlier} done before)" if earlier else ""
-    total = [sum(row[i] for row in rows) for i in range(4)]
-    wall = max(row[2] for row in rows)
-    log.info(f"throughput: {rate(total[0], wall, total[3] * wall / max(total[2], 1e-9))}{resumed}")
+    count, busy, network = (sum(row[i] for row in rows) for i in (0, 2, 3))
+    log.info(f"throughput: {rate(count, max(row[2] for row in rows), network, busy)}{resumed}")
     if len(rows) > 1:
         for rank, (count, _, seconds, network, _) in enumerate(rows):
-            log.info(f"  rank {rank}: {rate(count, seconds, network)}")
+            log.info(f"  rank {rank}: {rate(count, seconds, network, seconds)}")

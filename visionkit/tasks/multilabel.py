@@ -36,6 +36,11 @@ def best_thresholds(probs: Tensor, target: Tensor, grid: int = 99) -> Tensor:
     return torch.where(target.sum(0) > 0, chosen, torch.full_like(chosen, 0.5))
 
 
+def flag_names(flags: Tensor, names: Sequence[str], none: str = "(no label)") -> str:
+    """The class names of a (C,) 0/1 flag vector, comma-separated (`none` when no flag is set)."""
+    return ", ".join(names[i] for i in torch.nonzero(flags).flatten().tolist()) or none
+
+
 def f1_scores(probs: Tensor, target: Tensor, thresholds: Tensor) -> dict[str, float]:
     """Micro and macro F1 of (N, C) probabilities cut at per-class `thresholds`."""
     tp, fp, fn = decision_counts(probs >= thresholds, target)
@@ -197,7 +202,7 @@ class MultiLabelTask(ClassificationTask):
         names = self.class_names
 
         def shown(flags: Tensor) -> str:
-            return ", ".join(names[i] for i in torch.nonzero(flags).flatten().tolist()) or "-"
+            return flag_names(flags, names, none="-")
 
         preds, target = outputs["preds"].cpu(), outputs["target"].cpu().bool()
         titles = [f"{shown(p)} / {shown(t)}" for p, t in zip(preds, target)]
