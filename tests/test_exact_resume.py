@@ -10,11 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.object_store import object_store
 from tests.serve_requests import BIN
 
 # LeNet-5 on the digits, 3 epochs of 40 steps, a checkpoint after every step, deterministic algorithms, light
@@ -34,11 +36,26 @@ JOB = [
 ENV = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
 
 
-def _train(run_dir: Path, *extra: str) -> subprocess.Popen:
+def _train(run_dir: Path, *extra: str, env: dict[str, str] = ENV) -> subprocess.Popen:
     command = [str(BIN / "visionkit-train"), *JOB, f"hydra.run.dir={run_dir}", *extra]
     run_dir.mkdir(parents=True, exist_ok=True)
     log = (run_dir.parent / f"{run_dir.name}-{len(list(run_dir.parent.glob(run_dir.name + '-*.log')))}.log").open("w")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def digits_in_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The digits packed into a moto S3 server: the training arguments and environment that read them."""
+    with object_store() as store:
+        env = ENV | store.env
+        url = f"s3://{store.bucket('resume')}/digits"
+        folder = tmp_path_factory.mktemp("pack")
+        packing = subprocess.run(
+            [str(BIN / "visionkit-pack"), f"out={url}", "pack.chunk_mb=0.02", f"hydra.run.dir={folder}"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert packing.returncode == 0, packing.stderr[-3000:]
+        yield ["data=stream", f"data.url={url}", f"data.cache_dir={folder / 'cache'}"], env
 
 
 def _finished(process: subprocess.Popen, run_dir: Path) -> str:
@@ -60,15 +77,22 @@ def _test_metrics(log: str) -> dict[str, float]:
     return {m[0]: float(m[1]) for m in re.findall(r"^(test_\w+): ([0-9.]+)$", log, flags=re.MULTILINE)}
 
 
-@pytest.mark.parametrize("where", ["random", "epoch_end"])
-def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(tmp_path: Path, where: str) -> None:
+@pytest.mark.parametrize("where", ["random", "epoch_end", "streamed_ddp"])
+def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(
+    tmp_path: Path, where: str, request: pytest.FixtureRequest
+) -> None:
     """Also at the last step of an epoch, the moment before its validation: the resumed run validates that epoch
-    as the uninterrupted one did (best.ckpt and the test metrics agree)."""
-    whole = _train(tmp_path / "whole")  # the two runs share the two cores: start the reference first
+    as the uninterrupted one did (best.ckpt and the test metrics agree). And streamed from an S3 store by two DDP
+    processes (2 epochs of 20 steps): the resumed ranks go on after the samples they had trained on."""
+    extra, env = request.getfixturevalue("digits_in_s3") if where == "streamed_ddp" else ([], ENV)
+    if where == "streamed_ddp":
+        extra = [*extra, "trainer=ddp_cpu", "trainer.max_epochs=2"]
+    whole = _train(tmp_path / "whole", *extra, env=env)  # the two runs share the two cores: start the reference first
     # a random step, mid-epoch or at an epoch's end (40, 80); KILL_AT=<step> repeats a failure
-    kill_at = 80 if where == "epoch_end" else int(os.environ.get("KILL_AT") or random.Random().randint(5, 110))
+    last_step = 35 if where == "streamed_ddp" else 110
+    kill_at = 80 if where == "epoch_end" else int(os.environ.get("KILL_AT") or random.Random().randint(5, last_step))
     killed_dir = tmp_path / "killed"
-    killed = _train(killed_dir)
+    killed = _train(killed_dir, *extra, env=env)
     last = killed_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while _step_of(last) < kill_at:
@@ -79,7 +103,7 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(tmp_p
     killed.wait()
     resumed_from = _step_of(last)
     # resumed with two loader workers where the killed run had none: order and augmentation must not care
-    resumed_log = _finished(_train(killed_dir, f"ckpt_path={last}", "data.num_workers=2"), killed_dir)
+    resumed_log = _finished(_train(killed_dir, *extra, f"ckpt_path={last}", "data.num_workers=2", env=env), killed_dir)
     whole_log = _finished(whole, tmp_path / "whole")
 
     expected = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)

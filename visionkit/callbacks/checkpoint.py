@@ -48,3 +48,18 @@ class ModelCheckpoint(callbacks.ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
         self._save_last_anyway(trainer, at_epoch_end=True)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """When the data stopped coming (an object store that no longer answers), write `last.ckpt` at the
+        batches trained so far, so the run resumes there exactly. One process only: under DDP the other ranks
+        may wait in a collective, so step saves (`every_n_train_steps`) are the resume points there."""
+        from visionkit.data.shards import StoreUnreachable
+
+        if (
+            isinstance(exception, StoreUnreachable)
+            and self.save_last
+            and trainer.world_size == 1
+            and trainer.state.fn == "fit"
+            and trainer.global_step > 0
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

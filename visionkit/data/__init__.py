@@ -20,6 +20,7 @@ from visionkit.data.sources import (
     LabelMeSource,
     MaskSource,
     PhotoSource,
+    StreamSource,
     VocSource,
     YoloSource,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "MaskSource",
     "PhotoSource",
     "SampleSet",
+    "StreamSource",
     "VisionDataModule",
     "VocSource",
     "YoloSource",

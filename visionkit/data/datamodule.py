@@ -33,7 +33,7 @@ from visionkit.data.datasets import (
 )
 from visionkit.data.decoded import build_reader, check_cache_kind
 from visionkit.data.pixels import RGB8, PixelFormat, check_in_memory, check_pixel_format
-from visionkit.data.resumable import GroupedSampler, ResumableSampler, global_seed
+from visionkit.data.resumable import ChunkedSampler, GroupedSampler, ResumableSampler, global_seed
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.data.stats import ChannelStats, split_stats
 from visionkit.data.timed_loader import TimedLoader
@@ -229,6 +229,9 @@ class VisionDataModule(L.LightningDataModule):
         # the size serves both when that is a stretch
         mosaic_stretch = self.mosaic_split(name) and self.resize == "stretch"
         first = first_resize(self.image_size, "crop" if mosaic_stretch else self.resize)
+        packed = getattr(self.source, "reader", None)  # a packed dataset reads its own shards (data=stream)
+        if packed is not None:
+            return {"first": first, "reader": packed(name, first, self.pixel_format)}
         if not isinstance(samples.images, list):
             check_in_memory(self.pixel_format, self.source.description)
             return {"first": first}
@@ -335,6 +338,8 @@ class VisionDataModule(L.LightningDataModule):
                     dataset, dataset.samples.targets, self.per_identity, self.batch_size // self.per_identity
                 )
                 if self.per_identity
+                else ChunkedSampler(dataset, [n for _, n in dataset.reader.spans])
+                if hasattr(dataset.reader, "spans")
                 else ResumableSampler(dataset)
             )
             if self._resume_point is not None:

@@ -20,6 +20,7 @@ from visionkit.data.decoded import Decoded, ImageReader
 from visionkit.data.mask_files import MaskReader
 from visionkit.data.mosaic import mosaic4
 from visionkit.data.resumable import SampleKey, global_seed, sample_seed, split_keys
+from visionkit.data.shards import StoreUnreachable
 from visionkit.data.splits import SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import UnreadableImage, check_image
@@ -108,7 +109,9 @@ class ImageSampleDataset(Dataset):
         try:
             pixels, full = self.reader(index)
         except UnreadableImage as exc:
-            raise bad_image_error(str(exc.path), exc.reason) from None
+            error = bad_image_error(str(exc.path), exc.reason)
+            error.reported = getattr(exc, "reported", False)  # e.g. a damaged chunk, named once for all its samples
+            raise error from None
         return (pixels, full) if self.reader.fmt.rgb8 else (self.reader.fmt.to_unit(pixels), full)
 
     def read(self, index: int) -> np.ndarray:
@@ -128,10 +131,13 @@ class ImageSampleDataset(Dataset):
             current = (index + attempt) % len(self)
             try:
                 image, full = self.load(current)
+            except StoreUnreachable:
+                raise  # not the sample's fault: stop (with a checkpoint) instead of skipping the rest
             except VisionkitError as exc:
                 if not self.skip_bad_images:
                     raise
-                log.warning(f"skipped {str(exc).split(';')[0]}")
+                if not getattr(exc, "reported", False):
+                    log.warning(f"skipped {str(exc).split(';')[0]}")
                 continue
             return self.make_sample(image, self.samples.targets[current], current, full)
         raise VisionkitError("every image in this split is unreadable")

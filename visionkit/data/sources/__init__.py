@@ -11,6 +11,7 @@ from visionkit.data.sources.imagefolder import ImageFolderSource
 from visionkit.data.sources.labelme import LabelMeSource
 from visionkit.data.sources.masks import MaskSource
 from visionkit.data.sources.photos import PhotoSource
+from visionkit.data.sources.stream import StreamSource
 from visionkit.data.sources.voc import VocSource
 from visionkit.data.sources.yolo import YoloSource
 
@@ -25,6 +26,7 @@ __all__ = [
     "LabelMeSource",
     "MaskSource",
     "PhotoSource",
+    "StreamSource",
     "VocSource",
     "YoloSource",
 ]
