@@ -346,6 +346,7 @@ def pack(cfg: DictConfig) -> dict[str, float]:
         quality=int(cfg.pack.quality),
         chunk_mb=float(cfg.pack.chunk_mb),
         workers=cfg.pack.workers,
+        seed=int(cfg.data.split_seed),
     )
     rate, size, before = metrics["images_per_s"], metrics["packed_mb"], metrics["source_mb"]
     print(

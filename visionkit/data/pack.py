@@ -121,6 +121,12 @@ class SampleEncoder:
         return {"image": image, "target": int(target)}
 
 
+def stored_order(count: int, seed: int) -> np.ndarray:
+    """The order a split's samples are stored in: shuffled with the split seed, so the blocks of neighbours that
+    training reads together (`chunk_order`) mix classes and sources whatever order the source lists them in."""
+    return np.random.default_rng([seed % 2**32, count]).permutation(count)
+
+
 def folder_bytes(location: Location) -> int:
     """Bytes stored under a location (its objects under the prefix on S3)."""
     if not location.remote:
@@ -165,9 +171,11 @@ def pack_splits(
     quality: int = 95,
     chunk_mb: float = 64,
     workers: int | None = None,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Write `splits` as shards under `location` and `visionkit.json` last (its presence marks a finished pack).
-    A pack cut off is resumed where it stopped when started again with the same settings."""
+    A pack cut off is resumed where it stopped when started again with the same settings. Each split is stored
+    in `stored_order(len, seed)`."""
     import litdata
 
     allow_http_endpoints()
@@ -184,9 +192,10 @@ def pack_splits(
     workers = max(1, workers or os.cpu_count() or 1)
     started = time.perf_counter()
     total = 0
+    splits = {name: s.subset(stored_order(len(s), seed)) for name, s in splits.items() if len(s)}
     for name in SPLITS:
         samples = splits.get(name)
-        if samples is None or not len(samples):
+        if samples is None:
             continue
         log.info(f"packing {name}: {len(samples)} images into {location.join(name)}")
         litdata.optimize(
@@ -213,6 +222,7 @@ def pack_splits(
         "ignore_index": ignore_index,
         "splits": {name: {"count": len(s), "targets": target_list(s, task)} for name, s in splits.items() if len(s)},
         "source_bytes": sum(source_bytes(s) for s in splits.values()),
+        "order_seed": seed,
     }
     location.write_bytes(META_NAME, json.dumps(meta).encode())
     packed = folder_bytes(location)

@@ -130,28 +130,32 @@ class GroupedSampler(ResumableSampler):
         return [int(i) for group in mine for i in group]
 
 
-def chunk_order(counts: Sequence[int], seed: int, epoch: int, window: int) -> np.ndarray:
-    """Every index of chunks holding `counts` samples once, in a seeded order that reads few chunks at a time:
-    the chunks shuffled, and the samples of each run of `window` chunks shuffled together (LitData's own
-    shuffle works this way, so a chunk is fetched once per epoch instead of once per sample)."""
+READ_BLOCK = 256  # samples LitData decodes together from a local chunk (its decode window)
+
+
+def chunk_order(counts: Sequence[int], seed: int, epoch: int, block: int = READ_BLOCK) -> np.ndarray:
+    """Every index of chunks holding `counts` samples once, in a seeded order that reads neighbours together: the
+    chunks shuffled, each chunk's blocks of `block` neighbours shuffled, the samples of each block shuffled
+    (LitData's own shuffle works this way; packs are stored shuffled, so a block mixes the classes). A chunk is
+    then fetched once per epoch and each block decoded once per loader worker, not once per sample."""
     rng = np.random.default_rng([seed % 2**32, epoch])
     starts = np.cumsum([0, *counts])
-    chunks = rng.permutation(len(counts))
-    runs = [
-        rng.permutation(np.concatenate([np.arange(starts[c], starts[c + 1]) for c in chunks[k : k + window]]))
-        for k in range(0, len(chunks), max(int(window), 1))
-    ]
-    return np.concatenate(runs) if runs else np.zeros(0, np.int64)
+    order = []
+    for chunk in rng.permutation(len(counts)):
+        blocks = list(range(int(starts[chunk]), int(starts[chunk + 1]), block))
+        for first in rng.permutation(blocks) if blocks else []:
+            order.append(rng.permutation(np.arange(first, min(first + block, int(starts[chunk + 1])))))
+    return np.concatenate(order) if order else np.zeros(0, np.int64)
 
 
 class ChunkedSampler(ResumableSampler):
     """`ResumableSampler` for a packed dataset: the order of `chunk_order`, each rank a contiguous share of it
     (so ranks read different chunks), padded as `DistributedSampler` pads, by repeating the epoch's start."""
 
-    def __init__(self, dataset: Dataset, counts: Sequence[int], window: int = 4, seed: int | None = None) -> None:
+    def __init__(self, dataset: Dataset, counts: Sequence[int], seed: int | None = None) -> None:
         super().__init__(dataset, seed)
-        self.counts, self.window = [int(c) for c in counts], int(window)
+        self.counts = [int(c) for c in counts]
 
     def order(self) -> list[int]:
-        padded = np.resize(chunk_order(self.counts, self.seed, self.epoch, self.window), self.total_size)
+        padded = np.resize(chunk_order(self.counts, self.seed, self.epoch), self.total_size)
         return [int(i) for i in padded[self.rank * self.num_samples : (self.rank + 1) * self.num_samples]]
