@@ -148,7 +148,8 @@ def main() -> None:
             for side in order:
                 cache = root / "cache"
                 shutil.rmtree(cache, ignore_errors=True)
-                runs[side].append(run_child(__file__, [side if side == "folder" else "stream", sides[side], str(cache)]))
+                kind = "folder" if side == "folder" else "stream"
+                runs[side].append(run_child(__file__, [kind, sides[side], str(cache)]))
                 print(side, runs[side][-1], flush=True)
     finally:
         server.kill()
