@@ -21,7 +21,7 @@ from visionkit.data.augment import first_resize
 from visionkit.data.pack import stored_order
 from visionkit.data.shards import StoreUnreachable
 from visionkit.errors import VisionkitError
-from visionkit.run import build_datamodule, pack
+from visionkit.run import build_datamodule, pack, predict
 
 
 def _pack(tmp_path: Path, out: str, *overrides: str) -> dict[str, float]:
@@ -217,3 +217,45 @@ def test_a_damaged_chunk_is_named_and_its_samples_skipped_and_counted(
     assert all(sample["image"].shape == (3, 32, 32) for sample in samples)  # the next readable samples instead
     named = [r.getMessage() for r in caplog.records if chunk.name in r.getMessage()]
     assert len(named) == 1 and f"its {counts[chunk.name]} samples cannot be read" in named[0], named
+
+
+def test_predict_reads_a_bucket_prefix_and_a_pack(
+    store: ObjectStore, digits_checkpoint: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`source=s3://bucket/prefix` predicts the images under it (fetched into <run>/source/), the same answers as
+    the local files; `source=<a pack>` predicts one split of it."""
+    import csv
+
+    from PIL import Image
+
+    ckpt, _ = digits_checkpoint
+    for key, value in store.env.items():
+        monkeypatch.setenv(key, value)
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[:5]
+    bucket = store.bucket("shots")
+    for index, image in enumerate(images):
+        path = folder / "day1" / f"{index}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray((image * 16).clip(0, 255).astype(np.uint8)).convert("RGB").resize((32, 32)).save(path)
+        store.client().upload_file(str(path), bucket, f"cam/day1/{index}.png")
+    store.client().put_object(Bucket=bucket, Key="cam/notes.txt", Body=b"not an image")
+
+    def labels(run: Path, source: str, *extra: str) -> list[tuple[str, str]]:
+        predict(compose_config(run, [f"ckpt_path={ckpt}", f"source={source}", *extra], name="predict"))
+        rows = list(csv.DictReader((run / "predictions.csv").open()))
+        return [(Path(r["path"]).name, r["label"]) for r in rows]
+
+    remote = labels(tmp_path / "remote", f"s3://{bucket}/cam")
+    assert remote == labels(tmp_path / "local", str(folder)) and len(remote) == 5
+    assert sorted(p.name for p in (tmp_path / "remote" / "source" / "day1").iterdir()) == [f"{i}.png" for i in range(5)]
+
+    packed = tmp_path / "packed"
+    _pack(tmp_path, str(packed), "pack.chunk_mb=0.02")
+    count = json.loads((packed / "visionkit.json").read_text())["splits"]["val"]["count"]
+    assert len(labels(tmp_path / "from-pack", str(packed), "source_split=val")) == count
+    with pytest.raises(VisionkitError, match=r"holds the splits \['test', 'train', 'val'\]; choose one"):
+        labels(tmp_path / "bad-split", str(packed), "source_split=holdout")

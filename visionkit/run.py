@@ -110,6 +110,7 @@ def predict(cfg: DictConfig) -> dict[str, float]:
 def _predict(cfg: DictConfig) -> dict[str, float]:
     from visionkit.inference import build_predictor, open_checkpoint
     from visionkit.inference.ranks import predict_files
+    from visionkit.inference.remote import is_remote_source
 
     state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
     if predictor_cls.task_name == "style_transfer":
@@ -123,9 +124,12 @@ def _predict(cfg: DictConfig) -> dict[str, float]:
         )
     source = cfg.get("source")
     video = is_video_source(source)
-    paths = [] if video else list_images(source)  # a wrong source stops before the model is built
     output_dir = Path(cfg.paths.output_dir)
+    remote = None if video or not is_remote_source(source) else _remote_images(cfg, output_dir)
+    paths = [] if video or remote else list_images(source)  # a wrong source stops before the model is built
     ranks = _prediction_ranks(cfg, output_dir, video)
+    if remote is not None:  # each process fetches its own share of a bucket or a pack
+        paths = remote.fetch(ranks.rank, ranks.world)
     options = _predict_options(cfg, predictor_cls)
     if ranks.device is not None:
         options["device"] = ranks.device
@@ -158,9 +162,18 @@ def _predict(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
+def _remote_images(cfg: DictConfig, output_dir: Path) -> Any:
+    """The images of an `s3://` prefix or a packed dataset, fetched per process into `<run>/source/`."""
+    from visionkit.inference.remote import RemoteImages
+
+    options = plain(cfg.get("storage_options")) or {}
+    return RemoteImages(str(cfg.source), output_dir / "source", options, str(cfg.get("source_split", "test")))
+
+
 # predict keys that do not change a result: a run started again in its folder may change them
 _NOT_RESULT_SETTINGS = {
-    "devices", "num_nodes", "batch_size", "num_workers", "device", "skip_bad_images", "paths", "source"
+    "devices", "num_nodes", "batch_size", "num_workers", "device", "skip_bad_images", "paths", "source",
+    "storage_options",
 }  # fmt: skip
 
 

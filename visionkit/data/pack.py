@@ -17,7 +17,7 @@ import numpy as np
 
 from visionkit.data.augment import FirstResize
 from visionkit.data.pixels import RGB8, PixelFormat
-from visionkit.data.shards import META_NAME, PACK_FORMAT, Location, allow_http_endpoints
+from visionkit.data.shards import META_NAME, PACK_FORMAT, Location, MissingPack, allow_http_endpoints
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import read_image_at_least, shown_size
@@ -181,9 +181,8 @@ def pack_splits(
     allow_http_endpoints()
     try:
         location.read_bytes(META_NAME)
-    except VisionkitError as exc:
-        if "does not exist" not in str(exc) or "bucket" in str(exc):
-            raise
+    except MissingPack:
+        pass
     else:
         raise VisionkitError(
             f"{location.url} already holds a packed dataset ({META_NAME}); choose another out= or delete it first"

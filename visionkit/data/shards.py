@@ -116,8 +116,12 @@ class Location:
         return json.loads(self.read_bytes(name))
 
 
-def missing_pack(location: Location) -> VisionkitError:
-    return VisionkitError(
+class MissingPack(VisionkitError):
+    """A location without `visionkit.json`: nothing was packed there (yet)."""
+
+
+def missing_pack(location: Location) -> MissingPack:
+    return MissingPack(
         f"{location.join(META_NAME)} does not exist: {location.url} was not packed, or the path is wrong; pack it "
         f"with visionkit-pack data=<source> out={location.url}"
     )
@@ -181,6 +185,15 @@ def unreachable(exc: BaseException) -> bool:
             return True
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
+
+
+def stream_cache_dir(url: str) -> str:
+    """Where the chunks of a packed dataset at `url` are cached by default (one folder per url)."""
+    import hashlib
+
+    from visionkit.data.cache import default_cache_dir
+
+    return str(default_cache_dir() / "stream" / hashlib.sha1(url.encode()).hexdigest()[:16])
 
 
 def chunk_spans(location: Location, split: str) -> list[tuple[str, int]]:

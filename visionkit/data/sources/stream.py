@@ -4,7 +4,6 @@ through the same datasets, augmentation, sampler and exact resume as files on di
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from visionkit.data.augment import FirstResize
-from visionkit.data.cache import default_cache_dir
 from visionkit.data.decoded import Decoded
 from visionkit.data.pack import decode_mask, decode_pixels
 from visionkit.data.pixels import RGB8, PixelFormat
@@ -24,6 +22,7 @@ from visionkit.data.shards import (
     StoreUnreachable,
     allow_http_endpoints,
     chunk_spans,
+    stream_cache_dir,
     unreachable,
 )
 from visionkit.data.splits import SampleSet
@@ -218,8 +217,7 @@ class StreamSource:
         self.task = str(self.meta["task"])
         self.ignore_index = self.meta.get("ignore_index")
         self.description = f"packed {self.meta.get('description', 'dataset')} at {self.location.url}"
-        digest = hashlib.sha1(self.location.url.encode()).hexdigest()[:16]
-        self.cache_dir = str(cache_dir or default_cache_dir() / "stream" / digest)
+        self.cache_dir = str(cache_dir or stream_cache_dir(self.location.url))
         self.max_cache_gb, self.retries, self.retry_wait = max_cache_gb, int(retries), float(retry_wait)
         self.readers: dict[str, ShardReader] = {}
         self.mask_reader = ShardMaskReader(self)
