@@ -4,19 +4,14 @@ environment that points boto3, LitData and visionkit's commands at it (the usual
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from tests.serve_requests import free_port
+
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "visionkit-test", "AWS_SECRET_ACCESS_KEY": "visionkit-test"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

@@ -116,6 +116,14 @@ def _options(store: ObjectStore) -> list[str]:
     ]
 
 
+def _packed_digits(own: ObjectStore, tmp_path: Path, bucket: str, retries: int) -> StreamSource:
+    """The digits packed into a new bucket of a store of the test's own (small chunks), opened with `retries`."""
+    url = f"s3://{own.bucket(bucket)}/digits"
+    _pack(tmp_path, url, *_options(own), "pack.chunk_mb=0.01")
+    options = {option.split("=")[0].split(".")[-1]: option.split("=", 1)[1] for option in _options(own)}
+    return StreamSource(url, storage_options=options, cache_dir=str(tmp_path / "cache"), retries=retries)
+
+
 def test_a_wrong_bucket_prefix_or_credentials_is_named(store: ObjectStore, digits_in_store: str, monkeypatch) -> None:
     from moto.core.authorization import enable_iam_authentication
 
@@ -141,10 +149,7 @@ def test_a_store_that_stops_answering_is_retried_then_training_stops_with_a_chec
     from visionkit.tasks import ClassificationTask
 
     with object_store() as own:
-        url = f"s3://{own.bucket('stops')}/digits"
-        _pack(tmp_path, url, *_options(own), "pack.chunk_mb=0.01")
-        options = {option.split("=")[0].split(".")[-1]: option.split("=", 1)[1] for option in _options(own)}
-        source = StreamSource(url, storage_options=options, cache_dir=str(tmp_path / "cache"), retries=1)
+        source = _packed_digits(own, tmp_path, "stops", retries=1)
         source.retry_wait = 0.2
         module = VisionDataModule(source, image_size=32, num_classes=10, augment="none", batch_size=32)
         task = ClassificationTask(backbone="lenet5", num_classes=10, in_channels=3)
@@ -171,10 +176,7 @@ def test_a_store_back_within_the_retries_loses_nothing(tmp_path: Path) -> None:
     from moto.server import ThreadedMotoServer
 
     with object_store() as own:
-        url = f"s3://{own.bucket('returns')}/digits"
-        _pack(tmp_path, url, *_options(own), "pack.chunk_mb=0.01")
-        options = {option.split("=")[0].split(".")[-1]: option.split("=", 1)[1] for option in _options(own)}
-        source = StreamSource(url, storage_options=options, cache_dir=str(tmp_path / "cache"), retries=3)
+        source = _packed_digits(own, tmp_path, "returns", retries=3)
         source.retry_wait = 1.0
         reader = source.reader("train", first_resize(32, "stretch"), VisionDataModule(source).pixel_format)
         reader(0)
