@@ -339,7 +339,7 @@ class VisionDataModule(L.LightningDataModule):
                 )
                 if self.per_identity
                 else ChunkedSampler(dataset, [n for _, n in dataset.reader.spans])
-                if hasattr(dataset.reader, "spans")
+                if hasattr(getattr(dataset, "reader", None), "spans")
                 else ResumableSampler(dataset)
             )
             if self._resume_point is not None:
