@@ -77,20 +77,21 @@ def _test_metrics(log: str) -> dict[str, float]:
     return {m[0]: float(m[1]) for m in re.findall(r"^(test_\w+): ([0-9.]+)$", log, flags=re.MULTILINE)}
 
 
-@pytest.mark.parametrize("where", ["random", "epoch_end", "streamed_ddp"])
+@pytest.mark.parametrize("where", ["random", "streamed_ddp_epoch_end"])
 def test_a_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(
     tmp_path: Path, where: str, request: pytest.FixtureRequest
 ) -> None:
-    """Also at the last step of an epoch, the moment before its validation: the resumed run validates that epoch
-    as the uninterrupted one did (best.ckpt and the test metrics agree). And streamed from an S3 store by two DDP
-    processes (2 epochs of 20 steps): the resumed ranks go on after the samples they had trained on."""
-    extra, env = request.getfixturevalue("digits_in_s3") if where == "streamed_ddp" else ([], ENV)
-    if where == "streamed_ddp":
+    """Killed at a random step of 3 epochs (40 steps each), and, streamed from an S3 store by two DDP processes
+    (2 epochs of 20 steps), at the last step of the first epoch, the moment before its validation: the resumed run
+    validates that epoch as the uninterrupted one did, and the resumed ranks go on after the samples they had
+    trained on (best.ckpt, the weights and the test metrics agree)."""
+    streamed = where.startswith("streamed")
+    extra, env = request.getfixturevalue("digits_in_s3") if streamed else ([], ENV)
+    if streamed:
         extra = [*extra, "trainer=ddp_cpu", "trainer.max_epochs=2"]
     whole = _train(tmp_path / "whole", *extra, env=env)  # the two runs share the two cores: start the reference first
-    # a random step, mid-epoch or at an epoch's end (40, 80); KILL_AT=<step> repeats a failure
-    last_step = 35 if where == "streamed_ddp" else 110
-    kill_at = 80 if where == "epoch_end" else int(os.environ.get("KILL_AT") or random.Random().randint(5, last_step))
+    # a random step, or an epoch's end (20 under DDP); KILL_AT=<step> repeats a failure
+    kill_at = 20 if streamed else int(os.environ.get("KILL_AT") or random.Random().randint(5, 110))
     killed_dir = tmp_path / "killed"
     killed = _train(killed_dir, *extra, env=env)
     last = killed_dir / "checkpoints" / "last.ckpt"

@@ -112,9 +112,13 @@ def test_a_killed_prediction_run_finishes_the_rest_when_started_again(digits_che
     cut.wait()
     before = len(read_journal(journal))
     assert 10 <= before < 120, before
+    half_written = journal.parent.parent / "images" / ".011.png.ab3_x9z0.tmp"  # as a kill mid-write leaves it
+    half_written.parent.mkdir(parents=True, exist_ok=True)
+    half_written.write_bytes(b"\x89PNG")
 
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{before} of 120 image(s) already predicted" in again.stderr + again.stdout
     assert len(read_journal(journal)) == 120
+    assert not half_written.exists()  # the restarted run removed what the cut one was writing
     _assert_same_files(tmp_path / "whole", tmp_path / "cut")

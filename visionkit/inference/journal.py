@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,3 +108,15 @@ def share(items: Sequence[str], rank: int, world: int) -> list[str]:
 def merged(paths: Iterable[str], done: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The records of `paths` in their order (what one process writes); the ones not done are left out."""
     return [done[p] for p in paths if p in done]
+
+
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.\w+)?$")  # atomic_path's names: .<name>.<8 random chars><suffix>
+
+
+def remove_temporaries(output_dir: Path) -> int:
+    """Delete the half-written files a killed run left (atomic writes that never reached their rename); how many.
+    Called by a run started again in the folder, before any of its processes writes."""
+    stale = [p for p in output_dir.rglob(".*") if p.is_file() and _TEMPORARY.match(p.name)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)

@@ -16,7 +16,15 @@ import torch
 
 from visionkit.errors import VisionkitError
 from visionkit.inference.base import Predictor, output_names
-from visionkit.inference.journal import Journal, check_settings, journaled, merged, save_settings, share
+from visionkit.inference.journal import (
+    Journal,
+    check_settings,
+    journaled,
+    merged,
+    remove_temporaries,
+    save_settings,
+    share,
+)
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -85,6 +93,7 @@ def predict_files(
     mine = [p for p in share(paths, ranks.rank, ranks.world) if p not in done]
     if done and ranks.rank == 0:
         log.info(f"{len(done)} of {len(paths)} image(s) already predicted in {output_dir}: doing the other ones")
+        remove_temporaries(output_dir)  # what the cut run was writing when it stopped
     ranks.barrier()  # every rank has read the journals before any appends to its own
     names = dict(zip(paths, output_names(paths)))  # by source: a batch with a bad image yields its good ones first
     journal, failure, start = Journal(output_dir, ranks.rank), None, time.perf_counter()
