@@ -27,34 +27,26 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-from common import cpu_model, run_child
+from common import camera_photo, cpu_model, photo_pictures, run_child
 
 BATCH, DET_BATCH, WORKERS, SIZE, DET_SIZE = 32, 16, 2, 224, 640
-PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 
 
 def make_photos(root: Path, count: int) -> Path:
     """`count` phone-sized JPEGs in root/cls/{a,b}/ and the same files as a YOLO dataset in root/det/."""
     import cv2
-    import skimage.data
 
     marker = root / f".done-{count}"
     if marker.is_file():
         return root
     rng = np.random.default_rng(0)
-    pictures = [np.asarray(getattr(skimage.data, name)())[:, :, :3] for name in PICTURES]
+    pictures = photo_pictures()
     for folder in ("cls/a", "cls/b", "det/images/train", "det/labels/train"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     for index in range(count):
         picture = pictures[index % len(pictures)]
-        h, w = picture.shape[:2]
-        top, left = rng.integers(0, h // 6 + 1), rng.integers(0, w // 6 + 1)
-        crop = picture[top : top + h - h // 6, left : left + w - w // 6]
-        crop = crop[:, ::-1] if rng.random() < 0.5 else crop
-        width, height = (4032, 3024) if index % 4 == 3 else (2000, 1500)
-        big = cv2.resize(np.ascontiguousarray(crop), (width, height), interpolation=cv2.INTER_CUBIC).astype(np.float32)
-        big = big * rng.uniform(0.8, 1.2, 3) + rng.normal(0, 4, big.shape)
-        photo = np.clip(big, 0, 255).astype(np.uint8)
+        size = (4032, 3024) if index % 4 == 3 else (2000, 1500)
+        photo = camera_photo(picture, rng, size, trim=6, interpolation=cv2.INTER_CUBIC)
         name = f"{index:04d}.jpg"
         path = root / "cls" / ("a" if index % 2 == 0 else "b") / name
         cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])

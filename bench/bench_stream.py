@@ -24,34 +24,27 @@ from pathlib import Path
 from statistics import median
 
 import numpy as np
-from common import cpu_model, run_child
+from common import camera_photo, cpu_model, photo_pictures, run_child
 
 BATCH, WORKERS, SIZE = 32, 2, 224
-PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def make_photos(root: Path, count: int) -> Path:
     """`count` 640x480 JPEGs in root/photos/{a,b}/ (made once)."""
     import cv2
-    import skimage.data
 
     folder = root / "photos"
     marker = root / f".photos-{count}"
     if marker.is_file():
         return folder
     rng = np.random.default_rng(0)
-    pictures = [np.asarray(getattr(skimage.data, name)())[:, :, :3] for name in PICTURES]
+    pictures = photo_pictures()
     for cls in ("a", "b"):
         (folder / cls).mkdir(parents=True, exist_ok=True)
     for index in range(count):
         picture = pictures[index % len(pictures)]
-        h, w = picture.shape[:2]
-        top, left = rng.integers(0, h // 4 + 1), rng.integers(0, w // 4 + 1)
-        crop = picture[top : top + h - h // 4, left : left + w - w // 4]
-        crop = crop[:, ::-1] if rng.random() < 0.5 else crop
-        photo = cv2.resize(np.ascontiguousarray(crop), (640, 480), interpolation=cv2.INTER_AREA).astype(np.float32)
-        photo = np.clip(photo * rng.uniform(0.8, 1.2, 3) + rng.normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
+        photo = camera_photo(picture, rng, (640, 480), trim=4, interpolation=cv2.INTER_AREA)
         path = folder / ("a" if index % 2 == 0 else "b") / f"{index:05d}.jpg"
         cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     marker.touch()

@@ -45,6 +45,31 @@ def rgb_array(image: object) -> object:
     return np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image[:, :, :3]
 
 
+PHOTO_PICTURES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+
+
+def photo_pictures() -> list:
+    """The colour pictures scikit-image ships that the photo benchmarks are made from, as RGB arrays."""
+    import numpy as np
+    import skimage.data
+
+    return [np.asarray(getattr(skimage.data, name)())[:, :, :3] for name in PHOTO_PICTURES]
+
+
+def camera_photo(picture: object, rng: object, size: tuple[int, int], trim: int, interpolation: int) -> object:
+    """A camera-like photo of `picture`: a random crop (up to 1/`trim` off each axis), flipped half the time,
+    resized to `size` (width, height), tinted per channel and given sensor-like noise; uint8 RGB."""
+    import cv2
+    import numpy as np
+
+    h, w = picture.shape[:2]
+    top, left = rng.integers(0, h // trim + 1), rng.integers(0, w // trim + 1)
+    crop = picture[top : top + h - h // trim, left : left + w - w // trim]
+    crop = crop[:, ::-1] if rng.random() < 0.5 else crop
+    photo = cv2.resize(np.ascontiguousarray(crop), size, interpolation=interpolation).astype(np.float32)
+    return np.clip(photo * rng.uniform(0.8, 1.2, 3) + rng.normal(0, 4, photo.shape), 0, 255).astype(np.uint8)
+
+
 def train_metrics(overrides: list[str], workdir: Path, metric: str) -> dict:
     """Run `visionkit-train overrides...` in `workdir` (logger=csv); its `test_<metric>` and best `val_<metric>`
     from the run's metrics.csv (stop with its stderr when it fails)."""
