@@ -60,6 +60,10 @@ class Location:
         bucket, _, prefix = self.url[len("s3://") :].partition("/")
         return bucket, prefix.strip("/")
 
+    def key(self, name: str) -> str:
+        """The object key of file `name` under this `s3://` location's prefix."""
+        return "/".join(p for p in (self.bucket_and_prefix[1], name) if p)
+
     def join(self, *parts: str) -> str:
         """The url of `parts` under this location (a local path stays a path)."""
         if self.remote:
@@ -79,9 +83,8 @@ class Location:
         """Whether the store answers a request for file `name` now (one quick try; a local folder always does)."""
         if not self.remote:
             return True
-        bucket, prefix = self.bucket_and_prefix
         try:
-            self.client(quick=True).head_object(Bucket=bucket, Key="/".join(p for p in (prefix, name) if p))
+            self.client(quick=True).head_object(Bucket=self.bucket_and_prefix[0], Key=self.key(name))
         except Exception as exc:
             return not unreachable(exc)
         return True
@@ -94,9 +97,8 @@ class Location:
                 return Path(self.join(name)).read_bytes()
             except FileNotFoundError:
                 raise missing_pack(self) from None
-        bucket, prefix = self.bucket_and_prefix
         try:
-            return self.client().get_object(Bucket=bucket, Key="/".join(p for p in (prefix, name) if p))["Body"].read()
+            return self.client().get_object(Bucket=self.bucket_and_prefix[0], Key=self.key(name))["Body"].read()
         except Exception as exc:  # botocore raises one ClientError for all service answers
             raise store_error(self, exc) from None
 
@@ -106,9 +108,8 @@ class Location:
             with atomic_write(self.join(name)) as out:
                 out.write(data)
             return
-        bucket, prefix = self.bucket_and_prefix
         try:
-            self.client().put_object(Bucket=bucket, Key="/".join(p for p in (prefix, name) if p), Body=data)
+            self.client().put_object(Bucket=self.bucket_and_prefix[0], Key=self.key(name), Body=data)
         except Exception as exc:
             raise store_error(self, exc) from None
 

@@ -71,29 +71,30 @@ class RemoteImages:
     def fetch(self, rank: int, world: int, threads: int = 8) -> list[str]:
         """Fetch rank `rank`'s share (the files not fetched yet); every path, in order."""
         wanted = set(share(self.paths, rank, world))
-        mine = [key for key, path in zip(self.keys, self.paths) if path in wanted]
-        missing = [key for key in mine if not (self.folder / key).is_file()]
-        if missing:
-            log.info(f"fetching {len(missing)} image(s) of {self.location.url} into {self.folder}")
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(self._fetch_one, missing) if self.meta is None else map(self._fetch_packed, missing))
+        missing = [key for key, path in zip(self.keys, self.paths) if path in wanted and not Path(path).is_file()]
+        if not missing:
+            return self.paths
+        log.info(f"fetching {len(missing)} image(s) of {self.location.url} into {self.folder}")
+        if self.meta is not None:  # a pack: each image's stored bytes, from its chunk
+            from visionkit.data.sources.stream import ShardReader
+
+            reader = ShardReader(self.location, self.split, None, cache_dir=stream_cache_dir(self.location.url))
+            for key in missing:
+                self._write(key, bytes(reader.record(int(Path(key).stem))["image"]))
+            return self.paths
+        client, bucket = self.location.client(), self.location.bucket_and_prefix[0]  # one client, thread-safe
+
+        def fetch_one(key: str) -> None:
+            try:
+                data = client.get_object(Bucket=bucket, Key=self.location.key(key))["Body"].read()
+            except Exception as exc:
+                raise store_error(self.location, exc) from None
+            self._write(key, data)
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(fetch_one, missing))
         return self.paths
 
-    def _fetch_one(self, key: str) -> None:
-        bucket, prefix = self.location.bucket_and_prefix
-        try:
-            body = self.location.client().get_object(Bucket=bucket, Key="/".join(p for p in (prefix, key) if p))
-            data = body["Body"].read()
-        except Exception as exc:
-            raise store_error(self.location, exc) from None
+    def _write(self, key: str, data: bytes) -> None:
         with atomic_write(self.folder / key) as out:
             out.write(data)
-
-    def _fetch_packed(self, key: str) -> None:
-        from visionkit.data.sources.stream import ShardReader
-
-        if not hasattr(self, "_reader"):
-            self._reader = ShardReader(self.location, self.split, None, cache_dir=stream_cache_dir(self.location.url))
-        index = int(Path(key).stem)
-        with atomic_write(self.folder / key) as out:
-            out.write(bytes(self._reader.record(index)["image"]))
