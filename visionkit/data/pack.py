@@ -92,26 +92,28 @@ class SampleEncoder:
         height = self.cover.needed(*pixels.shape[:2])[0]
         return self.cover(pixels) if height < pixels.shape[0] else pixels
 
-    def image(self, index: int) -> bytes:
+    def image(self, index: int) -> tuple[bytes, tuple[int, int]]:
+        """Sample `index`'s stored image bytes and the (height, width) they decode to."""
         images = self.samples.images
         if isinstance(images, np.ndarray):
-            return encode_pixels(self._smaller(images[index]), self.fmt, "png", self.quality)
+            pixels = self._smaller(images[index])
+            return encode_pixels(pixels, self.fmt, "png", self.quality), pixels.shape[:2]
         path = images[index]
         if not self.fmt.rgb8:
-            return encode_pixels(self._smaller(self.fmt.read(path)), self.fmt, self.encoding, self.quality)
+            pixels = self._smaller(self.fmt.read(path))
+            return encode_pixels(pixels, self.fmt, self.encoding, self.quality), pixels.shape[:2]
         if self.encoding == "auto" and Path(path).suffix.lower() in (".jpg", ".jpeg"):
             height, width = shown_size(path)
             if self.cover.needed(height, width)[0] >= height:
-                return Path(path).read_bytes()  # no larger than needed: the original bytes
-        pixels, _ = read_image_at_least(path, self.cover.needed)
-        return encode_pixels(self._smaller(pixels), self.fmt, self.encoding, self.quality)
+                return Path(path).read_bytes(), (height, width)  # no larger than needed: the original bytes
+        pixels = self._smaller(read_image_at_least(path, self.cover.needed)[0])
+        return encode_pixels(pixels, self.fmt, self.encoding, self.quality), pixels.shape[:2]
 
     def __call__(self, index: int) -> dict[str, Any]:
-        image = self.image(index)
+        image, (height, width) = self.image(index)
         target = self.samples.targets[index]
         if self.task == "segmentation":
             mask = self.mask_reader.read(target)
-            height, width = decode_pixels(image, self.fmt).shape[:2]
             if mask.shape != (height, width):
                 mask = cv2.resize(mask.astype(np.uint16), (width, height), interpolation=cv2.INTER_NEAREST)
             return {"image": image, "target": encode_mask(np.asarray(mask))}
