@@ -8,6 +8,7 @@ A location is a local folder or `s3://bucket/prefix` (AWS S3, or MinIO, Ceph, R2
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visionkit.data.cache import default_cache_dir
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import atomic_write
 
@@ -190,10 +192,6 @@ def unreachable(exc: BaseException) -> bool:
 
 def stream_cache_dir(url: str) -> str:
     """Where the chunks of a packed dataset at `url` are cached by default (one folder per url)."""
-    import hashlib
-
-    from visionkit.data.cache import default_cache_dir
-
     return str(default_cache_dir() / "stream" / hashlib.sha1(url.encode()).hexdigest()[:16])
 
 
