@@ -1,5 +1,6 @@
-"""The fast stylizer: trains on the built-in photos with a plain Lightning Trainer, its loss falls, and the
-checkpoint stylizes photos (any size, batched) and exports to ONNX with the same output."""
+"""The fast stylizer: trains on the built-in photos (packed and streamed back, as a large content set would be) with
+a plain Lightning Trainer, its loss falls, and the checkpoint stylizes photos (any size, batched) and exports to ONNX
+with the same output. Training from the photo folder itself: test_stylize_cli (DDP)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import fit_quietly
-from visionkit.data import PhotoSource, VisionDataModule
+from tests.conftest import compose_config, fit_quietly
+from visionkit.data import PhotoSource, StreamSource, VisionDataModule
 from visionkit.data.sources.photos import CROPS_PER_PHOTO, SKIMAGE_PHOTOS
 from visionkit.errors import VisionkitError
 from visionkit.inference import load_predictor
 from visionkit.models.transformer_net import TransformerNet
+from visionkit.run import pack
 from visionkit.tasks import StyleTransferTask
 
 
@@ -28,12 +30,16 @@ def test_transformer_net_keeps_any_image_size() -> None:
 
 def test_fast_stylizer_loss_falls_and_its_checkpoint_stylizes(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    source = PhotoSource(cache_dir=str(tmp_path / "cache"))  # the built-in photos, generated here
+    cache, packed = tmp_path / "cache", tmp_path / "packed"  # the built-in photos, generated here, then packed
+    overrides = [f"out={packed}", "task=style_transfer", f"paths.data_dir={cache}", "data.image_size=64"]
+    pack(compose_config(tmp_path / "pack-run", overrides, name="pack"))
+    source = StreamSource(str(packed), task="style_transfer")
     dm = VisionDataModule(
         source, image_size=64, batch_size=8, augment="photo", resize="crop", mean=(0,) * 3, std=(1,) * 3
     )
-    splits = source.splits(0.1, 0.1, 0)
-    assert len(splits["train"]) == len(SKIMAGE_PHOTOS) * CROPS_PER_PHOTO["train"]
+    splits, photos = source.splits(0.1, 0.1, 0), PhotoSource(cache_dir=str(cache)).splits(0.1, 0.1, 0)
+    assert len(splits["train"]) == len(photos["train"]) == len(SKIMAGE_PHOTOS) * CROPS_PER_PHOTO["train"]
+    assert source.meta["image_size"] == [64, 64]  # stored at the training size: a quarter of the pixels
     task = StyleTransferTask(
         vgg_weights="random",
         width=8,

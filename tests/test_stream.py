@@ -18,8 +18,10 @@ from tests.conftest import compose_config
 from tests.object_store import ObjectStore, object_store
 from visionkit.data import StreamSource, VisionDataModule
 from visionkit.data.augment import first_resize
-from visionkit.data.pack import stored_order
-from visionkit.data.shards import StoreUnreachable
+from visionkit.data.pack import pack_splits, stored_order
+from visionkit.data.pixels import RGB8
+from visionkit.data.shards import Location, StoreUnreachable
+from visionkit.data.splits import SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.run import build_datamodule, pack, predict
 
@@ -64,6 +66,38 @@ def test_a_pack_holds_every_split_and_streams_back_the_same_samples(tmp_path: Pa
         from visionkit.data.pixels import PixelFormat
 
         streamed.source.reader("train", first, PixelFormat(channels=1))
+
+
+def test_a_pack_cut_off_goes_on_from_where_it_stopped(tmp_path: Path, shapes_folder: Path, caplog) -> None:
+    paths = sorted(str(p) for p in shapes_folder.rglob("*.png"))
+    bad = tmp_path / "unreadable.png"
+    bad.write_text("not an image")
+    val = paths[16:]
+    val[stored_order(len(val), 0)[-1]] = str(bad)  # packed last: the chunks before it are written
+    splits = {"train": SampleSet(paths[:16], np.arange(16) % 3), "val": SampleSet(val, np.arange(len(val)) % 3)}
+    settings = dict(task="classification", task_name="classification", class_names=["a", "b", "c"], fmt=RGB8)
+    settings.update(description="shapes", image_size=(24, 24), encoding="png", chunk_mb=0.002, workers=2)
+    out = tmp_path / "cut"
+    with pytest.raises(VisionkitError, match=rf"packing val stopped: image {bad} is not a readable.*run the same"):
+        pack_splits(splits, Location(str(out)), **settings)
+    assert (out / "train" / "index.json").exists() and any((out / "val").glob("chunk-*.bin"))
+    assert not (out / "val" / "index.json").exists() and not (out / "visionkit.json").exists()
+
+    bad.write_bytes(Path(paths[0]).read_bytes())  # fixed: the same command again
+    with caplog.at_level(logging.INFO, logger="visionkit.data.pack"):
+        metrics = pack_splits(splits, Location(str(out)), **settings)
+    assert metrics["kept"] == 16 and "train is packed already (16 images" in caplog.text
+    pack_splits(splits, Location(str(tmp_path / "uncut")), **settings)
+    resumed, uncut = (StreamSource(str(tmp_path / name)) for name in ("cut", "uncut"))
+    for split in ("train", "val"):
+        a, b = resumed.reader(split, None, RGB8), uncut.reader(split, None, RGB8)
+        assert len(a.paths) == len(b.paths) and all(np.array_equal(a(i)[0], b(i)[0]) for i in range(len(a.paths)))
+    assert np.array_equal(resumed.splits(0, 0, 0)["val"].targets, uncut.splits(0, 0, 0)["val"].targets)
+
+    splits["val"] = splits["val"].subset(range(10))  # another source into a pack cut off: refused, nothing lost
+    (out / "visionkit.json").unlink()
+    with pytest.raises(VisionkitError, match=r"holds 20 packed images from an earlier run, the source now gives 10"):
+        pack_splits(splits, Location(str(out)), **settings)
 
 
 def test_boxes_pass_the_mosaic_and_masks_keep_their_pixels(tmp_path: Path, builtin_data: Path) -> None:

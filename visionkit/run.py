@@ -362,8 +362,9 @@ def pack(cfg: DictConfig) -> dict[str, float]:
         seed=int(cfg.data.split_seed),
     )
     rate, size, before = metrics["images_per_s"], metrics["packed_mb"], metrics["source_mb"]
+    kept = f" ({int(metrics['kept'])} more kept from the run cut off)" if metrics["kept"] else ""
     print(
-        f"packed {int(metrics['images'])} images into {cfg.out} in {metrics['seconds']:.1f} s ({rate:.0f} images/s): "
-        f"{size:.1f} MB (source {before:.1f} MB)"
+        f"packed {int(metrics['images'])} images{kept} into {cfg.out} in {metrics['seconds']:.1f} s "
+        f"({rate:.0f} images/s): {size:.1f} MB (source {before:.1f} MB)"
     )
     return metrics

@@ -4,9 +4,13 @@ resize mode needs (they cover `image_size`, aspect kept; never enlarged), in par
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import multiprocessing
 import os
+import re
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +21,14 @@ import numpy as np
 
 from visionkit.data.augment import FirstResize
 from visionkit.data.pixels import RGB8, PixelFormat
-from visionkit.data.shards import META_NAME, PACK_FORMAT, Location, MissingPack, allow_http_endpoints
+from visionkit.data.shards import (
+    META_NAME,
+    PACK_FORMAT,
+    Location,
+    MissingPack,
+    allow_http_endpoints,
+    chunk_spans,
+)
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import read_image_at_least, shown_size
@@ -157,6 +168,71 @@ def target_list(samples: SampleSet, task: str) -> list | None:
     return [np.asarray(t).tolist() for t in samples.targets]
 
 
+def _finished(location: Location, split: str, count: int) -> bool:
+    """Whether `split` was packed whole by an earlier run cut off later (its index.json written), with `count`
+    samples; a finished split of another size is refused (the source or its settings changed)."""
+    try:
+        done = sum(n for _, n in chunk_spans(location, split))
+    except MissingPack:
+        return False
+    if done != count:
+        raise VisionkitError(
+            f"{location.join(split)} holds {done} packed images from an earlier run, the source now gives {count}: "
+            "the source or the split settings changed since; choose another out= or delete it first"
+        )
+    return True
+
+
+def _optimize_in_own_group(**options: Any) -> str | None:
+    """`litdata.optimize(**options)` in a child process that leads a process group of its own, the group ended
+    after it; the text of its error, or None. LitData terminates a failing worker without the file-remover process
+    that worker forked, which then waits forever, holding the terminal's (or CI's) pipes open: ending the whole
+    group leaves nothing behind, whether packing finished, failed or was interrupted."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_optimize_child, args=(sender, options), name="visionkit-pack")
+    child.start()
+    sender.close()
+    with contextlib.suppress(OSError):
+        os.setpgid(child.pid, child.pid)  # also done by the child: whichever runs first
+    try:
+        try:
+            failure = receiver.recv()
+        except EOFError:
+            failure = "the packing process ended without a word"
+        child.join()
+        if failure and child.exitcode:
+            failure += f" (exit code {child.exitcode})"
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(child.pid, signal.SIGKILL)
+    return failure
+
+
+def _optimize_child(sender: Any, options: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    import litdata
+
+    try:
+        litdata.optimize(**options)
+    except BaseException as exc:  # all of it goes back to the parent as text: nothing crosses the pipe pickled
+        sender.send(f"{type(exc).__name__}: {exc}")
+    else:
+        sender.send(None)
+
+
+def _first_cause(text: str) -> str:
+    """The first exception line in a traceback's text (what the worker raised, before LitData wrapped it); our own
+    errors without their module path."""
+    for line in text.splitlines():
+        match = re.match(r"([A-Za-z_][\w.]*): (.+)", line)
+        if match and "Traceback (most recent call last)" not in line:
+            name, message = match.groups()
+            return message if name.startswith("visionkit.") else f"{name}: {message}"
+    return text.strip()
+
+
 def pack_splits(
     splits: dict[str, SampleSet],
     location: Location,
@@ -178,8 +254,6 @@ def pack_splits(
     """Write `splits` as shards under `location` and `visionkit.json` last (its presence marks a finished pack).
     A pack cut off is resumed where it stopped when started again with the same settings. Each split is stored
     in `stored_order(len, seed)`."""
-    import litdata
-
     allow_http_endpoints()
     try:
         location.read_bytes(META_NAME)
@@ -192,14 +266,18 @@ def pack_splits(
     cover = FirstResize(tuple(image_size), "crop")
     workers = max(1, workers or os.cpu_count() or 1)
     started = time.perf_counter()
-    total = 0
+    total = kept = 0
     splits = {name: s.subset(stored_order(len(s), seed)) for name, s in splits.items() if len(s)}
     for name in SPLITS:
         samples = splits.get(name)
         if samples is None:
             continue
+        if _finished(location, name, len(samples)):
+            log.info(f"{name} is packed already ({len(samples)} images in {location.join(name)}): kept")
+            kept += len(samples)
+            continue
         log.info(f"packing {name}: {len(samples)} images into {location.join(name)}")
-        litdata.optimize(
+        failure = _optimize_in_own_group(
             fn=SampleEncoder(samples, task, cover, fmt, mask_reader, encoding, quality),
             inputs=list(range(len(samples))),
             output_dir=location.join(name),
@@ -210,6 +288,11 @@ def pack_splits(
             storage_options=dict(location.options),
             start_method="fork",
         )
+        if failure is not None:
+            raise VisionkitError(
+                f"packing {name} stopped: {_first_cause(failure)}; the chunks written so far are kept: fix it and "
+                "run the same command again to go on from where it stopped"
+            )
         total += len(samples)
     seconds = time.perf_counter() - started
     meta = {
@@ -229,6 +312,7 @@ def pack_splits(
     packed = folder_bytes(location)
     return {
         "images": float(total),
+        "kept": float(kept),
         "seconds": seconds,
         "images_per_s": total / max(seconds, 1e-9),
         "packed_mb": packed / 2**20,
