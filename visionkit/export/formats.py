@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ EXPORT_FILES = {
     "ultralytics": "model.pt",
 }
 EXPORT_FORMATS = tuple(EXPORT_FILES)
+OPENVINO_SECTION = "visionkit"  # rt_info section holding the metadata entries
 
 
 def _needs(module: str, what: str) -> None:
@@ -48,9 +49,11 @@ def export_onnx(
     opset: int = 17,
     half: bool = False,
     simplify: bool = False,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write `graph` as ONNX: input `images` (B, 3, H, W), outputs named by the graph; `half` makes weights and
-    compute float16 (inputs and outputs stay float32), `simplify` folds constants and fuses nodes (onnxslim)."""
+    compute float16 (inputs and outputs stay float32), `simplify` folds constants and fuses nodes (onnxslim);
+    `metadata` goes into the file's `metadata_props` (`export_metadata`)."""
     _needs("onnx", "ONNX export")
     if simplify:
         _needs("onnxslim", "simplify=true")
@@ -78,6 +81,12 @@ def export_onnx(
 
             model = float16.convert_float_to_float16(onnx.load(str(tmp)), keep_io_types=True)
             onnx.save(_casts_follow_float16(model), str(tmp))
+        if metadata:
+            import onnx
+
+            model = onnx.load(str(tmp))
+            onnx.helper.set_model_props(model, dict(metadata))
+            onnx.save(model, str(tmp))
     return path
 
 
@@ -96,25 +105,39 @@ def _casts_follow_float16(model: Any) -> Any:
     return model
 
 
-def export_torchscript(graph: ExportGraph, path: str | os.PathLike[str]) -> Path:
-    """Write `graph` traced as TorchScript (`torch.jit.load` runs it without visionkit; float32)."""
+def export_torchscript(
+    graph: ExportGraph, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> Path:
+    """Write `graph` traced as TorchScript (`torch.jit.load` runs it without visionkit; float32); `metadata` as
+    extra files (`<key>.txt`, read back with `_extra_files`)."""
     path = Path(path)
     with atomic_path(path) as tmp, torch.no_grad():
         traced = torch.jit.trace(graph.module, (graph.example(),), check_trace=False)
-        torch.jit.save(traced, str(tmp))
+        extra = {f"{key}.txt": value for key, value in (metadata or {}).items()}
+        torch.jit.save(traced, str(tmp), _extra_files=extra)
     return path
 
 
-def export_openvino(graph: ExportGraph, path: str | os.PathLike[str], opset: int = 17, half: bool = False) -> Path:
+def export_openvino(
+    graph: ExportGraph,
+    path: str | os.PathLike[str],
+    opset: int = 17,
+    half: bool = False,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
     """Write `graph` as OpenVINO IR (a folder with model.xml and model.bin), converted from the same ONNX graph
-    the ONNX export writes; `half` stores float16 weights (OpenVINO's CPU plugin computes in float32)."""
+    the ONNX export writes; `half` stores float16 weights (OpenVINO's CPU plugin computes in float32); `metadata`
+    in the model's `rt_info` under `visionkit`."""
     _needs("openvino", "OpenVINO export")
     import openvino as ov
 
     path = Path(path)
     with tempfile.TemporaryDirectory() as scratch, atomic_dir(path) as tmp:
         onnx_file = export_onnx(graph, Path(scratch) / "model.onnx", opset=opset)
-        ov.save_model(ov.convert_model(str(onnx_file)), str(tmp / "model.xml"), compress_to_fp16=half)
+        model = ov.convert_model(str(onnx_file))
+        for key, value in (metadata or {}).items():
+            model.set_rt_info(value, [OPENVINO_SECTION, key])
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=half)
     return path
 
 

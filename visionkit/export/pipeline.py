@@ -24,6 +24,7 @@ from visionkit.export.formats import (
     export_ultralytics,
 )
 from visionkit.export.graph import ExportGraph, GraphOptions, build_graph
+from visionkit.export.metadata import export_metadata
 from visionkit.export.runtimes import load_runtime
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
@@ -105,12 +106,13 @@ def write_exports(
     written: dict[str, Path] = {}
     for format in request.formats:
         path = folder / EXPORT_FILES[format]
+        metadata = export_metadata(task, data_state, graph, request.is_half(format))
         if format == "onnx":
-            export_onnx(graph, path, request.opset, half=request.half, simplify=request.simplify)
+            export_onnx(graph, path, request.opset, request.half, request.simplify, metadata)
         elif format == "torchscript":
-            export_torchscript(graph, path)
+            export_torchscript(graph, path, metadata)
         elif format == "openvino":
-            export_openvino(graph, path, request.opset, half=request.half)
+            export_openvino(graph, path, request.opset, request.half, metadata)
         else:
             export_ultralytics(task, path, graph.contract.image_size)
         written[format] = path

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from visionkit.errors import VisionkitError
+from visionkit.export.formats import OPENVINO_SECTION
+from visionkit.export.metadata import METADATA_KEY
 
 RUNTIME_NAMES = {
     "pytorch": "PyTorch",
@@ -59,6 +61,10 @@ class OnnxRuntime:
     def __call__(self, images: Tensor) -> Tensor:
         return torch.from_numpy(self.session.run(None, {self.input: images.cpu().numpy()})[0])
 
+    def metadata(self) -> dict[str, str]:
+        """The file's `metadata_props`."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
 
 class TorchScriptRuntime:
     """A TorchScript file in torch.jit (no visionkit code involved)."""
@@ -67,11 +73,17 @@ class TorchScriptRuntime:
 
     def __init__(self, path: Path, device: str = "cpu") -> None:
         self.device = torch.device(device if device.startswith("cuda") else "cpu")
-        self.module = torch.jit.load(str(path), map_location=self.device).eval()
+        self._extra = {f"{METADATA_KEY}.txt": ""}
+        self.module = torch.jit.load(str(path), map_location=self.device, _extra_files=self._extra).eval()
 
     def __call__(self, images: Tensor) -> Tensor:
         with torch.inference_mode():
             return self.module(images.to(self.device)).cpu()
+
+    def metadata(self) -> dict[str, str]:
+        """The record visionkit saved as an extra file (the flat entries are beside it in the archive)."""
+        text = self._extra[f"{METADATA_KEY}.txt"]
+        return {METADATA_KEY: text.decode() if isinstance(text, bytes) else text} if text else {}
 
 
 class OpenVINORuntime:
@@ -85,12 +97,20 @@ class OpenVINORuntime:
 
         core = ov.Core()
         network = core.read_model(str(path / "model.xml"))
+        self._metadata = {}
+        if network.has_rt_info([OPENVINO_SECTION]):
+            section = network.get_rt_info([OPENVINO_SECTION])
+            self._metadata = {str(k): v.astype(str) for k, v in section.astype(dict).items()}
         self.model = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         self.request = self.model.create_infer_request()
 
     def __call__(self, images: Tensor) -> Tensor:
         result = self.request.infer([np.ascontiguousarray(images.cpu().numpy())])
         return torch.from_numpy(np.array(result[self.model.output(0)]))
+
+    def metadata(self) -> dict[str, str]:
+        """The entries of the model's `rt_info` section `visionkit`."""
+        return dict(self._metadata)
 
 
 _RUNTIMES = {"onnx": OnnxRuntime, "torchscript": TorchScriptRuntime, "openvino": OpenVINORuntime}

@@ -14,6 +14,7 @@ from visionkit.inference.base import ImageInput, Predictor, Result, output_names
 from visionkit.inference.classification import ClassificationPredictor, ClassificationResult
 from visionkit.inference.detection import DetectionPredictor, DetectionResult
 from visionkit.inference.embedding import EmbeddingPredictor, EmbeddingResult
+from visionkit.inference.exported import EXPORTED, exported_format, exported_model, read_exported
 from visionkit.inference.multilabel import MultiLabelPredictor, MultiLabelResult
 from visionkit.inference.segmentation import SegmentationPredictor, SegmentationResult
 from visionkit.inference.stylizer import StylizedResult, StylizerPredictor
@@ -62,7 +63,10 @@ def open_checkpoint(
     checkpoint: str | os.PathLike[str], key: str = "ckpt_path"
 ) -> tuple[dict[str, Any], type[VisionTask], type[Predictor]]:
     """(the checkpoint's contents, the task class that wrote it, its Predictor class), read once."""
-    state, task_cls = read_checkpoint(os.fspath(checkpoint), key)
+    if exported_format(checkpoint):
+        state, task_cls = read_exported(checkpoint, key)
+    else:
+        state, task_cls = read_checkpoint(os.fspath(checkpoint), key)
     return state, task_cls, predictor_class(task_cls)
 
 
@@ -85,7 +89,17 @@ def build_predictor(
         raise VisionkitError(
             f"{', '.join(unknown)}: not an option of the {task} predictor (options: {', '.join(known)})"
         )
-    task = build_from_checkpoint(state, task_cls)
+    if EXPORTED in state:  # an exported file: its runtime runs the network, in float32 on its own device
+        if options.get("precision", "fp32") not in ("fp32", "auto"):
+            raise VisionkitError(
+                f"precision={options['precision']} is for checkpoints run by PyTorch; an exported file runs at the "
+                "precision it was exported with (visionkit-export half=true)"
+            )
+        options["precision"] = "fp32"
+        task = exported_model(state, image_size, device)
+        device = "cpu"  # the predictor's tensors; the runtime holds the GPU when there is one
+    else:
+        task = build_from_checkpoint(state, task_cls)
     names = getattr(task, "class_names", [])
     contract = InputContract.of(data_state(state), names, image_size, predictor_cls.default_size)
     return predictor_cls(task, contract.with_viz_bands(viz_bands), device=device, **options)
@@ -99,8 +113,9 @@ def load_predictor(
     key: str = "ckpt_path",
     **options: Any,
 ) -> Predictor:
-    """The Predictor of a visionkit checkpoint (read with weights_only, offline), with the checkpoint's input
-    contract; `image_size` overrides the training size.
+    """The Predictor of a visionkit checkpoint (read with weights_only, offline) or of a file visionkit exported
+    (`model.onnx`, `model_openvino/`, `model.torchscript`: run by ONNX Runtime, OpenVINO or torch.jit, same
+    results), with the input contract it stores; `image_size` overrides the training size.
 
     Options shared by every task: device ("auto", "cpu", "cuda:N"), precision ("fp32", "bf16", "fp16", "auto"),
     batch_size (16), skip_bad_images (False: an unreadable input stops with its name). Per task: classification

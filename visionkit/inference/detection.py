@@ -168,6 +168,8 @@ class DetectionPredictor(Predictor):
         need no gradient, measured; ultralytics' loader does both). Each Conv gets its own SiLU: ultralytics shares
         one instance between all its models, which training must not see in place. In bf16/fp16 the head decodes
         its boxes in float32 (`decode_boxes_in_float32`: bf16 alone moved them by up to 6 px on 640 px images)."""
+        if getattr(model, "exported", None):  # an exported graph: fused and laid out when it was written
+            return model
         if self.precision != "fp32":
             decode_boxes_in_float32(model.model)
         if not self.fuse:

@@ -112,6 +112,7 @@ class VisionTask(L.LightningModule):
     networks: ClassVar[tuple[str, ...]] = ("model",)  # the attributes holding the trained network(s)
     # the validation metric (higher is better) that says an export answers like the checkpoint; None: none fits
     quality_metric: ClassVar[str | None] = None
+    task_name: ClassVar[str] = ""  # what predictors, exports and messages call the task (each task sets it)
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,8 @@ class ClassificationTask(VisionTask):
     VisionDataModule trained them; without one they say ImageNet mean/std, so normalize with those (or predict
     with your own preprocessing).
     """
+
+    task_name: ClassVar[str] = "classification"  # what predictors, exports and messages call this task
 
     quality_metric = "val_acc"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -29,6 +29,24 @@ def decoded_output(preds: Any) -> Tensor:
     """The decoded predictions (B, 4 + classes, anchors) of a YOLO network in eval mode, which returns them
     alone when exporting and with its feature maps otherwise."""
     return preds[0] if isinstance(preds, (list, tuple)) else preds
+
+
+def boxes_after_nms(
+    decoded: Tensor, conf: float, iou: float, max_det: int, multi_label: bool = True, return_anchors: bool = False
+) -> Any:
+    """Per image (K, 6) rows x1 y1 x2 y2 score class of decoded YOLO predictions (B, 4 + classes, anchors) after
+    ultralytics' NMS (with `return_anchors`, also each box's anchor): what the task and an exported graph share."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    return non_max_suppression(
+        decoded,
+        conf_thres=conf,
+        iou_thres=iou,
+        multi_label=multi_label,
+        max_det=max_det,
+        max_time_img=2.0,
+        return_idxs=return_anchors,
+    )
 
 
 def _pad(rows: list[Tensor], width: int) -> Tensor:
@@ -66,6 +84,8 @@ class DetectionTask(VisionTask):
     "labels" (K,) class ids. Images are not normalized (the model config's mean 0, std 1): 0..1 floats, or uint8
     (scaled to 0..1 here). A VisionDataModule sends uint8 and scales them on the device.
     """
+
+    task_name: ClassVar[str] = "detection"  # what predictors, exports and messages call this task
 
     quality_metric = "val_map50_95"
 
@@ -243,17 +263,14 @@ class DetectionTask(VisionTask):
 
         Defaults are the mAP settings; `multi_label=False` keeps one class per box (ultralytics' predict).
         """
-        from ultralytics.utils.nms import non_max_suppression
-
         hp = self.hparams
-        return non_max_suppression(
+        return boxes_after_nms(
             decoded_output(self.model(images)),
-            conf_thres=hp.conf if conf is None else conf,
-            iou_thres=hp.iou if iou is None else iou,
-            multi_label=multi_label,
-            max_det=hp.max_det if max_det is None else max_det,
-            max_time_img=2.0,
-            return_idxs=return_anchors,
+            hp.conf if conf is None else conf,
+            hp.iou if iou is None else iou,
+            hp.max_det if max_det is None else max_det,
+            multi_label,
+            return_anchors,
         )
 
     def fuse_for_inference(self) -> DetectionTask:

@@ -7,7 +7,7 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -69,6 +69,8 @@ class EmbeddingTask(VisionTask):
     (`index` is needed for validation and test), or the `(image, label)` pair of torchvision datasets for
     training. Pair losses need several images per identity in a batch (`data.per_identity`).
     """
+
+    task_name: ClassVar[str] = "embedding"  # what predictors, exports and messages call this task
 
     quality_metric = "val_map_at_r"
     hparams_ignore = ("weights",)

@@ -5,7 +5,7 @@ chosen on validation, stored in the checkpoint for prediction."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +60,8 @@ class MultiLabelTask(ClassificationTask):
 
     Batches: `{"image": (B, 3, H, W) float32, "label": (B, C) 0/1 flags}` (uint8 or float), or `(image, flags)`.
     """
+
+    task_name: ClassVar[str] = "multilabel"  # what predictors, exports and messages call this task
 
     quality_metric = "val_map"
     # the single-label options of ClassificationTask's __init__ are not this task's hyper-parameters

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -32,6 +32,15 @@ def check_input_size(size: int | Sequence[int], key: str) -> None:
             f"{key}={size}: segmentation networks need sizes divisible by {SIZE_MULTIPLE} "
             f"(e.g. {max(SIZE_MULTIPLE, round(int(sizes[0]) / SIZE_MULTIPLE) * SIZE_MULTIPLE)})"
         )
+
+
+def probabilities_of(logits: Tensor, binary: bool) -> Tensor:
+    """Per-class probabilities (N, classes, H, W) of logits; a binary model's single channel as background and
+    foreground (the task and an exported graph share this)."""
+    if binary:
+        foreground = torch.sigmoid(logits)
+        return torch.cat([1 - foreground, foreground], dim=1)
+    return torch.softmax(logits, dim=1)
 
 
 class SegmentationTask(VisionTask):
@@ -62,6 +71,8 @@ class SegmentationTask(VisionTask):
     VisionDataModule trained them; without one they say ImageNet mean/std, so normalize with those (or predict
     with your own preprocessing).
     """
+
+    task_name: ClassVar[str] = "segmentation"  # what predictors, exports and messages call this task
 
     quality_metric = "val_miou"
 
@@ -149,11 +160,7 @@ class SegmentationTask(VisionTask):
 
     def class_probabilities(self, images: Tensor) -> Tensor:
         """Per-class probabilities (N, num_classes, H, W); binary models give background and foreground."""
-        logits = self(images).float()
-        if self.hparams.binary:
-            foreground = torch.sigmoid(logits)
-            return torch.cat([1 - foreground, foreground], dim=1)
-        return torch.softmax(logits, dim=1)
+        return probabilities_of(self(images).float(), bool(self.hparams.binary))
 
     def predicted_labels(self, logits: Tensor) -> Tensor:
         """Class ids per pixel (N, H, W) from logits (binary: the foreground above `threshold`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -35,6 +35,8 @@ class StyleTransferTask(VisionTask):
         monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials).
     """
+
+    task_name: ClassVar[str] = "style_transfer"  # what predictors, exports and messages call this task
 
     hparams_ignore = ("num_classes", "class_names")
     networks = ("net",)

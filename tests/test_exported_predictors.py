@@ -1,0 +1,143 @@
+"""Exported files predict like their checkpoints: each task's trained fixture exported to ONNX, OpenVINO and
+TorchScript by `visionkit-export` (the task, input contract and thresholds inside each file), then
+`visionkit-predict ckpt_path=<the file>` on the validation images with nothing else given. The results agree with
+the PyTorch predictor within the issue's bounds: the same top-1 on ≥ 99.5 % of images, boxes matched at IoU ≥ 0.99
+with the same class for ≥ 99 %, masks equal on ≥ 99.5 % of pixels, embeddings with cosine ≥ 0.9999."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TrainedDetector, TrainedEmbedder, TrainedSegmenter
+from tests.test_cli import run
+from visionkit.errors import VisionkitError
+from visionkit.inference import load_predictor
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+FILES = {"onnx": "model.onnx", "openvino": "model_openvino", "torchscript": "model.torchscript"}
+
+
+def _exported_predictions(tmp_path: Path, ckpt: Path, images: Path, *options: str) -> dict[str, Path]:
+    """Export `ckpt` to every format, then predict `images` from each file: format -> its predict folder.
+    (The CLI, in processes of their own: OpenVINO's threads stay out of the test process.)"""
+    export = tmp_path / "export"
+    formats = "formats=[onnx,openvino,torchscript]"
+    run("visionkit-export", [f"ckpt_path={ckpt}", formats, f"hydra.run.dir={export}"], tmp_path)
+    folders = {}
+    for format, name in FILES.items():
+        folder = tmp_path / f"predict-{format}"
+        args = [f"ckpt_path={export / name}", f"source={images}", f"hydra.run.dir={folder}", *options]
+        run("visionkit-predict", args, tmp_path)
+        folders[format] = folder
+    return folders
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    return {Path(r["path"]).name: r for r in json.loads((folder / "predictions.json").read_text())}
+
+
+def test_a_classifier_exported_to_each_runtime_predicts_the_same_classes(
+    digits_checkpoint: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from visionkit.data import DigitsSource
+
+    ckpt, _ = digits_checkpoint
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, pixels in enumerate(DigitsSource().splits(0.1, 0.2, 0)["val"].images[:100]):
+        Image.fromarray(pixels).save(images / f"{i:03d}.png")
+    reference = {Path(r.source).name: r.label for r in load_predictor(ckpt)(str(images))}
+    for format, folder in _exported_predictions(tmp_path, ckpt, images).items():
+        records = _records(folder)
+        same = np.mean([records[name]["label"] == label for name, label in reference.items()])
+        assert len(records) == 100 and same >= 0.995, (format, same)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of x1 y1 x2 y2 boxes."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=2)
+    area = lambda boxes: np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
+
+
+def test_a_detector_exported_to_each_runtime_finds_the_same_boxes(
+    trained_detector: TrainedDetector, tmp_path: Path
+) -> None:
+    images = trained_detector.data_yaml.parent / "images" / "val"
+    reference = {Path(r.source).name: r for r in load_predictor(trained_detector.ckpt, conf=0.1)(str(images))}
+    total = sum(len(r.boxes) for r in reference.values())
+    assert total >= 20  # enough boxes for the share to mean something
+    for format, folder in _exported_predictions(tmp_path, trained_detector.ckpt, images, "conf=0.1").items():
+        records = _records(folder)
+        matched = 0
+        for name, result in reference.items():
+            found = records[name]["detections"]
+            boxes = np.array([b["box_xyxy"] for b in found], dtype=np.float64).reshape(-1, 4)
+            classes = np.array([b["class_id"] for b in found])
+            if len(result.boxes) and len(boxes):
+                same = (_iou(result.boxes, boxes) >= 0.99) & (result.classes[:, None] == classes[None, :])
+                matched += int(same.any(1).sum())
+        assert matched / total >= 0.99, (format, matched, total)
+
+
+def test_a_segmenter_exported_to_each_runtime_draws_the_same_masks(
+    trained_segmenter: TrainedSegmenter, tmp_path: Path
+) -> None:
+    images = trained_segmenter.root / "images" / "val"
+    reference = {Path(r.source).stem: r.mask for r in load_predictor(trained_segmenter.ckpt)(str(images))}
+    for format, folder in _exported_predictions(tmp_path, trained_segmenter.ckpt, images).items():
+        equal = [np.mean(np.asarray(Image.open(folder / "masks" / f"{n}.png")) == m) for n, m in reference.items()]
+        assert np.mean(equal) >= 0.995, (format, np.mean(equal))
+
+
+def test_an_embedder_exported_to_each_runtime_gives_the_same_features_and_threshold(
+    trained_embedder: TrainedEmbedder, tmp_path: Path
+) -> None:
+    embedder = load_predictor(trained_embedder.ckpt)
+    reference = {Path(r.source).name: r.embedding for r in embedder(str(trained_embedder.queries))}
+    for format, folder in _exported_predictions(tmp_path, trained_embedder.ckpt, trained_embedder.queries).items():
+        rows = [line.split(",") for line in (folder / "embeddings.csv").read_text().splitlines()[1:]]
+        vectors = np.load(folder / "embeddings.npy")
+        found = {Path(row[1]).name: vectors[int(row[0])] for row in rows}
+        cosines = [float(np.dot(found[n], v)) for n, v in reference.items()]
+        assert min(cosines) >= 0.9999, (format, min(cosines))
+    exported = load_predictor(tmp_path / "export" / "model.onnx")
+    assert exported.threshold == pytest.approx(embedder.threshold) and exported.far == embedder.far
+    assert exported.model.exported == "ONNX Runtime"
+
+
+def test_an_exported_file_says_what_it_holds_and_refuses_what_it_cannot_do(
+    digits_checkpoint: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import onnx
+
+    ckpt, image = digits_checkpoint
+    folder = tmp_path / "export"
+    run("visionkit-export", [f"ckpt_path={ckpt}", "formats=[onnx]", f"hydra.run.dir={folder}"], tmp_path)
+    props = {p.key: p.value for p in onnx.load(str(folder / "model.onnx")).metadata_props}
+    assert props["task"] == "classification" and json.loads(props["imgsz"]) == [32, 32]
+    assert json.loads(props["mean"]) == [0.5] * 3 and len(json.loads(props["names"])) == 10
+    record = json.loads(props["visionkit"])
+    assert record["task"] == "visionkit.tasks.classification.ClassificationTask" and record["graph"]["nms"] is False
+    assert {p.name for p in folder.iterdir() if not p.name.startswith(".")} == {"model.onnx", "export.log"}
+
+    with pytest.raises(VisionkitError, match=r"takes 32×32 images only \(exported with a fixed size\)"):
+        load_predictor(folder / "model.onnx", image_size=64)
+    with pytest.raises(VisionkitError, match="precision=bf16 is for checkpoints run by PyTorch"):
+        load_predictor(folder / "model.onnx", precision="bf16")
+    plain = tmp_path / "plain.onnx"
+    model = onnx.load(str(folder / "model.onnx"))
+    del model.metadata_props[:]
+    onnx.save(model, str(plain))
+    with pytest.raises(VisionkitError, match=r"does not say what it holds.*export it again with visionkit-export"):
+        load_predictor(plain)
+    assert load_predictor(folder / "model.onnx")(str(image))[0].label == load_predictor(ckpt)(str(image))[0].label

@@ -1,0 +1,141 @@
+"""Exported files as predictors: `load_predictor("model.onnx")`, `load_predictor("model_openvino/")` and
+`load_predictor("model.torchscript")` give the same predictor and results as the checkpoint they came from. The
+file's own metadata (`visionkit.export.metadata`) says the task, input contract and thresholds; its runtime
+(ONNX Runtime, OpenVINO, torch.jit) runs the network, and the predictor's pre- and post-processing stay ours."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.data import AttributeDict
+from torch import Tensor, nn
+
+from visionkit.data.datamodule import VisionDataModule
+from visionkit.errors import VisionkitError
+from visionkit.export.metadata import parse_metadata
+from visionkit.export.runtimes import RUNTIME_NAMES, Runtime, load_runtime
+
+EXPORTED = "exported"  # the key of a checkpoint-like state that stands for an exported file
+
+
+def exported_format(path: str | os.PathLike[str]) -> str | None:
+    """ "onnx", "openvino" or "torchscript" for an exported file (an OpenVINO folder or its .xml), else None."""
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / "model.xml").is_file():
+        return "openvino"
+    suffix = path.suffix.lower()
+    if suffix == ".xml":
+        return "openvino"
+    return {".onnx": "onnx", ".torchscript": "torchscript"}.get(suffix)
+
+
+def read_exported(path: str | os.PathLike[str], key: str = "ckpt_path") -> tuple[dict[str, Any], type]:
+    """(a checkpoint-like state, the task class that was exported) of an exported file: its runtime loaded once
+    (kept in the state for `exported_model`), its data contract and hyper-parameters from its metadata."""
+    format = exported_format(path)
+    location = Path(path).expanduser()
+    if format == "openvino" and location.suffix.lower() == ".xml":
+        location = location.parent
+    if not location.exists():
+        raise VisionkitError(f"{key}: {path} does not exist")
+    runtime = load_runtime(format, location)
+    record = parse_metadata(runtime.metadata(), f"{key}: {path}")
+    module, _, name = str(record["task"]).rpartition(".")
+    if not module.startswith("visionkit.tasks."):
+        raise VisionkitError(f"{key}: {path} names task {record['task']!r}, not a visionkit task")
+    task_cls = getattr(importlib.import_module(module), name)
+    state = {
+        "visionkit": {"task": record["task"]},
+        "hyper_parameters": dict(record.get("hyper_parameters", {})),
+        VisionDataModule.__qualname__: dict(record.get("data_state", {})),
+        EXPORTED: {"format": format, "path": str(location), "runtime": runtime, "record": record},
+    }
+    return state, task_cls
+
+
+class ExportedModel(nn.Module):
+    """An exported graph standing in for the task a predictor calls: `forward` (normalized images in, the
+    task's output out), and the few task methods and stored values predictors use (`class_probabilities`,
+    `detect`, `threshold`, `thresholds`, `hparams`). `exported` names the runtime."""
+
+    def __init__(self, runtime: Runtime, record: dict[str, Any], format: str) -> None:
+        super().__init__()
+        self.runtime, self.format = runtime, format
+        self.exported = RUNTIME_NAMES[format]
+        self.graph = dict(record["graph"])
+        self.hparams = AttributeDict(record.get("hyper_parameters", {}))
+        self.class_names = list(record.get("class_names", []))
+        for name, value in (record.get("attributes") or {}).items():
+            self.register_buffer(name, torch.tensor(math.nan if value is None else value, dtype=torch.float32))
+        state = record.get("data_state", {})
+        peak = 255.0 if not state.get("pixels") or _is_rgb8(state["pixels"]) else 1.0
+        mean = torch.tensor(state.get("mean", (0.0,) * 3), dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(state.get("std", (1.0,) * 3), dtype=torch.float32).view(1, -1, 1, 1)
+        self._pixels = (mean * peak, std * peak) if self.graph.get("preprocess") else None
+        self._uint8 = self.graph.get("input_dtype") == "uint8"
+
+    def forward(self, images: Tensor) -> Tensor:
+        """The graph's output for normalized images (a graph that normalizes itself gets the pixels back)."""
+        if self._pixels is not None:
+            mean, std = self._pixels
+            images = images.float() * std + mean
+            if self._uint8:
+                images = images.round_().clamp_(0, 255).to(torch.uint8)
+        return self.runtime(images)
+
+    def class_probabilities(self, images: Tensor) -> Tensor:
+        """Segmentation: per-class probabilities (the task's own rule, binary models included)."""
+        from visionkit.tasks.segmentation import probabilities_of
+
+        return probabilities_of(self(images).float(), bool(self.hparams.get("binary", False)))
+
+    def detect(
+        self,
+        images: Tensor,
+        conf: float,
+        iou: float,
+        max_det: int,
+        multi_label: bool = False,
+        return_anchors: bool = False,
+    ) -> Any:
+        """Detection: per image (K, 6) rows x1 y1 x2 y2 score class, by our NMS on the graph's output, or read
+        from a graph that holds NMS (its own IoU threshold; `conf` and `max_det` applied again)."""
+        output = self(images)
+        if not self.graph.get("nms"):
+            from visionkit.tasks.detection import boxes_after_nms
+
+            return boxes_after_nms(output, conf, iou, max_det, multi_label, return_anchors)
+        if return_anchors:
+            raise VisionkitError("anchors=true needs the network's raw output: export without nms=true")
+        return [rows[rows[:, 4] > conf][:max_det] for rows in output]
+
+
+def _is_rgb8(pixels: dict[str, Any]) -> bool:
+    from visionkit.data.pixels import PixelFormat
+
+    return PixelFormat.of(pixels).rgb8
+
+
+def exported_model(state: dict[str, Any], image_size: Any, device: str = "cpu") -> ExportedModel:
+    """The ExportedModel of a state `read_exported` gave (its runtime loaded again for a GPU `device`); a size
+    the graph cannot take is refused."""
+    exported = state[EXPORTED]
+    record = exported["record"]
+    graph = record["graph"]
+    if image_size is not None and not graph.get("dynamic_hw"):
+        from visionkit.data.augment import size_hw
+
+        if list(size_hw(image_size)) != list(graph["image_size"]):
+            raise VisionkitError(
+                f"image_size={image_size}: {exported['path']} takes {graph['image_size'][0]}×"
+                f"{graph['image_size'][1]} images only (exported with a fixed size); export it again at that size"
+            )
+    runtime = exported["runtime"]
+    if str(device).startswith("cuda"):
+        runtime = load_runtime(exported["format"], exported["path"], str(device))
+    return ExportedModel(runtime, record, exported["format"])
