@@ -88,7 +88,8 @@ def test_the_checkpoint_predicts_rasters_from_files_arrays_and_pictures_its_band
 
 def test_a_5_band_model_exports_and_serves(bands_run: tuple[Path, dict[str, float]], tmp_path: Path) -> None:
     """ONNX with the normalization inside takes (B, 5, H, W) 0..1 floats and passes the check on the test split;
-    the server reads 5-band TIFF uploads as stored and answers what the predictor answers."""
+    the server, given the ONNX file alone, reads 5-band TIFF uploads as stored and answers what the checkpoint's
+    predictor answers."""
     import onnxruntime as ort
 
     run, _ = bands_run
@@ -102,9 +103,10 @@ def test_a_5_band_model_exports_and_serves(bands_run: tuple[Path, dict[str, floa
     files = [sorted((root / name).glob("*.tif"))[0] for name in ("paint", "vegetation", "water")]
     expected = [r.label for r in load_predictor(ckpt, device="cpu")(files)]
     (tmp_path / "serve").mkdir()
-    with running_server(ckpt, tmp_path / "serve", "workers=1") as server, httpx.Client(timeout=60) as client:
+    served = folder / "model.onnx"
+    with running_server(served, tmp_path / "serve", "workers=1") as server, httpx.Client(timeout=60) as client:
         info = client.get(f"{server.url}/info", headers=server.headers).json()["model"]
-        assert info["pixels"]["channels"] == 5
+        assert info["pixels"]["channels"] == 5 and info["runtime"] == "ONNX Runtime"
         uploads = [("image", (f.name, f.read_bytes())) for f in files]
         answer = client.post(f"{server.url}/predict", files=uploads, headers=server.headers)
         assert answer.status_code == 200, answer.text

@@ -7,6 +7,7 @@ with the same class for ≥ 99 %, masks equal on ≥ 99.5 % of pixels, embedding
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,25 @@ def test_an_exported_file_says_what_it_holds_and_refuses_what_it_cannot_do(
     with pytest.raises(VisionkitError, match=r"does not say what it holds.*export it again with visionkit-export"):
         load_predictor(plain)
     assert load_predictor(folder / "model.onnx")(str(image))[0].label == load_predictor(ckpt)(str(image))[0].label
+
+
+def test_a_checkpoint_runs_in_the_runtime_asked_for_or_the_fastest(
+    digits_checkpoint: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ckpt, image = digits_checkpoint
+    monkeypatch.setenv("VISIONKIT_EXPORTS", str(tmp_path / "exports"))
+    onnx = load_predictor(ckpt, runtime="onnx")
+    assert onnx.model.exported == "ONNX Runtime" and len(list((tmp_path / "exports").rglob("model.onnx"))) == 1
+    assert onnx(str(image))[0].label == load_predictor(ckpt)(str(image))[0].label
+    with pytest.raises(VisionkitError, match=r"runtime=tensorrt: choose one of \['pytorch', 'onnx'"):
+        load_predictor(ckpt, runtime="tensorrt")
+    exported = next((tmp_path / "exports").rglob("model.onnx"))
+    with pytest.raises(VisionkitError, match="is an onnx export and runs in onnx only"):
+        load_predictor(exported, runtime="openvino")
+
+    args = [f"ckpt_path={ckpt}", f"source={image}", "runtime=auto", "batch_size=4"]
+    first = run("visionkit-predict", [*args, f"hydra.run.dir={tmp_path / 'auto1'}"], tmp_path)
+    assert re.search(r"runtime=auto: (pytorch|onnx|openvino) runs best.ckpt fastest here at batch 4 \(pytorch", first.stdout)
+    again = run("visionkit-predict", [*args, f"hydra.run.dir={tmp_path / 'auto2'}"], tmp_path)
+    assert "runtime=auto" not in again.stdout  # timed once, remembered
+    assert _records(tmp_path / "auto2") == _records(tmp_path / "auto1")

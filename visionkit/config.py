@@ -154,6 +154,7 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "image_format": Literal["png", "jpeg"],
     "size": int | None,
     "precision": Literal["auto", "fp32", "bf16", "fp16"],
+    "runtime": Literal["pytorch", "onnx", "openvino", "torchscript", "auto"],
     "split": Literal["test", "val"],
     "attacks": list[str],
     "eps": list[float],

@@ -112,7 +112,7 @@ def _predict(cfg: DictConfig) -> dict[str, float]:
     from visionkit.inference.ranks import predict_files
     from visionkit.inference.remote import is_remote_source
 
-    state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
+    state, task_cls, predictor_cls = open_checkpoint(_runtime_file(cfg))
     if predictor_cls.task_name == "style_transfer":
         raise VisionkitError(
             f"{cfg.ckpt_path} is a fast stylizer: run visionkit-stylize photo.jpg --model {cfg.ckpt_path} -o out.jpg"
@@ -241,7 +241,8 @@ def serve(cfg: DictConfig) -> dict[str, float]:
 
     check_config(cfg)  # mask_format and image_format among them
     settings = options_from(cfg, ServerSettings)
-    state, task_cls, predictor_cls = open_checkpoint(cfg.get("ckpt_path"))
+    served = _runtime_file(cfg)
+    state, task_cls, predictor_cls = open_checkpoint(served)
     options = {k: v for k, v in _predict_options(cfg, predictor_cls).items() if k not in _SERVER_OWNED}
     size = plain(cfg.get("image_size"))
     predictor = build_predictor(state, task_cls, device="cpu", image_size=size, **options)
@@ -249,7 +250,7 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     gallery = served_gallery(cfg.get("gallery"), predictor)
     del predictor, state
     options = ServeOptions(
-        ckpt_path=str(Path(str(cfg.ckpt_path)).expanduser().resolve()),
+        ckpt_path=str(Path(served).expanduser().resolve()),
         predictor=options,
         image_size=size,
         mask_format=str(cfg.mask_format),
@@ -260,6 +261,21 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     )
     run_server(options, settings, info)
     return {}
+
+
+def _runtime_file(cfg: DictConfig) -> str:
+    """The file `cfg.runtime` runs: the checkpoint, its exported copy, or the fastest of them (`runtime=auto`)."""
+    from visionkit.inference import load_predictor
+    from visionkit.inference.runtime_choice import runtime_file
+
+    batch_size = int(cfg.get("max_batch_size") or cfg.get("batch_size") or 16)
+
+    def build(path: str) -> Any:
+        return load_predictor(path, device=str(cfg.get("device", "auto")), batch_size=batch_size)
+
+    if not cfg.get("ckpt_path"):
+        raise VisionkitError("ckpt_path is not set: pass ckpt_path=/path/to/best.ckpt (or an exported model.onnx)")
+    return runtime_file(str(cfg.ckpt_path), str(cfg.get("runtime") or "pytorch"), build, batch_size)
 
 
 def _embedder(cfg: DictConfig, checkpoint: Any = None) -> Any:

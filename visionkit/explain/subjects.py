@@ -322,6 +322,13 @@ def subject_from_checkpoint(
     trained network's); `conf`: the lowest score of the boxes a detector's Grad-CAMs explain."""
     from visionkit.inference import build_predictor, open_checkpoint
 
+    from visionkit.inference.exported import exported_format
+
+    if exported_format(ckpt_path):
+        raise VisionkitError(
+            f"{ckpt_path} is an exported graph: looking inside a network needs its layers and gradients, which only "
+            "the checkpoint holds; pass the .ckpt it was exported from"
+        )
     state, task_cls, predictor_cls = open_checkpoint(ckpt_path)
     subject_cls = SUBJECTS.get(predictor_cls.task_name)
     if subject_cls is None:

@@ -16,6 +16,7 @@ from visionkit.inference.detection import DetectionPredictor, DetectionResult
 from visionkit.inference.embedding import EmbeddingPredictor, EmbeddingResult
 from visionkit.inference.exported import EXPORTED, exported_format, exported_model, read_exported
 from visionkit.inference.multilabel import MultiLabelPredictor, MultiLabelResult
+from visionkit.inference.runtime_choice import runtime_file
 from visionkit.inference.segmentation import SegmentationPredictor, SegmentationResult
 from visionkit.inference.stylizer import StylizedResult, StylizerPredictor
 from visionkit.tasks import (
@@ -111,6 +112,7 @@ def load_predictor(
     device: str = "auto",
     image_size: int | list[int] | None = None,
     key: str = "ckpt_path",
+    runtime: str = "pytorch",
     **options: Any,
 ) -> Predictor:
     """The Predictor of a visionkit checkpoint (read with weights_only, offline) or of a file visionkit exported
@@ -121,9 +123,17 @@ def load_predictor(
     batch_size (16), skip_bad_images (False: an unreadable input stops with its name). Per task: classification
     top_k; detection conf, iou, max_det, save_conf, fuse; segmentation tile_size, tile_overlap, scale;
     fast stylizer size. `key` names the option the user set, in messages.
+
+    runtime: "pytorch" (default), "onnx", "openvino" or "torchscript" (a checkpoint is exported on first use into
+    a cache, ~/.cache/visionkit/exports), or "auto": the one that runs the network fastest on this machine at
+    `batch_size`, timed once, printed and remembered.
     """
-    state, task_cls, _ = open_checkpoint(checkpoint, key)
-    return build_predictor(state, task_cls, device=device, image_size=image_size, **options)
+
+    def build(path: str) -> Predictor:
+        state, task_cls, _ = open_checkpoint(path, key)
+        return build_predictor(state, task_cls, device=device, image_size=image_size, **dict(options))
+
+    return build(runtime_file(checkpoint, runtime, build, int(options.get("batch_size", 16)), key))
 
 
 def load_task_predictor(

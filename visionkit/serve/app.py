@@ -99,7 +99,7 @@ class ServerSettings:
 
 def model_info(predictor: Predictor, hyper_parameters: dict[str, Any], ckpt_path: str) -> dict[str, Any]:
     """What `GET /info` says of the model: task, classes (with the colours the page draws them in), input size,
-    model name and versions."""
+    model name, the runtime that runs it (PyTorch, ONNX Runtime, OpenVINO, TorchScript) and versions."""
     hp = hyper_parameters
     if "arch" in hp:
         name = f"{hp['arch']}-{hp.get('encoder', '')}".rstrip("-")
@@ -115,7 +115,8 @@ def model_info(predictor: Predictor, hyper_parameters: dict[str, Any], ckpt_path
         "input_size": list(predictor.contract.image_size),
         "pixels": predictor.contract.pixels.state(),
         "model": name,
-        "checkpoint": os.path.basename(ckpt_path),
+        "checkpoint": os.path.basename(os.path.normpath(ckpt_path)),
+        "runtime": getattr(predictor.model, "exported", None) or "PyTorch",
         "visionkit_version": visionkit.__version__,
     }
 
