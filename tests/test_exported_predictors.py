@@ -160,7 +160,8 @@ def test_a_checkpoint_runs_in_the_runtime_asked_for_or_the_fastest(
 
     args = [f"ckpt_path={ckpt}", f"source={image}", "runtime=auto", "batch_size=4"]
     first = run("visionkit-predict", [*args, f"hydra.run.dir={tmp_path / 'auto1'}"], tmp_path)
-    assert re.search(r"runtime=auto: (pytorch|onnx|openvino) runs best.ckpt fastest here at batch 4 \(pytorch", first.stdout)
+    chosen = r"runtime=auto: (pytorch|onnx|openvino) runs best.ckpt fastest here at batch 4 \(pytorch"
+    assert re.search(chosen, first.stdout)
     again = run("visionkit-predict", [*args, f"hydra.run.dir={tmp_path / 'auto2'}"], tmp_path)
     assert "runtime=auto" not in again.stdout  # timed once, remembered
     assert _records(tmp_path / "auto2") == _records(tmp_path / "auto1")

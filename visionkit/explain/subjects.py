@@ -321,7 +321,6 @@ def subject_from_checkpoint(
     """The network a visionkit checkpoint holds, served by its predictor (unfused, so layer names are the
     trained network's); `conf`: the lowest score of the boxes a detector's Grad-CAMs explain."""
     from visionkit.inference import build_predictor, open_checkpoint
-
     from visionkit.inference.exported import exported_format
 
     if exported_format(ckpt_path):
