@@ -1,0 +1,142 @@
+"""Detection on exported runtimes: visionkit's predictor on its own ONNX / OpenVINO export
+(`load_predictor("model.onnx")`) against ultralytics' predictor on ultralytics' own export of the same weights
+(`YOLO("model.onnx").predict`, `YOLO("model_openvino_model/").predict`), YOLOv8-n at 640 and 128 px, batch 1 and 16.
+
+Same weights (a YOLOv8-n trained here on the built-in shapes, or `--ckpt`; written as an ultralytics .pt and
+exported by ultralytics with dynamic axes), same folder of image files read lazily in batches by both sides (the
+shapes test images, resized to the row's size), conf 0.25, IoU 0.7, max_det 300, one class per box, fp32, the
+same torch thread count; loading and warm-up outside the timing. Rounds interleaved, who goes first alternating;
+the table gives each side's median images/s and the median of the per-round ratios.
+
+Run:  .venv/bin/python bench/bench_runtimes.py [--epochs 10] [--rounds 5] [--ckpt det.ckpt] [--images 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+from bench_detection import train_ours
+from common import cpu_model, run_child
+
+CONF, IOU, MAX_DET = 0.25, 0.7, 300
+RUNTIMES = {"onnx": ("model.onnx", "onnx"), "openvino": ("model_openvino", "openvino")}
+
+
+def _images(cache: Path, folder: Path, size: int, count: int) -> str:
+    """`count` files of the shapes test images at `size`² (distinct names), in `folder`."""
+    from PIL import Image
+
+    from visionkit.data.shapes import shapes_detection_yaml
+
+    test = sorted((shapes_detection_yaml(cache).parent / "images" / "test").glob("*.png"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        picture = Image.open(test[index % len(test)]).convert("RGB").resize((size, size), Image.BILINEAR)
+        picture.save(folder / f"{index:04d}.jpg", quality=92)
+    return str(folder)
+
+
+def measure(ckpt: str, cache: Path, tmp: Path, rounds: int, count: int) -> dict:
+    import torch
+
+    from visionkit.checkpoints import load_checkpoint
+    from visionkit.export import ExportRequest, export_ultralytics, write_exports
+    from visionkit.inference import load_predictor
+    from visionkit.models.yolo import prepare_ultralytics
+
+    threads = os.cpu_count() or 1
+    task, data_state = load_checkpoint(ckpt)
+    prepare_ultralytics()
+    from ultralytics import YOLO
+
+    rows = []
+    for size in (640, 128):
+        folder = _images(cache, tmp / f"images{size}", size, count)
+        ours_dir, theirs_dir = tmp / f"ours{size}", tmp / f"theirs{size}"
+        write_exports(task, data_state | {"image_size": [size, size]}, ExportRequest(("onnx", "openvino")), ours_dir)
+        pt = export_ultralytics(task, theirs_dir / "model.pt", size)
+        their_files = {
+            runtime: YOLO(str(pt)).export(format=fmt, imgsz=size, dynamic=True, batch=16)
+            for runtime, (_, fmt) in RUNTIMES.items()
+        }
+        for runtime, (name, _) in RUNTIMES.items():
+            ours = load_predictor(ours_dir / name, conf=CONF, iou=IOU, max_det=MAX_DET)
+            theirs = YOLO(str(their_files[runtime]), task="detect")
+            settings = {"imgsz": size, "conf": CONF, "iou": IOU, "max_det": MAX_DET, "verbose": False}
+            for batch in (1, 16):
+                torch.set_num_threads(threads)
+                ours(folder, batch_size=batch)  # warm-up
+                theirs.predict(folder, batch=batch, **settings)
+                mine, other = [], []
+                for index in range(rounds):
+                    for side in ("ours", "theirs")[:: 1 if index % 2 == 0 else -1]:
+                        torch.set_num_threads(threads)
+                        start = time.perf_counter()
+                        if side == "ours":
+                            found = sum(len(r.boxes) for r in ours(folder, batch_size=batch))
+                            mine.append(count / (time.perf_counter() - start))
+                        else:
+                            boxes = sum(len(r.boxes) for r in theirs.predict(folder, batch=batch, **settings))
+                            other.append(count / (time.perf_counter() - start))
+                rows.append(
+                    {
+                        "size": size,
+                        "runtime": runtime,
+                        "batch": batch,
+                        "ours": median(mine),
+                        "theirs": median(other),
+                        "ratio": median(a / b for a, b in zip(mine, other)),
+                        "boxes": (found, boxes),
+                    }
+                )
+        shutil.rmtree(theirs_dir, ignore_errors=True)
+    return {"rows": rows, "threads": threads}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--ckpt", default=None, help="a detection checkpoint on the shapes data (skips training)")
+    parser.add_argument("--keep", default=None, help="a folder to train in and keep (its best.ckpt for --ckpt)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        import json
+
+        kind, *rest = args.child
+        if kind == "train":
+            out = {"ckpt": train_ours(int(rest[0]), Path(rest[1]), Path(rest[2]))["best"]}
+        else:
+            out = measure(rest[0], Path(rest[1]), Path(rest[2]), args.rounds, args.images)
+        print(json.dumps(out))
+        return
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        cache = tmp / "cache"
+        train_dir = Path(args.keep) if args.keep else tmp / "det"
+        ckpt = args.ckpt or run_child(__file__, ["train", str(args.epochs), str(train_dir), str(cache)])["ckpt"]
+        print(f"detector: {ckpt}")
+        options = ["--rounds", str(args.rounds), "--images", str(args.images)]
+        result = run_child(__file__, ["measure", ckpt, str(cache), str(tmp), *options])
+    print(f"machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"torch threads {result['threads']}, {args.images} images per round, {args.rounds} rounds")
+    print("| size | runtime | batch | YOLO(export).predict img/s | visionkit img/s | ratio | boxes (ours, theirs) |")
+    print("|---:|---|---:|---:|---:|---:|---|")
+    for row in result["rows"]:
+        print(
+            f"| {row['size']} | {row['runtime']} | {row['batch']} | {row['theirs']:.1f} | {row['ours']:.1f} | "
+            f"**{row['ratio']:.2f}** | {row['boxes'][0]}, {row['boxes'][1]} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
