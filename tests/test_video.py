@@ -221,12 +221,15 @@ def test_background_replacement_keeps_the_foreground_and_replaces_the_rest(tmp_p
 
 
 def test_predict_on_a_video_writes_the_annotated_video_json_labels_and_tracks(
-    trained_detector: TrainedDetector, clip, tmp_path: Path
+    trained_detector: TrainedDetector, clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """(Run by ONNX Runtime, `runtime=onnx`: video and tracking take an exported network like the checkpoint's.)"""
     from visionkit.run import predict
 
     path, _ = clip
+    monkeypatch.setenv("VISIONKIT_EXPORTS", str(tmp_path / "exports"))
     overrides = [f"ckpt_path={trained_detector.ckpt}", f"source={path}", "conf=0.1", "track=true", "save_txt=true"]
+    overrides.append("runtime=onnx")
     cfg = compose_config(tmp_path / "out", overrides, name="predict")
     counts = predict(cfg)
     out = tmp_path / "out"
