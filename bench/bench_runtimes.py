@@ -4,9 +4,11 @@
 
 Same weights (a YOLOv8-n trained here on the built-in shapes, or `--ckpt`; written as an ultralytics .pt and
 exported by ultralytics with dynamic axes), same folder of image files read lazily in batches by both sides (the
-shapes test images, resized to the row's size), conf 0.25, IoU 0.7, max_det 300, one class per box, fp32, the
-same torch thread count; loading and warm-up outside the timing. Rounds interleaved, who goes first alternating;
-the table gives each side's median images/s and the median of the per-round ratios.
+shapes test images, resized to the row's size), conf 0.25, IoU 0.7, max_det 300, one class per box, the same
+torch thread count, ONNX in float32, OpenVINO at the precision it picks itself (ultralytics sets no hint on x86:
+bf16 on CPUs with native bf16; visionkit's `precision=auto` does the same, its default is float32); loading and
+warm-up outside the timing. Rounds interleaved, who goes first alternating; the table gives each side's median
+images/s and the median of the per-round ratios.
 
 Run:  .venv/bin/python bench/bench_runtimes.py [--epochs 10] [--rounds 5] [--ckpt det.ckpt] [--images 48]
 """
@@ -67,7 +69,9 @@ def measure(ckpt: str, cache: Path, tmp: Path, rounds: int, count: int) -> dict:
             for runtime, (_, fmt) in RUNTIMES.items()
         }
         for runtime, (name, _) in RUNTIMES.items():
-            ours = load_predictor(ours_dir / name, conf=CONF, iou=IOU, max_det=MAX_DET)
+            # ultralytics lets OpenVINO choose its precision (bf16 on CPUs that compute it natively): so does ours
+            precision = "auto" if runtime == "openvino" else "fp32"
+            ours = load_predictor(ours_dir / name, conf=CONF, iou=IOU, max_det=MAX_DET, precision=precision)
             theirs = YOLO(str(their_files[runtime]), task="detect")
             settings = {"imgsz": size, "conf": CONF, "iou": IOU, "max_det": MAX_DET, "verbose": False}
             for batch in (1, 16):

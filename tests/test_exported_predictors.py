@@ -147,7 +147,7 @@ def test_an_exported_file_says_what_it_holds_and_refuses_what_it_cannot_do(
 
     with pytest.raises(VisionkitError, match=r"takes 32×32 images only \(exported with a fixed size\)"):
         load_predictor(folder / "model.onnx", image_size=64)
-    with pytest.raises(VisionkitError, match="precision=bf16 is for checkpoints run by PyTorch"):
+    with pytest.raises(VisionkitError, match="precision=bf16: ONNX Runtime runs an export at fp32; other precisions"):
         load_predictor(folder / "model.onnx", precision="bf16")
     plain = tmp_path / "plain.onnx"
     model = onnx.load(str(folder / "model.onnx"))

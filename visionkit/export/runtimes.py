@@ -87,12 +87,14 @@ class TorchScriptRuntime:
 
 
 class OpenVINORuntime:
-    """An OpenVINO IR folder (model.xml + model.bin) compiled for the CPU in float32: on CPUs with bf16 units
-    (AVX512-BF16, AMX) OpenVINO would otherwise run in bf16, and its answers would move by about 1e-2."""
+    """An OpenVINO IR folder (model.xml + model.bin) compiled for the CPU in float32 by default: on CPUs with bf16
+    units (AVX512-BF16, AMX) OpenVINO would otherwise run in bf16, and its answers would move by about 1e-2.
+    `precision`: "fp32", "bf16", or "auto" (OpenVINO's own choice: bf16 where the CPU computes it natively)."""
 
     name = RUNTIME_NAMES["openvino"]
+    precisions = ("fp32", "bf16", "auto")
 
-    def __init__(self, path: Path, device: str = "cpu") -> None:
+    def __init__(self, path: Path, device: str = "cpu", precision: str = "fp32") -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -101,7 +103,10 @@ class OpenVINORuntime:
         if network.has_rt_info([OPENVINO_SECTION]):
             section = network.get_rt_info([OPENVINO_SECTION])
             self._metadata = {str(k): v.astype(str) for k, v in section.astype(dict).items()}
-        self.model = core.compile_model(network, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        config = {"PERFORMANCE_HINT": "LATENCY"}  # one synchronous request at a time, as the predictor runs it
+        if precision != "auto":
+            config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
+        self.model = core.compile_model(network, "CPU", config)
         self.request = self.model.create_infer_request()
 
     def __call__(self, images: Tensor) -> Tensor:
@@ -116,14 +121,23 @@ class OpenVINORuntime:
 _RUNTIMES = {"onnx": OnnxRuntime, "torchscript": TorchScriptRuntime, "openvino": OpenVINORuntime}
 
 
-def load_runtime(format: str, path: str | os.PathLike[str], device: str = "cpu") -> Runtime:
-    """The runtime for an exported `format` file (or OpenVINO folder) at `path`."""
+def load_runtime(format: str, path: str | os.PathLike[str], device: str = "cpu", precision: str = "fp32") -> Runtime:
+    """The runtime for an exported `format` file (or OpenVINO folder) at `path`; `precision` other than "fp32"
+    only where the runtime offers it (`precisions`)."""
     if format not in _RUNTIMES:
         raise VisionkitError(f"no runtime for format {format!r}: choose from {sorted(_RUNTIMES)}")
     path = Path(path)
     if not path.exists():
         raise VisionkitError(f"{format} export {path} does not exist")
+    offered = getattr(_RUNTIMES[format], "precisions", ("fp32",))
+    if precision not in offered:
+        raise VisionkitError(
+            f"precision={precision}: {RUNTIME_NAMES[format]} runs an export at {' or '.join(offered)}; other "
+            "precisions are for checkpoints run by PyTorch (or export with half=true)"
+        )
     try:
+        if precision != "fp32":
+            return _RUNTIMES[format](path, device, precision)
         return _RUNTIMES[format](path, device)
     except ImportError as exc:
         raise VisionkitError(f"running {format} needs {exc.name}: pip install 'visionkit[export]'") from None

@@ -90,14 +90,10 @@ def build_predictor(
         raise VisionkitError(
             f"{', '.join(unknown)}: not an option of the {task} predictor (options: {', '.join(known)})"
         )
-    if EXPORTED in state:  # an exported file: its runtime runs the network, in float32 on its own device
-        if options.get("precision", "fp32") not in ("fp32", "auto"):
-            raise VisionkitError(
-                f"precision={options['precision']} is for checkpoints run by PyTorch; an exported file runs at the "
-                "precision it was exported with (visionkit-export half=true)"
-            )
-        options["precision"] = "fp32"
-        task = exported_model(state, image_size, device)
+    if EXPORTED in state:  # an exported file: its runtime runs the network (OpenVINO in bf16 too) on its device
+        precision = str(options.get("precision", "fp32"))
+        options["precision"] = "fp32"  # the predictor's own tensors
+        task = exported_model(state, image_size, device, precision)
         device = "cpu"  # the predictor's tensors; the runtime holds the GPU when there is one
     else:
         task = build_from_checkpoint(state, task_cls)

@@ -121,9 +121,11 @@ def _is_rgb8(pixels: dict[str, Any]) -> bool:
     return PixelFormat.of(pixels).rgb8
 
 
-def exported_model(state: dict[str, Any], image_size: Any, device: str = "cpu") -> ExportedModel:
-    """The ExportedModel of a state `read_exported` gave (its runtime loaded again for a GPU `device`); a size
-    the graph cannot take is refused."""
+def exported_model(
+    state: dict[str, Any], image_size: Any, device: str = "cpu", precision: str = "fp32"
+) -> ExportedModel:
+    """The ExportedModel of a state `read_exported` gave (its runtime loaded again for a GPU `device` or another
+    `precision`, where the runtime offers it); a size the graph cannot take is refused."""
     exported = state[EXPORTED]
     record = exported["record"]
     graph = record["graph"]
@@ -136,6 +138,6 @@ def exported_model(state: dict[str, Any], image_size: Any, device: str = "cpu") 
                 f"{graph['image_size'][1]} images only (exported with a fixed size); export it again at that size"
             )
     runtime = exported["runtime"]
-    if str(device).startswith("cuda"):
-        runtime = load_runtime(exported["format"], exported["path"], str(device))
+    if str(device).startswith("cuda") or precision != "fp32":
+        runtime = load_runtime(exported["format"], exported["path"], str(device), precision)
     return ExportedModel(runtime, record, exported["format"])
