@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tests.conftest import TrainedDetector, TrainedEmbedder, TrainedSegmenter
@@ -181,5 +182,13 @@ def test_a_checkpoint_runs_in_the_runtime_asked_for_or_the_fastest(
     def build(path: str) -> None:
         raise AssertionError(f"timed again ({path})")
 
-    again = runtime_file(ckpt, "auto", build, batch_size=4)  # timed once, remembered
+    remembered = json.loads(next((tmp_path / "exports").rglob("fastest.json")).read_text())
+    slot, choice = next(iter(remembered.items()))  # per batch size and thread count: this process's may differ
+    assert choice == chosen and slot.startswith("batch 4, ")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(re.search(r"(\d+) threads", slot).group(1)))
+    try:
+        again = runtime_file(ckpt, "auto", build, batch_size=4)  # timed once, remembered
+    finally:
+        torch.set_num_threads(threads)
     assert again == str(ckpt) if chosen == "pytorch" else Path(again).parent == exported.parent

@@ -4,6 +4,8 @@ through the same datasets, augmentation, sampler and exact resume as files on di
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +33,23 @@ from visionkit.utils.io import UnreadableImage
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__, rank_zero_only=False)
+
+
+@contextlib.contextmanager
+def cache_lock(folder: str | None) -> Iterator[None]:
+    """An exclusive lock on a chunk cache folder while a split is opened: every process of every run on a machine
+    shares the cache, and LitData downloads a split's index.json into it unguarded, so two processes opening the
+    same split at once could see it half there (one run read "doesn't contain any index.json")."""
+    if folder is None:
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, ".visionkit-open.lock"), "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class StreamKeys(Sequence[str]):
@@ -88,12 +107,14 @@ class ShardReader:
 
             allow_http_endpoints()
             remote = self.location.remote
-            self._dataset = StreamingDataset(
-                self.location.join(self.split),
-                cache_dir=self.cache_dir if remote else None,
-                max_cache_size=f"{self.max_cache_gb}GB" if remote and self.max_cache_gb else None,
-                storage_options=dict(self.location.options),
-            )
+            with cache_lock(self.cache_dir if remote else None):
+                dataset = StreamingDataset(
+                    self.location.join(self.split),
+                    cache_dir=self.cache_dir if remote else None,
+                    max_cache_size=f"{self.max_cache_gb}GB" if remote and self.max_cache_gb else None,
+                    storage_options=dict(self.location.options),
+                )
+            self._dataset = dataset
             # whole chunks into the cache (LitData's iteration does the same); its default for random access
             # fetches each sample with its own range request
             self._dataset._on_demand_bytes = False
@@ -125,11 +146,25 @@ class ShardReader:
         if self.chunk_of(index) in self._damaged:
             raise self._damaged_chunk(index, "named above")
         try:
-            item = self._open()[index]
-        except Exception as exc:  # LitData raises many types; the store's silence is told from damage
+            dataset = self._open()
+        except Exception as exc:  # opening reads the split's index.json into the cache: not a chunk's damage
             if not unreachable(exc):
-                raise self._damaged_chunk(index, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}") from None
+                where = f" (cache {self.cache_dir})" if self.location.remote else ""
+                raise VisionkitError(
+                    f"cannot open {self.location.join(self.split)}{where}: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200]}"
+                ) from None
+            dataset = None
+        if dataset is None:
             item = self._after_silence(index)
+        else:
+            try:
+                item = dataset[index]
+            except Exception as exc:  # LitData raises many types; the store's silence is told from damage
+                if not unreachable(exc):
+                    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+                    raise self._damaged_chunk(index, reason) from None
+                item = self._after_silence(index)
         if not isinstance(item, Mapping) or "image" not in item:
             raise self._damaged_chunk(index, "a record without an image")
         self._last = (index, dict(item))
