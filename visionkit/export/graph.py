@@ -56,10 +56,7 @@ class ExportGraph:
         float tensor, or with `preprocess` the pixels it came from: uint8 (rounded), 0..1 floats for other formats."""
         if not self.options.preprocess:
             return images
-        mean = torch.tensor(self.contract.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.contract.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-        pixels = (images * std + mean) * self.contract.peak
-        return pixels.round().clamp(0, 255).to(torch.uint8) if self.input_dtype == torch.uint8 else pixels
+        return graph_pixels(images, self.contract, self.input_dtype == torch.uint8)
 
     def axes(self) -> dict[str, dict[int, str]]:
         """ONNX dynamic axes: none without `dynamic`; else the batch, and height/width where they may vary."""
@@ -71,6 +68,15 @@ class ExportGraph:
         for name in self.output_names:
             axes[name] = {0: "batch"}
         return axes
+
+
+def graph_pixels(images: Tensor, contract: InputContract, uint8: bool) -> Tensor:
+    """The pixels normalized `images` came from, as a `preprocess=true` graph takes them: uint8 (rounded), or
+    0..1 floats for scans and bands (`contract.peak` 1)."""
+    mean = torch.tensor(contract.mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(contract.std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    pixels = (images * std + mean) * contract.peak
+    return pixels.round().clamp(0, 255).to(torch.uint8) if uint8 else pixels
 
 
 def build_graph(

@@ -15,8 +15,10 @@ import torch
 from lightning.fabric.utilities.data import AttributeDict
 from torch import Tensor, nn
 
+from visionkit.checkpoints import InputContract
 from visionkit.data.datamodule import VisionDataModule
 from visionkit.errors import VisionkitError
+from visionkit.export.graph import graph_pixels
 from visionkit.export.metadata import parse_metadata
 from visionkit.export.runtimes import RUNTIME_NAMES, Runtime, load_runtime
 
@@ -72,20 +74,13 @@ class ExportedModel(nn.Module):
         self.class_names = list(record.get("class_names", []))
         for name, value in (record.get("attributes") or {}).items():
             self.register_buffer(name, torch.tensor(math.nan if value is None else value, dtype=torch.float32))
-        state = record.get("data_state", {})
-        peak = 255.0 if not state.get("pixels") or _is_rgb8(state["pixels"]) else 1.0
-        mean = torch.tensor(state.get("mean", (0.0,) * 3), dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(state.get("std", (1.0,) * 3), dtype=torch.float32).view(1, -1, 1, 1)
-        self._pixels = (mean * peak, std * peak) if self.graph.get("preprocess") else None
-        self._uint8 = self.graph.get("input_dtype") == "uint8"
+        # the contract the graph was exported with (InputContract.of on the same stored data state)
+        self.contract = InputContract.of(record.get("data_state", {}), self.class_names)
 
     def forward(self, images: Tensor) -> Tensor:
         """The graph's output for normalized images (a graph that normalizes itself gets the pixels back)."""
-        if self._pixels is not None:
-            mean, std = self._pixels
-            images = images.float() * std + mean
-            if self._uint8:
-                images = images.round_().clamp_(0, 255).to(torch.uint8)
+        if self.graph.get("preprocess"):
+            images = graph_pixels(images.float(), self.contract, self.graph.get("input_dtype") == "uint8")
         return self.runtime(images)
 
     def class_probabilities(self, images: Tensor) -> Tensor:
@@ -113,12 +108,6 @@ class ExportedModel(nn.Module):
         if return_anchors:
             raise VisionkitError("anchors=true needs the network's raw output: export without nms=true")
         return [rows[rows[:, 4] > conf][:max_det] for rows in output]
-
-
-def _is_rgb8(pixels: dict[str, Any]) -> bool:
-    from visionkit.data.pixels import PixelFormat
-
-    return PixelFormat.of(pixels).rgb8
 
 
 def exported_model(

@@ -9,7 +9,6 @@ side (`pruning_callback`) finds its trial through the environment the sweeper se
 from __future__ import annotations
 
 import csv
-import fcntl
 import functools
 import math
 import os
@@ -25,7 +24,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from visionkit.errors import VisionkitError
-from visionkit.utils.io import atomic_write
+from visionkit.utils.io import atomic_write, exclusive_lock
 from visionkit.utils.logging import get_logger, is_rank_zero
 
 log = get_logger(__name__)
@@ -129,8 +128,7 @@ class OptunaSweeperImpl(Sweeper):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         storage = self.storage or f"sqlite:///{(self.sweep_dir / 'optuna.db').absolute()}"
         # two processes started together would both create the database's tables: one at a time
-        with open(self.sweep_dir / ".optuna.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with exclusive_lock(self.sweep_dir / ".optuna.lock"):
             study = optuna.create_study(
                 study_name=self.study_name,
                 storage=storage,

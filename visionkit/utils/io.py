@@ -319,6 +319,20 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextmanager
+def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive `flock` on the file `path` (created if needed) for the `with` block: one process at a
+    time, across processes and runs on this machine."""
+    import fcntl
+
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
     """Write to a temporary file beside `path` and rename it into place only when writing succeeded."""
     with atomic_path(path, suffix=".tmp") as tmp, open(tmp, mode) as handle:

@@ -5,7 +5,6 @@ through the same datasets, augmentation, sampler and exact resume as files on di
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +28,7 @@ from visionkit.data.shards import (
 )
 from visionkit.data.splits import SampleSet
 from visionkit.errors import VisionkitError
-from visionkit.utils.io import UnreadableImage
+from visionkit.utils.io import UnreadableImage, exclusive_lock
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__, rank_zero_only=False)
@@ -44,12 +43,8 @@ def cache_lock(folder: str | None) -> Iterator[None]:
         yield
         return
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, ".visionkit-open.lock"), "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(os.path.join(folder, ".visionkit-open.lock")):
+        yield
 
 
 class StreamKeys(Sequence[str]):
