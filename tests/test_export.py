@@ -176,6 +176,10 @@ def test_an_export_that_answers_differently_fails_the_check(
         (["formats=[torchscript]", "half=true"], r"half=true applies to \['onnx', 'openvino'\]"),
         (["formats=[onnx]", "opset=5"], "opset=5: choose an ONNX opset"),
         (["formats=[onnx]", "check=true"], "not inside a visionkit run folder.*pass data=<name>"),
+        (["formats=[onnx,torchscript]", "int8=true"], r"writes \['onnx', 'openvino'\] only; export \['torchscript'\]"),
+        (["formats=[openvino]", "int8=true", "half=true"], "half=true and int8=true exclude each other"),
+        (["formats=[onnx]", "int8=true", "calibration_images=0"], "calibrate on at least 1 image"),
+        (["formats=[onnx]", "int8=true"], "not inside a visionkit run folder.*pass data=<name>"),
     ],
 )
 def test_bad_export_requests_say_what_to_change(

@@ -199,12 +199,13 @@ def export(cfg: DictConfig) -> dict[str, float]:
     request = ExportRequest.from_config(cfg)
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
     output_dir = Path(cfg.paths.output_dir)
-    graph, written = write_exports(task, data_state, request, output_dir)
+    checked = bool(cfg.get("check")) or request.int8  # an INT8 file is always checked against float32
+    data = checkpoint_datamodule(cfg, task, data_state) if checked else None
+    graph, written = write_exports(task, data_state, request, output_dir, data)
     for path in written.values():
         log.info(f"exported {path} ({file_size_mb(path):.1f} MB)")
     metrics: dict[str, float] = {"files": float(len(written))}
-    if cfg.get("check"):
-        data = checkpoint_datamodule(cfg, task, data_state)
+    if data is not None:
         results = check_exports(task, graph, request, written, data, output_dir, max_batches=cfg.get("check_batches"))
         metrics.update({f"{r.format}_max_diff": r.max_diff for r in results})
     return metrics
@@ -219,11 +220,11 @@ def benchmark(cfg: DictConfig) -> dict[str, float]:
     request = ExportRequest.from_config(cfg)
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
     output_dir = Path(cfg.paths.output_dir)
-    graph, written = write_exports(task, data_state, request, output_dir)
     data = checkpoint_datamodule(cfg, task, data_state)
+    graph, written = write_exports(task, data_state, request, output_dir, data)
     sizes, rounds, seconds = [int(b) for b in cfg.batch_sizes], int(cfg.rounds), float(cfg.seconds)
     timing = {"batch_sizes": sizes, "rounds": rounds, "seconds": seconds, "max_batches": cfg.get("check_batches")}
-    rows = benchmark_formats(task, graph, str(cfg.ckpt_path), written, data, **timing)
+    rows = benchmark_formats(task, graph, str(cfg.ckpt_path), written, data, int8=request.int8, **timing)
     table = save_tables(rows, output_dir)
     log.info(f"{cfg.ckpt_path} ({torch.get_num_threads()} CPU threads)\n{table}\nsaved in {output_dir}")
     return {f"{row.format}_ms_b{b}": ms for row in rows for b, ms in row.ms_per_image.items()}

@@ -9,7 +9,7 @@ import albumentations as A
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from visionkit.data.augment import (
     IMAGENET_MEAN,
@@ -223,11 +223,11 @@ class VisionDataModule(L.LightningDataModule):
         training on one), so loaders and workers move a quarter of the bytes."""
         return self.normalize_batch(batch)
 
-    def _reading(self, name: str, samples: SampleSet) -> dict[str, object]:
+    def _reading(self, name: str, samples: SampleSet, mosaic: bool = True) -> dict[str, object]:
         """How the split's images are read: at the first resize's size, through the configured cache."""
         # a mosaic fits each tile inside the size; the samples left whole are resized as configured: covering
         # the size serves both when that is a stretch
-        mosaic_stretch = self.mosaic_split(name) and self.resize == "stretch"
+        mosaic_stretch = mosaic and self.mosaic_split(name) and self.resize == "stretch"
         first = first_resize(self.image_size, "crop" if mosaic_stretch else self.resize)
         packed = getattr(self.source, "reader", None)  # a packed dataset reads its own shards (data=stream)
         if packed is not None:
@@ -244,10 +244,11 @@ class VisionDataModule(L.LightningDataModule):
         """Whether split `name` builds mosaics (each tile is fitted inside the size, whatever `resize` says)."""
         return name == "train" and self.mosaic > 0 and self.dataset_class is DetectionDataset
 
-    def _make_dataset(self, name: str, samples: SampleSet) -> ImageSampleDataset:
-        train = name == "train"
-        reading = self._reading(name, samples)
-        if self.mosaic_split(name):
+    def _make_dataset(self, name: str, samples: SampleSet, train: bool | None = None) -> ImageSampleDataset:
+        """Split `name`'s dataset; `train` (default: whether it is the train split) augments it."""
+        train = name == "train" if train is None else train
+        reading = self._reading(name, samples, mosaic=train)
+        if train and self.mosaic_split(name):
             # the preset's Affine zooms and shifts the whole mosaic canvas instead of the cropped view
             affine = next((t for t in self.augment if isinstance(t, A.Affine)), None)
             scale, translate = (1.0, 1.0), 0.0
@@ -356,6 +357,15 @@ class VisionDataModule(L.LightningDataModule):
             persistent_workers=self.persistent_workers,
             collate_fn=self.collate_fn,
         )
+
+    def calibration_set(self, count: int) -> Dataset:
+        """Up to `count` training images spread evenly over the split, read and transformed as for evaluation (no
+        augmentation, no mosaic): what an INT8 export measures its activation ranges on."""
+        samples = self._load_splits()["train"]
+        if len(samples) == 0:
+            raise VisionkitError(f"the train split of {self.source.description} is empty: nothing to calibrate on")
+        picked = np.unique(np.linspace(0, len(samples) - 1, min(count, len(samples))).round().astype(np.int64))
+        return Subset(self._make_dataset("train", samples, train=False), picked.tolist())
 
     def pairs(self, split: str) -> np.ndarray | None:
         """(P, 3) rows of (index a, index b, same) into `split` when the source names verification pairs (an LFW

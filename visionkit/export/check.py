@@ -27,7 +27,8 @@ METRIC_TOLERANCE = 0.005
 @dataclass(frozen=True)
 class CheckResult:
     """One export's check: the largest output difference (absolute, and relative to the outputs' scale), the
-    validation metric with PyTorch and with the export, and whether both are within their tolerances."""
+    validation metric with PyTorch and with the export, and whether both are within their tolerances. An INT8
+    export (`int8`) is judged by its metric alone: the drop from float32 at most `metric_tolerance`."""
 
     format: str
     runtime: str
@@ -39,23 +40,34 @@ class CheckResult:
     pytorch: float | None
     exported: float | None
     metric_tolerance: float = METRIC_TOLERANCE
+    int8: bool = False
 
     @property
     def metric_move(self) -> float | None:
-        return None if self.pytorch is None or self.exported is None else abs(self.exported - self.pytorch)
+        """How far the metric moved (INT8: how far it dropped)."""
+        if self.pytorch is None or self.exported is None:
+            return None
+        return self.pytorch - self.exported if self.int8 else abs(self.exported - self.pytorch)
 
     @property
     def passed(self) -> bool:
         move = self.metric_move
-        return self.relative_diff <= self.tolerance and (move is None or move <= self.metric_tolerance)
+        metric_ok = move is None or move <= self.metric_tolerance
+        return metric_ok if self.int8 else self.relative_diff <= self.tolerance and metric_ok
 
     def summary(self) -> str:
         """One line for the log: the differences, the metrics and the verdict."""
+        judged = "not judged for INT8" if self.int8 else f"tolerance {self.tolerance:g}"
         line = (
-            f"{self.format} ({self.runtime}) on {self.images} validation images: max |diff| {self.max_diff:.3g} "
-            f"({self.relative_diff:.2g} of the output scale; tolerance {self.tolerance:g})"
+            f"{self.format}{' INT8' if self.int8 else ''} ({self.runtime}) on {self.images} validation images: "
+            f"max |diff| {self.max_diff:.3g} ({self.relative_diff:.2g} of the output scale; {judged})"
         )
-        if self.metric is not None:
+        if self.metric is not None and self.int8:
+            line += (
+                f", {self.metric} {self.pytorch:.4f} float32 vs {self.exported:.4f} INT8 "
+                f"({self.exported - self.pytorch:+.4f}; a drop of at most {self.metric_tolerance:g} allowed)"
+            )
+        elif self.metric is not None:
             line += f", {self.metric} {self.pytorch:.4f} PyTorch vs {self.exported:.4f} export"
         return line + (" - OK" if self.passed else " - FAILED")
 
@@ -117,10 +129,12 @@ def check_export(
     data: VisionDataModule,
     *,
     half: bool = False,
+    int8_tolerance: float | None = None,
     max_batches: int | None = None,
 ) -> CheckResult:
     """Run `runtime` and the PyTorch graph on the validation split of `data` (`max_batches` of it, or all):
-    the largest output difference, and the task's `quality_metric` of each (when the task has one)."""
+    the largest output difference, and the task's `quality_metric` of each (when the task has one). An INT8
+    export (`int8_tolerance` given) may drop the metric by that much."""
     data.setup("validate")
     loader = data.val_dataloader()
     reference = PyTorchRuntime(graph.module)
@@ -155,4 +169,6 @@ def check_export(
         metric=metric,
         pytorch=pytorch,
         exported=exported,
+        metric_tolerance=METRIC_TOLERANCE if int8_tolerance is None else int8_tolerance,
+        int8=int8_tolerance is not None,
     )

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from visionkit.data.augment import size_hw
@@ -33,6 +34,14 @@ EXPORT_FILES = {
     "ultralytics": "model.pt",
 }
 EXPORT_FORMATS = tuple(EXPORT_FILES)
+INT8_FILES = {"onnx": "model_int8.onnx", "openvino": "model_int8_openvino"}
+
+
+def export_file(format: str, int8: bool = False) -> str:
+    """The name `format` is written under in an export folder (INT8 copies say so in their name)."""
+    return INT8_FILES[format] if int8 else EXPORT_FILES[format]
+
+
 OPENVINO_SECTION = "visionkit"  # rt_info section holding the metadata entries
 
 
@@ -50,9 +59,12 @@ def export_onnx(
     half: bool = False,
     simplify: bool = False,
     metadata: Mapping[str, str] | None = None,
+    calibration: Sequence[np.ndarray] | None = None,
+    detection: bool = False,
 ) -> Path:
     """Write `graph` as ONNX: input `images` (B, 3, H, W), outputs named by the graph; `half` makes weights and
     compute float16 (inputs and outputs stay float32), `simplify` folds constants and fuses nodes (onnxslim);
+    `calibration` (graph inputs) makes it INT8 (`quantize_onnx`; `detection` keeps box decoding float32);
     `metadata` goes into the file's `metadata_props` (`export_metadata`)."""
     _needs("onnx", "ONNX export")
     if simplify:
@@ -81,6 +93,15 @@ def export_onnx(
 
             model = float16.convert_float_to_float16(onnx.load(str(tmp)), keep_io_types=True)
             onnx.save(_casts_follow_float16(model), str(tmp))
+        if calibration is not None:
+            from visionkit.export.quantize import quantize_onnx
+
+            float32 = tmp.with_name(tmp.stem + ".float32.onnx")
+            tmp.replace(float32)
+            try:
+                quantize_onnx(float32, tmp, calibration, detection)
+            finally:
+                float32.unlink(missing_ok=True)
         if metadata:
             import onnx
 
@@ -124,10 +145,13 @@ def export_openvino(
     opset: int = 17,
     half: bool = False,
     metadata: Mapping[str, str] | None = None,
+    calibration: Sequence[np.ndarray] | None = None,
+    detection: bool = False,
 ) -> Path:
     """Write `graph` as OpenVINO IR (a folder with model.xml and model.bin), converted from the same ONNX graph
-    the ONNX export writes; `half` stores float16 weights (OpenVINO's CPU plugin computes in float32); `metadata`
-    in the model's `rt_info` under `visionkit`."""
+    the ONNX export writes; `half` stores float16 weights (OpenVINO's CPU plugin computes in float32);
+    `calibration` (graph inputs) makes it INT8 (`quantize_openvino`; `detection` keeps box decoding float32);
+    `metadata` in the model's `rt_info` under `visionkit`."""
     _needs("openvino", "OpenVINO export")
     import openvino as ov
 
@@ -135,6 +159,10 @@ def export_openvino(
     with tempfile.TemporaryDirectory() as scratch, atomic_dir(path) as tmp:
         onnx_file = export_onnx(graph, Path(scratch) / "model.onnx", opset=opset)
         model = ov.convert_model(str(onnx_file))
+        if calibration is not None:
+            from visionkit.export.quantize import quantize_openvino
+
+            model = quantize_openvino(model, calibration, detection)
         for key, value in (metadata or {}).items():
             model.set_rt_info(value, [OPENVINO_SECTION, key])
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=half)

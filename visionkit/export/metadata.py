@@ -37,9 +37,10 @@ def _plain(value: Any) -> Any:
 
 
 def export_metadata(
-    task: VisionTask, data_state: Mapping[str, Any], graph: ExportGraph, half: bool = False
+    task: VisionTask, data_state: Mapping[str, Any], graph: ExportGraph, half: bool = False, int8_images: int = 0
 ) -> dict[str, str]:
-    """The entries every export of `task` carries (string keys and values)."""
+    """The entries every export of `task` carries (string keys and values); `int8_images`: the number of images
+    an INT8 copy was calibrated on (0: float)."""
     cls = type(task)
     contract = graph.contract
     hyper = {k: v for k, v in _plain(dict(task.hparams)).items() if v is not None}
@@ -62,6 +63,8 @@ def export_metadata(
             "nms": options.nms,
             "outputs": list(graph.output_names),
             "half": half,
+            "int8": bool(int8_images),
+            "calibration_images": int8_images,
         },
     }
     flat = {
@@ -74,6 +77,7 @@ def export_metadata(
         "channels": str(contract.pixels.channels),
         "nms": str(options.nms),
         "preprocess": str(options.preprocess),
+        "int8": str(bool(int8_images)),
         "visionkit_version": visionkit.__version__,
     }
     if options.nms:

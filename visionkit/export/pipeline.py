@@ -16,8 +16,8 @@ from visionkit.data.datamodule import VisionDataModule
 from visionkit.errors import VisionkitError
 from visionkit.export.check import CheckResult, check_export
 from visionkit.export.formats import (
-    EXPORT_FILES,
     EXPORT_FORMATS,
+    export_file,
     export_onnx,
     export_openvino,
     export_torchscript,
@@ -25,6 +25,7 @@ from visionkit.export.formats import (
 )
 from visionkit.export.graph import ExportGraph, GraphOptions, build_graph
 from visionkit.export.metadata import export_metadata
+from visionkit.export.quantize import INT8_FORMATS, calibration_batches
 from visionkit.export.runtimes import load_runtime
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_write
@@ -45,6 +46,9 @@ class ExportRequest:
     opset: int = 17
     half: bool = False
     simplify: bool = False
+    int8: bool = False
+    calibration_images: int = 300
+    int8_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.formats) - set(EXPORT_FORMATS))
@@ -59,6 +63,18 @@ class ExportRequest:
             )
         if self.half and not set(self.formats) & set(HALF_FORMATS):
             raise VisionkitError(f"half=true applies to {list(HALF_FORMATS)}; formats={list(self.formats)}")
+        if self.int8:
+            others = sorted(set(self.formats) - set(INT8_FORMATS))
+            if others or self.half:
+                raise VisionkitError(
+                    f"int8=true writes {list(INT8_FORMATS)} only; "
+                    + (f"export {others} separately" if others else "half=true and int8=true exclude each other")
+                )
+            if self.calibration_images < 1 or not 0 <= self.int8_tolerance < 1:
+                raise VisionkitError(
+                    f"calibration_images={self.calibration_images}, int8_tolerance={self.int8_tolerance}: calibrate "
+                    "on at least 1 image (300 is the default) and allow a metric drop from 0 to 1 (0.01 default)"
+                )
         if not 11 <= self.opset <= 21:
             raise VisionkitError(f"opset={self.opset}: choose an ONNX opset from 11 to 21 (17 is the default)")
 
@@ -83,6 +99,9 @@ class ExportRequest:
             opset=int(plain.get("opset", 17)),
             half=bool(plain.get("half", False)),
             simplify=bool(plain.get("simplify", False)),
+            int8=bool(plain.get("int8", False)),
+            calibration_images=int(plain.get("calibration_images", 300)),
+            int8_tolerance=float(plain.get("int8_tolerance", 0.01)),
         )
 
     def is_half(self, format: str) -> bool:
@@ -98,21 +117,37 @@ def file_size_mb(path: str | os.PathLike[str]) -> float:
 
 
 def write_exports(
-    task: VisionTask, data_state: Mapping[str, Any], request: ExportRequest, folder: str | os.PathLike[str]
+    task: VisionTask,
+    data_state: Mapping[str, Any],
+    request: ExportRequest,
+    folder: str | os.PathLike[str],
+    data: VisionDataModule | None = None,
 ) -> tuple[ExportGraph, dict[str, Path]]:
-    """Write every requested format of `task` into `folder` (names in EXPORT_FILES): (the graph, format -> path)."""
+    """Write every requested format of `task` into `folder` (names from `export_file`): (the graph, format ->
+    path). An INT8 request is calibrated on `data`'s training images."""
     graph = build_graph(task, data_state, request.image_size, request.graph)
     folder = Path(folder)
+    calibration = None
+    if request.int8:
+        if data is None:
+            raise VisionkitError("int8=true calibrates on the checkpoint's training images: pass its data")
+        if task.quality_metric is None:
+            raise VisionkitError(
+                f"int8=true is checked by the task's validation metric and a {task.task_name} task has none: "
+                "export it in float32 (or half=true)"
+            )
+        calibration = calibration_batches(graph, data, request.calibration_images)
+    detection = task.task_name == "detection"
     written: dict[str, Path] = {}
     for format in request.formats:
-        path = folder / EXPORT_FILES[format]
-        metadata = export_metadata(task, data_state, graph, request.is_half(format))
+        path = folder / export_file(format, request.int8)
+        metadata = export_metadata(task, data_state, graph, request.is_half(format), len(calibration or ()))
         if format == "onnx":
-            export_onnx(graph, path, request.opset, request.half, request.simplify, metadata)
+            export_onnx(graph, path, request.opset, request.half, request.simplify, metadata, calibration, detection)
         elif format == "torchscript":
             export_torchscript(graph, path, metadata)
         elif format == "openvino":
-            export_openvino(graph, path, request.opset, request.half, metadata)
+            export_openvino(graph, path, request.opset, request.half, metadata, calibration, detection)
         else:
             export_ultralytics(task, path, graph.contract.image_size)
         written[format] = path
@@ -135,7 +170,16 @@ def check_exports(
         if format == "ultralytics":  # its own tests: ultralytics.YOLO(path).val() (see the README)
             continue
         runtime = load_runtime(format, path)
-        result = check_export(task, graph, format, runtime, data, half=request.is_half(format), max_batches=max_batches)
+        result = check_export(
+            task,
+            graph,
+            format,
+            runtime,
+            data,
+            half=request.is_half(format),
+            int8_tolerance=request.int8_tolerance if request.int8 else None,
+            max_batches=max_batches,
+        )
         log.info(result.summary())
         results.append(result)
     with atomic_write(Path(folder) / "check.json", "w") as handle:
@@ -145,5 +189,6 @@ def check_exports(
         lines = "\n  ".join(r.summary() for r in failed)
         raise VisionkitError(
             f"{len(failed)} export(s) answer differently from PyTorch (files kept in {folder} to inspect):\n  {lines}"
+            + ("\n  raise calibration_images= or int8_tolerance=, or export in float32" if request.int8 else "")
         )
     return results
