@@ -12,10 +12,14 @@ PNG, wrong content type, malformed base64/JSON, missing field, wrong API key) sh
 sent by 16 clients to one batched ResNet-18 server: every bad one must get its 4xx JSON error, every good one
 the right answer, no 5xx, and the worker processes must be the same before and after.
 
+`--compare runtime` puts PyTorch serving against OpenVINO serving instead (both batched, `max_batch_size=16`; the
+checkpoint exported on the server's first start with `runtime=openvino`, float32, the same input contract).
+
 `--precision bf16` runs both sides (and the model-alone row) in bfloat16: on a CPU with AMX tiles a batch of 16
 computes far more images per second than one image does, which float32 does not.
 
 Run:  .venv/bin/python bench/bench_serve.py [--models resnet18 yolov8n] [--seconds 20] [--rounds 1] [--precision bf16]
+      [--compare batching|runtime]
 """
 
 from __future__ import annotations
@@ -98,26 +102,36 @@ def _model_alone(ckpt: Path, picture: np.ndarray, seconds: float, precision: str
 
 def _speed(model: str, folder: Path, jpeg: bytes, picture: np.ndarray, args: argparse.Namespace) -> None:
     ckpt = _checkpoint(folder, model)
-    rows: dict[str, list[tuple[float, list[float]]]] = {"batched": [], "one": []}
     precision = f"precision={args.precision}"
-    sides = {"batched": ["max_batch_size=16", "batch_timeout=0.01", precision], "one": ["max_batch_size=1", precision]}
+    batched = ["max_batch_size=16", "batch_timeout=0.01", precision]
+    if args.compare == "runtime":
+        sides = {"openvino": [*batched, "runtime=openvino"], "pytorch": [*batched, "runtime=pytorch"]}
+        labels = {"openvino": "OpenVINO, 16", "pytorch": "PyTorch, 16"}
+    else:
+        sides = {"batched": batched, "one": ["max_batch_size=1", precision]}
+        labels = {"batched": "16", "one": "1"}
+    rows: dict[str, list[tuple[float, list[float]]]] = {side: [] for side in sides}
     for round_index in range(args.rounds):
         order = list(sides) if round_index % 2 == 0 else list(reversed(sides))
         for side in order:
             with running_server(ckpt, folder, *sides[side]) as server:
                 rows[side].append(_load(server.url, jpeg, args.clients, args.warmup, args.seconds))
-    alone = _model_alone(ckpt, picture, args.seconds / 2, args.precision)
     setup = f"{args.clients} clients, 640x480 JPEG, {args.precision}, {args.rounds} round(s) of {args.seconds:g} s"
     print(f"\n{model}, CPU, 1 worker, {setup}")
-    print(f"{'max_batch_size':>15} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    heading = "max_batch_size" if args.compare == "batching" else "runtime, batch"
+    print(f"{heading:>15} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     rates = {}
-    for side, label in (("batched", "16"), ("one", "1")):
+    for side, label in labels.items():
         rates[side] = median(rate for rate, _ in rows[side])
         latencies = [t for _, times in rows[side] for t in times]
         p50, p99 = np.percentile(latencies, [50, 99])
         print(f"{label:>15} {rates[side]:8.1f} {p50:8.0f} {p99:8.0f}")
-    print(f"batching / max_batch_size=1: {rates['batched'] / rates['one']:.2f}x (target >= 1.5)")
-    print(f"model alone, images/s: batch 1 {alone[1]:.1f}, batch 16 {alone[16]:.1f} ({alone[16] / alone[1]:.2f}x)")
+    first, second = list(sides)
+    target = " (target >= 1.5)" if args.compare == "batching" else ""
+    print(f"{labels[first]} / {labels[second]}: {rates[first] / rates[second]:.2f}x{target}")
+    if args.compare == "batching":
+        alone = _model_alone(ckpt, picture, args.seconds / 2, args.precision)
+        print(f"model alone, images/s: batch 1 {alone[1]:.1f}, batch 16 {alone[16]:.1f} ({alone[16] / alone[1]:.2f}x)")
 
 
 def _workers(server_pid: int) -> set[tuple[int, float]]:
@@ -183,6 +197,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="both sides' precision")
+    parser.add_argument("--compare", default="batching", choices=["batching", "runtime"], help="what sides differ in")
     parser.add_argument("--bad", type=int, default=200, help="bad requests in the fault stream (0: skip it)")
     parser.add_argument("--good", type=int, default=200, help="good requests in the fault stream")
     parser.add_argument("--fault-timeout", type=float, default=300, help="seconds the fault stream may take")

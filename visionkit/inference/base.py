@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -25,7 +26,7 @@ from visionkit.checkpoints import InputContract
 from visionkit.data.augment import LETTERBOX_FILL, resize_ops
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
-from visionkit.utils.device import autocast, pick_device, resolve_precision
+from visionkit.utils.device import autocast, pick_device, resolve_precision, torch_threads
 from visionkit.utils.io import SAVE_FORMATS, atomic_write, read_image, save_image, to_rgb
 from visionkit.utils.logging import get_logger
 from visionkit.utils.video import VideoFrame, is_video_source, video_frames
@@ -316,7 +317,9 @@ class Predictor:
         then the first unreadable one stops the run."""
         good = [item for item in batch if item.error is None]
         start = time.perf_counter()
-        with torch.inference_mode(), autocast(self.device, self.precision):
+        # an exported network runs in its runtime's threads; PyTorch's pre- and post-processing stays on one
+        threads = torch_threads(1) if getattr(self.model, "exported", None) else nullcontext()
+        with torch.inference_mode(), autocast(self.device, self.precision), threads:
             done = iter(self.predict_batch(good) if good else [])
         self.network_seconds += time.perf_counter() - start
         bad = None if self.skip_bad_images else next((item for item in batch if item.error is not None), None)
