@@ -118,3 +118,20 @@ def test_an_int8_detector_keeps_box_decoding_float(trained_detector: TrainedDete
     assert all(producer[n.input[0]].op_type != "DequantizeLinear" for n in softmax + sigmoid)
     dfl = next(n for n in nodes if n.op_type == "Conv" and "/dfl/" in n.name)
     assert dfl not in quantized  # the DFL's fixed 0..15 weights stay float32
+
+
+def test_the_benchmark_tables_int8_files_beside_pytorch(digits_checkpoint: tuple[Path, Path], tmp_path: Path) -> None:
+    import csv
+
+    folder = tmp_path / "bench"
+    args = [f"ckpt_path={digits_checkpoint[0]}", "data=digits", "formats=[pytorch,onnx,openvino]", "int8=true"]
+    args += ["calibration_images=32", "rounds=1", "seconds=0.05", "check_batches=2", f"hydra.run.dir={folder}"]
+    run("visionkit-benchmark", args, tmp_path)
+    rows = {r["format"]: r for r in csv.DictReader((folder / "benchmark.csv").open())}
+    assert [rows[f]["runtime"] for f in ("pytorch", "onnx", "openvino")] == [
+        "PyTorch",
+        "ONNX Runtime INT8",
+        "OpenVINO INT8",
+    ]
+    assert rows["onnx"]["file"].endswith("model_int8.onnx") and rows["openvino"]["file"].endswith("model_int8_openvino")
+    assert all(abs(float(rows[f]["metric"]) - float(rows["pytorch"]["metric"])) <= 0.05 for f in ("onnx", "openvino"))
