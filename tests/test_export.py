@@ -178,7 +178,8 @@ def test_an_export_that_answers_differently_fails_the_check(
         (["formats=[onnx]", "check=true"], "not inside a visionkit run folder.*pass data=<name>"),
         (["formats=[onnx,torchscript]", "int8=true"], r"writes \['onnx', 'openvino'\] only; export \['torchscript'\]"),
         (["formats=[openvino]", "int8=true", "half=true"], "half=true and int8=true exclude each other"),
-        (["formats=[onnx]", "int8=true", "calibration_images=0"], "calibrate on at least 1 image"),
+        (["formats=[onnx]", "int8=true", "calibration_images=0"], "calibration_images=0: expected an integer of 1"),
+        (["formats=[onnx]", "int8=true", "int8_tolerance=1"], "int8_tolerance=1: expected a fraction from 0 to below"),
         (["formats=[onnx]", "int8=true"], "not inside a visionkit run folder.*pass data=<name>"),
     ],
 )

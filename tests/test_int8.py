@@ -135,3 +135,13 @@ def test_the_benchmark_tables_int8_files_beside_pytorch(digits_checkpoint: tuple
     ]
     assert rows["onnx"]["file"].endswith("model_int8.onnx") and rows["openvino"]["file"].endswith("model_int8_openvino")
     assert all(abs(float(rows[f]["metric"]) - float(rows["pytorch"]["metric"])) <= 0.05 for f in ("onnx", "openvino"))
+
+
+def test_an_int8_request_made_in_python_is_checked_too() -> None:
+    from visionkit.errors import VisionkitError
+    from visionkit.export import ExportRequest
+
+    with pytest.raises(VisionkitError, match="calibrate on at least 1 image"):
+        ExportRequest(formats=("onnx",), int8=True, calibration_images=0)
+    with pytest.raises(VisionkitError, match=r"int8=true writes \['onnx', 'openvino'\] only"):
+        ExportRequest(formats=("torchscript",), int8=True)

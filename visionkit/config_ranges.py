@@ -22,7 +22,7 @@ RANGES: dict[str, tuple[Any, str]] = {
             "image_size", "top_k", "max_det", "tile_size", "size", "workers", "max_batch_size", "max_image_pixels",
             "max_images", "opset", "nms_max_det", "check_batches", "batch_sizes", "rounds", "max_channels",
             "trainer.accumulate_grad_batches", "trainer.num_nodes", "steps", "n", "channels", "map_size", "patches",
-            "data.per_identity", "k", "task.embedding_dim", "task.pairs", "data.channels",
+            "data.per_identity", "k", "task.embedding_dim", "task.pairs", "data.channels", "calibration_images",
         ),
         _AT_LEAST_1,
     ),
@@ -33,7 +33,7 @@ RANGES: dict[str, tuple[Any, str]] = {
     ),
     **dict.fromkeys(("data.val_fraction", "data.test_fraction", "data.mosaic", "conf", "iou"), _FRACTION),
     **dict.fromkeys(("nms_conf", "nms_iou"), _FRACTION),
-    **dict.fromkeys(("tile_overlap",), _BELOW_1),
+    **dict.fromkeys(("tile_overlap", "int8_tolerance"), _BELOW_1),
     **dict.fromkeys(
         ("data.cache_max_gb", "timeout", "max_upload_mb", "seconds", "scale", "end", "optimizer.lr"), _POSITIVE
     ),
