@@ -145,3 +145,21 @@ def test_an_int8_request_made_in_python_is_checked_too() -> None:
         ExportRequest(formats=("onnx",), int8=True, calibration_images=0)
     with pytest.raises(VisionkitError, match=r"int8=true writes \['onnx', 'openvino'\] only"):
         ExportRequest(formats=("torchscript",), int8=True)
+
+
+@pytest.mark.parametrize("batches", [3, 13])
+def test_onnx_calibration_takes_any_number_of_images(tmp_path: Path, batches: int) -> None:
+    """ONNX Runtime measures ranges in strides of 8 and refuses a count that does not fill them: 3 and 13 do not."""
+    import onnx
+    import torch
+
+    from visionkit.export.quantize import quantize_onnx
+
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)).eval()
+    source = tmp_path / "float.onnx"
+    torch.onnx.export(network, (torch.rand(1, 3, 16, 16),), str(source), input_names=["images"], dynamo=False)
+    rng = np.random.default_rng(0)
+    calibration = [rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(batches)]
+    quantize_onnx(source, tmp_path / "int8.onnx", calibration, detection=False)
+    nodes = onnx.load(str(tmp_path / "int8.onnx")).graph.node
+    assert sum(n.op_type == "QuantizeLinear" for n in nodes) >= 2

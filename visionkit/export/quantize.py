@@ -66,9 +66,10 @@ def quantize_onnx(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     # ranges are measured RANGES_MERGED_EVERY batches at a time (ONNX Runtime's strided min/max) and merged, so
-    # the memory stays that of a few images' activations; repeating a batch to fill the last stride leaves the
-    # min/max ranges as they are
-    padded = list(calibration) + list(calibration[: -len(calibration) % RANGES_MERGED_EVERY])
+    # the memory stays that of a few images' activations; ONNX Runtime wants whole strides, and repeating batches
+    # (cycling, for fewer batches than a stride) to fill the last one leaves the min/max ranges as they are
+    strides = -(-len(calibration) // RANGES_MERGED_EVERY)
+    padded = [calibration[i % len(calibration)] for i in range(strides * RANGES_MERGED_EVERY)]
 
     class Batches(CalibrationDataReader):
         def __init__(self) -> None:
