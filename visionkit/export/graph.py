@@ -89,7 +89,7 @@ def build_graph(
     `image_size` (default: the training size) is the example input's, and the only one when not dynamic."""
     contract = InputContract.of(data_state, getattr(task, "class_names", ()) or (), image_size)
     module, output_names, dynamic_hw = task.export_module()
-    is_detector = type(task).__name__ == "DetectionTask"
+    is_detector = task.task_name == "detection"
     if options.nms:
         if not is_detector:
             raise VisionkitError(f"nms=true is for detection checkpoints; this one is a {type(task).__name__}")
