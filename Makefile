@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 # datumaro, the converter the annotation-format tests check our readers against, in a venv of its own: its pins
 # (pandas 2, pillow 12) differ from ours
 DATUMARO_VENV ?= .venv-datumaro
+# visionkit without PyTorch (the base install and the `runtime` extra): the test that predicts from exported files
+# where PyTorch is not installed runs its script here
+RUNTIME_VENV ?= .venv-runtime
 
-.PHONY: setup datumaro train test lint bench clean
+.PHONY: setup datumaro runtime train test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +21,14 @@ $(DATUMARO_VENV)/.installed:
 	$(DATUMARO_VENV)/bin/python -m pip install --quiet "datumaro>=1.10,<2"
 	touch $@
 
+runtime: $(RUNTIME_VENV)/.installed
+
+$(RUNTIME_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet -e ".[runtime]"
+	touch $@
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -27,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(BIN)/visionkit-train
 
-test: setup datumaro
+test: setup datumaro runtime
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -110,10 +110,10 @@ def score(ours_ckpt: str, their_pt: str, cache: Path, tmp: Path, yaml: Path | No
     import lightning as L
     import torch
 
+    from visionkit.checkpoints import load_checkpoint
     from visionkit.data import VisionDataModule, YoloSource
     from visionkit.export import export_ultralytics
     from visionkit.models.yolo import prepare_ultralytics
-    from visionkit.run import load_checkpoint
     from visionkit.tasks import DetectionTask
 
     torch.set_num_threads(os.cpu_count() or 1)

@@ -15,7 +15,8 @@ from tests.test_cli import run
 from visionkit.checkpoints import load_checkpoint
 from visionkit.errors import VisionkitError
 from visionkit.export import ExportRequest, GraphOptions, build_graph, check_exports, load_runtime, write_exports
-from visionkit.run import checkpoint_datamodule, export
+from visionkit.run import export
+from visionkit.training.fit import checkpoint_datamodule
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")

@@ -7,8 +7,11 @@ with the same class for ≥ 99 %, masks equal on ≥ 99.5 % of pixels, embedding
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,6 +28,9 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
 FILES = {"onnx": "model.onnx", "openvino": "model_openvino", "torchscript": "model.torchscript"}
+ROOT = Path(__file__).resolve().parents[1]
+# visionkit installed without PyTorch (`make runtime`: the base install and the `runtime` extra)
+RUNTIME_VENV = Path(os.environ.get("VISIONKIT_RUNTIME_VENV", ROOT / ".venv-runtime"))
 
 
 def _export(tmp_path: Path, ckpt: Path) -> Path:
@@ -38,6 +44,27 @@ def _export(tmp_path: Path, ckpt: Path) -> Path:
 @pytest.fixture(scope="module")
 def digits_exports(digits_checkpoint: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export(tmp_path_factory.mktemp("digits-exports"), digits_checkpoint[0])
+
+
+@pytest.fixture(scope="module")
+def detector_exports(trained_detector: TrainedDetector, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(tmp_path_factory.mktemp("detector-exports"), trained_detector.ckpt)
+
+
+@pytest.fixture(scope="module")
+def segmenter_exports(trained_segmenter: TrainedSegmenter, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(tmp_path_factory.mktemp("segmenter-exports"), trained_segmenter.ckpt)
+
+
+@pytest.fixture(scope="module")
+def digit_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """100 validation digits as PNG files."""
+    from visionkit.data import DigitsSource
+
+    images = tmp_path_factory.mktemp("digit-images")
+    for i, pixels in enumerate(DigitsSource().splits(0.1, 0.2, 0)["val"].images[:100]):
+        Image.fromarray(pixels).save(images / f"{i:03d}.png")
+    return images
 
 
 def _exported_predictions(
@@ -59,21 +86,20 @@ def _records(folder: Path) -> dict[str, dict]:
     return {Path(r["path"]).name: r for r in json.loads((folder / "predictions.json").read_text())}
 
 
-def test_a_classifier_exported_to_each_runtime_predicts_the_same_classes(
-    digits_checkpoint: tuple[Path, Path], digits_exports: Path, tmp_path: Path
-) -> None:
-    from visionkit.data import DigitsSource
+def _same_labels(reference: dict[str, str], records: dict[str, dict]) -> float:
+    """The share of images whose top-1 label agrees with the reference's."""
+    assert len(records) == len(reference)
+    return float(np.mean([records[name]["label"] == label for name, label in reference.items()]))
 
+
+def test_a_classifier_exported_to_each_runtime_predicts_the_same_classes(
+    digits_checkpoint: tuple[Path, Path], digits_exports: Path, digit_images: Path, tmp_path: Path
+) -> None:
     ckpt, _ = digits_checkpoint
-    images = tmp_path / "images"
-    images.mkdir()
-    for i, pixels in enumerate(DigitsSource().splits(0.1, 0.2, 0)["val"].images[:100]):
-        Image.fromarray(pixels).save(images / f"{i:03d}.png")
-    reference = {Path(r.source).name: r.label for r in load_predictor(ckpt)(str(images))}
-    for format, folder in _exported_predictions(tmp_path, ckpt, images, export=digits_exports).items():
-        records = _records(folder)
-        same = np.mean([records[name]["label"] == label for name, label in reference.items()])
-        assert len(records) == 100 and same >= 0.995, (format, same)
+    reference = {Path(r.source).name: r.label for r in load_predictor(ckpt)(str(digit_images))}
+    for format, folder in _exported_predictions(tmp_path, ckpt, digit_images, export=digits_exports).items():
+        same = _same_labels(reference, _records(folder))
+        assert same >= 0.995, (format, same)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -85,34 +111,121 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
+def _matched_boxes(reference: dict[str, Any], records: dict[str, dict]) -> float:
+    """The share of the reference's boxes found again at IoU ≥ 0.99 with the same class."""
+    total = sum(len(r.boxes) for r in reference.values())
+    assert total >= 20  # enough boxes for the share to mean something
+    matched = 0
+    for name, result in reference.items():
+        found = records[name]["detections"]
+        boxes = np.array([b["box_xyxy"] for b in found], dtype=np.float64).reshape(-1, 4)
+        classes = np.array([b["class_id"] for b in found])
+        if len(result.boxes) and len(boxes):
+            same = (_iou(result.boxes, boxes) >= 0.99) & (result.classes[:, None] == classes[None, :])
+            matched += int(same.any(1).sum())
+    return matched / total
+
+
 def test_a_detector_exported_to_each_runtime_finds_the_same_boxes(
-    trained_detector: TrainedDetector, tmp_path: Path
+    trained_detector: TrainedDetector, detector_exports: Path, tmp_path: Path
 ) -> None:
     images = trained_detector.data_yaml.parent / "images" / "val"
     reference = {Path(r.source).name: r for r in load_predictor(trained_detector.ckpt, conf=0.1)(str(images))}
-    total = sum(len(r.boxes) for r in reference.values())
-    assert total >= 20  # enough boxes for the share to mean something
-    for format, folder in _exported_predictions(tmp_path, trained_detector.ckpt, images, "conf=0.1").items():
-        records = _records(folder)
-        matched = 0
-        for name, result in reference.items():
-            found = records[name]["detections"]
-            boxes = np.array([b["box_xyxy"] for b in found], dtype=np.float64).reshape(-1, 4)
-            classes = np.array([b["class_id"] for b in found])
-            if len(result.boxes) and len(boxes):
-                same = (_iou(result.boxes, boxes) >= 0.99) & (result.classes[:, None] == classes[None, :])
-                matched += int(same.any(1).sum())
-        assert matched / total >= 0.99, (format, matched, total)
+    exported = _exported_predictions(tmp_path, trained_detector.ckpt, images, "conf=0.1", export=detector_exports)
+    for format, folder in exported.items():
+        share = _matched_boxes(reference, _records(folder))
+        assert share >= 0.99, (format, share)
 
 
 def test_a_segmenter_exported_to_each_runtime_draws_the_same_masks(
-    trained_segmenter: TrainedSegmenter, tmp_path: Path
+    trained_segmenter: TrainedSegmenter, segmenter_exports: Path, tmp_path: Path
 ) -> None:
     images = trained_segmenter.root / "images" / "val"
     reference = {Path(r.source).stem: r.mask for r in load_predictor(trained_segmenter.ckpt)(str(images))}
-    for format, folder in _exported_predictions(tmp_path, trained_segmenter.ckpt, images).items():
+    exported = _exported_predictions(tmp_path, trained_segmenter.ckpt, images, export=segmenter_exports)
+    for format, folder in exported.items():
         equal = [np.mean(np.asarray(Image.open(folder / "masks" / f"{n}.png")) == m) for n, m in reference.items()]
         assert np.mean(equal) >= 0.995, (format, np.mean(equal))
+
+
+@pytest.fixture(scope="module")
+def runtime_venv() -> Path:
+    """The torch-free venv (`make runtime`); its absence skips, or fails with VISIONKIT_REQUIRE_RUNTIME=1 (CI)."""
+    if not (RUNTIME_VENV / "bin" / "python").exists():
+        reason = f"no torch-free venv at {RUNTIME_VENV}: `make runtime` (or set VISIONKIT_RUNTIME_VENV)"
+        if os.environ.get("VISIONKIT_REQUIRE_RUNTIME"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return RUNTIME_VENV
+
+
+def test_exported_files_predict_where_pytorch_is_not_installed(
+    runtime_venv: Path,
+    digits_checkpoint: tuple[Path, Path],
+    digits_exports: Path,
+    digit_images: Path,
+    trained_detector: TrainedDetector,
+    detector_exports: Path,
+    trained_segmenter: TrainedSegmenter,
+    segmenter_exports: Path,
+    tmp_path: Path,
+) -> None:
+    """`pip install visionkit[runtime]` without PyTorch: `load_predictor` on each task's ONNX and OpenVINO files
+    gives the answers the checkpoint gives in PyTorch (the issue's bounds), and `visionkit-predict` of an
+    exported file writes its files, while a checkpoint there is refused with what to install."""
+    detections = trained_detector.data_yaml.parent / "images" / "val"
+    scenes = trained_segmenter.root / "images" / "val"
+    plan = []
+    for folder, images, options in (
+        (digits_exports, digit_images, {}),
+        (detector_exports, detections, {"conf": 0.1}),
+        (segmenter_exports, scenes, {}),
+    ):
+        for name in ("model.onnx", "model_openvino"):
+            plan.append({"file": str(folder / name), "images": str(images), "options": options})
+    out = tmp_path / "found.json"
+    script = Path(__file__).with_name("runtime_predict.py")
+    done = subprocess.run(
+        [str(runtime_venv / "bin" / "python"), str(script), json.dumps(plan), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(out.read_text())
+
+    def by_name(spec: dict, key: str = "name") -> dict[str, dict]:
+        records = found[spec["file"]]["records"]
+        return {(Path(r["path"]).stem if key == "stem" else Path(r["path"]).name): r for r in records}
+
+    labels = {Path(r.source).name: r.label for r in load_predictor(digits_checkpoint[0])(str(digit_images))}
+    boxes = {Path(r.source).name: r for r in load_predictor(trained_detector.ckpt, conf=0.1)(str(detections))}
+    masks = {Path(r.source).stem: r.mask for r in load_predictor(trained_segmenter.ckpt)(str(scenes))}
+    for spec in plan:
+        assert found[spec["file"]]["runtime"] in ("ONNX Runtime", "OpenVINO")
+        if spec["images"] == str(digit_images):
+            assert _same_labels(labels, by_name(spec)) >= 0.995, spec["file"]
+        elif spec["images"] == str(detections):
+            assert _matched_boxes(boxes, by_name(spec)) >= 0.99, spec["file"]
+        else:
+            records = by_name(spec, "stem")
+            equal = [np.mean(np.asarray(records[n]["mask"]) == m) for n, m in masks.items()]
+            assert np.mean(equal) >= 0.995, (spec["file"], np.mean(equal))
+
+    command = str(runtime_venv / "bin" / "visionkit-predict")
+    args = [f"ckpt_path={detector_exports / 'model.onnx'}", f"source={detections}", "conf=0.1"]
+    cli = subprocess.run([command, *args, f"hydra.run.dir={tmp_path / 'cli'}"], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    assert _matched_boxes(boxes, _records(tmp_path / "cli")) >= 0.99
+    assert len(list((tmp_path / "cli" / "labels").glob("*.txt"))) == len(boxes)
+    refused = subprocess.run(
+        [command, f"ckpt_path={trained_detector.ckpt}", f"source={detections}", f"hydra.run.dir={tmp_path / 'no'}"],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1
+    assert "torch is not installed" in refused.stderr and "pip install 'visionkit[train]'" in refused.stderr
 
 
 def test_an_embedder_exported_to_each_runtime_gives_the_same_features_and_threshold(

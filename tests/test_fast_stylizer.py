@@ -98,5 +98,5 @@ def test_a_checkpoint_of_another_task_is_not_taken_for_a_stylizer(tmp_path: Path
     torch.save(checkpoint, path)
     from visionkit.cli.stylize import run
 
-    with pytest.raises(VisionkitError, match="holds ClassificationTask, not a fast stylizer"):
+    with pytest.raises(VisionkitError, match="holds a classification model, not a fast stylizer"):
         run([str(path), "--model", str(path), "-o", str(tmp_path / "out")])

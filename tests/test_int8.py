@@ -78,7 +78,7 @@ def test_an_int8_export_whose_metric_drops_past_the_tolerance_fails_the_check(
     from visionkit.checkpoints import load_checkpoint
     from visionkit.errors import VisionkitError
     from visionkit.export import ExportRequest, build_graph, check_exports, write_exports
-    from visionkit.run import checkpoint_datamodule
+    from visionkit.training.fit import checkpoint_datamodule
 
     ckpt, _ = digits_checkpoint
     task, data_state = load_checkpoint(ckpt)

@@ -53,14 +53,14 @@ def test_every_cpu_form_of_the_detector_finds_the_plain_networks_boxes(
 ) -> None:
     """Whichever form the load-time timing picks on a CPU, the boxes are the unfused network's: each form is
     forced in turn (the chooser told to take it) and compared."""
-    import visionkit.inference.detection as detection
+    import visionkit.models.fastest as fastest  # the detector imports its chooser when it loads
 
     def take(forms, make_probe, batch_sizes, what):  # the timing's verdict, fixed
         return forms[form], dict.fromkeys(batch_sizes, form)
 
     tests = sorted(map(str, (trained_detector.data_yaml.parent / "images" / "test").glob("*.png")))[:24]
     plain = load_predictor(trained_detector.ckpt, conf=0.05, device="cpu", fuse=False)
-    monkeypatch.setattr(detection, "fastest_form", take)
+    monkeypatch.setattr(fastest, "fastest_form", take)
     chosen = load_predictor(trained_detector.ckpt, conf=0.05, device="cpu")
     assert chosen.cpu_form == {1: form, 16: form}
     assert any(isinstance(m, PackedConv2d) for m in chosen.model.modules()) == (form == "oneDNN-packed")

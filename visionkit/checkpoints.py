@@ -7,16 +7,13 @@ from __future__ import annotations
 import importlib
 import pickle
 import zipfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD, size_hw
-from visionkit.data.datamodule import VisionDataModule
-from visionkit.data.pixels import RGB8, PixelFormat
+from visionkit.data.contract import InputContract, data_state
 from visionkit.errors import VisionkitError
 from visionkit.tasks.base import VisionTask
 
@@ -102,11 +99,6 @@ def build_from_checkpoint(checkpoint: Mapping[str, Any], task_cls: type[VisionTa
     return task.eval()
 
 
-def data_state(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    """The data contract a checkpoint's data module saved (size, resize mode, mean/std, class names); {} if none."""
-    return dict(checkpoint.get(VisionDataModule.__qualname__, {}))
-
-
 def load_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> tuple[VisionTask, dict[str, Any]]:
     """The task a visionkit checkpoint holds (weights_only, offline) and its data contract
     (image size, resize mode, mean/std, class names) as the data module saved it."""
@@ -114,48 +106,14 @@ def load_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> tuple[Visi
     return build_from_checkpoint(checkpoint, task_cls), data_state(checkpoint)
 
 
-@dataclass(frozen=True)
-class InputContract:
-    """How a model's inputs were prepared in training, as its checkpoint stores it: the network size
-    (height, width), the resize mode, the normalization and the class names. Predictors apply it, so users
-    never repeat it."""
-
-    image_size: tuple[int, int]
-    resize: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    class_names: tuple[str, ...]
-    pixels: PixelFormat = RGB8  # channels, type and bands; 8-bit RGB unless the data module stored another
-
-    @classmethod
-    def of(
-        cls,
-        data_state: Mapping[str, Any],
-        class_names: Sequence[str],
-        image_size: int | Sequence[int] | None = None,
-        default_size: int = 224,
-    ) -> InputContract:
-        """The contract a data module saved (`image_size` overrides the training size)."""
-        size = image_size or data_state.get("image_size") or default_size
-        return cls(
-            image_size=size_hw(size),
-            resize=str(data_state.get("resize", "stretch")),
-            mean=tuple(float(v) for v in data_state.get("mean", IMAGENET_MEAN)),
-            std=tuple(float(v) for v in data_state.get("std", IMAGENET_STD)),
-            class_names=tuple(str(n) for n in class_names),
-            pixels=PixelFormat.of(data_state.get("pixels")),
-        )
-
-    @property
-    def peak(self) -> float:
-        """What the network input's pixels are divided by before mean/std: 255 for 8-bit RGB; 1 for other formats,
-        whose pixels reach the network as 0..1 floats (`PixelFormat.to_unit`)."""
-        return 255.0 if self.pixels.rgb8 else 1.0
-
-    def with_viz_bands(self, bands: Sequence[int] | None) -> InputContract:
-        """The same contract drawing pictures from other bands (`viz.bands`); None keeps the stored ones."""
-        return self if bands is None else replace(self, pixels=replace(self.pixels, viz_bands=tuple(bands)))
-
-    def with_resize(self, resize: str) -> InputContract:
-        """The same contract with another resize mode (detectors always letterbox, as ultralytics does)."""
-        return replace(self, resize=resize)
+__all__ = [  # InputContract and data_state live in data.contract (read without PyTorch); offered here too
+    "InputContract",
+    "archive_problem",
+    "build_from_checkpoint",
+    "check_checkpoint",
+    "data_state",
+    "load_checkpoint",
+    "read_checkpoint",
+    "readable_alternative",
+    "unreadable_message",
+]

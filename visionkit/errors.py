@@ -7,8 +7,18 @@ class VisionkitError(Exception):
     """A problem with the user's input (data, config, weights) that they can fix; never a bug."""
 
 
+# What `pip install 'visionkit[train]'` adds; a base install (with `runtime`) predicts from exported files only.
+TRAIN_PACKAGES = frozenset({"torch", "torchvision", "lightning", "torchmetrics", "timm", "sklearn", "matplotlib"})
+NEEDS_TRAIN = (
+    "{name} is not installed: training, checkpoints and every command but predicting from an exported file need "
+    "PyTorch and Lightning; pip install 'visionkit[train]' (an exported model.onnx or model_openvino/ predicts "
+    "without them: pip install 'visionkit[runtime]', then ckpt_path=model.onnx)"
+)
+
+
 def user_message(exc: BaseException) -> str | None:
-    """The one-line message of the first VisionkitError in the cause chain, or None for a bug.
+    """The one-line message of the first VisionkitError in the cause chain, or None for a bug. A package of the
+    `train` extra missing (a base install running a checkpoint) says what to install.
 
     DataLoader workers re-raise with the worker's traceback glued into the message, and Hydra's
     instantiate wraps errors from constructors; both are unwrapped so the user sees only the fix.
@@ -22,5 +32,7 @@ def user_message(exc: BaseException) -> str | None:
                 last = text.strip().splitlines()[-1]
                 text = last.split("VisionkitError: ", 1)[-1]
             return text
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_PACKAGES:
+            return NEEDS_TRAIN.format(name=exc.name)
         exc = exc.__cause__ or exc.__context__
     return None

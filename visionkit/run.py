@@ -7,38 +7,44 @@ The Hydra entry points only call these; tests and Python callers pass configs fr
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning as L
-import torch
 from omegaconf import DictConfig
 
-from visionkit.checkpoints import load_checkpoint
-from visionkit.config import RUN_DIR_ENV, check_config
+from visionkit.config import RUN_DIR_ENV, check_config, launcher_env_restored, options_from, plain, save_run_config
 from visionkit.data.augment import size_hw
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
-from visionkit.explain.jobs import attacked, explain, explore, robustness
-from visionkit.report import write_report
-from visionkit.training.fit import (
-    build_datamodule,
-    build_task,
-    build_trainer,
-    checkpoint_datamodule,
-    launcher_env_restored,
-    metrics_of,
-    options_from,
-    plain,
-    save_run_config,
-)
-from visionkit.training.fit import train as train  # `visionkit.run.train`, the name the CLI runner and users call
 from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.video import is_video_source
 
+if TYPE_CHECKING:
+    from visionkit.explain.jobs import explain, explore, robustness
+    from visionkit.training.fit import build_datamodule, build_task, train
+
 log = get_logger(__name__)
+
+# the jobs and builders other modules hold, by the names the CLI runner and users call (`visionkit.run.train`):
+# imported on first use, so `visionkit-predict` of an exported file runs where PyTorch is not installed
+_ELSEWHERE = {
+    "train": "visionkit.training.fit",
+    "build_datamodule": "visionkit.training.fit",
+    "build_task": "visionkit.training.fit",
+    "explain": "visionkit.explain.jobs",
+    "explore": "visionkit.explain.jobs",
+    "robustness": "visionkit.explain.jobs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ELSEWHERE:
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "benchmark",
@@ -60,6 +66,13 @@ __all__ = [
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Re-test a checkpoint: its run's data (from `<run>/config.yaml`) unless `cfg.data` names other data."""
+    import lightning as L
+
+    from visionkit.checkpoints import load_checkpoint
+    from visionkit.explain.jobs import attacked
+    from visionkit.report import write_report
+    from visionkit.training.fit import build_trainer, checkpoint_datamodule, metrics_of
+
     check_config(cfg)
     task, data_state = load_checkpoint(cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
@@ -193,7 +206,9 @@ def _prediction_ranks(cfg: DictConfig, output_dir: Path, video: bool) -> Any:
 def export(cfg: DictConfig) -> dict[str, float]:
     """Write the checkpoint in each of `cfg.formats` to the output folder; with `cfg.check`, run every export
     with its own runtime next to PyTorch on the validation split and fail when it answers differently."""
+    from visionkit.checkpoints import load_checkpoint
     from visionkit.export import ExportRequest, check_exports, file_size_mb, write_exports
+    from visionkit.training.fit import checkpoint_datamodule
 
     check_config(cfg)
     request = ExportRequest.from_config(cfg)
@@ -213,8 +228,12 @@ def export(cfg: DictConfig) -> dict[str, float]:
 
 def benchmark(cfg: DictConfig) -> dict[str, float]:
     """`visionkit-benchmark`: export `cfg.formats`, check and time each next to PyTorch, save the tables."""
+    import torch
+
+    from visionkit.checkpoints import load_checkpoint
     from visionkit.export import ExportRequest, write_exports
     from visionkit.export.benchmark import benchmark_formats, save_tables
+    from visionkit.training.fit import checkpoint_datamodule
 
     check_config(cfg)
     request = ExportRequest.from_config(cfg)
@@ -350,6 +369,7 @@ def pack(cfg: DictConfig) -> dict[str, float]:
     shards that `data=stream data.url=<out>` trains from (visionkit.data.pack)."""
     from visionkit.data.pack import pack_splits
     from visionkit.data.shards import Location
+    from visionkit.training.fit import build_datamodule
 
     check_config(cfg)
     if not cfg.get("out"):

@@ -8,6 +8,7 @@ inputs left unprocessed, or failed sweep jobs; 130 interrupted (finished outputs
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -21,10 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_overrides, config_dir, new_run_dir, register_resolvers
-from visionkit.errors import user_message
+from visionkit.errors import NEEDS_TRAIN, user_message
 from visionkit.utils.logging import is_rank_zero, one_line_per_message
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+TORCH_FREE_JOBS = ("predict",)  # jobs a base install runs (`visionkit[runtime]`: exported files, no PyTorch)
 _NOISE = (
     ".*treespec.*",
     ".*does not have many workers.*",
@@ -156,6 +158,9 @@ def run_hydra(prog: str, config_name: str, job: str, renamed: dict[str, str] | N
     renamed: command-line keys passed on under another name (`task=` of visionkit-predict is a plain value
     there, while Hydra would take it for the `task` config group of training).
     """
+    if job not in TORCH_FREE_JOBS and importlib.util.find_spec("torch") is None:  # before Hydra builds callbacks
+        print(f"{prog}: error: {NEEDS_TRAIN.format(name='torch')}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
     for old, new in (renamed or {}).items():
         sys.argv = [f"{new}={a.split('=', 1)[1]}" if a.startswith(f"{old}=") else a for a in sys.argv]
     argv = sys.argv[1:]

@@ -8,12 +8,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from visionkit.cli.runner import run_argparse
 from visionkit.errors import VisionkitError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 PROG = "visionkit-stylize"
 
@@ -190,7 +191,7 @@ def _stylizer(args: argparse.Namespace, skip_bad_images: bool = False) -> Any:
     state, task_cls, predictor_cls = open_checkpoint(args.model, key="--model")
     if predictor_cls.task_name != "style_transfer":
         raise VisionkitError(
-            f"--model: {args.model} holds {task_cls.__name__}, not a fast stylizer; train one with "
+            f"--model: {args.model} holds a {predictor_cls.task_name} model, not a fast stylizer; train one with "
             "visionkit-train task=style_transfer"
         )
     return build_predictor(

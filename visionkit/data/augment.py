@@ -8,17 +8,19 @@ import math
 import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import albumentations as A
 import cv2
 import numpy as np
-import torch
-from albumentations.pytorch import ToTensorV2
 from omegaconf import OmegaConf
 
 from visionkit.config import config_dir
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
+
+if TYPE_CHECKING:  # the resize steps load without PyTorch (predictors of exported files); batches need it
+    import torch
 
 # ToTensorV2 wraps read-only arrays (PIL-decoded images, memory-mapped caches) without copying them; torch warns
 # that writing to such a tensor would be undefined. Nothing writes to it: collation stacks the samples into new
@@ -54,6 +56,12 @@ def size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
         return image_size, image_size
     height, width = (int(v) for v in image_size)
     return height, width
+
+
+def fit_long_side(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(height, width) scaled so the longer side is `long_side`, aspect kept, each side at least 1 px."""
+    scale = long_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _first_op(height: int, width: int, mode: str) -> A.BasicTransform:
@@ -178,6 +186,8 @@ def build_transform(
     `unit_pixels`: images arrive as float32 0..1 (`PixelFormat.to_unit`: scans, N bands) and are normalized
     here whatever `normalize` says, so batches leave the loader as normalized floats.
     """
+    from albumentations.pytorch import ToTensorV2
+
     unknown = set(targets) - {"image", "boxes", "mask"}
     if unknown:
         raise ValueError(f"unknown augmentation targets {sorted(unknown)}")
@@ -207,6 +217,8 @@ def build_transform(
 def normalize_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """A uint8 (B, C, H, W) batch as float32 `(x / 255 - mean) / std` on the batch's device, the same values
     albumentations' Normalize gives; a float batch (normalized already) is returned as it is."""
+    import torch
+
     if images.is_floating_point():
         return images
     scale = torch.tensor([255.0 * s for s in std], device=images.device).view(1, -1, 1, 1)

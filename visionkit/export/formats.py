@@ -20,6 +20,7 @@ import torch
 from visionkit.data.augment import size_hw
 from visionkit.errors import VisionkitError
 from visionkit.export.graph import ExportGraph
+from visionkit.export.metadata import OPENVINO_SECTION
 from visionkit.tasks.base import VisionTask
 from visionkit.utils.io import atomic_dir, atomic_path
 from visionkit.utils.logging import get_logger
@@ -40,9 +41,6 @@ INT8_FILES = {"onnx": "model_int8.onnx", "openvino": "model_int8_openvino"}
 def export_file(format: str, int8: bool = False) -> str:
     """The name `format` is written under in an export folder (INT8 copies say so in their name)."""
     return INT8_FILES[format] if int8 else EXPORT_FILES[format]
-
-
-OPENVINO_SECTION = "visionkit"  # rt_info section holding the metadata entries
 
 
 def _needs(module: str, what: str) -> None:

@@ -8,14 +8,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import visionkit
 from visionkit.errors import VisionkitError
-from visionkit.export.graph import ExportGraph
-from visionkit.tasks.base import VisionTask
+
+if TYPE_CHECKING:  # this module loads without PyTorch: exported files are read where it is not installed
+    from visionkit.export.graph import ExportGraph
+    from visionkit.tasks.base import VisionTask
 
 METADATA_KEY = "visionkit"
+OPENVINO_SECTION = "visionkit"  # rt_info section holding the metadata entries
 METADATA_FORMAT = 1
 # task attributes (buffers set on validation) that its predictor reads besides the network
 STORED_ATTRIBUTES = ("threshold", "thresholds")

@@ -1,19 +1,22 @@
-"""Each exported format run by its own runtime (onnxruntime, torch.jit, OpenVINO) behind one call: graph input
-tensor in, output tensor out. The export check and `visionkit-benchmark` use them; PyTorch is the reference."""
+"""Each exported format run by its own runtime (onnxruntime, torch.jit, OpenVINO) behind one call: graph input in,
+output out, as NumPy arrays (predictors from exported files, which need no PyTorch) or as tensors (the export
+check and `visionkit-benchmark`, whose reference is PyTorch)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
 from visionkit.errors import VisionkitError
-from visionkit.export.formats import OPENVINO_SECTION
-from visionkit.export.metadata import METADATA_KEY
+from visionkit.export.metadata import METADATA_KEY, OPENVINO_SECTION
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+Array = TypeVar("Array", np.ndarray, "Tensor")
 
 RUNTIME_NAMES = {
     "pytorch": "PyTorch",
@@ -24,11 +27,28 @@ RUNTIME_NAMES = {
 
 
 class Runtime(Protocol):
-    """Runs one exported model: the graph's input (B, 3, H, W) in, its one output out, on the CPU."""
+    """Runs one exported model: the graph's input (B, 3, H, W) in, its one output out, on the CPU, each as the
+    same kind of array (NumPy, or a tensor)."""
 
     name: str
 
-    def __call__(self, images: Tensor) -> Tensor: ...
+    def __call__(self, images: Array) -> Array: ...
+
+
+def _numpy(images: Any) -> np.ndarray:
+    """The input as a contiguous NumPy array (a tensor's values, moved to the CPU)."""
+    if isinstance(images, np.ndarray):
+        return np.ascontiguousarray(images)
+    return np.ascontiguousarray(images.detach().cpu().numpy())
+
+
+def _like(images: Any, output: np.ndarray) -> Any:
+    """`output` as the kind of array `images` was: NumPy stays NumPy, a tensor's answer is a tensor."""
+    if isinstance(images, np.ndarray):
+        return output
+    import torch
+
+    return torch.from_numpy(output)
 
 
 class PyTorchRuntime:
@@ -40,6 +60,8 @@ class PyTorchRuntime:
         self.module = module.eval()
 
     def __call__(self, images: Tensor) -> Tensor:
+        import torch
+
         with torch.inference_mode():
             return self.module(images)
 
@@ -58,8 +80,8 @@ class OnnxRuntime:
         self.session = ort.InferenceSession(str(path), providers=providers)
         self.input = self.session.get_inputs()[0].name
 
-    def __call__(self, images: Tensor) -> Tensor:
-        return torch.from_numpy(self.session.run(None, {self.input: images.cpu().numpy()})[0])
+    def __call__(self, images: Array) -> Array:
+        return _like(images, self.session.run(None, {self.input: _numpy(images)})[0])
 
     def metadata(self) -> dict[str, str]:
         """The file's `metadata_props`."""
@@ -72,13 +94,19 @@ class TorchScriptRuntime:
     name = RUNTIME_NAMES["torchscript"]
 
     def __init__(self, path: Path, device: str = "cpu") -> None:
+        import torch
+
         self.device = torch.device(device if device.startswith("cuda") else "cpu")
         self._extra = {f"{METADATA_KEY}.txt": ""}
         self.module = torch.jit.load(str(path), map_location=self.device, _extra_files=self._extra).eval()
 
-    def __call__(self, images: Tensor) -> Tensor:
+    def __call__(self, images: Array) -> Array:
+        import torch
+
+        given = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
         with torch.inference_mode():
-            return self.module(images.to(self.device)).cpu()
+            output = self.module(given.to(self.device)).cpu()
+        return output if isinstance(images, torch.Tensor) else output.numpy()
 
     def metadata(self) -> dict[str, str]:
         """The record visionkit saved as an extra file (the flat entries are beside it in the archive)."""
@@ -109,9 +137,9 @@ class OpenVINORuntime:
         self.model = core.compile_model(network, "CPU", config)
         self.request = self.model.create_infer_request()
 
-    def __call__(self, images: Tensor) -> Tensor:
-        result = self.request.infer([np.ascontiguousarray(images.cpu().numpy())])
-        return torch.from_numpy(np.array(result[self.model.output(0)]))
+    def __call__(self, images: Array) -> Array:
+        result = self.request.infer([_numpy(images)])
+        return _like(images, np.array(result[self.model.output(0)]))
 
     def metadata(self) -> dict[str, str]:
         """The entries of the model's `rt_info` section `visionkit`."""
@@ -140,4 +168,5 @@ def load_runtime(format: str, path: str | os.PathLike[str], device: str = "cpu",
             return _RUNTIMES[format](path, device, precision)
         return _RUNTIMES[format](path, device)
     except ImportError as exc:
-        raise VisionkitError(f"running {format} needs {exc.name}: pip install 'visionkit[export]'") from None
+        extra = "train" if format == "torchscript" else "runtime"
+        raise VisionkitError(f"running {format} needs {exc.name}: pip install 'visionkit[{extra}]'") from None

@@ -4,11 +4,12 @@ the later video and serving paths all go through here). No Lightning Trainer on 
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from visionkit.checkpoints import InputContract, build_from_checkpoint, data_state, read_checkpoint
+from visionkit.data.contract import InputContract, data_state
 from visionkit.errors import VisionkitError
 from visionkit.inference.base import ImageInput, Predictor, Result, output_names, write_records
 from visionkit.inference.classification import ClassificationPredictor, ClassificationResult
@@ -19,35 +20,40 @@ from visionkit.inference.multilabel import MultiLabelPredictor, MultiLabelResult
 from visionkit.inference.runtime_choice import runtime_file
 from visionkit.inference.segmentation import SegmentationPredictor, SegmentationResult
 from visionkit.inference.stylizer import StylizedResult, StylizerPredictor
-from visionkit.tasks import (
-    ClassificationTask,
-    DetectionTask,
-    EmbeddingTask,
-    MultiLabelTask,
-    SegmentationTask,
-    StyleTransferTask,
-)
-from visionkit.tasks.base import VisionTask
 
-# One row per task: the predictor that serves its checkpoints.
-PREDICTORS: dict[type[VisionTask], type[Predictor]] = {
-    ClassificationTask: ClassificationPredictor,
-    DetectionTask: DetectionPredictor,
-    SegmentationTask: SegmentationPredictor,
-    StyleTransferTask: StylizerPredictor,
-    EmbeddingTask: EmbeddingPredictor,
-    MultiLabelTask: MultiLabelPredictor,  # before ClassificationTask, its base, in the lookup by class order
+if TYPE_CHECKING:
+    from visionkit.tasks.base import VisionTask
+
+# One row per task, by the task class's qualified name (an exported file names its task so, and is read without
+# importing the task, which needs PyTorch): the predictor that serves its checkpoints and exports.
+PREDICTORS: dict[str, type[Predictor]] = {
+    "visionkit.tasks.classification.ClassificationTask": ClassificationPredictor,
+    "visionkit.tasks.detection.DetectionTask": DetectionPredictor,
+    "visionkit.tasks.segmentation.SegmentationTask": SegmentationPredictor,
+    "visionkit.tasks.style_transfer.StyleTransferTask": StylizerPredictor,
+    "visionkit.tasks.embedding.EmbeddingTask": EmbeddingPredictor,
+    "visionkit.tasks.multilabel.MultiLabelTask": MultiLabelPredictor,
 }
 
 
-def predictor_class(task_cls: type[VisionTask]) -> type[Predictor]:
-    """The Predictor class for a task class (its own row, or its nearest base class's)."""
-    for cls in task_cls.__mro__:
-        if cls in PREDICTORS:
-            return PREDICTORS[cls]
-    raise VisionkitError(
-        f"{task_cls.__name__} has no predictor (known tasks: {', '.join(t.__name__ for t in PREDICTORS)})"
-    )
+def task_name_of(cls: type) -> str:
+    """A class's qualified name, as PREDICTORS and exported files write it."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def predictor_class(task: type[VisionTask] | str) -> type[Predictor]:
+    """The Predictor class for a task class or its qualified name (its own row, or its nearest base class's; a
+    task of one's own, subclassing a visionkit task, is imported to find its base)."""
+    if isinstance(task, str):
+        if task in PREDICTORS:
+            return PREDICTORS[task]
+        module, _, name = task.rpartition(".")
+        task = getattr(importlib.import_module(module), name)
+    for cls in task.__mro__:
+        if task_name_of(cls) in PREDICTORS:
+            return PREDICTORS[task_name_of(cls)]
+    known = ", ".join(name.rpartition(".")[2] for name in PREDICTORS)
+    raise VisionkitError(f"{task.__name__} has no predictor (known tasks: {known})")
 
 
 def predictor_options(predictor_cls: type[Predictor]) -> list[str]:
@@ -62,18 +68,21 @@ def predictor_options(predictor_cls: type[Predictor]) -> list[str]:
 
 def open_checkpoint(
     checkpoint: str | os.PathLike[str], key: str = "ckpt_path"
-) -> tuple[dict[str, Any], type[VisionTask], type[Predictor]]:
-    """(the checkpoint's contents, the task class that wrote it, its Predictor class), read once."""
+) -> tuple[dict[str, Any], type[VisionTask] | str, type[Predictor]]:
+    """(the checkpoint's contents, the task class that wrote it, its Predictor class), read once. An exported
+    file gives its task's qualified name instead of the class: it is read without PyTorch."""
     if exported_format(checkpoint):
-        state, task_cls = read_exported(checkpoint, key)
-    else:
-        state, task_cls = read_checkpoint(os.fspath(checkpoint), key)
+        state, task = read_exported(checkpoint, key)
+        return state, task, predictor_class(task)
+    from visionkit.checkpoints import read_checkpoint
+
+    state, task_cls = read_checkpoint(os.fspath(checkpoint), key)
     return state, task_cls, predictor_class(task_cls)
 
 
 def build_predictor(
     state: dict[str, Any],
-    task_cls: type[VisionTask],
+    task_cls: type[VisionTask] | str,
     *,
     device: str = "auto",
     image_size: int | list[int] | None = None,
@@ -96,6 +105,9 @@ def build_predictor(
         task = exported_model(state, image_size, device, precision)
         device = "cpu"  # the predictor's tensors; the runtime holds the GPU when there is one
     else:
+        from visionkit.checkpoints import build_from_checkpoint
+
+        assert not isinstance(task_cls, str)  # only exported files are named by a string (open_checkpoint)
         task = build_from_checkpoint(state, task_cls)
     names = getattr(task, "class_names", [])
     contract = InputContract.of(data_state(state), names, image_size, predictor_cls.default_size)

@@ -10,30 +10,33 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import albumentations as A
 import numpy as np
-import torch
 from PIL import Image
-from torch import Tensor, nn
 
-from visionkit.checkpoints import InputContract
 from visionkit.data.augment import LETTERBOX_FILL, resize_ops
+from visionkit.data.contract import InputContract
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
-from visionkit.utils.device import autocast, pick_device, resolve_precision, torch_threads
+from visionkit.utils.arrays import is_tensor
 from visionkit.utils.io import SAVE_FORMATS, atomic_write, read_image, save_image, to_rgb
 from visionkit.utils.logging import get_logger
 from visionkit.utils.video import VideoFrame, is_video_source, video_frames
 
+if TYPE_CHECKING:  # PyTorch runs checkpoints; an exported file's predictor runs on NumPy alone
+    import torch
+    from torch import Tensor, nn
+
 log = get_logger(__name__)
 
-ImageInput = str | os.PathLike | np.ndarray | Image.Image | Tensor | VideoFrame
+# Union, not `|`: a tensor is named as a string (PyTorch may not be installed), which `|` cannot join
+ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image, "Tensor", VideoFrame]
 
 
 @dataclass
@@ -60,7 +63,7 @@ def as_array(image: object, name: str) -> np.ndarray:
     """An in-memory image (numpy HxW or HxWxC, PIL, torch CxHxW) as a numpy array, its values and type kept."""
     if isinstance(image, Image.Image):
         return np.asarray(image)
-    if type(image).__module__.startswith("torch") and hasattr(image, "permute"):
+    if is_tensor(image):
         tensor = image.detach().cpu()  # type: ignore[attr-defined]
         return tensor.permute(1, 2, 0).numpy() if tensor.ndim == 3 else tensor.numpy()
     if isinstance(image, np.ndarray):
@@ -181,8 +184,8 @@ def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
             return video_frames(images)
         path = Path(images).expanduser()
         return [images] if path.is_file() else list_images(str(images))
-    if isinstance(images, (np.ndarray, Tensor)):
-        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, np.ndarray) or is_tensor(images):
+        return list(images) if images.ndim == 4 else [images]  # type: ignore[union-attr]
     if isinstance(images, Image.Image):
         return [images]
     return images
@@ -196,6 +199,9 @@ class Predictor:
     lazily, batch by batch, so memory stays bounded whatever the number of images. num_workers: threads that read
     (decode, resize) the next batch while the network runs; None (default) = none on the CPU (its cores run the
     network: a reading thread made batch-16 detection 15 % slower on 2 cores) and up to 4 with CUDA.
+
+    `model`: a task (PyTorch tensors on `device`), or an exported file's `ExportedModel` (`exported` names its
+    runtime): then the batches are NumPy arrays from end to end and PyTorch is never imported.
     """
 
     task_name: ClassVar[str] = ""
@@ -213,25 +219,38 @@ class Predictor:
         num_workers: int | None = None,
         skip_bad_images: bool = False,
     ) -> None:
-        self.device = pick_device(device)
+        self.exported: str | None = getattr(model, "exported", None)  # the runtime of an exported file
+        if self.exported:  # its runtime holds the device; the predictor's own arrays are NumPy's
+            self.device, self.precision = "cpu", "fp32"
+        else:
+            from visionkit.utils.device import pick_device, resolve_precision
+
+            self.device = pick_device(device)
+            self.precision = resolve_precision(precision, self.device)
+        on_cpu = self.exported or self.device.type == "cpu"
         if num_workers is None:  # the CPU's cores are busy with the network; a GPU leaves them free to read
-            num_workers = 0 if self.device.type == "cpu" else min(4, os.cpu_count() or 1)
+            num_workers = 0 if on_cpu else min(4, os.cpu_count() or 1)
         if batch_size < 1 or num_workers < 0:
             raise VisionkitError(
                 f"batch_size={batch_size}, num_workers={num_workers}: give batch_size ≥ 1, workers ≥ 0"
             )
         self.num_workers = int(num_workers)
-        self.precision = resolve_precision(precision, self.device)
         self.contract = contract
         self.batch_size = int(batch_size)
         self.skip_bad_images = skip_bad_images
-        self.model = self.prepare(model.to(self.device).eval())
+        self.model = self.prepare(model if self.exported else model.to(self.device).eval())
         self.counts = {"images": 0, "skipped": 0}
         self.network_seconds = 0.0  # time in predict_batch (the rest of a run reads, resizes and writes)
         peak = contract.peak
-        scale = torch.tensor(contract.std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * peak
-        self._mean = torch.tensor(contract.mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) * peak
-        self._inverse_std = 1.0 / scale
+        mean = np.asarray(contract.mean, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(peak)
+        inverse_std = 1.0 / (np.asarray(contract.std, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(peak))
+        if self.exported:
+            self._mean, self._inverse_std = mean, inverse_std
+        else:
+            import torch
+
+            self._mean = torch.from_numpy(mean).to(self.device)
+            self._inverse_std = torch.from_numpy(inverse_std).to(self.device)
         self._zero_mean = not any(contract.mean)  # YOLO and the stylizer take 0..1 pixels: one pass less
         fill = LETTERBOX_FILL / 255.0 * peak
         self._resize = A.Compose(resize_ops(contract.image_size, contract.resize, fill=fill))
@@ -317,9 +336,7 @@ class Predictor:
         then the first unreadable one stops the run."""
         good = [item for item in batch if item.error is None]
         start = time.perf_counter()
-        # an exported network runs in its runtime's threads; PyTorch's pre- and post-processing stays on one
-        threads = torch_threads(1) if getattr(self.model, "exported", None) else nullcontext()
-        with torch.inference_mode(), autocast(self.device, self.precision), threads:
+        with self.network_mode():
             done = iter(self.predict_batch(good) if good else [])
         self.network_seconds += time.perf_counter() - start
         bad = None if self.skip_bad_images else next((item for item in batch if item.error is not None), None)
@@ -335,6 +352,19 @@ class Predictor:
             raise VisionkitError(
                 bad.error + ("; set skip_bad_images=true to skip unreadable images and go on" if others else "")
             )
+
+    def network_mode(self) -> AbstractContextManager:
+        """PyTorch's inference mode under the chosen precision; nothing for an exported file (NumPy)."""
+        if self.exported:
+            return nullcontext()
+        import torch
+
+        from visionkit.utils.device import autocast
+
+        stack = ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(autocast(self.device, self.precision))
+        return stack
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
         """Results for readable inputs (called in inference mode under the chosen precision)."""
@@ -377,10 +407,19 @@ class Predictor:
         """The images at the network size (prepared as they were read, or resized now)."""
         return [item.prepared if item.prepared is not None else self.resize(item.network) for item in items]
 
-    def to_network(self, pictures: Sequence[np.ndarray]) -> Tensor:
+    def to_network(self, pictures: Sequence[np.ndarray]) -> Any:
         """(B, C, H, W) float input, normalized with the checkpoint's mean/std on the device: pixels travel as
         uint8 (0..1 floats for scans and bands) and become normalized floats only there. Contiguous (NCHW):
-        YOLOv8-n's channels-last CPU convolutions run 12 % faster on it at batch 16 than on channels-last (measured)."""
+        YOLOv8-n's channels-last CPU convolutions run 12 % faster on it at batch 16 than on channels-last (measured).
+        For an exported file, a NumPy array (what its runtime takes)."""
+        if self.exported:
+            images = np.stack(pictures).transpose(0, 3, 1, 2).astype(np.float32, order="C")
+            if not self._zero_mean:
+                images -= self._mean
+            images *= self._inverse_std
+            return images
+        import torch
+
         stacked = torch.from_numpy(np.stack(pictures)).to(self.device, non_blocking=True)
         images = stacked.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # one pass
         if self._zero_mean:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from visionkit.inference.base import InputImage, Predictor, Result, scored_picture, write_records
+from visionkit.utils.arrays import softmax, to_numpy
 from visionkit.utils.io import atomic_write
 
 
@@ -69,19 +69,19 @@ class ClassificationPredictor(Predictor):
 
     task_name = "classification"
 
-    def __init__(self, model: torch.nn.Module, contract: Any, *, top_k: int = 5, **common: Any) -> None:
+    def __init__(self, model: Any, contract: Any, *, top_k: int = 5, **common: Any) -> None:
         self.top_k = max(1, min(int(top_k), len(contract.class_names)))
         super().__init__(model, contract, **common)
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C) softmax probabilities of normalized network inputs."""
-        return torch.softmax(self.model(images).float(), dim=1)
+    def probabilities(self, images: Any) -> Any:
+        """(B, C) softmax probabilities of normalized network inputs (a tensor, or NumPy's for an exported file)."""
+        return softmax(self.model(images), axis=1)
 
     def prepare_input(self, pixels: np.ndarray) -> np.ndarray:
         return self.resize(pixels)
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
-        probs = self.probabilities(self.to_network(self.resized(items))).cpu().numpy()
+        probs = to_numpy(self.probabilities(self.to_network(self.resized(items))))
         return [ClassificationResult(**self.common(i), probs=p, k=self.top_k) for i, p in zip(items, probs)]
 
     def skipped(self, item: InputImage) -> Result:

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from visionkit.data.letterbox import Letterbox
 from visionkit.inference.base import InputImage, Predictor, Result, save_picture
-from visionkit.models.fastest import fastest_form
-from visionkit.models.onednn import fuse_onednn
-from visionkit.models.yolo import decode_boxes_in_float32
+from visionkit.inference.nms import batched_nms
+from visionkit.utils.arrays import to_numpy
 from visionkit.utils.io import atomic_write
 from visionkit.utils.palette import box_colour
 
@@ -121,11 +119,7 @@ def boxes_in_image(
     placed = np.concatenate([letterbox.to_image(found[:, :4], height, width), found[:, 4:6]], axis=1)
     kept = np.arange(len(placed))
     if len(placed) > 1:
-        import torchvision
-
-        boxes = torch.from_numpy(placed[:, :4])
-        kept = torchvision.ops.batched_nms(boxes, torch.from_numpy(placed[:, 4]), torch.from_numpy(placed[:, 5]), iou)
-        kept = kept.numpy()
+        kept = batched_nms(placed[:, :4], placed[:, 4], placed[:, 5], iou)
     return placed[kept], kept
 
 
@@ -146,7 +140,7 @@ class DetectionPredictor(Predictor):
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Any,
         contract: Any,
         *,
         conf: float = 0.25,
@@ -162,14 +156,18 @@ class DetectionPredictor(Predictor):
         self.cpu_form: dict[int, str] = {}  # {batch size: the network form measured fastest there} (CPU, fp32)
         super().__init__(model, contract.with_resize("letterbox"), **common)
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+    def prepare(self, model: Any) -> Any:
         """Fused, frozen, with in-place activations: each conv's output feeds only its activation, so SiLU may
         overwrite it (same boxes; the batch-16 forward 8 % faster on 2 CPU cores, and 3 % more with weights that
         need no gradient, measured; ultralytics' loader does both). Each Conv gets its own SiLU: ultralytics shares
         one instance between all its models, which training must not see in place. In bf16/fp16 the head decodes
         its boxes in float32 (`decode_boxes_in_float32`: bf16 alone moved them by up to 6 px on 640 px images)."""
-        if getattr(model, "exported", None):  # an exported graph: fused and laid out when it was written
+        if self.exported:  # an exported graph: fused and laid out when it was written
             return model
+        import torch
+
+        from visionkit.models.yolo import decode_boxes_in_float32
+
         if self.precision != "fp32":
             decode_boxes_in_float32(model.model)
         if not self.fuse:
@@ -182,13 +180,17 @@ class DetectionPredictor(Predictor):
             model.model = self.fastest_cpu_form(model.model)
         return model
 
-    def fastest_cpu_form(self, network: torch.nn.Module) -> torch.nn.Module:
+    def fastest_cpu_form(self, network: Any) -> Any:
         """The form of the fused network that runs fastest on this CPU, timed at batch 1 and at the batch size:
         channels-last (what `fuse_for_inference` gives), contiguous (ultralytics' own), or each Conv block handed
         to oneDNN packed with its SiLU fused (`fuse_onednn`; kept only when its output matches). Packing made the
         forward 0.83x as long on an Intel Xeon with AMX and 12x as long on an AMD EPYC: no form is right for
         every CPU, so the choice is measured (and logged) here."""
+        import torch
         from ultralytics.nn.modules.conv import Conv
+
+        from visionkit.models.fastest import fastest_form
+        from visionkit.models.onednn import fuse_onednn
 
         def probe(batch: int) -> torch.Tensor:
             return torch.rand(batch, 3, *self.contract.image_size)
@@ -201,9 +203,10 @@ class DetectionPredictor(Predictor):
         chosen, self.cpu_form = fastest_form(forms, probe, [1, self.batch_size], what="detector forward")
         return chosen
 
-    def detect(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    def detect(self, images: Any) -> tuple[list[Any], list[Any] | None]:
         """(per image (K, 6) rows x1 y1 x2 y2 score class in input pixels, per image the anchor of each box or
-        None when `anchors` is off: keeping them costs NMS a few percent)."""
+        None when `anchors` is off: keeping them costs NMS a few percent); tensors, or NumPy for an exported
+        file."""
         found = self.model.detect(
             images, conf=self.conf, iou=self.iou, max_det=self.max_det, multi_label=False, return_anchors=self.anchors
         )
@@ -218,14 +221,14 @@ class DetectionPredictor(Predictor):
         for item, found, anchor in zip(items, boxes, anchors or [None] * len(items)):
             height, width = item.pixels.shape[:2]
             letterbox = Letterbox.fit(height, width, self.contract.image_size)
-            array, kept = boxes_in_image(found.float().cpu().numpy(), letterbox, height, width, self.iou)
+            array, kept = boxes_in_image(to_numpy(found).astype(np.float32), letterbox, height, width, self.iou)
             results.append(
                 DetectionResult(
                     **self.common(item),
                     boxes=array[:, :4].astype(np.float32),
                     scores=array[:, 4].astype(np.float32),
                     classes=array[:, 5].astype(np.int64),
-                    anchors=_empty(0, np.int64) if anchor is None else anchor.cpu().numpy()[kept].astype(np.int64),
+                    anchors=_empty(0, np.int64) if anchor is None else to_numpy(anchor)[kept].astype(np.int64),
                     save_conf=self.save_conf,
                 )
             )

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from visionkit.inference.base import ImageInput, InputImage, Predictor, Result
+from visionkit.utils.arrays import to_numpy, unit_rows
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger
 
@@ -82,7 +82,7 @@ class EmbeddingPredictor(Predictor):
     task_name = "embedding"
     default_size = 112
 
-    def __init__(self, model: torch.nn.Module, contract: Any, **common: Any) -> None:
+    def __init__(self, model: Any, contract: Any, **common: Any) -> None:
         threshold = getattr(model, "threshold", None)
         self.threshold = float(threshold) if threshold is not None else math.nan
         far = model.hparams.get("far") if hasattr(model, "hparams") else None
@@ -93,8 +93,7 @@ class EmbeddingPredictor(Predictor):
         return self.resize(pixels)
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
-        vectors = self.model(self.to_network(self.resized(items))).float()
-        vectors = torch.nn.functional.normalize(vectors, dim=1).cpu().numpy()
+        vectors = to_numpy(unit_rows(self.model(self.to_network(self.resized(items)))))
         return [EmbeddingResult(**self.common(i), embedding=v) for i, v in zip(items, vectors)]
 
     def skipped(self, item: InputImage) -> Result:

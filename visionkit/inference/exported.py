@@ -1,26 +1,23 @@
 """Exported files as predictors: `load_predictor("model.onnx")`, `load_predictor("model_openvino/")` and
 `load_predictor("model.torchscript")` give the same predictor and results as the checkpoint they came from. The
 file's own metadata (`visionkit.export.metadata`) says the task, input contract and thresholds; its runtime
-(ONNX Runtime, OpenVINO, torch.jit) runs the network, and the predictor's pre- and post-processing stay ours."""
+(ONNX Runtime, OpenVINO, torch.jit) runs the network, and the predictor's pre- and post-processing stay ours, in
+NumPy: an ONNX or OpenVINO file predicts where PyTorch is not installed (`pip install 'visionkit[runtime]'`)."""
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from lightning.fabric.utilities.data import AttributeDict
-from torch import Tensor, nn
+import numpy as np
 
-from visionkit.checkpoints import InputContract
-from visionkit.data.datamodule import VisionDataModule
+from visionkit.data.contract import DATA_STATE_KEY, InputContract
 from visionkit.errors import VisionkitError
-from visionkit.export.graph import graph_pixels
 from visionkit.export.metadata import parse_metadata
 from visionkit.export.runtimes import RUNTIME_NAMES, Runtime, load_runtime
+from visionkit.utils.arrays import class_probabilities
 
 EXPORTED = "exported"  # the key of a checkpoint-like state that stands for an exported file
 
@@ -36,9 +33,10 @@ def exported_format(path: str | os.PathLike[str]) -> str | None:
     return {".onnx": "onnx", ".torchscript": "torchscript"}.get(suffix)
 
 
-def read_exported(path: str | os.PathLike[str], key: str = "ckpt_path") -> tuple[dict[str, Any], type]:
-    """(a checkpoint-like state, the task class that was exported) of an exported file: its runtime loaded once
-    (kept in the state for `exported_model`), its data contract and hyper-parameters from its metadata."""
+def read_exported(path: str | os.PathLike[str], key: str = "ckpt_path") -> tuple[dict[str, Any], str]:
+    """(a checkpoint-like state, the qualified name of the task that was exported) of an exported file: its
+    runtime loaded once (kept in the state for `exported_model`), its data contract and hyper-parameters from its
+    metadata. The task is named, not imported: that would need PyTorch."""
     format = exported_format(path)
     location = Path(path).expanduser()
     if format == "openvino" and location.suffix.lower() == ".xml":
@@ -47,64 +45,79 @@ def read_exported(path: str | os.PathLike[str], key: str = "ckpt_path") -> tuple
         raise VisionkitError(f"{key}: {path} does not exist")
     runtime = load_runtime(format, location)
     record = parse_metadata(runtime.metadata(), f"{key}: {path}")
-    module, _, name = str(record["task"]).rpartition(".")
-    if not module.startswith("visionkit.tasks."):
-        raise VisionkitError(f"{key}: {path} names task {record['task']!r}, not a visionkit task")
-    task_cls = getattr(importlib.import_module(module), name)
+    task = str(record["task"])
+    if not task.startswith("visionkit.tasks."):
+        raise VisionkitError(f"{key}: {path} names task {task!r}, not a visionkit task")
     state = {
-        "visionkit": {"task": record["task"]},
+        "visionkit": {"task": task},
         "hyper_parameters": dict(record.get("hyper_parameters", {})),
-        VisionDataModule.__qualname__: dict(record.get("data_state", {})),
+        DATA_STATE_KEY: dict(record.get("data_state", {})),
         EXPORTED: {"format": format, "path": str(location), "runtime": runtime, "record": record},
     }
-    return state, task_cls
+    return state, task
 
 
-class ExportedModel(nn.Module):
-    """An exported graph standing in for the task a predictor calls: `forward` (normalized images in, the
-    task's output out), and the few task methods and stored values predictors use (`class_probabilities`,
-    `detect`, `threshold`, `thresholds`, `hparams`). `exported` names the runtime."""
+class Settings(dict):
+    """The task's stored hyper-parameters, read as `settings.name` or `settings.get("name")` (as a task's
+    `hparams`)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class ExportedModel:
+    """An exported graph standing in for the task a predictor calls, on NumPy arrays: the call (normalized
+    images in, the task's output out), and the few task methods and stored values predictors use
+    (`class_probabilities`, `detect`, `threshold`, `thresholds`, `hparams`). `exported` names the runtime."""
 
     def __init__(self, runtime: Runtime, record: dict[str, Any], format: str) -> None:
-        super().__init__()
         self.runtime, self.format = runtime, format
         self.exported = RUNTIME_NAMES[format]
         self.graph = dict(record["graph"])
-        self.hparams = AttributeDict(record.get("hyper_parameters", {}))
+        self.hparams = Settings(record.get("hyper_parameters", {}))
         self.class_names = list(record.get("class_names", []))
         for name, value in (record.get("attributes") or {}).items():
-            self.register_buffer(name, torch.tensor(math.nan if value is None else value, dtype=torch.float32))
+            setattr(self, name, np.asarray(math.nan if value is None else value, dtype=np.float32))
         # the contract the graph was exported with (InputContract.of on the same stored data state)
         self.contract = InputContract.of(record.get("data_state", {}), self.class_names)
 
-    def forward(self, images: Tensor) -> Tensor:
-        """The graph's output for normalized images (a graph that normalizes itself gets the pixels back)."""
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """The graph's output for normalized (B, C, H, W) float32 images (a graph that normalizes itself gets the
+        pixels back: uint8, rounded, or 0..1 floats for scans and bands)."""
         if self.graph.get("preprocess"):
-            images = graph_pixels(images.float(), self.contract, self.graph.get("input_dtype") == "uint8")
+            contract = self.contract
+            mean = np.asarray(contract.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+            std = np.asarray(contract.std, dtype=np.float32).reshape(1, -1, 1, 1)
+            images = (images * std + mean) * np.float32(contract.peak)
+            if self.graph.get("input_dtype") == "uint8":
+                images = np.clip(np.round(images), 0, 255).astype(np.uint8)
         return self.runtime(images)
 
-    def class_probabilities(self, images: Tensor) -> Tensor:
+    def class_probabilities(self, images: np.ndarray) -> np.ndarray:
         """Segmentation: per-class probabilities (the task's own rule, binary models included)."""
-        from visionkit.tasks.segmentation import probabilities_of
-
-        return probabilities_of(self(images).float(), bool(self.hparams.get("binary", False)))
+        return class_probabilities(self(images), bool(self.hparams.get("binary", False)))
 
     def detect(
         self,
-        images: Tensor,
+        images: np.ndarray,
         conf: float,
         iou: float,
         max_det: int,
         multi_label: bool = False,
         return_anchors: bool = False,
     ) -> Any:
-        """Detection: per image (K, 6) rows x1 y1 x2 y2 score class, by our NMS on the graph's output, or read
-        from a graph that holds NMS (its own IoU threshold; `conf` and `max_det` applied again)."""
+        """Detection: per image (K, 6) rows x1 y1 x2 y2 score class, by our NMS on the graph's output (with
+        `return_anchors`, also each row's anchor), or read from a graph that holds NMS (its own IoU threshold;
+        `conf` and `max_det` applied again)."""
         output = self(images)
         if not self.graph.get("nms"):
-            from visionkit.tasks.detection import boxes_after_nms
+            from visionkit.inference.nms import yolo_nms
 
-            return boxes_after_nms(output, conf, iou, max_det, multi_label, return_anchors)
+            rows, anchors = yolo_nms(output, conf, iou, max_det, multi_label)
+            return (rows, anchors) if return_anchors else rows
         if return_anchors:
             raise VisionkitError("anchors=true needs the network's raw output: export without nms=true")
         return [rows[rows[:, 4] > conf][:max_det] for rows in output]

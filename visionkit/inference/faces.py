@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from visionkit.inference.base import InputImage, Predictor, Result
 from visionkit.inference.detection import DetectionPredictor, DetectionResult
 from visionkit.inference.embedding import EmbeddingPredictor
+from visionkit.utils.arrays import to_numpy, unit_rows
 from visionkit.utils.palette import box_colour
 
 
@@ -97,9 +97,9 @@ class IdentityPredictor(Predictor):
         if not result.ok or not len(result.boxes):
             return result
         crops = [self.embedder.resize(crop_box(result.original, box, self.margin)) for box in result.boxes.tolist()]
-        with torch.inference_mode():
-            vectors = self.embedder.model(self.embedder.to_network(crops)).float()
-        result.embeddings = torch.nn.functional.normalize(vectors, dim=1).cpu().numpy()
+        with self.embedder.network_mode():
+            vectors = self.embedder.model(self.embedder.to_network(crops))
+        result.embeddings = to_numpy(unit_rows(vectors))
         if self.gallery is not None:
             decided = [self.gallery.decide(m) for m in self.gallery.search(result.embeddings, 1)]
             result.identities = [identity for identity, _ in decided]

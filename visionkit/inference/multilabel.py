@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from visionkit.inference.base import InputImage, Predictor, Result, scored_picture, write_records
+from visionkit.utils.arrays import sigmoid, to_numpy
 from visionkit.utils.io import atomic_write
 
 
@@ -65,25 +65,25 @@ class MultiLabelPredictor(Predictor):
     task_name = "multilabel"
 
     def __init__(
-        self, model: torch.nn.Module, contract: Any, *, thresholds: float | Sequence[float] | None = None, **common: Any
+        self, model: Any, contract: Any, *, thresholds: float | Sequence[float] | None = None, **common: Any
     ) -> None:
         stored = getattr(model, "thresholds", None)
         classes = len(contract.class_names)
-        chosen = stored.detach().cpu().numpy() if stored is not None else np.full(classes, 0.5)
+        chosen = to_numpy(stored) if stored is not None else np.full(classes, 0.5)
         if thresholds is not None:
             chosen = np.broadcast_to(np.asarray(thresholds, dtype=np.float32), (classes,))
         self.thresholds = np.asarray(chosen, dtype=np.float32).copy()
         super().__init__(model, contract, **common)
 
-    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, images: Any) -> Any:
         """(B, C) per-class sigmoid probabilities of normalized network inputs (each compared with its threshold)."""
-        return torch.sigmoid(self.model(images).float())
+        return sigmoid(self.model(images))
 
     def prepare_input(self, pixels: np.ndarray) -> np.ndarray:
         return self.resize(pixels)
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
-        probs = self.probabilities(self.to_network(self.resized(items))).cpu().numpy()
+        probs = to_numpy(self.probabilities(self.to_network(self.resized(items))))
         return [MultiLabelResult(**self.common(i), probs=p, thresholds=self.thresholds) for i, p in zip(items, probs)]
 
     def skipped(self, item: InputImage) -> Result:

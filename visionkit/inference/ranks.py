@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from visionkit.errors import VisionkitError
 from visionkit.inference.base import Predictor, output_names
 from visionkit.inference.journal import (
@@ -53,6 +51,8 @@ class Ranks:
         """`values` of every rank, by rank."""
         if self.fabric is None:
             return [list(values)]
+        import torch
+
         gathered = self.fabric.all_gather(torch.tensor(list(values), dtype=torch.float64))
         return gathered.reshape(self.world, len(values)).tolist()
 
@@ -64,6 +64,7 @@ def launch_ranks(devices: int, num_nodes: int, device: str) -> Ranks:
         raise VisionkitError(f"devices={devices} num_nodes={num_nodes}: each at least 1")
     if devices * num_nodes == 1 and not any(k in os.environ for k in _RANK_ENV):
         return Ranks()
+    import torch
     from lightning.fabric import Fabric
 
     cuda = device != "cpu" and torch.cuda.is_available()

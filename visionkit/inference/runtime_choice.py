@@ -11,8 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger
@@ -84,6 +82,8 @@ def fastest_runtime(
     """The file (checkpoint or exported copy) whose runtime ran a batch of `batch_size` fastest among PyTorch,
     ONNX Runtime and OpenVINO: each predictor's network timed on the same batch in interleaved rounds. The choice
     is printed and stored beside the exported copies per batch size and thread count, and reused by later loads."""
+    import torch
+
     from visionkit.models.fastest import time_forms
 
     path = Path(checkpoint)
@@ -104,7 +104,11 @@ def fastest_runtime(
     def probe(size: int) -> torch.Tensor:
         return torch.rand(size, first.contract.pixels.channels, height, width)
 
-    times = time_forms({name: p.model for name, p in candidates.items()}, probe, [batch_size])[batch_size]
+    def network(predictor: Any) -> Callable[[torch.Tensor], Any]:  # an exported file's network takes NumPy
+        return (lambda images: predictor.model(images.numpy())) if predictor.exported else predictor.model
+
+    forms = {name: network(p) for name, p in candidates.items()}
+    times = time_forms(forms, probe, [batch_size])[batch_size]
     chosen = min(times, key=times.get)
     table = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in times.items())
     print(f"runtime=auto: {chosen} runs {path.name} fastest here at batch {batch_size} ({table})")

@@ -10,14 +10,14 @@ from typing import Any, ClassVar
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
+from visionkit.data.contract import SIZE_MULTIPLE, check_input_size
 from visionkit.data.mask_files import mask_image
 from visionkit.errors import VisionkitError
 from visionkit.inference.base import InputImage, Predictor, Result, save_picture
 from visionkit.inference.tiling import segment_image, segment_small
-from visionkit.tasks.segmentation import SIZE_MULTIPLE, check_input_size
+from visionkit.utils.arrays import concat, full_like
 from visionkit.utils.io import atomic_write
 from visionkit.utils.palette import overlay
 
@@ -73,7 +73,7 @@ class SegmentationPredictor(Predictor):
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Any,
         contract: Any,
         *,
         tile_size: int | tuple[int, int] | None = None,
@@ -96,13 +96,18 @@ class SegmentationPredictor(Predictor):
         """Whether the model predicts one foreground class with a single sigmoid channel."""
         return bool(self.model.hparams.get("binary", False))
 
-    def scores(self, images: torch.Tensor) -> torch.Tensor:
+    def scores(self, images: Any) -> Any:
         """(N, C, H, W) per-class scores whose arg-max is the predicted class: softmax probabilities, or for a
         binary model (the task's threshold, foreground probability), so blending tiles keeps its threshold."""
         probs = self.model.class_probabilities(images)
         if not self.binary:
             return probs
-        return torch.cat([torch.full_like(probs[:, 1:], float(self.model.hparams.threshold)), probs[:, 1:]], 1)
+        return concat([full_like(probs[:, 1:], float(self.model.hparams.threshold)), probs[:, 1:]], axis=1)
+
+    @property
+    def network_device(self) -> Any:
+        """Where the network's inputs go: the predictor's device, or None (NumPy) for an exported file."""
+        return None if self.exported else self.device
 
     def _scaled(self, image: np.ndarray) -> np.ndarray:
         if self.scale == 1.0:
@@ -131,7 +136,7 @@ class SegmentationPredictor(Predictor):
             overlap=self.tile_overlap,
             batch_size=self.batch_size,
             multiple=SIZE_MULTIPLE,
-            device=self.device,
+            device=self.network_device,
             peak=self.contract.peak,
         )
 
@@ -142,8 +147,9 @@ class SegmentationPredictor(Predictor):
         labels: dict[int, np.ndarray] = {}
         if small:
             batch = [seen[i] for i in small]
+            contract = self.contract
             found = segment_small(
-                self.scores, batch, self.contract.mean, self.contract.std, self.tile, self.device, self.contract.peak
+                self.scores, batch, contract.mean, contract.std, self.tile, self.network_device, contract.peak
             )
             labels = dict(zip(small, found))
         return [

@@ -9,12 +9,12 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
-import torch
 
+from visionkit.data.augment import fit_long_side
 from visionkit.errors import VisionkitError
 from visionkit.inference.base import InputImage, Predictor, Result, save_picture
-from visionkit.style.images import fit_long_side, resize
 
 
 @dataclass
@@ -51,7 +51,7 @@ class StylizerPredictor(Predictor):
     task_name = "style_transfer"
     default_size = 256
 
-    def __init__(self, model: torch.nn.Module, contract: Any, *, size: int | None = None, **common: Any) -> None:
+    def __init__(self, model: Any, contract: Any, *, size: int | None = None, **common: Any) -> None:
         self.size = int(size) if size else None
         super().__init__(model, contract, **common)
 
@@ -60,6 +60,12 @@ class StylizerPredictor(Predictor):
         return fit_long_side(height, width, self.size) if self.size else (height, width)
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
+        if self.exported:
+            return self._predict_exported(items)
+        import torch
+
+        from visionkit.style.images import resize
+
         results: list[Result] = []
         for size, group in groupby(items, key=self._network_size):
             members = list(group)
@@ -71,8 +77,30 @@ class StylizerPredictor(Predictor):
                 results.append(StylizedResult(**self.common(member), image=np.ascontiguousarray(array)))
         return results
 
+    def _predict_exported(self, items: list[InputImage]) -> list[Result]:
+        """`predict_batch` on NumPy for an exported file: pictures resized by OpenCV (area down, bicubic up)
+        where a `size` asks for it, the network at each image's own size otherwise (then exactly as PyTorch)."""
+        results: list[Result] = []
+        for size, group in groupby(items, key=self._network_size):
+            members = list(group)
+            pictures = [_resized(m.pixels, size) for m in members]
+            stylized = np.clip(self.model(np.clip(self.to_network(pictures), 0, 1)).astype(np.float32), 0, 1)
+            for member, picture in zip(members, stylized):
+                array = np.round(picture.transpose(1, 2, 0) * 255).astype(np.uint8)
+                array = _resized(array, member.pixels.shape[:2])
+                results.append(StylizedResult(**self.common(member), image=np.ascontiguousarray(array)))
+        return results
+
     def skipped(self, item: InputImage) -> Result:
         return StylizedResult(source=item.source, size=(0, 0), names=self.names, error=item.error)
+
+
+def _resized(picture: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An HxWx3 uint8 picture at (height, width): OpenCV's area resampling down, bicubic up."""
+    if picture.shape[:2] == tuple(size):
+        return picture
+    shrinking = size[0] * size[1] < picture.shape[0] * picture.shape[1]
+    return cv2.resize(picture, (size[1], size[0]), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
 
 
 class TemporalSmoothing:

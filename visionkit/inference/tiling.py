@@ -3,17 +3,20 @@
 Tiles of the training size overlap by a fraction; each tile's class probabilities are weighted by a window
 that fades towards its edges (where the network sees least context) and summed. Only one band of tile rows
 is held at a time, so memory grows with the image width and class count, never with its height.
+
+`device`: where the network's tensors live (PyTorch), or None for NumPy arrays (an exported file's runtime).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-ProbabilityFn = Callable[[Tensor], Tensor]  # (N, 3, h, w) normalized -> (N, C, h, w) probabilities
+from visionkit.utils.arrays import concat, to_numpy
+
+ProbabilityFn = Callable[[Any], Any]  # (N, 3, h, w) normalized -> (N, C, h, w) probabilities (tensors or NumPy)
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -24,14 +27,23 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return [*starts, length - tile]
 
 
-def blend_window(height: int, width: int, floor: float = 0.05) -> Tensor:
-    """(height, width) weights: 1 in the middle falling linearly to `floor` at the edges."""
+def blend_window(height: int, width: int, floor: float = 0.05) -> np.ndarray:
+    """(height, width) float32 weights: 1 in the middle falling linearly to `floor` at the edges."""
 
-    def ramp(n: int) -> Tensor:
-        position = (torch.arange(n, dtype=torch.float32) + 0.5) / n
-        return (1 - (2 * position - 1).abs()).clamp(min=floor) if n > 1 else torch.ones(1)
+    def ramp(n: int) -> np.ndarray:
+        position = (np.arange(n, dtype=np.float32) + 0.5) / n
+        return np.maximum(1 - np.abs(2 * position - 1), floor) if n > 1 else np.ones(1, dtype=np.float32)
 
-    return ramp(height)[:, None] * ramp(width)[None, :]
+    return (ramp(height)[:, None] * ramp(width)[None, :]).astype(np.float32)
+
+
+def _on(array: np.ndarray, device: Any) -> Any:
+    """`array` where the network's outputs are: as it is for NumPy (`device` None), else a tensor on `device`."""
+    if device is None:
+        return array
+    import torch
+
+    return torch.from_numpy(array).to(device)
 
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -48,24 +60,26 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def normalizer(
-    mean: Sequence[float], std: Sequence[float], device: torch.device | str, peak: float = 255.0
-) -> Callable[[np.ndarray], Tensor]:
-    """(N, h, w, C) crops (uint8, or 0..1 floats with `peak` 1) -> (N, C, h, w) float network input on `device`,
-    normalized with mean/std."""
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1) * peak
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1) * peak
+    mean: Sequence[float], std: Sequence[float], device: Any, peak: float = 255.0
+) -> Callable[[np.ndarray], Any]:
+    """(N, h, w, C) crops (uint8, or 0..1 floats with `peak` 1) -> (N, C, h, w) float32 network input on
+    `device` (None: a NumPy array), normalized with mean/std."""
+    mean_a = _on(np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(peak), device)
+    std_a = _on(np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(peak), device)
 
-    def normalize(crops: np.ndarray) -> Tensor:
-        return (torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float() - mean_t) / std_t
+    def normalize(crops: np.ndarray) -> Any:
+        if device is None:
+            return (crops.transpose(0, 3, 1, 2).astype(np.float32, order="C") - mean_a) / std_a
+        return (_on(crops, device).permute(0, 3, 1, 2).float() - mean_a) / std_a
 
     return normalize
 
 
-def class_ids(scores: Tensor, axis: int) -> np.ndarray:
+def class_ids(scores: Any, axis: int) -> np.ndarray:
     """int32 arg-max of `scores` along its class `axis` (the first of equal maxima, as torch's): NumPy's, 3-5×
     faster on the CPU than torch's arg-max over a non-innermost axis (on one thread: 24 ms against 125 ms for
     16×5×256×256)."""
-    return scores.detach().float().cpu().numpy().argmax(axis).astype(np.int32)
+    return to_numpy(scores).argmax(axis).astype(np.int32)
 
 
 def segment_small(
@@ -74,7 +88,7 @@ def segment_small(
     mean: Sequence[float],
     std: Sequence[float],
     tile: tuple[int, int],
-    device: torch.device | str = "cpu",
+    device: Any = "cpu",
     peak: float = 255.0,
 ) -> list[np.ndarray]:
     """Class ids (H, W) of images no larger than one tile, in one forward pass: each is padded to the tile as
@@ -96,7 +110,7 @@ def segment_image(
     overlap: float = 0.25,
     batch_size: int = 4,
     multiple: int = 32,
-    device: torch.device | str = "cpu",
+    device: Any = "cpu",
     peak: float = 255.0,
 ) -> np.ndarray:
     """Class ids (H, W) for an HxWx3 uint8 image (or HxWxC 0..1 floats, `peak` 1) at its own resolution.
@@ -114,22 +128,24 @@ def segment_image(
     full_h, full_w = padded.shape[:2]
     ys = tile_starts(full_h, tile_h, max(1, round(tile_h * (1 - overlap))))
     xs = tile_starts(full_w, tile_w, max(1, round(tile_w * (1 - overlap))))
-    window = blend_window(tile_h, tile_w).to(device)
+    window = _on(blend_window(tile_h, tile_w), device)
     normalize = normalizer(mean, std, device, peak)
     labels = np.zeros((height, width), dtype=np.int32)
-    band: Tensor | None = None  # weighted probability sums of the rows top..top + band height
+    band: Any = None  # weighted probability sums of the rows top..top + band height
     top = 0
     for row, y0 in enumerate(ys):
         bottom = y0 + tile_h
         if band is not None and bottom - top > band.shape[1]:
-            band = torch.cat([band, band.new_zeros(band.shape[0], bottom - top - band.shape[1], full_w)], 1)
+            more = _on(np.zeros((band.shape[0], bottom - top - band.shape[1], full_w), np.float32), device)
+            band = concat([band, more], axis=1)
         for first in range(0, len(xs), batch_size):
             chunk = xs[first : first + batch_size]
             crops = np.stack([padded[y0:bottom, x0 : x0 + tile_w] for x0 in chunk])
             batch = normalize(crops)
-            probs = probabilities(batch).float() * window
+            probs = probabilities(batch)
+            probs = (probs.astype(np.float32, copy=False) if device is None else probs.float()) * window
             if band is None:
-                band = torch.zeros(probs.shape[1], bottom - top, full_w, device=device)
+                band = _on(np.zeros((probs.shape[1], bottom - top, full_w), np.float32), device)
             for x0, tile_probs in zip(chunk, probs):
                 band[:, y0 - top : bottom - top, x0 : x0 + tile_w] += tile_probs
         # Rows no later tile touches are final. The weights are the same for every class of a pixel, so the

@@ -41,9 +41,12 @@ class ObjectTracker:
     """
 
     def __init__(self, name: str = "bytetrack") -> None:
-        from ultralytics.trackers.track import TRACKER_MAP
-        from ultralytics.utils import YAML, IterableSimpleNamespace
-        from ultralytics.utils.checks import check_yaml
+        try:
+            from ultralytics.trackers.track import TRACKER_MAP
+            from ultralytics.utils import YAML, IterableSimpleNamespace
+            from ultralytics.utils.checks import check_yaml
+        except ImportError:
+            raise VisionkitError(f"tracker={name} is ultralytics': pip install 'visionkit[detection]'") from None
 
         if name not in TRACKERS:
             raise VisionkitError(f"tracker={name}: choose one of {', '.join(TRACKERS)}")

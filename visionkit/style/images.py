@@ -40,12 +40,6 @@ def to_tensor(array: np.ndarray) -> Tensor:
     return torch.from_numpy(np.array(array, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0).div_(255.0)
 
 
-def fit_long_side(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """(height, width) scaled so the longer side is `long_side`, aspect kept, each side at least 1 px."""
-    scale = long_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
 def resize(images: Tensor, size: tuple[int, int]) -> Tensor:
     """Resize B×3×H×W images to (height, width): antialiased bicubic down, bicubic up, clamped to [0, 1]."""
     if tuple(images.shape[-2:]) == tuple(size):

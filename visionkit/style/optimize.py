@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from visionkit.data.augment import fit_long_side
 from visionkit.errors import VisionkitError
 from visionkit.style.colors import COLOR_MODES, keep_luminance, match_colors
-from visionkit.style.images import ImageLike, describe, fit_long_side, load_rgb, resize, to_pil, to_tensor
+from visionkit.style.images import ImageLike, describe, load_rgb, resize, to_pil, to_tensor
 from visionkit.style.losses import GATYS_CONTENT, GATYS_STYLE, PerceptualLoss
 from visionkit.style.vgg import IMAGENET_WEIGHTS, cached_vgg19
 from visionkit.utils.device import pick_device, resolve_precision

@@ -13,34 +13,15 @@ import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from visionkit.data.contract import check_input_size
 from visionkit.errors import VisionkitError
 from visionkit.models.segmentation import build_segmentation_model
 from visionkit.models.segmentation import freeze_encoder as freeze_encoder_of
 from visionkit.tasks.base import OptimizerFactory, SchedulerFactory, VisionTask
 from visionkit.tasks.segmentation_loss import SegmentationLoss
 from visionkit.tasks.segmentation_metrics import segmentation_scores
+from visionkit.utils.arrays import class_probabilities
 from visionkit.utils.io import atomic_write
-
-SIZE_MULTIPLE = 32  # encoders downsample 5 times: inputs must be multiples of 32
-
-
-def check_input_size(size: int | Sequence[int], key: str) -> None:
-    """An error naming `key` (and a size that works) when `size` cannot pass the encoder's downsamplings."""
-    sizes = [size] if isinstance(size, int) else list(size)
-    if any(int(s) % SIZE_MULTIPLE for s in sizes):
-        raise VisionkitError(
-            f"{key}={size}: segmentation networks need sizes divisible by {SIZE_MULTIPLE} "
-            f"(e.g. {max(SIZE_MULTIPLE, round(int(sizes[0]) / SIZE_MULTIPLE) * SIZE_MULTIPLE)})"
-        )
-
-
-def probabilities_of(logits: Tensor, binary: bool) -> Tensor:
-    """Per-class probabilities (N, classes, H, W) of logits; a binary model's single channel as background and
-    foreground (the task and an exported graph share this)."""
-    if binary:
-        foreground = torch.sigmoid(logits)
-        return torch.cat([1 - foreground, foreground], dim=1)
-    return torch.softmax(logits, dim=1)
 
 
 class SegmentationTask(VisionTask):
@@ -160,7 +141,7 @@ class SegmentationTask(VisionTask):
 
     def class_probabilities(self, images: Tensor) -> Tensor:
         """Per-class probabilities (N, num_classes, H, W); binary models give background and foreground."""
-        return probabilities_of(self(images).float(), bool(self.hparams.binary))
+        return class_probabilities(self(images).float(), bool(self.hparams.binary))
 
     def predicted_labels(self, logits: Tensor) -> Tensor:
         """Class ids per pixel (N, H, W) from logits (binary: the foreground above `threshold`)."""

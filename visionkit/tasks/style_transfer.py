@@ -77,8 +77,9 @@ class StyleTransferTask(VisionTask):
     def loss_network(self) -> tuple[Any, dict[str, Tensor]]:
         """(PerceptualLoss, style Gram targets), built once on this module's device."""
         if self._loss.get("device") != self.device:
+            from visionkit.data.augment import fit_long_side
             from visionkit.data.sources.photos import builtin_style_image
-            from visionkit.style.images import fit_long_side, load_rgb, resize, to_tensor
+            from visionkit.style.images import load_rgb, resize, to_tensor
             from visionkit.style.losses import PerceptualLoss
             from visionkit.style.vgg import build_vgg19
 

@@ -4,11 +4,9 @@ write the report. `visionkit.run.train` is this module's `train`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import fields
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import lightning as L
 import torch
@@ -17,7 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionkit.callbacks.exact_resume import ExactResume
 from visionkit.checkpoints import check_checkpoint
-from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config, run_dir_of_checkpoint
+from visionkit.config import (
+    RUN_CONFIG,
+    RUN_DIR_ENV,
+    check_config,
+    launcher_env_restored,
+    plain,
+    run_dir_of_checkpoint,
+    save_run_config,
+)
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
 from visionkit.data.pixels import format_of
 from visionkit.errors import VisionkitError
@@ -27,19 +33,10 @@ from visionkit.training.sweep import pruning_callback
 from visionkit.training.tracking import trackers
 from visionkit.training.tuning import tune
 from visionkit.utils.checkpoint_io import AtomicCheckpointIO
-from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.run_status import STATUS_FILE, failure_details, write_status
 
 log = get_logger(__name__)
-T = TypeVar("T")
-
-_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", RUN_DIR_ENV)
-
-
-def plain(value: Any) -> Any:
-    """A config node as plain Python (resolved); anything else unchanged."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def build_datamodule(
@@ -121,11 +118,6 @@ def checkpoint_datamodule(cfg: DictConfig, task: VisionTask, data_state: Mapping
     return datamodule
 
 
-def options_from(cfg: DictConfig, options: type[T]) -> T:
-    """The dataclass `options` filled with the config keys of its field names (the others keep their defaults)."""
-    return options(**{f.name: plain(cfg[f.name]) for f in fields(options) if f.name in cfg})  # type: ignore[arg-type]
-
-
 def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     """The task module, with num_classes and class names taken from the data (one source of truth)."""
     scheduler = cfg.get("scheduler")
@@ -151,33 +143,6 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
     callbacks.append(ExactResume())  # random states and loader position in every checkpoint
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()])
-
-
-def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
-    """Write the resolved config to `<run>/config.yaml` (rank 0 only); DDP children re-read it."""
-    if not is_rank_zero():
-        return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output_dir / RUN_CONFIG, "w") as handle:
-        handle.write(OmegaConf.to_yaml(cfg, resolve=True))
-
-
-@contextmanager
-def launcher_env_restored() -> Iterator[None]:
-    """Undo the environment Lightning's DDP launcher sets in this process, and the run folder set for its
-    workers, so the next job of a sweep (or a later launch from this process's environment: torchrun, a test's
-    console run) starts its own workers and folder instead of joining this run's."""
-    saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and saved["LOCAL_RANK"] is None:
-            torch.distributed.destroy_process_group()
 
 
 def metrics_of(values: Mapping[str, Any]) -> dict[str, float]:
