@@ -9,7 +9,7 @@ DATUMARO_VENV ?= .venv-datumaro
 # where PyTorch is not installed runs its script here
 RUNTIME_VENV ?= .venv-runtime
 
-.PHONY: setup datumaro runtime train test lint bench clean
+.PHONY: setup datumaro runtime train test test-fast lint docs docs-serve bench clean
 
 setup: $(VENV)/.installed
 
@@ -41,11 +41,22 @@ train: setup
 test: setup datumaro runtime
 	$(BIN)/python -m pytest -q
 
+# the inner loop: the tests that train no model, start no server and run no console script end to end
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# the documentation site (mkdocs-material): strict, so a broken link, reference or warning fails the build
+docs: setup
+	$(BIN)/mkdocs build --strict
+
+docs-serve: setup
+	$(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 bench: setup
 	$(BIN)/python bench/bench_classification.py
 
 clean:
-	rm -rf outputs multirun .pytest_cache
+	rm -rf outputs multirun .pytest_cache site

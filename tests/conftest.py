@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,33 @@ from visionkit.config import config_dir, register_resolvers
 
 os.environ.setdefault("VISIONKIT_OFFLINE", "1")  # never try a download from the tests
 os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+# `make test-fast` (pytest -m "not slow") leaves out every test that trains a model, runs a console script or a
+# server in processes of its own, or executes a notebook: those using a trained fixture, and those whose own code
+# calls one of these (marked here at collection, so a new such test is slow without anyone remembering to say so).
+SLOW_FIXTURES = {"digits_checkpoint", "trained_detector", "trained_segmenter", "trained_embedder", "builtin_data"}
+SLOW_CALLS = re.compile(
+    r"\b(\w*fit\w*|_train|train|run|run_console|evaluate|predict|export|robustness|explore|explain|serve|_sweep|"
+    r"running_server|object_store|subprocess\.\w+|Popen|NotebookClient|check_report_page|open_in_chromium)\("
+)
+
+
+def _slow_source(function: Any) -> bool:
+    try:
+        return bool(SLOW_CALLS.search(inspect.getsource(function)))
+    except (OSError, TypeError):
+        return False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        fixtures = [d.func for name in names for d in definitions.get(name, ()) if d.baseid]  # ours, not pytest's
+        function = getattr(item, "function", None)
+        if SLOW_FIXTURES & names or any(_slow_source(f) for f in [function, *fixtures] if f is not None):
+            item.add_marker(pytest.mark.slow)
+
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 REQUIRE_BROWSER = os.environ.get("VISIONKIT_REQUIRE_BROWSER") == "1"  # .ci/run sets it: CI never skips

@@ -4,12 +4,22 @@ import sys
 
 from visionkit.cli.runner import run_hydra
 
+# Hydra's flags that take the next argument as their value (`--cfg job`): that value is not an image
+VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+
 
 def main() -> None:
-    """Console entry point: the plain arguments (not key=value, not flags) become `images=[a,b]`."""
-    plain = [a for a in sys.argv[1:] if "=" not in a and not a.startswith("-")]
+    """Console entry point: the plain arguments (not key=value, not flags or their values) become `images=[a,b]`."""
+    plain, rest = [], []
+    arguments = iter(sys.argv[1:])
+    for argument in arguments:
+        if argument in VALUED_FLAGS:
+            rest += [argument, next(arguments, "")]
+        elif "=" in argument or argument.startswith("-"):
+            rest.append(argument)
+        else:
+            plain.append(argument)
     if plain:
-        rest = [a for a in sys.argv[1:] if a not in plain]
         quoted = ",".join(f"'{p}'" for p in plain)
         sys.argv = [sys.argv[0], f"images=[{quoted}]", *rest]
     run_hydra("visionkit-verify", "verify", "verify")

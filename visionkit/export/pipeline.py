@@ -167,7 +167,7 @@ def check_exports(
     them as check.json in `folder`, and fail naming every export that answered differently."""
     results = []
     for format, path in written.items():
-        if format == "ultralytics":  # its own tests: ultralytics.YOLO(path).val() (see the README)
+        if format == "ultralytics":  # its own tests: ultralytics.YOLO(path).val() (see docs/guide/export.md)
             continue
         runtime = load_runtime(format, path)
         result = check_export(

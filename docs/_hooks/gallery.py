@@ -1,0 +1,207 @@
+"""Pictures of real outputs for the site, made when it is built (nothing generated is committed): short runs on the
+built-in data through the installed commands (the default classification job, a small U-Net on the built-in
+shapes), then `visionkit-predict` and `visionkit-explain` on their checkpoints. Kept in a cache keyed by the
+visionkit version and this file, so later builds reuse them; a failed run fails the build with its log."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("VISIONKIT_DOCS_CACHE", Path.home() / ".cache" / "visionkit" / "docs-gallery"))
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One picture of the gallery: its file name in the site, the run file it is, and what it shows."""
+
+    name: str
+    source: str  # relative to the cache folder
+    caption: str
+    section: str
+
+
+PICTURES = [
+    Picture(
+        "classification-confusion.png",
+        "digits/plots/confusion_matrix.png",
+        "The test-set confusion matrix of the default job (LeNet-5, built-in digits, 3 epochs).",
+        "Classification",
+    ),
+    Picture(
+        "classification-roc.png",
+        "digits/plots/roc.png",
+        "One-vs-rest ROC curves per class, with their AUC.",
+        "Classification",
+    ),
+    Picture(
+        "classification-mistakes.png",
+        "digits/plots/confident_mistakes.png",
+        "The most confident mistakes of the test split: where to look first.",
+        "Classification",
+    ),
+    Picture(
+        "classification-curves.png",
+        "digits/plots/results.png",
+        "Training curves per epoch: losses, accuracy, learning rate.",
+        "Classification",
+    ),
+    Picture(
+        "classification-predicted.png",
+        "digits-predict/images/0.png",
+        "`visionkit-predict` writes each image with its top classes.",
+        "Classification",
+    ),
+    Picture(
+        "explain-gradcam.png",
+        "digits-explain/0/gradcam.png",
+        "`visionkit-explain`: Grad-CAM of the predicted class.",
+        "Explain",
+    ),
+    Picture(
+        "explain-filters.png",
+        "digits-explain/0/filters.png",
+        "`visionkit-explain`: the first layer's filters.",
+        "Explain",
+    ),
+    Picture(
+        "segmentation-per-class.png",
+        "shapes/plots/per_class.png",
+        "A small U-Net trained for 10 epochs on 192 built-in images at 64 px (about a minute on 2 cores, test "
+        "mIoU near 0.23; the shapes_unet recipe reaches 0.916): IoU and Dice per class.",
+        "Segmentation",
+    ),
+    Picture(
+        "segmentation-lowest.png",
+        "shapes/plots/lowest_iou.png",
+        "The test images with the lowest IoU: image, truth, prediction.",
+        "Segmentation",
+    ),
+    Picture(
+        "segmentation-overlay.png",
+        "shapes-predict/overlays/0.png",
+        "`visionkit-predict` writes each mask over its image (and the mask as a palette PNG).",
+        "Segmentation",
+    ),
+]
+
+RUNS = [  # (the folder under the cache, the command's arguments), in order: later ones read earlier checkpoints
+    ("digits", ["visionkit-train", "trainer.max_epochs=3"]),
+    (
+        "shapes",
+        [
+            "visionkit-train",
+            "task=segmentation",
+            "data.image_size=64",
+            "data.train_images=192",
+            "data.batch_size=16",
+            "trainer.max_epochs=10",
+            "+model.kwargs.decoder_channels=[128,64,32,16,8]",
+            "task.class_weights=[0.5,1,1,3,1]",
+        ],
+    ),
+]
+
+
+def _key() -> str:
+    """What the cached pictures depend on: the visionkit version and this file."""
+    import visionkit
+
+    text = visionkit.__version__ + Path(__file__).read_text()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _run(arguments: list[str], folder: Path, log: Path) -> None:
+    """Run an installed visionkit command; its output goes to `log`, shown when it fails."""
+    command = [str(BIN / arguments[0]), *arguments[1:], f"hydra.run.dir={folder}"]
+    env = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    with log.open("w") as handle:
+        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=folder.parent, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"docs gallery: {' '.join(arguments)} failed:\n{log.read_text()[-3000:]}")
+
+
+def build() -> Path:
+    """The cache folder holding every picture, made now unless a build with the same key made it before."""
+    folder = CACHE / _key()
+    manifest = folder / "gallery.json"
+    if manifest.is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, arguments in RUNS:
+        _run(arguments, folder / name, folder / f"{name}.log")
+    digits, shapes = _digit_images(folder), _shape_images(folder)
+    ckpt = "checkpoints/best.ckpt"
+    _run(
+        ["visionkit-predict", f"ckpt_path={folder / 'digits' / ckpt}", f"source={digits}", "top_k=3"],
+        folder / "digits-predict",
+        folder / "digits-predict.log",
+    )
+    _run(
+        ["visionkit-explain", f"ckpt_path={folder / 'digits' / ckpt}", f"source={digits / '0.png'}"],
+        folder / "digits-explain",
+        folder / "digits-explain.log",
+    )
+    _run(
+        ["visionkit-predict", f"ckpt_path={folder / 'shapes' / ckpt}", f"source={shapes}"],
+        folder / "shapes-predict",
+        folder / "shapes-predict.log",
+    )
+    missing = [p.source for p in PICTURES if not (folder / p.source).is_file()]
+    if missing:
+        raise RuntimeError(f"docs gallery: the runs did not write {missing} (logs in {folder})")
+    manifest.write_text(json.dumps([p.name for p in PICTURES]))
+    return folder
+
+
+def _digit_images(folder: Path) -> Path:
+    """Four test digits as PNG files, large enough to read."""
+    from PIL import Image
+
+    from visionkit.data.sources.digits import DigitsSource
+
+    target = folder / "digit-images"
+    target.mkdir(exist_ok=True)
+    for i, pixels in enumerate(DigitsSource().splits(0.1, 0.2, 0)["test"].images[:4]):
+        Image.fromarray(pixels).resize((96, 96), Image.Resampling.NEAREST).save(target / f"{i}.png")
+    return target
+
+
+def _shape_images(folder: Path) -> Path:
+    """Four test images of the built-in segmentation shapes the run trained on."""
+    import shutil
+
+    data = Path(os.environ.get("VISIONKIT_DATA", Path.home() / ".cache" / "visionkit" / "datasets"))
+    images = sorted(data.glob("shapes_seg_v2*/images/test/*.png"))[:4]  # the test split is the same in every size
+    target = folder / "shape-images"
+    target.mkdir(exist_ok=True)
+    for i, image in enumerate(images):
+        shutil.copy(image, target / f"{i}.png")
+    return target
+
+
+def markdown() -> str:
+    """The gallery page."""
+    out = [
+        "# Gallery",
+        "",
+        "Pictures of real outputs, made when this site was built by short runs on the built-in data (the commands "
+        "are in `docs/_hooks/gallery.py`): what a run's report and the prediction and explain commands write. "
+        "Longer runs do better; the task guides give the recipes and the [benchmarks](benchmarks.md) their "
+        "numbers.",
+        "",
+    ]
+    section = None
+    for picture in PICTURES:
+        if picture.section != section:
+            section = picture.section
+            out += [f"## {section}", ""]
+        out += [f"![{picture.caption}](assets/gallery/{picture.name})", "", picture.caption, ""]
+    return "\n".join(out)
