@@ -4,22 +4,16 @@
 from __future__ import annotations
 
 import difflib
-import os
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import fields
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from visionkit.config_ranges import check_ranges
 from visionkit.errors import VisionkitError
 from visionkit.utils.hints import describe, fits, parameters
-from visionkit.utils.io import atomic_write
-from visionkit.utils.logging import is_rank_zero
 
 _PACKAGE = Path(__file__).resolve().parent
 RUN_CONFIG = "config.yaml"
@@ -402,46 +396,3 @@ def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
             place = f" in {parent}" if parent else ""
             hint = _closest(part, known) or f"its keys: {', '.join(known)}; "
             raise VisionkitError(f"{key}: no such key{place}; {hint}(to add a new key: +{key}=...)")
-
-
-T = TypeVar("T")
-_LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", RUN_DIR_ENV)
-
-
-def plain(value: Any) -> Any:
-    """A config node as plain Python (resolved); anything else unchanged."""
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
-def options_from(cfg: DictConfig, options: type[T]) -> T:
-    """The dataclass `options` filled with the config keys of its field names (the others keep their defaults)."""
-    return options(**{f.name: plain(cfg[f.name]) for f in fields(options) if f.name in cfg})  # type: ignore[arg-type]
-
-
-@contextmanager
-def launcher_env_restored() -> Iterator[None]:
-    """Undo the environment Lightning's DDP launcher sets in this process, and the run folder set for its
-    workers, so the next job of a sweep (or a later launch from this process's environment: torchrun, a test's
-    console run) starts its own workers and folder instead of joining this run's."""
-    saved = {key: os.environ.get(key) for key in _LAUNCHER_ENV}
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        torch = sys.modules.get("torch")  # a process that never imported PyTorch holds no process group
-        distributed = torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and saved["LOCAL_RANK"] is None:
-            torch.distributed.destroy_process_group()
-
-
-def save_run_config(cfg: DictConfig, output_dir: Path) -> None:
-    """Write the resolved config to `<run>/config.yaml` (rank 0 only); DDP children re-read it."""
-    if not is_rank_zero():
-        return
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(output_dir / RUN_CONFIG, "w") as handle:
-        handle.write(OmegaConf.to_yaml(cfg, resolve=True))
