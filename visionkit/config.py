@@ -309,7 +309,7 @@ def check_config(cfg: DictConfig) -> None:
                     continue
                 child = node._get_node(key)
                 if isinstance(child, (DictConfig, ListConfig)):
-                    visit(child, f"{path}.{key}" if path else str(key))
+                    visit(child, f"{path}.{key!s}" if path else str(key))
         elif isinstance(node, ListConfig):
             for index in range(len(node)):
                 child = node._get_node(index)

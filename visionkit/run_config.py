@@ -28,7 +28,7 @@ def plain(value: Any) -> Any:
 
 def options_from(cfg: DictConfig, options: type[T]) -> T:
     """The dataclass `options` filled with the config keys of its field names (the others keep their defaults)."""
-    return options(**{f.name: plain(cfg[f.name]) for f in fields(options) if f.name in cfg})  # type: ignore[arg-type]
+    return options(**{f.name: plain(cfg[f.name]) for f in fields(options) if f.name in cfg})
 
 
 @contextmanager

@@ -97,7 +97,8 @@ def _coco_precision(
     def xywh(box: np.ndarray) -> list[float]:
         return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
 
-    annotations, results = [], []
+    annotations: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     for image_id, (found, truth) in enumerate(zip(detections, truths)):
         for row in truth:
             w, h = float(row[3] - row[1]), float(row[4] - row[2])

@@ -5,7 +5,9 @@ nearest gallery images (right identity framed green, wrong red). Files under `<r
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 import numpy as np
@@ -16,11 +18,14 @@ from visionkit.callbacks.figures import publish
 from visionkit.tasks.embedding_metrics import FARS, nearest
 from visionkit.utils.io import atomic_write
 
+if TYPE_CHECKING:
+    from visionkit.tasks.embedding import EmbeddingEvaluation
+
 MAP_POINTS = 1500  # t-SNE of at most this many embeddings (seconds on 2 cores)
 GRID_QUERIES, GRID_NEIGHBOURS = 8, 5
 
 
-def roc_figure(evaluation) -> Figure:
+def roc_figure(evaluation: EmbeddingEvaluation) -> Figure:
     """TAR against FAR (log scale), with the EER and the TAR at each reported FAR marked."""
     v = evaluation.verification
     fig = Figure(figsize=(5.5, 4.5))
@@ -37,7 +42,7 @@ def roc_figure(evaluation) -> Figure:
     return fig
 
 
-def distances_figure(evaluation) -> Figure:
+def distances_figure(evaluation: EmbeddingEvaluation) -> Figure:
     """Histograms of the cosine distances of same-identity and different-identity pairs, and the threshold."""
     same = evaluation.pairs[:, 2].astype(bool)
     fig = Figure(figsize=(6, 4))
@@ -80,7 +85,7 @@ def framed(image: np.ndarray, colour: tuple[int, int, int] | None, width: int = 
     return out
 
 
-def retrieval_figure(evaluation, picture, seed: int = 0) -> Figure:
+def retrieval_figure(evaluation: EmbeddingEvaluation, picture: Callable[[int], np.ndarray], seed: int = 0) -> Figure:
     """Rows of a query and its nearest gallery images with their distances, right identities framed green."""
     rng = np.random.default_rng(seed)
     queries = rng.permutation(evaluation.query)[:GRID_QUERIES]
@@ -105,7 +110,7 @@ def retrieval_figure(evaluation, picture, seed: int = 0) -> Figure:
     return fig
 
 
-def write_roc_table(evaluation, path: Path) -> Path:
+def write_roc_table(evaluation: EmbeddingEvaluation, path: Path) -> Path:
     """`roc_curve.csv`: threshold, FAR, TAR per point of the verification ROC."""
     v = evaluation.verification
     with atomic_write(path, "w") as handle:

@@ -164,7 +164,7 @@ class VisionDataModule(L.LightningDataModule):
         if "reader" not in reading:
             raise VisionkitError(f"data.mean=auto needs image files; {self.source.description} is held in memory")
         key = f"{self.pixel_format.state()}|{self.image_size}|{self.resize}"
-        return split_stats(train.images, ImageSampleDataset(train, None, **reading).read, key, self.cache_dir)  # type: ignore[arg-type]
+        return split_stats(train.images, ImageSampleDataset(train, None, **reading).read, key, self.cache_dir)
 
     @property
     def class_names(self) -> list[str]:

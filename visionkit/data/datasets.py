@@ -148,7 +148,7 @@ class ClassificationDataset(ImageSampleDataset):
     images whose pipeline `BatchAugment` can run are augmented a whole batch at a time (DataLoader's
     `__getitems__`): the built-in digits' loader then delivers several times what LeNet-5 consumes."""
 
-    def __init__(self, samples: SampleSet, transform: A.Compose, skip_bad_images: bool = False, **reading: Any):
+    def __init__(self, samples: SampleSet, transform: A.Compose, skip_bad_images: bool = False, **reading: Any) -> None:
         super().__init__(samples, transform, skip_bad_images, **reading)
         images = self.samples.images
         if isinstance(images, np.ndarray) and images.ndim == 4:

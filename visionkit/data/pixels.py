@@ -68,7 +68,7 @@ class PixelFormat:
             dtype=str(settings.get("dtype", "uint8") or "uint8"),
             bands=listed("bands", int),
             scaling=str(settings.get("scaling", "fixed") or "fixed"),
-            window=listed("window", float),  # type: ignore[arg-type]
+            window=listed("window", float),
             viz_bands=listed("viz_bands", int),
         )
 

@@ -72,7 +72,7 @@ def _generate(root: Path, classes: list[str], make: object) -> Path:
         for index in range(count):
             rng = np.random.default_rng([split_index, index])
             label = classes[index % len(classes)]
-            _write_tiff(root / split / label / f"{split}_{index:04d}.tif", make(label, rng))  # type: ignore[operator]
+            _write_tiff(root / split / label / f"{split}_{index:04d}.tif", make(label, rng))
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     return root
 

@@ -89,7 +89,9 @@ def distinct_batches(groups: list[np.ndarray], labels: np.ndarray, per_batch: in
     batch, in its order; a batch fills up with waiting groups only when no other label is left."""
     queue, out = deque(groups), []
     while queue:
-        batch, seen, waiting = [], set(), []
+        batch: list[Any] = []
+        seen: set[int] = set()
+        waiting: list[Any] = []
         while queue and len(batch) < per_batch:
             group = queue.popleft()
             label = int(labels[group[0]])

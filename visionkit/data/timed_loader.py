@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from torch.utils.data import DataLoader
 
@@ -13,7 +15,7 @@ class TimedLoader(DataLoader):
 
     last_wait: float | None = None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # a generator around the loader's iterator
         iterator = super().__iter__()
         while True:
             start = time.perf_counter()

@@ -89,7 +89,7 @@ def explore(cfg: DictConfig) -> dict[str, float]:
         title = f"{subject.kind}: {Path(paths[0]).name}"
         httpd = ExploreServer(subject, subject.load(paths[0]), options, title).serve(str(cfg.host), int(cfg.port))
         host, port = httpd.server_address[:2]
-        print(f"visionkit-explore: http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+        print(f"visionkit-explore: http://{host!s}:{port}/ (Ctrl-C stops it)", flush=True)
         try:
             while True:
                 time.sleep(3600)

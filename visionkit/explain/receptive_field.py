@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -74,7 +74,9 @@ class _Tracker(TorchFunctionMode):
         entry = self.fields.get(id(tensor))
         return entry[1] if entry is not None and entry[0] is tensor else None
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self, func: Callable[..., Any], types: Any, args: tuple = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         inputs = [f for t in nested_tensors((args, kwargs)) if (f := self.field(t)) is not None]
@@ -127,7 +129,7 @@ def _grow(
     dilation: Sequence[int],
 ) -> _Field:
     grown = tuple(size[i] + (int(kernel[i]) - 1) * int(dilation[i]) * jump[i] for i in range(2))
-    return _Field((jump[0] * int(stride[0]), jump[1] * int(stride[1])), grown)  # type: ignore[arg-type]
+    return _Field((jump[0] * int(stride[0]), jump[1] * int(stride[1])), grown)
 
 
 def _text(value: Any) -> str:

@@ -55,7 +55,7 @@ class Subject:
     predictor: Predictor
     cam_layers: list[str] | None = None  # None: chosen on first use (`cam_layer_names`)
     feature_layers: list[str] | None = None  # None: chosen on first use (`feature_layer_names`)
-    cam_network: nn.Module | None = None
+    cam_network: nn.Module = None  # None: `network` (filled in __post_init__)
     note: str = ""
     _layer_rows: list[LayerRow] | None = field(default=None, init=False, repr=False)
 

@@ -165,7 +165,7 @@ def load_runtime(format: str, path: str | os.PathLike[str], device: str = "cpu",
         )
     try:
         if precision != "fp32":
-            return _RUNTIMES[format](path, device, precision)
+            return _RUNTIMES[format](path, device, precision)  # type: ignore[call-arg]  # the ones that offer it
         return _RUNTIMES[format](path, device)
     except ImportError as exc:
         extra = "train" if format == "torchscript" else "runtime"

@@ -56,7 +56,7 @@ class InputImage:
     @property
     def network(self) -> np.ndarray:
         """The pixels the network is given: 0..1 floats of every channel (scans, bands), else the RGB picture."""
-        return self.raw if self.raw is not None else self.pixels  # type: ignore[return-value]
+        return self.raw if self.raw is not None else self.pixels
 
 
 def as_array(image: object, name: str) -> np.ndarray:
@@ -64,7 +64,7 @@ def as_array(image: object, name: str) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image)
     if is_tensor(image):
-        tensor = image.detach().cpu()  # type: ignore[attr-defined]
+        tensor = image.detach().cpu()
         return tensor.permute(1, 2, 0).numpy() if tensor.ndim == 3 else tensor.numpy()
     if isinstance(image, np.ndarray):
         return image
@@ -185,7 +185,7 @@ def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
         path = Path(images).expanduser()
         return [images] if path.is_file() else list_images(str(images))
     if isinstance(images, np.ndarray) or is_tensor(images):
-        return list(images) if images.ndim == 4 else [images]  # type: ignore[union-attr]
+        return list(images) if images.ndim == 4 else [images]  # type: ignore[list-item]
     if isinstance(images, Image.Image):
         return [images]
     return images

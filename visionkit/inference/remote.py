@@ -28,7 +28,9 @@ def is_remote_source(source: Any) -> bool:
 class RemoteImages:
     """The images a remote source holds, as the local paths they are fetched to (in a stable order)."""
 
-    def __init__(self, source: str, folder: Path, options: Mapping[str, Any] | None = None, split: str = "test"):
+    def __init__(
+        self, source: str, folder: Path, options: Mapping[str, Any] | None = None, split: str = "test"
+    ) -> None:
         self.location, self.folder, self.split = Location(source, dict(options or {})), folder, split
         try:
             self.meta: dict[str, Any] | None = self.location.read_json(META_NAME)
@@ -57,7 +59,7 @@ class RemoteImages:
         start = f"{prefix}/" if prefix else ""
         try:
             while True:
-                more = {"ContinuationToken": token} if token else {}
+                more: dict[str, Any] = {"ContinuationToken": token} if token else {}
                 page = client.list_objects_v2(Bucket=bucket, Prefix=start, **more)
                 keys += [item["Key"][len(start) :] for item in page.get("Contents", [])]
                 token = page.get("NextContinuationToken")

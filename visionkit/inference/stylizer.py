@@ -69,7 +69,7 @@ class StylizerPredictor(Predictor):
         results: list[Result] = []
         for size, group in groupby(items, key=self._network_size):
             members = list(group)
-            images = torch.cat([resize(self.to_network([m.pixels]).clamp_(0, 1), size) for m in members])
+            images = torch.cat([resize(self.to_network([m.pixels]).clamp_(0, 1), size) for m in members])  # type: ignore[list-item]
             stylized = self.model(images).float().clamp(0, 1)
             for member, picture in zip(members, stylized):
                 back = resize(picture[None], member.pixels.shape[:2])[0]

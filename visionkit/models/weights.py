@@ -121,10 +121,10 @@ def with_input_channels(net: nn.Module, in_channels: int) -> nn.Module:
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        conv.stride,  # type: ignore[arg-type]
-        conv.padding,  # type: ignore[arg-type]
-        conv.dilation,  # type: ignore[arg-type]
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
         conv.groups,
         conv.bias is not None,
         conv.padding_mode,

@@ -30,7 +30,7 @@ def available_yolo_models() -> list[str]:
     import ultralytics
 
     root = Path(ultralytics.__file__).parent / "cfg" / "models"
-    names = set()
+    names: set[str] = set()
     for yaml in root.rglob("*.yaml"):
         stem = yaml.stem
         if any(tag in stem for tag in ("-seg", "-pose", "-obb", "-cls", "-world", "-p2", "-p6", "-ghost", "rtdetr")):
@@ -117,7 +117,8 @@ def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     classes differs (transfer learning: those start fresh). Returns how many tensors were loaded."""
     own = model.state_dict()
     own_nc, their_nc = int(model.yaml["nc"]), _classes_of(state, own)
-    fresh, wrong = [], []
+    fresh: list[str] = []
+    wrong: list[str] = []
     for key, value in own.items():
         theirs = state.get(key)
         if theirs is not None and theirs.shape == value.shape:

@@ -150,7 +150,7 @@ class CompareSweep(HydraCallback):
         from visionkit.utils.logging import get_logger
 
         log = get_logger(__name__)
-        sweep = Path(str(config.hydra.sweep.dir))  # type: ignore[attr-defined]
+        sweep = Path(str(config.hydra.sweep.dir))
         jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
         usable = []
         for job in jobs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -120,7 +121,7 @@ class PerceptualLoss(nn.Module):
             for n in self.style_layers
         ) / len(self.style_layers)
         tv = total_variation(images) if self.tv_weight > 0 else images.new_zeros(())
-        parts = {
+        parts: dict[str, Any] = {
             "content": self.content_weight * content,
             "style": self.style_weight * style,
             "tv": self.tv_weight * tv,

@@ -130,7 +130,7 @@ class StyleTransfer:
         image: Tensor | None = None
         history: list[dict[str, float]] = []
         for scale_index, (side, count) in enumerate(zip(sizes, step_counts)):
-            hw = fit_long_side(*photo.shape[:2], side)
+            hw = fit_long_side(photo.shape[0], photo.shape[1], side)
             content_image = resize(photo_tensor, hw).to(self.torch_device)
             if image is None:
                 start = content_image if init == "content" else torch.rand(content_image.shape, generator=generator)

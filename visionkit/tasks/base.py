@@ -6,7 +6,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 import torch
@@ -20,7 +20,7 @@ from visionkit.tasks.schedules import check_step_plan, is_per_step
 warnings.filterwarnings("ignore", message="You have overridden `on_before_batch_transfer` in `LightningModule` but")
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+SchedulerFactory = Callable[..., Any]  # (optimizer, total_steps=..., **plan) -> a scheduler
 
 
 def stacked_images(images: Any) -> Tensor:
@@ -113,6 +113,11 @@ class VisionTask(L.LightningModule):
     # the validation metric (higher is better) that says an export answers like the checkpoint; None: none fits
     quality_metric: ClassVar[str | None] = None
     task_name: ClassVar[str] = ""  # what predictors, exports and messages call the task (each task sets it)
+
+    if TYPE_CHECKING:  # Lightning types it as a mapping; the tasks read their saved arguments as attributes
+
+        @property
+        def hparams(self) -> Any: ...
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -79,7 +80,7 @@ class WarmupLinearLR(LambdaLR):
             batch = batch_of(step)
             return decay(batch) * warming(batch)
 
-        def falling_from(start: float):
+        def falling_from(start: float) -> Callable[[int], float]:
             def factor(step: int) -> float:
                 batch = batch_of(step)
                 return start + (decay(batch) - start) * warming(batch)

@@ -91,7 +91,7 @@ class StyleTransferTask(VisionTask):
             )
             style = to_tensor(load_rgb(h.style_image or builtin_style_image()))
             if h.style_size:
-                style = resize(style, fit_long_side(*style.shape[-2:], int(h.style_size)))
+                style = resize(style, fit_long_side(style.shape[-2], style.shape[-1], int(h.style_size)))
             with torch.autocast(self.device.type, enabled=False):
                 targets = objective.style_targets([style.to(self.device)])
             self._loss = {"device": self.device, "objective": objective, "targets": targets}

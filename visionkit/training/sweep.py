@@ -60,7 +60,8 @@ def distribution(override: Override) -> Any:
 def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The distributions of the config's `params` and the command line's sweep overrides, and the fixed overrides."""
     lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
-    space, fixed = {}, {}
+    space: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
     for override in OverridesParser.create().parse_overrides(lines):  # a later line of a key replaces an earlier
         key, found = override.get_key_element(), distribution(override)
         space.pop(key, None)

@@ -33,7 +33,7 @@ class RankedLogger(logging.LoggerAdapter):
         super().__init__(logging.getLogger(name), extra={})
         self.rank_zero_only = rank_zero_only
 
-    def log(self, level: int, msg: object, *args: object, rank: int | None = None, **kwargs: object) -> None:
+    def log(self, level: int, msg: object, *args: object, rank: int | None = None, **kwargs: object) -> None:  # type: ignore[override]  # adds `rank`
         if not self.isEnabledFor(level):
             return
         current = process_rank()

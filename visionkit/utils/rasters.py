@@ -131,7 +131,7 @@ def raster_size(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     except Exception as exc:
         kind = "TIFF" if suffix in TIFF_SUFFIXES else "DICOM file"
         raise _unreadable(path, f"not a readable {kind} ({type(exc).__name__}: {exc})") from None
-    return read_raster(path).shape  # type: ignore[return-value]
+    return read_raster(path).shape
 
 
 def check_raster(path: str | os.PathLike[str]) -> str | None:

@@ -76,7 +76,7 @@ def scan_coco_split(
     for index, ann in enumerate(spec["annotations"]):
         where = f"{json_path}: annotations[{index}] (id {ann.get('id', '?')})"
         try:
-            image = images.get(ann.get("image_id"))  # type: ignore[arg-type]
+            image = images.get(ann.get("image_id"))
             if image is None:
                 raise VisionkitError(f"{where}: image_id {ann.get('image_id')} is not in 'images'")
             if int(ann.get("category_id", -1)) not in mapping:

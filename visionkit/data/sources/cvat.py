@@ -58,7 +58,7 @@ def rle_mask(counts: str, width: int, height: int, where: str) -> np.ndarray:
 def image_shapes(image: ET.Element, path: Path) -> tuple[list[Shape], dict[str, int]]:
     """One <image>'s boxes, polygons and masks (ordered by z_order, then file order) and a count of the elements
     left out, by tag."""
-    found, left_out = [], {}
+    found, left_out = [], dict[str, int]()
     for number, element in enumerate(image, start=1):
         label = element.get("label", "")
         where = f"{path}: image {image.get('name')!r}, {element.tag} {number} ({label})"
@@ -68,13 +68,13 @@ def image_shapes(image: ET.Element, path: Path) -> tuple[list[Shape], dict[str, 
             continue
         try:
             if kind == "rectangle":
-                points = tuple(float(element.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))  # type: ignore[arg-type]
+                points = tuple(float(element.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))
             elif kind == "polygon":
                 points = tuple(float(v) for pair in element.get("points", "").split(";") for v in pair.split(","))
                 if len(points) < 6 or len(points) % 2:
                     raise VisionkitError(f"{where}: {len(points) // 2} point(s); a polygon needs at least 3")
             else:
-                left, top, width, height = (int(float(element.get(k))) for k in ("left", "top", "width", "height"))  # type: ignore[arg-type]
+                left, top, width, height = (int(float(element.get(k))) for k in ("left", "top", "width", "height"))
                 points = (left, top, rle_mask(element.get("rle", ""), width, height, where))
         except (TypeError, ValueError):
             raise VisionkitError(f"{where}: missing or non-numeric coordinates") from None

@@ -230,7 +230,7 @@ class HuggingFaceSource(MaskedSource):
                     f"{self.root}: no {role} column{f' {column!r}' if column else ''} for task={self.task}; the "
                     f"columns are {shown}: name it with data.{role}_column=<name>"
                 )
-        return found  # type: ignore[return-value]
+        return found
 
     def _names(self, train: Any, columns: dict[str, str]) -> list[str]:
         if self.given_names:

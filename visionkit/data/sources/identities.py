@@ -136,7 +136,7 @@ class IdentitySource:
             rows = self.csv.read_rows()
             names = sorted({identity for _, _, identity, _ in rows})
             index = {name: i for i, name in enumerate(names)}
-            images, ids, given = [], [], {}
+            images, ids, given = [], [], dict[int, str]()
             for line, rel_path, identity, split in rows:
                 path = self.csv.resolve(line, rel_path)
                 if split is not None and given.setdefault(index[identity], split) != split:

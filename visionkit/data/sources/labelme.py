@@ -68,7 +68,7 @@ def read_labelme_json(path: Path) -> tuple[Path, tuple[int, int], list[Shape], C
         raise VisionkitError(f"{path}: not a LabelMe file (needs 'shapes' and 'imagePath')")
     image = (path.parent / str(spec["imagePath"]).replace("\\", "/")).resolve()
     size = (int(spec.get("imageHeight") or 0), int(spec.get("imageWidth") or 0))
-    shapes, left_out = [], Counter()
+    shapes, left_out = [], Counter[str]()
     for number, shape in enumerate(spec["shapes"], start=1):
         label = str(shape.get("label", "")).strip()
         kind = shape.get("shape_type") or "polygon"

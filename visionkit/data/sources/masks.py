@@ -54,7 +54,7 @@ class MaskScanReport:
 
 def files_by_stem(folder: Path) -> dict[str, Path]:
     """Image files under `folder` keyed by their path relative to it, without suffix."""
-    found = {}
+    found: dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file() and not path.name.startswith("."):
             found.setdefault(str(path.relative_to(folder).with_suffix("")), path)

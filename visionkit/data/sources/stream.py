@@ -51,18 +51,18 @@ class StreamKeys(Sequence[str]):
     """The names of a packed split's samples, `<url>/<split>#<index>`: what messages and reports call them."""
 
     def __init__(self, url: str, split: str, count: int) -> None:
-        self.url, self.split, self.count = url.rstrip("/"), split, count
+        self.url, self.split, self.length = url.rstrip("/"), split, count
 
     def __len__(self) -> int:
-        return self.count
+        return self.length
 
     def __getitem__(self, index: int) -> str:  # type: ignore[override]
-        if not -self.count <= index < self.count:
+        if not -self.length <= index < self.length:
             raise IndexError(index)
-        return f"{self.url}/{self.split}#{index % self.count}"
+        return f"{self.url}/{self.split}#{index % self.length}"
 
     def __iter__(self) -> Iterator[str]:
-        return (self[i] for i in range(self.count))
+        return (self[i] for i in range(self.length))
 
 
 class ShardReader:
@@ -254,7 +254,7 @@ class StreamSource:
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return tuple(self.meta["image_size"])  # type: ignore[return-value]
+        return tuple(self.meta["image_size"])
 
     def class_names(self) -> list[str]:
         return list(self.meta["class_names"])

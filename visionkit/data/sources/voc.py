@@ -85,7 +85,7 @@ def read_labelmap(path: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
         if colour and len(rgb) != 3:
             raise VisionkitError(f"{path}:{line_no}: colour {colour!r} is not r,g,b")
         names.append(name.strip())
-        colours.append(rgb)  # type: ignore[arg-type]
+        colours.append(rgb)
     return names, colours
 
 
@@ -106,7 +106,7 @@ def read_ids(path: Path) -> list[str]:
 def _number(element: ET.Element, tag: str, where: str) -> float:
     found = element.find(tag)
     try:
-        return float(found.text)  # type: ignore[union-attr, arg-type]
+        return float(found.text)
     except (AttributeError, TypeError, ValueError):
         raise VisionkitError(f"{where}: <{tag}> is missing or not a number") from None
 
@@ -180,7 +180,7 @@ class VocSource(AnnotationToolSource):
             names = ["background", *VOC_CLASSES]
         self.names = task_names(names, task)
         if task == "segmentation" and not (table and all(table)):  # colour-coded masks use VOC's colour map
-            table = [tuple(int(v) for v in c) for c in class_palette()[: len(self.names)]]
+            table = [(int(c[0]), int(c[1]), int(c[2])) for c in class_palette()[: len(self.names)]]
         self.colours = table if task == "segmentation" else None
         self.description = f"Pascal VOC {self.root} ({task})"
 
