@@ -126,6 +126,7 @@ def ours_multilabel(table: Path, epochs: int, seed: int, workdir: Path, extra: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--ours", nargs="*", default=[], help="overrides added to visionkit's side")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -155,7 +156,9 @@ def main() -> None:
             return run_child(__file__, ["plain", str(table), str(args.epochs), str(seed)])
 
         names = ("plain torchvision loop", f"visionkit-train {' '.join(args.ours) or 'default'}")
-        seed_table(args.seeds, "map", plain, ours, names, lambda text: print(text, flush=True))
+        seed_table(
+            args.seeds, "map", plain, ours, names, lambda text: print(text, flush=True), first_seed=args.first_seed
+        )
 
 
 if __name__ == "__main__":

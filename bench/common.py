@@ -93,17 +93,18 @@ def seed_table(
     names: tuple[str, str],
     row: Callable[[str], None] = print,
     second: tuple[str, str] | None = None,
+    first_seed: int = 0,
 ) -> None:
     """The plain loop and visionkit's default, seed after seed (each pair run back to back), as a table of test
     `metric` with the means: the mean over the seeds decides, one seed moves too much. In parentheses: the best
-    validation `metric`, or `second` = (key in the results, its label) when given."""
+    validation `metric`, or `second` = (key in the results, its label) when given. Seeds first_seed and on."""
     from statistics import mean
 
     key, label = second or (f"val_{metric}", f"best val {metric}")
     row(f"| seed | {names[0]}: test {metric} ({label}) | {names[1]}: test {metric} ({label}) |")
     row("|---:|---:|---:|")
     theirs_all, ours_all = [], []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         theirs, mine = plain(seed), ours(seed)
         theirs_all.append(theirs[f"test_{metric}"])
         ours_all.append(mine[f"test_{metric}"])
