@@ -1,15 +1,18 @@
 """The documentation: every `visionkit-*` command in a fenced block of the site's pages and the READMEs composes as
 written (`--cfg job`: its overrides checked and its config built, as the shell would run it; argparse commands
-parse), every config key has the comment the generated configuration reference shows, and the README stays a
-page long. `.ci/run` builds the site itself, strictly (`make docs`)."""
+parse), the ones in a block marked `<!-- run -->` run for real on the built-in data, every config key has the
+comment the generated configuration reference shows, and the README stays a page long. `.ci/run` builds the site
+itself, strictly (`make docs`)."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib
 import io
+import os
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [*sorted((ROOT / "docs").rglob("*.md")), ROOT / "README.md", ROOT / "datasets" / "README.md"]
+RUN_MARK = "<!-- run -->"  # on the line before a fenced block: the test runs its commands for real
 ARGPARSE = {"visionkit-stylize": "visionkit.cli.stylize", "visionkit-report": "visionkit.cli.report"}
 sys.path.insert(0, str(ROOT / "docs" / "_hooks"))
 
@@ -40,6 +44,12 @@ def fenced_commands(text: str) -> list[str]:
         if first.startswith("visionkit-") and not first.endswith(":"):
             commands.append(line)
     return commands
+
+
+def runnable_commands(text: str) -> list[str]:
+    """The commands of the fenced blocks marked `<!-- run -->` (the marker on the line before the fence)."""
+    blocks = re.findall(rf"^{re.escape(RUN_MARK)}\n(```[^\n]*\n.*?^```)", text, flags=re.MULTILINE | re.DOTALL)
+    return [command for block in blocks for command in fenced_commands(block)]
 
 
 def _arguments(command: str) -> tuple[str, list[str]]:
@@ -117,6 +127,33 @@ def test_every_command_on_the_page_composes_as_written(page: Path) -> None:
         if code != 0:
             failures.append(f"{command}\n    {errors.strip()}")
     assert not failures, "\n".join(failures)
+
+
+RUNNABLE = [(page, command) for page in PAGES for command in runnable_commands(page.read_text())]
+
+
+@pytest.mark.parametrize(
+    "page, command", RUNNABLE, ids=[f"{p.relative_to(ROOT)}: {c.split('#')[0].strip()}" for p, c in RUNNABLE]
+)
+def test_a_command_marked_run_runs_for_real(page: Path, command: str, tmp_path: Path) -> None:
+    """A marked command runs as a reader would type it, in an empty folder, offline: it succeeds, and a training
+    run writes the run folder it prints, with its report and checkpoint."""
+    program, arguments = _arguments(command)
+    env = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / program), *arguments],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{page.name}: {command}\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    if program == "visionkit-train":
+        run = tmp_path / re.search(r"^run folder: (.+)$", done.stdout, flags=re.MULTILINE).group(1).strip()
+        assert (run / "report.html").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_the_pages_mark_commands_to_run_for_real() -> None:
+    """The marker is used (a misspelt one would leave every command to `--cfg job` alone)."""
+    assert len(RUNNABLE) >= 2
+    assert all(_arguments(c)[0].startswith("visionkit-") for _, c in RUNNABLE)
 
 
 def test_the_pages_hold_the_commands_the_readme_once_held() -> None:
