@@ -5,8 +5,8 @@ BIN := $(VENV)/bin
 # datumaro, the converter the annotation-format tests check our readers against, in a venv of its own: its pins
 # (pandas 2, pillow 12) differ from ours
 DATUMARO_VENV ?= .venv-datumaro
-# visionkit without PyTorch (the base install and the `runtime` extra): the test that predicts from exported files
-# where PyTorch is not installed runs its script here
+# visionkit without PyTorch (the base install and the `runtime` and `serve` extras): the tests that predict from and
+# serve exported files where PyTorch is not installed run here
 RUNTIME_VENV ?= .venv-runtime
 
 .PHONY: setup datumaro runtime train test test-fast lint typecheck docs docs-serve bench clean
@@ -26,7 +26,7 @@ runtime: $(RUNTIME_VENV)/.installed
 $(RUNTIME_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(RUNTIME_VENV)/bin/python -m pip install --quiet -e ".[runtime]"
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet -e ".[runtime,serve]"
 	touch $@
 
 $(VENV)/.installed: pyproject.toml

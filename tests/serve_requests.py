@@ -48,10 +48,16 @@ class Server:
 
 @contextmanager
 def running_server(
-    ckpt: Path, folder: Path, *overrides: str, api_key: str | None = None, start_timeout: float = 180
+    ckpt: Path,
+    folder: Path,
+    *overrides: str,
+    api_key: str | None = None,
+    start_timeout: float = 180,
+    bin_dir: Path = BIN,
 ) -> Iterator[Server]:
-    """visionkit-serve for `ckpt` on a free port, ready (GET /health answers 200) when the block starts; stopped
-    (SIGINT, then SIGKILL for the whole process group after 20 s) when it ends."""
+    """visionkit-serve (of the venv whose scripts are in `bin_dir`) for `ckpt` on a free port, ready (GET /health
+    answers 200) when the block starts; stopped (SIGINT, then SIGKILL for the whole process group after 20 s) when
+    it ends."""
     port = free_port()
     log = folder / f"serve-{port}.log"
     args = [f"ckpt_path={ckpt}", f"port={port}", f"hydra.run.dir={folder / f'serve-{port}'}", *overrides]
@@ -60,7 +66,7 @@ def running_server(
         env["VISIONKIT_API_KEY"] = api_key
     with log.open("w") as sink:
         process = subprocess.Popen(
-            [str(BIN / "visionkit-serve"), *args],
+            [str(bin_dir / "visionkit-serve"), *args],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=env,

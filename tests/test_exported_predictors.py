@@ -228,6 +228,31 @@ def test_exported_files_predict_where_pytorch_is_not_installed(
     assert "torch is not installed" in refused.stderr and "pip install 'visionkit[train]'" in refused.stderr
 
 
+def test_an_exported_file_is_served_where_pytorch_is_not_installed(
+    runtime_venv: Path, digits_checkpoint: tuple[Path, Path], digits_exports: Path, digit_images: Path, tmp_path: Path
+) -> None:
+    """`pip install 'visionkit[runtime,serve]'` without PyTorch: `visionkit-serve` of the classifier's ONNX file
+    answers `/predict` with the checkpoint's labels, and `/info` names ONNX Runtime; a checkpoint is refused."""
+    import httpx
+
+    from tests.serve_requests import running_server
+
+    files = sorted(digit_images.glob("*.png"))[:8]
+    expected = {Path(r.source).name: r.label for r in load_predictor(digits_checkpoint[0])([str(f) for f in files])}
+    with running_server(digits_exports / "model.onnx", tmp_path, "workers=1", bin_dir=runtime_venv / "bin") as server:
+        info = httpx.get(f"{server.url}/info", timeout=30).json()
+        upload = [("image", (f.name, f.read_bytes(), "image/png")) for f in files]
+        answer = httpx.post(f"{server.url}/predict", files=upload, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert {r["path"]: r["label"] for r in answer.json()} == expected
+    assert "ONNX Runtime" in json.dumps(info), info
+    refused = subprocess.run(
+        [str(runtime_venv / "bin" / "visionkit-serve"), f"ckpt_path={digits_checkpoint[0]}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "pip install 'visionkit[train]'" in refused.stderr
+
+
 def test_an_embedder_exported_to_each_runtime_gives_the_same_features_and_threshold(
     trained_embedder: TrainedEmbedder, tmp_path: Path
 ) -> None:

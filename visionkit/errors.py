@@ -7,12 +7,13 @@ class VisionkitError(Exception):
     """A problem with the user's input (data, config, weights) that they can fix; never a bug."""
 
 
-# What `pip install 'visionkit[train]'` adds; a base install (with `runtime`) predicts from exported files only.
+# What `pip install 'visionkit[train]'` adds; a base install (with `runtime`) predicts from and serves exported
+# files only.
 TRAIN_PACKAGES = frozenset({"torch", "torchvision", "lightning", "torchmetrics", "timm", "sklearn", "matplotlib"})
 NEEDS_TRAIN = (
-    "{name} is not installed: training, checkpoints and every command but predicting from an exported file need "
-    "PyTorch and Lightning; pip install 'visionkit[train]' (an exported model.onnx or model_openvino/ predicts "
-    "without them: pip install 'visionkit[runtime]', then ckpt_path=model.onnx)"
+    "{name} is not installed: training, checkpoints and every command but predicting from (and serving) an "
+    "exported file need PyTorch and Lightning; pip install 'visionkit[train]' (an exported model.onnx or "
+    "model_openvino/ predicts without them: pip install 'visionkit[runtime]', then ckpt_path=model.onnx)"
 )
 
 

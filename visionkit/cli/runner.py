@@ -26,7 +26,7 @@ from visionkit.errors import NEEDS_TRAIN, user_message
 from visionkit.utils.logging import is_rank_zero, one_line_per_message
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
-TORCH_FREE_JOBS = ("predict",)  # jobs a base install runs (`visionkit[runtime]`: exported files, no PyTorch)
+TORCH_FREE_JOBS = ("predict", "serve")  # what a base install runs (`visionkit[runtime]`: exported files, no PyTorch)
 _NOISE = (
     ".*treespec.*",
     ".*does not have many workers.*",

@@ -4,13 +4,13 @@ predictor over all their images. Requests reach it already read and checked (`vi
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
 import litserve as ls
-import torch
 from fastapi import Header, HTTPException
 
 from visionkit.inference import Result, load_predictor
@@ -21,7 +21,8 @@ from visionkit.serve.encode import encode_result
 class ServeOptions:
     """What every worker needs to answer: the checkpoint, the predictor's options and how pictures travel.
 
-    threads: torch CPU threads per worker (None: torch's default). api_key: required as the X-API-Key header
+    threads: torch CPU threads per worker (None: torch's default; an exported file served without PyTorch keeps
+    its runtime's own). api_key: required as the X-API-Key header
     when set.
     """
 
@@ -47,7 +48,9 @@ class PredictorAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         """Load the predictor on this worker's device (LitServe gives `cpu` or `cuda:N`)."""
-        if self.options.threads and device.startswith("cpu"):
+        if self.options.threads and device.startswith("cpu") and importlib.util.find_spec("torch") is not None:
+            import torch
+
             torch.set_num_threads(self.options.threads)
         batch_size = max(16, self.max_batch_size)
         options = {"batch_size": batch_size, **self.options.predictor}
