@@ -119,14 +119,16 @@ def test_serve_without_its_extra_says_what_to_install(
     digits_checkpoint: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The `serve` extra is apart from `train` and `runtime`: without LitServe the command names it."""
+    from visionkit.errors import user_message
     from visionkit.run import serve
 
     for name in [m for m in sys.modules if m.startswith("visionkit.serve")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "litserve", None)  # as if not installed: importing it fails
     cfg = compose_config(tmp_path, [f"ckpt_path={digits_checkpoint[0]}"], name="serve")
-    with pytest.raises(VisionkitError, match=r"visionkit-serve needs litserve: pip install 'visionkit\[serve\]'"):
+    with pytest.raises(ModuleNotFoundError) as missing:
         serve(cfg)
+    assert user_message(missing.value) == "litserve is not installed: pip install 'visionkit[serve]'"
 
 
 def _expected_top(predictor, images: list[np.ndarray]) -> list[list]:

@@ -15,11 +15,13 @@ NEEDS_TRAIN = (
     "exported file need PyTorch and Lightning; pip install 'visionkit[train]' (an exported model.onnx or "
     "model_openvino/ predicts without them: pip install 'visionkit[runtime]', then ckpt_path=model.onnx)"
 )
+# Packages of an extra apart from `train`, by the extra that installs them
+EXTRA_PACKAGES = {"litserve": "serve", "fastapi": "serve", "multipart": "serve", "python_multipart": "serve"}
 
 
 def user_message(exc: BaseException) -> str | None:
-    """The one-line message of the first VisionkitError in the cause chain, or None for a bug. A package of the
-    `train` extra missing (a base install running a checkpoint) says what to install.
+    """The one-line message of the first VisionkitError in the cause chain, or None for a bug. A missing package of
+    the `train` extra (a base install running a checkpoint) or of another extra says what to install.
 
     DataLoader workers re-raise with the worker's traceback glued into the message, and Hydra's
     instantiate wraps errors from constructors; both are unwrapped so the user sees only the fix.
@@ -33,7 +35,10 @@ def user_message(exc: BaseException) -> str | None:
                 last = text.strip().splitlines()[-1]
                 text = last.split("VisionkitError: ", 1)[-1]
             return text
-        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in TRAIN_PACKAGES:
+        missing = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+        if missing in TRAIN_PACKAGES:
             return NEEDS_TRAIN.format(name=exc.name)
+        if missing in EXTRA_PACKAGES:
+            return f"{missing} is not installed: pip install 'visionkit[{EXTRA_PACKAGES[missing]}]'"
         exc = exc.__cause__ or exc.__context__
     return None

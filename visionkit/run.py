@@ -258,20 +258,7 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     """Serve a checkpoint over HTTP until stopped (`visionkit-serve`; see `visionkit.serve`). The checkpoint and
     the options are checked here, once, before any worker starts."""
     from visionkit.inference import build_predictor, open_checkpoint
-
-    try:
-        from visionkit.serve.app import (
-            ServeOptions,
-            ServerSettings,
-            cpu_threads,
-            model_info,
-            run_server,
-            served_gallery,
-        )
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] not in ("litserve", "fastapi", "multipart", "python_multipart"):
-            raise
-        raise VisionkitError(f"visionkit-serve needs {exc.name}: pip install 'visionkit[serve]'") from None
+    from visionkit.serve.app import ServeOptions, ServerSettings, cpu_threads, model_info, run_server, served_gallery
 
     check_config(cfg)  # mask_format and image_format among them
     settings = options_from(cfg, ServerSettings)
