@@ -35,7 +35,7 @@ def train_ours(epochs: int, out: Path, cache: Path, yaml: Path | None = None, se
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from visionkit.config import config_dir, register_resolvers
+    from visionkit.config.folders import config_dir, register_resolvers
     from visionkit.run import train
 
     register_resolvers()

@@ -53,7 +53,7 @@ def child_page(kind: str, size: int, folder: Path) -> dict:
     from PIL import Image
     from skimage import data as samples
 
-    from visionkit.config import register_resolvers
+    from visionkit.config.folders import register_resolvers
     from visionkit.explain.explore_data import ExploreOptions
     from visionkit.explain.explore_page import build_page
     from visionkit.explain.subjects import subject_from_checkpoint

@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from visionkit.config import config_dir, register_resolvers
+from visionkit.config.folders import config_dir, register_resolvers
 
 os.environ.setdefault("VISIONKIT_OFFLINE", "1")  # never try a download from the tests
 os.environ.setdefault("PYTHONWARNINGS", "ignore")

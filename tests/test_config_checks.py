@@ -12,8 +12,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import compose_config
-from visionkit.config import DOCUMENTED_KEYS, check_config, check_overrides, config_dir, register_resolvers
-from visionkit.config_ranges import RANGES
+from visionkit.config.checks import DOCUMENTED_KEYS, check_config, check_overrides
+from visionkit.config.folders import config_dir, register_resolvers
+from visionkit.config.ranges import RANGES
 from visionkit.errors import VisionkitError
 from visionkit.run import train
 from visionkit.utils.hints import describe

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.conftest import compose_config, write_shapes_folder
-from visionkit.config import config_dir, run_dir_of_checkpoint
+from visionkit.config.folders import config_dir, run_dir_of_checkpoint
 from visionkit.errors import VisionkitError
 from visionkit.run import evaluate, train
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from tests.conftest import TrainedSegmenter, compose_config
-from visionkit.config import config_dir
+from visionkit.config.folders import config_dir
 from visionkit.errors import VisionkitError
 from visionkit.export import build_graph, export_onnx
 from visionkit.inference.tiling import normalizer, segment_image

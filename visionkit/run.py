@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from visionkit.config import RUN_DIR_ENV, check_config
+from visionkit.config.checks import check_config
+from visionkit.config.composed import launcher_env_restored, options_from, plain, save_run_config
+from visionkit.config.folders import RUN_DIR_ENV
 from visionkit.data.augment import size_hw
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
-from visionkit.run_config import launcher_env_restored, options_from, plain, save_run_config
 from visionkit.utils.logging import get_logger, is_rank_zero
 from visionkit.utils.video import is_video_source
 

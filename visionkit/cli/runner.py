@@ -21,7 +21,8 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_overrides, config_dir, new_run_dir, register_resolvers
+from visionkit.config.checks import check_overrides
+from visionkit.config.folders import RUN_CONFIG, RUN_DIR_ENV, config_dir, new_run_dir, register_resolvers
 from visionkit.errors import NEEDS_TRAIN, user_message
 from visionkit.utils.logging import is_rank_zero, one_line_per_message
 

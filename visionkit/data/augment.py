@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from omegaconf import OmegaConf
 
-from visionkit.config import config_dir
+from visionkit.config.folders import config_dir
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
 

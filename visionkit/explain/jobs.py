@@ -14,12 +14,13 @@ import torch
 from omegaconf import DictConfig
 
 from visionkit.checkpoints import load_checkpoint
-from visionkit.config import RUN_CONFIG, check_config, run_dir_of_checkpoint
+from visionkit.config.checks import check_config
+from visionkit.config.composed import options_from, plain
+from visionkit.config.folders import RUN_CONFIG, run_dir_of_checkpoint
 from visionkit.data import VisionDataModule
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.report import write_report
-from visionkit.run_config import options_from, plain
 from visionkit.tasks.base import VisionTask
 from visionkit.training.fit import checkpoint_datamodule
 from visionkit.utils.io import read_image

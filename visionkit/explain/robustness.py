@@ -46,7 +46,7 @@ class RobustnessOptions:
     @classmethod
     def from_config(cls, cfg: Any) -> RobustnessOptions:
         """The options a command's config sets (conf/attack/default.yaml), checked."""
-        from visionkit.run_config import plain
+        from visionkit.config.composed import plain
 
         names = ("attacks", "eps", "steps", "n", "triptychs", "seed")
         return cls(**{k: plain(cfg[k]) for k in names if cfg.get(k) is not None})

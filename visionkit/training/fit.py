@@ -15,12 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from visionkit.callbacks.exact_resume import ExactResume
 from visionkit.checkpoints import check_checkpoint
-from visionkit.config import RUN_CONFIG, RUN_DIR_ENV, check_config, run_dir_of_checkpoint
+from visionkit.config.checks import check_config
+from visionkit.config.composed import launcher_env_restored, plain, save_run_config
+from visionkit.config.folders import RUN_CONFIG, RUN_DIR_ENV, run_dir_of_checkpoint
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
 from visionkit.data.pixels import format_of
 from visionkit.errors import VisionkitError
 from visionkit.report import write_report
-from visionkit.run_config import launcher_env_restored, plain, save_run_config
 from visionkit.tasks.base import VisionTask
 from visionkit.training.sweep import pruning_callback
 from visionkit.training.tracking import trackers

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from visionkit.config import RUN_CONFIG, RUN_DIR_ENV
+from visionkit.config.folders import RUN_CONFIG, RUN_DIR_ENV
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import is_rank_zero
 

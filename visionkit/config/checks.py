@@ -1,83 +1,18 @@
-"""The config tree: where it lives, the resolvers that choose run folders, and the checks of a composed config
-(and of command-line overrides) that run before any work, so a wrong key, value or choice is named at once."""
+"""The checks of a composed config (and of command-line overrides) that run before any work, so a wrong key,
+value or choice is named at once, with the closest right one."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from visionkit.config_ranges import check_ranges
+from visionkit.config.folders import config_dir, register_resolvers
+from visionkit.config.ranges import check_ranges
 from visionkit.errors import VisionkitError
 from visionkit.utils.hints import describe, fits, parameters
-
-_PACKAGE = Path(__file__).resolve().parent
-RUN_CONFIG = "config.yaml"
-RUN_DIR_ENV = "VISIONKIT_RUN_DIR"  # set by rank 0 so DDP workers Lightning starts find its config
-
-
-def config_dir() -> Path:
-    """Absolute path of the config tree (`visionkit/conf` when installed, `<repo>/conf` when editable)."""
-    for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"visionkit's config tree is missing (looked in {_PACKAGE}/conf and ../conf)")
-
-
-# ---- run folders -------------------------------------------------------------------------------------------
-
-
-def run_dir_of_checkpoint(ckpt_path: str | None) -> Path | None:
-    """The visionkit run folder a checkpoint belongs to (`<run>/checkpoints/x.ckpt`), if it is one."""
-    if not ckpt_path:
-        return None
-    ckpt = Path(str(ckpt_path)).expanduser()
-    run = ckpt.parent.parent
-    if ckpt.is_file() and ckpt.parent.name == "checkpoints" and (run / RUN_CONFIG).is_file():
-        return run
-    return None
-
-
-def new_run_dir(task_name: str) -> str:
-    """`outputs/<task>/<date>/<time>` for a fresh run."""
-    now = datetime.now()
-    return unused(f"outputs/{task_name}/{now:%Y-%m-%d}/{now:%H-%M-%S}")
-
-
-def _run_dir(ckpt_path: str | None, task_name: str) -> str:
-    run = run_dir_of_checkpoint(ckpt_path)
-    return str(run) if run is not None else new_run_dir(task_name)
-
-
-def _sub_run_dir(ckpt_path: str | None, kind: str) -> str:
-    """`<run>/<kind>/<date>_<time>` beside the checkpoint's run, else `outputs/<kind>/<date>/<time>`."""
-    run = run_dir_of_checkpoint(ckpt_path)
-    now = datetime.now()
-    if run is not None:
-        return unused(str(run / kind / f"{now:%Y-%m-%d_%H-%M-%S}"))
-    return unused(f"outputs/{kind}/{now:%Y-%m-%d}/{now:%H-%M-%S}")
-
-
-def unused(folder: str) -> str:
-    """`folder`, or `folder-2`, `-3`, ... when a run started in the same second already has it."""
-    candidate, number = folder, 1
-    while Path(candidate).exists():
-        number += 1
-        candidate = f"{folder}-{number}"
-    return candidate
-
-
-def register_resolvers() -> None:
-    """Register `vk_run_dir` and `vk_sub_run_dir` (cached, so one run resolves to one folder)."""
-    if not OmegaConf.has_resolver("vk_run_dir"):
-        OmegaConf.register_new_resolver("vk_run_dir", _run_dir, use_cache=True)
-    if not OmegaConf.has_resolver("vk_sub_run_dir"):
-        OmegaConf.register_new_resolver("vk_sub_run_dir", _sub_run_dir, use_cache=True)
-
 
 # ---- checks of a composed config ---------------------------------------------------------------------------
 
