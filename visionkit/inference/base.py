@@ -5,7 +5,6 @@ type, its batch step and its output writers; `load_predictor` (in `visionkit.inf
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,8 +23,9 @@ from visionkit.data.augment import LETTERBOX_FILL, resize_ops
 from visionkit.data.contract import InputContract
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
+from visionkit.inference.outputs import save_picture, write_records
 from visionkit.utils.arrays import is_tensor
-from visionkit.utils.io import SAVE_FORMATS, atomic_write, read_image, save_image, to_rgb
+from visionkit.utils.io import read_image, to_rgb
 from visionkit.utils.logging import get_logger
 from visionkit.utils.video import VideoFrame, is_video_source, video_frames
 
@@ -135,45 +135,6 @@ class Result:
             return name
         base = Path(self.source).name
         return base if Path(base).suffix else f"{base}.png"
-
-
-def scored_picture(image: np.ndarray, scored: Sequence[tuple[str, float]]) -> np.ndarray:
-    """`image` with one `name probability` line per entry written white on black in its top-left corner (the
-    pictures of classification and multi-label results)."""
-    from PIL import ImageDraw, ImageFont
-
-    canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(8, round(max(canvas.size) / 24)))
-    y = 2
-    for name, prob in scored:
-        text = f"{name} {prob:.2f}"
-        left, top, right, bottom = draw.textbbox((2, y), text, font=font)
-        draw.rectangle([left - 2, top - 1, right + 2, bottom + 1], fill=(0, 0, 0))
-        draw.text((2, y), text, fill=(255, 255, 255), font=font)
-        y = bottom + 3
-    return np.asarray(canvas)
-
-
-def save_picture(picture: np.ndarray, path: Path) -> Path:
-    """An HxWx3 uint8 picture in its name's image type (.png when the name has none), atomically."""
-    target = path if path.suffix.lower() in SAVE_FORMATS else path.with_suffix(".png")
-    return save_image(Image.fromarray(picture), target, quality=92)
-
-
-def write_records(records: Sequence[dict[str, Any]], folder: Path) -> Path:
-    """`predictions.json`: every result's `to_dict()`, in input order."""
-    path = folder / "predictions.json"
-    with atomic_write(path, "w") as handle:
-        json.dump(list(records), handle, indent=1)
-    return path
-
-
-def output_names(paths: Sequence[str]) -> list[str]:
-    """A unique relative name per input (its path below the inputs' common folder), for files written per image."""
-    parents = [str(Path(p).resolve().parent) for p in paths]
-    root = Path(os.path.commonpath(parents)) if parents else Path()
-    return [str(Path(p).resolve().relative_to(root)) for p in paths]
 
 
 def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:

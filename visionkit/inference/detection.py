@@ -13,8 +13,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from visionkit.data.letterbox import Letterbox
-from visionkit.inference.base import InputImage, Predictor, Result, save_picture
+from visionkit.inference.base import InputImage, Predictor, Result
 from visionkit.inference.nms import batched_nms
+from visionkit.inference.outputs import save_picture
 from visionkit.utils.arrays import to_numpy
 from visionkit.utils.io import atomic_write
 from visionkit.utils.palette import box_colour

@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from visionkit.inference.base import InputImage, Predictor, Result, scored_picture, write_records
+from visionkit.inference.base import InputImage, Predictor, Result
+from visionkit.inference.outputs import scored_picture, write_records
 from visionkit.utils.arrays import sigmoid, to_numpy
 from visionkit.utils.io import atomic_write
 

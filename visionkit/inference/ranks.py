@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from visionkit.errors import VisionkitError
-from visionkit.inference.base import Predictor, output_names
+from visionkit.inference.base import Predictor
 from visionkit.inference.journal import (
     Journal,
     check_settings,
@@ -23,6 +23,7 @@ from visionkit.inference.journal import (
     save_settings,
     share,
 )
+from visionkit.inference.outputs import output_names
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)

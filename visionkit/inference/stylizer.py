@@ -14,7 +14,8 @@ import numpy as np
 
 from visionkit.data.augment import fit_long_side
 from visionkit.errors import VisionkitError
-from visionkit.inference.base import InputImage, Predictor, Result, save_picture
+from visionkit.inference.base import InputImage, Predictor, Result
+from visionkit.inference.outputs import save_picture
 
 
 @dataclass
