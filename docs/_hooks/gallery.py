@@ -1,14 +1,15 @@
 """Pictures of real outputs for the site, made when it is built (nothing generated is committed): short runs on the
 built-in data through the installed commands (the default classification job, a short embedding job, a small
-U-Net on the built-in shapes), then `visionkit-predict` and `visionkit-explain` on their checkpoints. Kept in a
-cache keyed by the visionkit version and this file, so later builds reuse them; a failed run fails the build with
-its log."""
+U-Net on the built-in shapes), then `visionkit-predict` and `visionkit-explain` on their checkpoints, and the
+`visionkit-serve` page of the U-Net answering a photo in the system Chromium. Kept in a cache keyed by the visionkit
+version and this file, so later builds reuse them; a failed run fails the build with its log."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 CACHE = Path(os.environ.get("VISIONKIT_DOCS_CACHE", Path.home() / ".cache" / "visionkit" / "docs-gallery"))
 
 
@@ -117,6 +119,13 @@ PICTURES = [
         "A t-SNE map of the test embeddings, coloured by identity.",
         "Identity features",
     ),
+    Picture(
+        "serve-page.png",
+        "serve/page.png",
+        "`visionkit-serve` on the U-Net above: its page at http://127.0.0.1:<port>/ after a photo was dropped on it "
+        "(the mask drawn over the photo, the classes found, the JSON answer).",
+        "Serving",
+    ),
 ]
 
 RUNS = [  # (the folder under the cache, the command's arguments), in order: later ones read earlier checkpoints
@@ -182,11 +191,38 @@ def build() -> Path:
         folder / "shapes-predict",
         folder / "shapes-predict.log",
     )
+    _serve_page(folder / "serve", folder / "shapes" / ckpt, shapes / "0.png")
     missing = [p.source for p in PICTURES if not (folder / p.source).is_file()]
     if missing:
         raise RuntimeError(f"docs gallery: the runs did not write {missing} (logs in {folder})")
     manifest.write_text(json.dumps([p.name for p in PICTURES]))
     return folder
+
+
+def _serve_page(folder: Path, ckpt: Path, photo: Path) -> None:
+    """`page.png`: the serve page of `ckpt` in Chromium (started by Playwright from the system's, as the browser
+    tests do) after `photo` was chosen and answered. The server runs on a free localhost port and is stopped."""
+    if BROWSER is None:
+        raise RuntimeError("docs gallery: the serve page picture needs Chromium on PATH (apt-get install chromium)")
+    sys.path.insert(0, str(ROOT))  # the test suite's server helper, as bench/bench_serve.py uses it
+    from playwright.sync_api import sync_playwright
+
+    from tests.serve_requests import running_server
+
+    folder.mkdir(exist_ok=True)
+    with running_server(ckpt, folder) as server, sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
+        try:
+            page = chromium.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(server.url)
+            page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector("body[data-state=done], body[data-state=error]", timeout=60_000)
+            if page.get_attribute("body", "data-state") != "done":
+                raise RuntimeError(f"docs gallery: the serve page answered {page.inner_text('#status')!r}")
+            page.screenshot(path=str(folder / "page.png"), full_page=True)
+        finally:
+            chromium.close()
 
 
 def _digit_images(folder: Path) -> Path:
