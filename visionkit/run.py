@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 from visionkit.config.checks import check_config
 from visionkit.config.composed import launcher_env_restored, options_from, plain, save_run_config
 from visionkit.config.folders import RUN_DIR_ENV
-from visionkit.data.augment import size_hw
 from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger, is_rank_zero
@@ -27,6 +26,7 @@ from visionkit.utils.video import is_video_source
 if TYPE_CHECKING:
     from visionkit.explain.jobs import explain, explore, robustness
     from visionkit.training.fit import build_datamodule, build_task, train
+    from visionkit.training.pack import pack
 
 log = get_logger(__name__)
 
@@ -39,6 +39,7 @@ _ELSEWHERE = {
     "explain": "visionkit.explain.jobs",
     "explore": "visionkit.explain.jobs",
     "robustness": "visionkit.explain.jobs",
+    "pack": "visionkit.training.pack",
 }
 
 
@@ -364,46 +365,3 @@ def verify(cfg: DictConfig) -> dict[str, float]:
     distance, threshold = answer["distance"], answer["threshold"]
     print(f"{images[0]} and {images[1]}: {verdict} (distance {distance:.4f} {sign} threshold {threshold:.4f})")
     return {"same": float(answer["same"]), "distance": distance, "threshold": threshold}
-
-
-def pack(cfg: DictConfig) -> dict[str, float]:
-    """`visionkit-pack data=<source> out=<folder | s3://bucket/prefix>`: every split of the source as LitData
-    shards that `data=stream data.url=<out>` trains from (visionkit.data.pack)."""
-    from visionkit.data.pack import pack_splits
-    from visionkit.data.shards import Location
-    from visionkit.training.fit import build_datamodule
-
-    check_config(cfg)
-    if not cfg.get("out"):
-        raise VisionkitError("out is not set: pass out=<folder> or out=s3://bucket/prefix")
-    if cfg.data.source.get("_target_", "").endswith("StreamSource"):
-        raise VisionkitError("data=stream is packed already; pack the source it came from")
-    datamodule = build_datamodule(cfg.data, None, mean=cfg.model.mean, std=cfg.model.std)
-    splits = datamodule._load_splits()
-    source = datamodule.source
-    options = plain(cfg.pack.storage_options) or {}
-    task = getattr(source, "task", "classification")
-    metrics = pack_splits(
-        splits,
-        Location(str(cfg.out), options),
-        task=task,
-        task_name=str(cfg.task_name),
-        class_names=datamodule.class_names,
-        description=source.description,
-        image_size=tuple(size_hw(plain(cfg.data.image_size))),
-        fmt=datamodule.pixel_format,
-        mask_reader=getattr(source, "mask_reader", None) if task == "segmentation" else None,
-        ignore_index=getattr(source, "ignore_index", None),
-        encoding=str(cfg.pack.encoding),
-        quality=int(cfg.pack.quality),
-        chunk_mb=float(cfg.pack.chunk_mb),
-        workers=cfg.pack.workers,
-        seed=int(cfg.data.split_seed),
-    )
-    rate, size, before = metrics["images_per_s"], metrics["packed_mb"], metrics["source_mb"]
-    kept = f" ({int(metrics['kept'])} more kept from the run cut off)" if metrics["kept"] else ""
-    print(
-        f"packed {int(metrics['images'])} images{kept} into {cfg.out} in {metrics['seconds']:.1f} s "
-        f"({rate:.0f} images/s): {size:.1f} MB (source {before:.1f} MB)"
-    )
-    return metrics
