@@ -25,6 +25,7 @@ from visionkit.inference import (
 from visionkit.inference.tiling import segment_image, segment_small
 from visionkit.tasks.detection import decoded_output
 from visionkit.utils.device import autocast
+from visionkit.utils.video import VideoFrame
 
 
 def _digit_inputs(image_path: Path) -> list[object]:
@@ -55,6 +56,10 @@ def test_every_input_type_gives_the_same_result(digits_checkpoint: tuple[Path, P
     assert json.loads(json.dumps(record)) == record and record["task"] == "classification"
     assert record["label"] == results[1].label and len(record["top_k"]) == 5 and record["path"] == "image1"
     assert results[0].plot().shape == (64, 64, 3) and results[0].plot().dtype == np.uint8
+    frame = VideoFrame(np.asarray(Image.open(image).convert("RGB")), 7, 0.25, "clip.mp4")
+    (alone,) = predictor(frame)  # one video frame on its own, as a video loop of one's own passes them
+    assert (alone.source, alone.frame, alone.time) == ("clip.mp4", 7, 0.25)
+    np.testing.assert_allclose(alone.probs, results[0].probs, atol=1e-5)
 
 
 def test_the_predictor_prepares_images_as_the_training_pipeline_did(digits_checkpoint: tuple[Path, Path]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -95,7 +95,7 @@ class MultiLabelReport(L.Callback):
         if not trainer.is_global_zero:
             return
         names = [str(n) for n in getattr(pl_module, "class_names", range(classes))]
-        thresholds = pl_module.thresholds.detach().float().cpu()
+        thresholds = cast(torch.Tensor, pl_module.thresholds).detach().float().cpu()  # a MultiLabelTask's buffer
         self.scores = scores = per_class_scores(probs, target, thresholds)
         root = Path(self.dirpath or trainer.default_root_dir)
         (root / "tables").mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,7 @@ class SamplePredictionPlot(Callback):
         batch, outputs = self._held
         self._held = None
         title = f"validation samples, epoch {trainer.current_epoch}"
-        fig = pl_module.sample_figure(batch, outputs, shown_images(trainer, batch["image"]), title)
+        task: Any = pl_module  # a task that draws samples: `sample_figure` was looked for before holding a batch
+        fig = task.sample_figure(batch, outputs, shown_images(trainer, batch["image"]), title)
         out_dir = Path(self.dirpath or Path(trainer.default_root_dir) / "plots")
         self.last_path = publish(trainer, "val/samples", fig, out_dir / "val_samples.png")

@@ -106,7 +106,9 @@ def _worker_config(config_name: str, overrides: list[str]) -> DictConfig:
     """
     run_dir = os.environ.get(RUN_DIR_ENV)
     if run_dir and (Path(run_dir) / RUN_CONFIG).is_file():
-        return OmegaConf.load(Path(run_dir) / RUN_CONFIG)
+        saved = OmegaConf.load(Path(run_dir) / RUN_CONFIG)
+        if isinstance(saved, DictConfig):  # rank 0 wrote a mapping; anything else is composed afresh below
+            return saved
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):

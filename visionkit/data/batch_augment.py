@@ -24,6 +24,11 @@ def _fill_value(fill: object) -> float | None:
     return values.pop() if len(values) == 1 else None
 
 
+def _uniform(rng: np.random.Generator, bounds: Sequence[float], count: int) -> np.ndarray:
+    """`count` draws from U(low, high) for an albumentations range (low, high)."""
+    return rng.uniform(bounds[0], bounds[1], count)
+
+
 def _batchable(op: A.BasicTransform) -> bool:
     if isinstance(op, (A.HorizontalFlip, A.VerticalFlip, A.RandomBrightnessContrast)):
         return not (isinstance(op, A.RandomBrightnessContrast) and (op.ensure_safe_range or not op.brightness_by_max))
@@ -91,8 +96,8 @@ class BatchAugment:
     def _brightness_contrast(self, op: A.RandomBrightnessContrast, pixels: torch.Tensor) -> torch.Tensor:
         """`x * alpha + beta * 255` with alpha = 1 + U(contrast_limit), beta = U(brightness_limit)."""
         count = len(pixels)
-        alpha = 1.0 + self.rng.uniform(*op.contrast_limit, count)
-        beta = self.rng.uniform(*op.brightness_limit, count) * 255.0
+        alpha = 1.0 + _uniform(self.rng, op.contrast_limit, count)
+        beta = _uniform(self.rng, op.brightness_limit, count) * 255.0
         view = (count, 1, 1, 1)
         out = pixels * torch.from_numpy(alpha).float().view(view) + torch.from_numpy(beta).float().view(view)
         return out.clamp_(0, 255)
@@ -101,19 +106,19 @@ class BatchAugment:
         """(count, 3, 3) forward matrices, drawn and composed as albumentations' Affine does (centre shift,
         scale, rotation, shear, translation in whole pixels)."""
         rng = self.rng
-        scale_x = rng.uniform(*op.scale["x"], count)
-        scale_y = scale_x if op.keep_ratio else rng.uniform(*op.scale["y"], count)
+        scale_x = _uniform(rng, op.scale["x"], count)
+        scale_y = scale_x if op.keep_ratio else _uniform(rng, op.scale["y"], count)
         if op.translate_px is not None:
             shift_x = rng.integers(op.translate_px["x"][0], op.translate_px["x"][1] + 1, count).astype(float)
             shift_y = rng.integers(op.translate_px["y"][0], op.translate_px["y"][1] + 1, count).astype(float)
         elif op.translate_percent is not None:
-            shift_x = np.trunc(rng.uniform(*op.translate_percent["x"], count) * width)
-            shift_y = np.trunc(rng.uniform(*op.translate_percent["y"], count) * height)
+            shift_x = np.trunc(_uniform(rng, op.translate_percent["x"], count) * width)
+            shift_y = np.trunc(_uniform(rng, op.translate_percent["y"], count) * height)
         else:
             shift_x = shift_y = np.zeros(count)
-        angle = np.deg2rad(rng.uniform(*op.rotate, count) % 360)
-        shear_x = np.tan(np.deg2rad(-rng.uniform(*op.shear["x"], count)))
-        shear_y = np.tan(np.deg2rad(-rng.uniform(*op.shear["y"], count)))
+        angle = np.deg2rad(_uniform(rng, op.rotate, count) % 360)
+        shear_x = np.tan(np.deg2rad(-_uniform(rng, op.shear["x"], count)))
+        shear_y = np.tan(np.deg2rad(-_uniform(rng, op.shear["y"], count)))
         cx, cy = width / 2 - 0.5, height / 2 - 0.5
         cos, sin = np.cos(angle), np.sin(angle)
         rotate_scale = np.stack(

@@ -6,7 +6,7 @@ import os
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import albumentations as A
 import cv2
@@ -72,7 +72,7 @@ class ImageSampleDataset(Dataset):
         self._seeded_for: tuple[int, int] | None = None
         images = samples.images
         if isinstance(images, np.ndarray):
-            self._array_size = tuple(images.shape[1:3])
+            self._array_size = (int(images.shape[1]), int(images.shape[2]))
             if first is not None and len(images):
                 self.samples = SampleSet(np.stack([first(image) for image in images]), samples.targets)
             self.reader = None
@@ -104,8 +104,8 @@ class ImageSampleDataset(Dataset):
     def load(self, index: int) -> Decoded:
         """Sample `index`'s image at the pipeline's first size, and the image's full size: HxWx3 uint8 RGB, or,
         for another pixel format, HxWxC float32 0..1 (`PixelFormat.to_unit`)."""
-        if self.reader is None:
-            return self.samples.images[index], self._array_size
+        if self.reader is None:  # the images are in memory, an N×H×W×C array
+            return cast(np.ndarray, self.samples.images)[index], self._array_size
         try:
             pixels, full = self.reader(index)
         except UnreadableImage as exc:
@@ -164,7 +164,7 @@ class ClassificationDataset(ImageSampleDataset):
             return [self[key] for key in keys]
         indices, epoch = split_keys(keys)
         self._reseed(epoch, indices[0])  # one draw per batch: seeded by the batch's epoch and first sample
-        images = self.batched(self.samples.images[indices])
+        images = self.batched(cast(np.ndarray, self.samples.images)[indices])  # batched: only in-memory sets
         labels = torch.as_tensor(self.samples.targets[indices])
         return [{"image": image, "label": label} for image, label in zip(images, labels)]
 

@@ -19,14 +19,14 @@ _CANVAS = 64  # drawn at twice the size, then warped and reduced: smooth edges
 
 def _glyph(rng: np.random.Generator) -> list[tuple[str, tuple[float, ...], tuple[int, int, int]]]:
     """An identity's parts: 3 to 4 (kind, geometry, colour) strokes, discs and polygons on the canvas."""
-    parts = []
+    parts: list[tuple[str, tuple[float, ...], tuple[int, int, int]]] = []
     for _ in range(int(rng.integers(3, 5))):
         kind = str(rng.choice(["disc", "bar", "triangle", "ring"]))
         cx, cy = rng.uniform(16, 48, 2)
         size = float(rng.uniform(6, 14))
         angle = float(rng.uniform(0, math.pi))
-        colour = tuple(int(v) for v in rng.integers(30, 256, 3))
-        parts.append((kind, (cx, cy, size, angle), colour))
+        red, green, blue = (int(v) for v in rng.integers(30, 256, 3))
+        parts.append((kind, (float(cx), float(cy), size, angle), (red, green, blue)))
     return parts
 
 

@@ -305,7 +305,7 @@ def pack_splits(
         "pixel_format": fmt.state(),
         "ignore_index": ignore_index,
         "splits": {name: {"count": len(s), "targets": target_list(s, task)} for name, s in splits.items() if len(s)},
-        "source_bytes": sum(source_bytes(s) for s in splits.values()),
+        "source_bytes": (source_total := sum(source_bytes(s) for s in splits.values())),
         "order_seed": seed,
     }
     location.write_bytes(META_NAME, json.dumps(meta).encode())
@@ -316,5 +316,5 @@ def pack_splits(
         "seconds": seconds,
         "images_per_s": total / max(seconds, 1e-9),
         "packed_mb": packed / 2**20,
-        "source_mb": meta["source_bytes"] / 2**20,
+        "source_mb": source_total / 2**20,
     }

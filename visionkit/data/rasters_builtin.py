@@ -12,6 +12,7 @@ TIFF files in `{train,val,test}/<class>/` folders (no download):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ def band_image(patch: str, rng: np.random.Generator, size: int = 32) -> np.ndarr
     return np.clip(np.round(image), 0, 10_000).astype(np.uint16)
 
 
-def _generate(root: Path, classes: list[str], make: object) -> Path:
+def _generate(root: Path, classes: list[str], make: Callable[[str, np.random.Generator], np.ndarray]) -> Path:
     for split_index, (split, count) in enumerate(COUNTS.items()):
         for index in range(count):
             rng = np.random.default_rng([split_index, index])

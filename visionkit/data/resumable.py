@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch.distributed as dist
@@ -23,7 +23,8 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 def split_keys(keys: Sequence[int | SampleKey]) -> tuple[list[int], int | None]:
     """Plain indices and the epoch of keys from `ResumableSampler` (None for plain indices, e.g. evaluation)."""
     if keys and isinstance(keys[0], tuple):
-        return [int(k[0]) for k in keys], int(keys[0][1])
+        pairs = cast(Sequence[SampleKey], keys)
+        return [int(index) for index, _ in pairs], int(pairs[0][1])
     return [int(k) for k in keys], None
 
 

@@ -220,6 +220,7 @@ class DetectorTarget(AttackTarget):
     def update(self, batch: dict[str, Any]) -> list[Answer]:
         with torch.no_grad():
             found = self.task.evaluate_batch(batch, self.map, for_report=True)
+        assert found is not None  # for_report=True always answers the boxes
         answers = []
         for detections, truth in zip(found["detections"], found["truths"]):
             shown = detections[detections[:, 4] >= 0.25].float().cpu().numpy()

@@ -6,7 +6,7 @@ attacking the network's own clean answer (a user's photo has no label)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from visionkit.explain.cam import grad_cam, overlay
 from visionkit.explain.explore_data import png_url, viridis
 from visionkit.explain.features import resolve_layers
 from visionkit.explain.subjects import DetectorSubject, Subject
+from visionkit.models.yolo import yolo_head
 from visionkit.tasks.adversarial import PixelSpace, fgsm
 from visionkit.tasks.multilabel import flag_names
 from visionkit.utils.palette import overlay as mask_overlay
@@ -217,10 +218,10 @@ def skip_connections(subject: Subject, tensor: Tensor) -> dict[str, Any]:
 
 def _levels(subject: DetectorSubject, tensor: Tensor) -> list[tuple[int, str]]:
     """(first anchor index past this level, its name) per detection level of a YOLO head."""
-    head = subject.network.model[-1]
+    head = yolo_head(subject.network)
     height, width = tensor.shape[-2:]
     ends, total = [], 0
-    for index, stride in enumerate(head.stride.tolist()):
+    for index, stride in enumerate(cast(Tensor, head.stride).tolist()):
         total += int(height // stride) * int(width // stride)
         layer = head.f[index] if isinstance(head.f, list) else index
         ends.append((total, f"P{index + 3} (stride {int(stride)}, from model.{layer})"))

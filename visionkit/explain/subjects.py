@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from visionkit.inference import (
     SegmentationPredictor,
 )
 from visionkit.inference.base import InputImage
+from visionkit.models.yolo import yolo_head
 from visionkit.tasks.detection import decoded_output
 from visionkit.utils.io import read_image
 from visionkit.utils.logging import get_logger
@@ -75,7 +77,7 @@ class Subject:
 
     @property
     def device(self) -> torch.device:
-        return self.predictor.device
+        return torch.device(self.predictor.device)  # an exported model's predictor names its device as text
 
     # Every input has the subject's one size, so the layers it picks and the layer table are found once.
     def feature_layer_names(self, image: Tensor) -> list[str]:
@@ -234,7 +236,7 @@ class DetectorSubject(Subject):
         super().__post_init__()
 
     def default_cam_layers(self, image: Tensor) -> list[str]:
-        head = self.network.model[-1]
+        head = yolo_head(self.network)
         if isinstance(getattr(head, "f", None), list):  # ultralytics: the layers the Detect head reads
             return [f"model.{i}" for i in head.f]
         return super().default_cam_layers(image)
@@ -243,6 +245,7 @@ class DetectorSubject(Subject):
         """(box x1 y1 x2 y2 in input pixels, score, class, anchor index) after NMS, best first."""
         with torch.no_grad():
             boxes, anchors = self.predictor.detect(image)
+        assert anchors is not None  # the subject's predictor keeps them (anchors=True, made below)
         return [
             (tuple(row[:4].tolist()), float(row[4]), int(row[5]), int(anchor))
             for row, anchor in zip(boxes[0].float().cpu(), anchors[0].tolist())
@@ -267,7 +270,8 @@ class _BeforeNormalization(nn.Module):
         self.network = network
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.network.neck(self.network.backbone(images))
+        embedder: Any = self.network  # an EmbeddingNetwork: backbone, then the BN-neck
+        return embedder.neck(embedder.backbone(images))
 
 
 def _strength(output: Tensor) -> Tensor:

@@ -62,13 +62,14 @@ class CheckResult:
             f"{self.format}{' INT8' if self.int8 else ''} ({self.runtime}) on {self.images} validation images: "
             f"max |diff| {self.max_diff:.3g} ({self.relative_diff:.2g} of the output scale; {judged})"
         )
-        if self.metric is not None and self.int8:
-            line += (
-                f", {self.metric} {self.pytorch:.4f} float32 vs {self.exported:.4f} INT8 "
-                f"({self.exported - self.pytorch:+.4f}; a drop of at most {self.metric_tolerance:g} allowed)"
-            )
-        elif self.metric is not None:
-            line += f", {self.metric} {self.pytorch:.4f} PyTorch vs {self.exported:.4f} export"
+        if self.metric is not None and self.pytorch is not None and self.exported is not None:
+            if self.int8:
+                line += (
+                    f", {self.metric} {self.pytorch:.4f} float32 vs {self.exported:.4f} INT8 "
+                    f"({self.exported - self.pytorch:+.4f}; a drop of at most {self.metric_tolerance:g} allowed)"
+                )
+            else:
+                line += f", {self.metric} {self.pytorch:.4f} PyTorch vs {self.exported:.4f} export"
         return line + (" - OK" if self.passed else " - FAILED")
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +99,9 @@ def _validation_metric(
     task: VisionTask, graph: ExportGraph, run: Runtime, data: VisionDataModule, batches: Any
 ) -> float:
     """The task's validation metric with its network answered by `run` (on a copy of the task)."""
+    metric = task.quality_metric
+    if metric is None:
+        raise VisionkitError(f"the {task.task_name} task names no quality metric to check an export against")
     subject = copy.deepcopy(task).cpu().eval()
     stand_in = _StandIn(graph, run)
     if graph.options.nms:  # the graph's final boxes replace the task's own NMS; padding rows score 0
@@ -115,7 +119,6 @@ def _validation_metric(
         callbacks=[],
     )
     results = trainer.validate(subject, datamodule=data, verbose=False)
-    metric = subject.quality_metric
     if not results or metric not in results[0]:
         raise VisionkitError(f"the validation of the export logged no {metric}")
     return float(results[0][metric])

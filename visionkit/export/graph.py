@@ -110,6 +110,9 @@ class Normalized(nn.Module):
     """Pixels in, uint8 (B, 3, H, W) RGB (or (B, C, H, W) 0..1 floats, `peak` 1, for scans and bands): divided by
     `peak` and normalized with the training mean/std, then the network."""
 
+    scale: Tensor  # buffers registered in __init__, named here for the type checker
+    shift: Tensor
+
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], peak: float = 255.0) -> None:
         super().__init__()
         self.net = net

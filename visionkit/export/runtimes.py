@@ -5,6 +5,7 @@ check and `visionkit-benchmark`, whose reference is PyTorch)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -146,7 +147,11 @@ class OpenVINORuntime:
         return dict(self._metadata)
 
 
-_RUNTIMES = {"onnx": OnnxRuntime, "torchscript": TorchScriptRuntime, "openvino": OpenVINORuntime}
+_RUNTIMES: dict[str, Callable[..., Runtime]] = {
+    "onnx": OnnxRuntime,
+    "torchscript": TorchScriptRuntime,
+    "openvino": OpenVINORuntime,
+}
 
 
 def load_runtime(format: str, path: str | os.PathLike[str], device: str = "cpu", precision: str = "fp32") -> Runtime:
@@ -165,7 +170,7 @@ def load_runtime(format: str, path: str | os.PathLike[str], device: str = "cpu",
         )
     try:
         if precision != "fp32":
-            return _RUNTIMES[format](path, device, precision)  # type: ignore[call-arg]  # the ones that offer it
+            return _RUNTIMES[format](path, device, precision)  # the ones that offer it (checked above)
         return _RUNTIMES[format](path, device)
     except ImportError as exc:
         extra = "train" if format == "torchscript" else "runtime"

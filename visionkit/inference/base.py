@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union, cast
 
 import albumentations as A
 import numpy as np
@@ -56,7 +56,11 @@ class InputImage:
     @property
     def network(self) -> np.ndarray:
         """The pixels the network is given: 0..1 floats of every channel (scans, bands), else the RGB picture."""
-        return self.raw if self.raw is not None else self.pixels
+        if self.raw is not None:
+            return self.raw
+        if self.pixels is None:  # unreadable inputs are answered with their error, never given to the network
+            raise VisionkitError(f"{self.source}: {self.error or 'not read'}")
+        return self.pixels
 
 
 def as_array(image: object, name: str) -> np.ndarray:
@@ -147,9 +151,9 @@ def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
         return [images] if path.is_file() else list_images(str(images))
     if isinstance(images, np.ndarray) or is_tensor(images):
         return list(images) if images.ndim == 4 else [images]  # type: ignore[list-item]
-    if isinstance(images, Image.Image):
+    if isinstance(images, (Image.Image, VideoFrame)):
         return [images]
-    return images
+    return cast(Iterable[ImageInput], images)  # (a tensor was taken above: `is_tensor` does not narrow)
 
 
 class Predictor:
@@ -168,6 +172,7 @@ class Predictor:
     task_name: ClassVar[str] = ""
     default_size: ClassVar[int] = 224  # network input size for checkpoints that stored none
     finds_boxes: ClassVar[bool] = False  # results hold boxes a tracker can follow over video frames
+    model: Any  # the task (each predictor calls its own task's methods), or an exported file's `ExportedModel`
 
     def __init__(
         self,
@@ -311,7 +316,8 @@ class Predictor:
         if bad is not None:  # the way on, when there were other inputs
             others = len(batch) > 1 or bad.index > 0
             raise VisionkitError(
-                bad.error + ("; set skip_bad_images=true to skip unreadable images and go on" if others else "")
+                (bad.error or f"{bad.source}: unreadable")
+                + ("; set skip_bad_images=true to skip unreadable images and go on" if others else "")
             )
 
     def network_mode(self) -> AbstractContextManager:

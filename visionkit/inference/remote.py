@@ -38,18 +38,18 @@ class RemoteImages:
             if not self.location.remote:
                 raise
             self.meta = None  # a prefix of plain image files
-        self.keys = self._packed_keys() if self.meta is not None else self._listed_keys()
+        self.keys = self._packed_keys(self.meta) if self.meta is not None else self._listed_keys()
         if not self.keys:
             raise VisionkitError(f"source: no images ({', '.join(IMAGE_EXTENSIONS)}) under {source}")
         self.paths = [str(folder / key) for key in self.keys]
 
-    def _packed_keys(self) -> list[str]:
-        splits = self.meta["splits"]
+    def _packed_keys(self, meta: dict[str, Any]) -> list[str]:
+        splits = meta["splits"]
         if self.split not in splits:
             raise VisionkitError(
                 f"source: {self.location.url} holds the splits {sorted(splits)}; choose one with source_split="
             )
-        if not (self.meta.get("pixel_format") or {}).get("dtype", "uint8") == "uint8":
+        if not (meta.get("pixel_format") or {}).get("dtype", "uint8") == "uint8":
             raise VisionkitError(f"source: {self.location.url} holds scans or bands; predict their files instead")
         return [f"{self.split}/{index:08d}.jpg" for index in range(int(splits[self.split]["count"]))]
 

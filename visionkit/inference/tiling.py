@@ -10,7 +10,7 @@ is held at a time, so memory grows with the image width and class count, never w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -51,7 +51,7 @@ def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     extra_h, extra_w = max(height - image.shape[0], 0), max(width - image.shape[1], 0)
     if not (extra_h or extra_w):
         return image
-    mode = "reflect" if extra_h < image.shape[0] and extra_w < image.shape[1] else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if extra_h < image.shape[0] and extra_w < image.shape[1] else "edge"
     return np.pad(image, ((0, extra_h), (0, extra_w), (0, 0)), mode=mode)
 
 

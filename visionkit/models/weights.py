@@ -115,7 +115,7 @@ def with_input_channels(net: nn.Module, in_channels: int) -> nn.Module:
     torchvision models have no such argument."""
     if in_channels == 3:
         return net
-    name, conv = next(((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
+    name, conv = next(((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
     if conv is None or conv.in_channels != 3:
         raise VisionkitError(f"{type(net).__name__}: no 3-channel first convolution to give {in_channels} channels")
     new = nn.Conv2d(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -116,7 +116,7 @@ def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     """Load `state` into `model`: every tensor must match, except the class-score layers when the number of
     classes differs (transfer learning: those start fresh). Returns how many tensors were loaded."""
     own = model.state_dict()
-    own_nc, their_nc = int(model.yaml["nc"]), _classes_of(state, own)
+    own_nc, their_nc = int(cast(dict[str, Any], model.yaml)["nc"]), _classes_of(state, own)
     fresh: list[str] = []
     wrong: list[str] = []
     for key, value in own.items():
@@ -129,7 +129,7 @@ def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     if wrong or unexpected:
         example = (wrong or unexpected)[0]
         raise VisionkitError(
-            f"model.weights: {source} does not fit model.arch={model.yaml.get('yaml_file')} "
+            f"model.weights: {source} does not fit model.arch={cast(dict[str, Any], model.yaml).get('yaml_file')} "
             f"({len(wrong)} tensors differ or are missing, {len(unexpected)} unexpected, e.g. {example}); "
             "choose the model config of the architecture the weights were trained with"
         )
@@ -158,12 +158,17 @@ def freeze_layers(model: torch.nn.Module, count: int) -> list[str]:
     return frozen
 
 
+def yolo_head(network: torch.nn.Module) -> torch.nn.Module:
+    """The last layer of an ultralytics network: its Detect (or Segment, Pose, ...) head."""
+    return cast(torch.nn.Sequential, network.model)[-1]
+
+
 def decode_boxes_in_float32(network: torch.nn.Module) -> bool:
     """Under bf16 or fp16 autocast a YOLO head decodes its boxes in that precision, and bfloat16 keeps 8 bits: a
     box edge near 640 px moves in steps of 4 px (2.3 px median, 5.8 px at most on 640 px images, measured). This
     makes the head's decode (distribution to distances, anchors, strides, class sigmoid) run in float32, the
     convolutions staying in the low precision. Returns False for a head without ultralytics' `_inference`."""
-    head = network.model[-1]
+    head = yolo_head(network)
     decode = getattr(head, "_inference", None)
     if decode is None:
         return False

@@ -66,6 +66,9 @@ class VGG19Features(nn.Module):
     Parameters never need gradients (only the image does), so they are frozen; ReLUs run in place.
     """
 
+    mean: Tensor  # buffers registered in __init__, named here for the type checker
+    std: Tensor
+
     def __init__(self, layers: Iterable[str], pooling: str = "max") -> None:
         super().__init__()
         wanted = list(dict.fromkeys(layers))

@@ -88,7 +88,7 @@ class TrainStepStats:
 
     def log_epoch(self, module: L.LightningModule) -> None:
         """Log `train_loss_epoch` (and `train_acc`) for the epoch, averaged across ranks, then reset."""
-        if self.count:
+        if self.count and self.loss_sum is not None:
             module.log("train_loss_epoch", self.loss_sum / self.count, sync_dist=True)
             if self.correct is not None:
                 module.log("train_acc", self.correct.float() / self.count, sync_dist=True)

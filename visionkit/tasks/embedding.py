@@ -74,6 +74,7 @@ class EmbeddingTask(VisionTask):
 
     quality_metric = "val_map_at_r"
     hparams_ignore = ("weights",)
+    threshold: Tensor  # a buffer registered in __init__, named here for the type checker
 
     def __init__(
         self,

@@ -66,6 +66,8 @@ class MultiLabelTask(ClassificationTask):
     quality_metric = "val_map"
     # the single-label options of ClassificationTask's __init__ are not this task's hyper-parameters
     hparams_ignore = ("weights", "label_smoothing", "adversarial", "adversarial_eps", "adversarial_steps")
+    thresholds: Tensor  # buffers registered in __init__, named here for the type checker
+    pos_weight: Tensor
 
     def __init__(
         self,

@@ -3,7 +3,9 @@ with class weights and ignored pixels honoured by every term."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
+from functools import reduce
 
 import torch
 from torch import Tensor, nn
@@ -65,5 +67,5 @@ class SegmentationLoss(nn.Module):
                 parts[name] = term(logits, target.unsqueeze(1).to(logits.dtype))
             else:
                 parts[name] = term(logits, target)
-        total = sum(self.weights[name] * value for name, value in parts.items())
+        total = reduce(operator.add, (self.weights[name] * value for name, value in parts.items()))
         return total, parts

@@ -207,7 +207,7 @@ class HuggingFaceSource(MaskedSource):
                 )
         return complete_splits(given, val_fraction, test_fraction, seed)
 
-    def _columns(self, features: Any) -> dict[str, str]:
+    def _columns(self, features: Any) -> dict[str, str | None]:
         images = _feature_columns(features, "Image")
         found = {
             "image": self.columns["image"] or (images[0] if images else None),

@@ -180,7 +180,8 @@ class MaskSource:
     def _scan(self, split: str, image_dir: Path, mask_dir: Path) -> SampleSet:
         images = files_by_stem(image_dir)
         masks = files_by_stem(mask_dir) if mask_dir.is_dir() else {}
-        report = MaskScanReport(split, self.names, self.layout, pixels=np.zeros(len(self.names), dtype=np.int64))
+        pixels = np.zeros(len(self.names), dtype=np.int64)  # counted per class as the pairs are checked
+        report = MaskScanReport(split, self.names, self.layout, pixels=pixels)
         problems = [
             f"mask {masks[s]} has no image in {image_dir} (same name, any image suffix)"
             for s in masks
@@ -198,7 +199,7 @@ class MaskSource:
         for pair, (reason, counts) in zip(pairs, results):
             if reason is None:
                 kept.append(pair)
-                report.pixels += counts
+                pixels += counts
             else:
                 problems.append(reason)
         if problems and not self.skip_bad_masks:

@@ -70,8 +70,9 @@ def voc_folder(root: Path) -> Path:
     )
 
 
-def read_labelmap(path: Path) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Names and colours of a VOC `labelmap.txt` (`name:r,g,b:parts:actions`, `#` comments)."""
+def read_labelmap(path: Path) -> tuple[list[str], list[tuple[int, ...]]]:
+    """Names and colours of a VOC `labelmap.txt` (`name:r,g,b:parts:actions`, `#` comments); a line without a
+    colour gives ()."""
     names, colours = [], []
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
