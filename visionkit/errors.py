@@ -27,7 +27,9 @@ def user_message(exc: BaseException) -> str | None:
     instantiate wraps errors from constructors; both are unwrapped so the user sees only the fix.
     """
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        exc = link
         seen.add(id(exc))
         if isinstance(exc, VisionkitError):
             text = str(exc)
@@ -40,5 +42,5 @@ def user_message(exc: BaseException) -> str | None:
             return NEEDS_TRAIN.format(name=exc.name)
         if missing in EXTRA_PACKAGES:
             return f"{missing} is not installed: pip install 'visionkit[{EXTRA_PACKAGES[missing]}]'"
-        exc = exc.__cause__ or exc.__context__
+        link = exc.__cause__ or exc.__context__
     return None

@@ -272,7 +272,7 @@ def serve(cfg: DictConfig) -> dict[str, float]:
     info = model_info(predictor, dict(state.get("hyper_parameters", {})), str(cfg.ckpt_path))
     gallery = served_gallery(cfg.get("gallery"), predictor)
     del predictor, state
-    options = ServeOptions(
+    serving = ServeOptions(
         ckpt_path=str(Path(served).expanduser().resolve()),
         predictor=options,
         image_size=size,
@@ -282,7 +282,7 @@ def serve(cfg: DictConfig) -> dict[str, float]:
         threads=cpu_threads(settings.workers),
         gallery=gallery,
     )
-    run_server(options, settings, info)
+    run_server(serving, settings, info)
     return {}
 
 

@@ -247,9 +247,9 @@ def check_config(cfg: DictConfig) -> None:
                     visit(child, f"{path}.{key!s}" if path else str(key))
         elif isinstance(node, ListConfig):
             for index in range(len(node)):
-                child = node._get_node(index)
-                if isinstance(child, (DictConfig, ListConfig)):
-                    visit(child, f"{path}[{index}]")
+                item = node._get_node(index)
+                if isinstance(item, (DictConfig, ListConfig)):
+                    visit(item, f"{path}[{index}]")
 
     visit(cfg, "")
     for key, hint in DOCUMENTED_KEYS.items():
@@ -307,8 +307,8 @@ def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
         if override.is_hydra_override():
             continue
         if key in groups and not override.is_delete():
-            chosen = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-            chosen = [None if c is None else str(c) for c in chosen]
+            given = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+            chosen = [None if c is None else str(c) for c in given]
             for choice in chosen:
                 if choice is not None and choice not in groups[key]:
                     raise VisionkitError(

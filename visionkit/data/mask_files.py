@@ -106,9 +106,9 @@ class MaskReader:
         if not path.is_file():
             raise VisionkitError(f"mask {path} does not exist")
         try:
-            with Image.open(path) as img:
-                img.load()
-                img = ImageOps.exif_transpose(img) or img
+            with Image.open(path) as opened:
+                opened.load()
+                img = ImageOps.exif_transpose(opened) or opened
                 ids = self._ids(img, path)
         except (UnidentifiedImageError, ImportError):
             raise VisionkitError(f"mask {path} is not a readable image (corrupt, or not an image)") from None

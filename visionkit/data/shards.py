@@ -176,7 +176,9 @@ _UNREACHABLE_WORDS = (
 def unreachable(exc: BaseException) -> bool:
     """Whether `exc` (or its cause) is a store that did not answer, as opposed to data that is damaged."""
     seen = 0
-    while exc is not None and seen < 8:
+    link: BaseException | None = exc
+    while link is not None and seen < 8:
+        exc = link
         if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in (
             "EndpointConnectionError",
             "ConnectTimeoutError",
@@ -186,7 +188,7 @@ def unreachable(exc: BaseException) -> bool:
             return True
         if any(word in str(exc).lower() for word in _UNREACHABLE_WORDS):
             return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        link, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
 
 

@@ -57,7 +57,7 @@ class Subject:
     predictor: Predictor
     cam_layers: list[str] | None = None  # None: chosen on first use (`cam_layer_names`)
     feature_layers: list[str] | None = None  # None: chosen on first use (`feature_layer_names`)
-    cam_network: nn.Module = None  # None: `network` (filled in __post_init__)
+    cam_network: nn.Module = None  # type: ignore[assignment]  # None: `network` (filled in __post_init__)
     note: str = ""
     _layer_rows: list[LayerRow] | None = field(default=None, init=False, repr=False)
 
@@ -134,7 +134,8 @@ def _without_inplace(network: nn.Module) -> nn.Module:
     """In-place activations would overwrite the feature maps hooks keep and break Grad-CAM's gradients."""
     for module in network.modules():
         if getattr(module, "inplace", False) is True:
-            module.inplace = False
+            activation: Any = module  # ReLU, SiLU, ...: their own `inplace` flag
+            activation.inplace = False
     return network
 
 
@@ -145,7 +146,7 @@ def _slug(text: str) -> str:
 class ClassifierSubject(Subject):
     """Classification (and VGG19 on ImageNet): Grad-CAM of the top-k classes, or of the named ones."""
 
-    predictor: ClassificationPredictor
+    predictor: ClassificationPredictor | MultiLabelPredictor  # (MultiLabelSubject's)
 
     def cam_targets(self, image: Tensor, top_k: int, classes: Sequence[str]) -> list[CamTarget]:
         with torch.no_grad():

@@ -105,7 +105,8 @@ def _validation_metric(
     subject = copy.deepcopy(task).cpu().eval()
     stand_in = _StandIn(graph, run)
     if graph.options.nms:  # the graph's final boxes replace the task's own NMS; padding rows score 0
-        subject.detect = lambda images, **_: [rows[rows[:, 4] > 0] for rows in stand_in(images)]
+        detector: Any = subject  # a DetectionTask
+        detector.detect = lambda images, **_: [rows[rows[:, 4] > 0] for rows in stand_in(images)]
     else:
         setattr(subject, subject.networks[0], stand_in)
     trainer = L.Trainer(

@@ -96,10 +96,11 @@ def build_predictor(
     known = predictor_options(predictor_cls)
     unknown = sorted(set(options) - set(known))
     if unknown:
-        task = predictor_cls.task_name
         raise VisionkitError(
-            f"{', '.join(unknown)}: not an option of the {task} predictor (options: {', '.join(known)})"
+            f"{', '.join(unknown)}: not an option of the {predictor_cls.task_name} predictor (options: "
+            f"{', '.join(known)})"
         )
+    task: Any  # an exported file's ExportedModel, or the checkpoint's task
     if EXPORTED in state:  # an exported file: its runtime runs the network (OpenVINO in bf16 too) on its device
         precision = str(options.get("precision", "fp32"))
         options["precision"] = "fp32"  # the predictor's own tensors

@@ -86,7 +86,7 @@ def foreground_alpha(mask: np.ndarray, ids: Sequence[int], feather: float = 3.0)
     """H x W float32 in 0..1: 1 on the foreground classes, 0 elsewhere, the edge blurred over `feather` px."""
     alpha = np.isin(mask, np.asarray(ids)).astype(np.float32)
     if feather > 0:
-        alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=float(feather))
+        return np.asarray(cv2.GaussianBlur(alpha, (0, 0), sigmaX=float(feather)), np.float32)
     return alpha
 
 

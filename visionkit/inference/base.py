@@ -186,6 +186,7 @@ class Predictor:
         skip_bad_images: bool = False,
     ) -> None:
         self.exported: str | None = getattr(model, "exported", None)  # the runtime of an exported file
+        self.device: str | torch.device  # "cpu" for an exported file (NumPy arrays), else PyTorch's device
         if self.exported:  # its runtime holds the device; the predictor's own arrays are NumPy's
             self.device, self.precision = "cpu", "fp32"
         else:
@@ -210,6 +211,8 @@ class Predictor:
         peak = contract.peak
         mean = np.asarray(contract.mean, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(peak)
         inverse_std = 1.0 / (np.asarray(contract.std, dtype=np.float32).reshape(1, -1, 1, 1) * np.float32(peak))
+        self._mean: np.ndarray | torch.Tensor  # NumPy for an exported file, else tensors on the device
+        self._inverse_std: np.ndarray | torch.Tensor
         if self.exported:
             self._mean, self._inverse_std = mean, inverse_std
         else:
@@ -388,7 +391,7 @@ class Predictor:
         import torch
 
         stacked = torch.from_numpy(np.stack(pictures)).to(self.device, non_blocking=True)
-        images = stacked.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # one pass
+        batch = stacked.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # one pass
         if self._zero_mean:
-            return images.mul_(self._inverse_std)
-        return images.sub_(self._mean).mul_(self._inverse_std)
+            return batch.mul_(self._inverse_std)
+        return batch.sub_(self._mean).mul_(self._inverse_std)

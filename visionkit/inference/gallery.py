@@ -35,6 +35,7 @@ def faiss_index(vectors: np.ndarray, kind: str = "auto") -> Any:
     if kind == "auto":
         kind = "flat" if count <= FLAT_LIMIT else "hnsw"
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index: faiss.Index
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":

@@ -23,7 +23,7 @@ def scored_picture(image: np.ndarray, scored: Sequence[tuple[str, float]]) -> np
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=max(8, round(max(canvas.size) / 24)))
-    y = 2
+    y = 2.0
     for name, prob in scored:
         text = f"{name} {prob:.2f}"
         left, top, right, bottom = draw.textbbox((2, y), text, font=font)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -67,6 +68,7 @@ def read_weights_file(path: str | os.PathLike[str], option: str = "model.weights
     path = Path(path).expanduser()
     if not path.is_file():
         raise VisionkitError(f"{option}: file {path} does not exist")
+    state: Any  # a state dict, or a checkpoint holding one under a key below
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -61,7 +61,7 @@ def build_yolo(arch: str, num_classes: int, weights: str | None = None) -> Any:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise VisionkitError(f"unknown YOLO model {arch!r}{hint} (visionkit.models.yolo.available_yolo_models())")
     model = DetectionModel(cfg=name, nc=num_classes, verbose=False)
-    model.args = get_cfg()
+    model.args = get_cfg()  # type: ignore[assignment]  # a plain attribute of the network (its loss reads it)
     if weights:
         state, _, names = load_ultralytics_weights(weights)
         loaded = transfer_weights(model, state, weights)
@@ -179,5 +179,5 @@ def decode_boxes_in_float32(network: torch.nn.Module) -> bool:
         head.anchors, head.strides = head.anchors.float(), head.strides.float()  # made from the features' dtype
         return out
 
-    head._inference = decode_float32
+    head._inference = decode_float32  # type: ignore[assignment]  # the head's own method, replaced
     return True

@@ -55,7 +55,7 @@ class ClassificationTask(VisionTask):
 
     quality_metric = "val_acc"
 
-    hparams_ignore = ("weights",)
+    hparams_ignore: ClassVar[tuple[str, ...]] = ("weights",)
 
     def __init__(
         self,

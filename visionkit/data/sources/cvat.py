@@ -66,6 +66,7 @@ def image_shapes(image: ET.Element, path: Path) -> tuple[list[Shape], dict[str, 
         if kind is None:
             left_out[element.tag] = left_out.get(element.tag, 0) + 1
             continue
+        points: tuple[float, ...] | tuple[int, int, np.ndarray]  # a box or polygon's numbers, or a mask's corner
         try:
             if kind == "rectangle":
                 points = tuple(float(element.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))

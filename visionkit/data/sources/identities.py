@@ -136,7 +136,9 @@ class IdentitySource:
             rows = self.csv.read_rows()
             names = sorted({identity for _, _, identity, _ in rows})
             index = {name: i for i, name in enumerate(names)}
-            images, ids, given = [], [], dict[int, str]()
+            paths: list[str] = []
+            labels: list[int] = []
+            given: dict[int, str] = {}
             for line, rel_path, identity, split in rows:
                 path = self.csv.resolve(line, rel_path)
                 if split is not None and given.setdefault(index[identity], split) != split:
@@ -144,16 +146,16 @@ class IdentitySource:
                         f"{self.csv.csv}:{line}: identity {identity!r} is in split {given[index[identity]]} on an "
                         f"earlier row; an identity's images belong to one split (open-set evaluation)"
                     )
-                images.append(path)
-                ids.append(index[identity])
-            return images, np.asarray(ids, dtype=np.int64), names, given
+                paths.append(path)
+                labels.append(index[identity])
+            return paths, np.asarray(labels, dtype=np.int64), names, given
         from visionkit.data.glyphs import glyph_identities, photo_patch_identities
 
         if self.builtin == "patches":
-            images, ids = photo_patch_identities(identities=120)
-            return images, ids, [f"patch{i:03d}" for i in range(int(ids.max()) + 1)], {}
-        images, ids = glyph_identities()
-        return images, ids, [f"glyph{i:03d}" for i in range(int(ids.max()) + 1)], {}
+            pictures, identities = photo_patch_identities(identities=120)
+            return pictures, identities, [f"patch{i:03d}" for i in range(int(identities.max()) + 1)], {}
+        pictures, identities = glyph_identities()
+        return pictures, identities, [f"glyph{i:03d}" for i in range(int(identities.max()) + 1)], {}
 
     def _split_identities(self, count: int, given: dict[int, str], pair_names: set[int]) -> dict[str, np.ndarray]:
         """Identity ids per split: the CSV's split column and the pairs' identities first, the rest seeded."""

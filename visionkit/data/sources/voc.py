@@ -172,7 +172,7 @@ class VocSource(AnnotationToolSource):
         self.labels = self.root / labels
         if not self.labels.is_dir():
             raise VisionkitError(f"data.root: {self.root} has no {labels}/ folder, which task={task} reads")
-        table: list[tuple[int, int, int]] = []
+        table: list[tuple[int, ...]] = []  # () for a labelmap line without a colour
         if class_names:
             names = [str(n) for n in class_names]
         elif (self.root / "labelmap.txt").is_file():
