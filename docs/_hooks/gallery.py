@@ -92,9 +92,9 @@ PICTURES = [
         "detection-tracked.png",
         "boxes-track/frames.png",
         "`visionkit-predict source=shapes.mp4 track=true` with that detector on the built-in clip of moving shapes "
-        "(48 frames): four frames of the annotated video it writes. Each box keeps its track id from frame to frame; "
-        "`tracks.csv` lists every track with its class, first and last frame (a 30-epoch detector can miss a "
-        "shape half hidden behind another).",
+        "(48 frames): four frames of the annotated video it writes, in reading order. Each box keeps its track id "
+        "from frame to frame; `tracks.csv` lists every track with its class, first and last frame (a 30-epoch "
+        "detector can miss a shape half hidden behind another).",
         "Detection",
     ),
     Picture(
@@ -221,7 +221,7 @@ def build() -> Path:
         folder / "boxes-track",
         folder / "boxes-track.log",
     )
-    _frame_strip(folder / "boxes-track" / clip.name, folder / "boxes-track" / "frames.png", [6, 18, 30, 42])
+    _frame_grid(folder / "boxes-track" / clip.name, folder / "boxes-track" / "frames.png", [6, 18, 30, 42])
     _serve_page(folder / "serve", folder / "shapes" / ckpt, shapes / "0.png")
     missing = [p.source for p in PICTURES if not (folder / p.source).is_file()]
     if missing:
@@ -266,8 +266,9 @@ def _shapes_clip(folder: Path) -> Path:
     return clip
 
 
-def _frame_strip(video: Path, out: Path, frames: list[int]) -> None:
-    """A row of the video's `frames`, each titled with its index and time, read by visionkit's own video reader."""
+def _frame_grid(video: Path, out: Path, frames: list[int], columns: int = 2) -> None:
+    """The video's `frames` in rows of `columns` (large enough to read in a page's column), each titled with its
+    index and time, read by visionkit's own video reader."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,9 +279,14 @@ def _frame_strip(video: Path, out: Path, frames: list[int]) -> None:
 
     picked = [f for f in video_frames(video) if f.index in frames]
     height, width = picked[0].image.shape[:2]
-    panel = 3.6  # inches per frame
-    figure, axes = plt.subplots(1, len(picked), figsize=(panel * len(picked), panel * height / width + 0.4))
-    for axis, frame in zip(axes, picked):
+    rows = -(-len(picked) // columns)
+    panel = 4.0  # inches per frame
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(panel * columns, rows * (panel * height / width + 0.4)), squeeze=False
+    )
+    for axis in axes.flat[len(picked) :]:
+        axis.axis("off")
+    for axis, frame in zip(axes.flat, picked):
         axis.imshow(frame.image, interpolation="nearest")
         axis.set_title(f"frame {frame.index} ({frame.time:.2f} s)", fontsize=10)
         axis.axis("off")
