@@ -1,9 +1,9 @@
 """Pictures of real outputs for the site, made when it is built (nothing generated is committed): short runs on the
 built-in data through the installed commands (the default classification job, a short detection job, a short
 embedding job, a small U-Net on the built-in shapes), then `visionkit-predict` and `visionkit-explain` on their
-checkpoints (the detector on the built-in clip of moving shapes, with tracking), and the `visionkit-serve` page of
-the U-Net answering a photo in the system Chromium. Kept in a cache keyed by the visionkit version and this file,
-so later builds reuse them; a failed run fails the build with its log."""
+checkpoints (the detector on the built-in clip of moving shapes, with tracking), and, in the system Chromium, the
+top of a run's report and the `visionkit-serve` page of the U-Net answering a photo. Kept in a cache keyed by the
+visionkit version and this file, so later builds reuse them; a failed run fails the build with its log."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -33,6 +36,13 @@ class Picture:
 
 
 PICTURES = [
+    Picture(
+        "classification-report.png",
+        "digits/report-top.png",
+        "The top of the default job's `report.html` (LeNet-5, built-in digits, 3 epochs): the final metrics, then "
+        "the training curves; below them (the pictures that follow) the test report's sections.",
+        "Classification",
+    ),
     Picture(
         "classification-confusion.png",
         "digits/plots/confusion_matrix.png",
@@ -223,6 +233,7 @@ def build() -> Path:
     )
     _frame_grid(folder / "boxes-track" / clip.name, folder / "boxes-track" / "frames.png", [6, 18, 30, 42])
     _serve_page(folder / "serve", folder / "shapes" / ckpt, shapes / "0.png")
+    _report_top(folder / "digits" / "report.html", folder / "digits" / "report-top.png")
     missing = [p.source for p in PICTURES if not (folder / p.source).is_file()]
     if missing:
         raise RuntimeError(f"docs gallery: the runs did not write {missing} (logs in {folder})")
@@ -230,30 +241,44 @@ def build() -> Path:
     return folder
 
 
-def _serve_page(folder: Path, ckpt: Path, photo: Path) -> None:
-    """`page.png`: the serve page of `ckpt` in Chromium (started by Playwright from the system's, as the browser
-    tests do) after `photo` was chosen and answered. The server runs on a free localhost port and is stopped."""
+@contextmanager
+def _browser_page(width: int, height: int) -> Iterator[Any]:
+    """A page of the system's Chromium, started by Playwright as the browser tests do, closed after."""
     if BROWSER is None:
-        raise RuntimeError("docs gallery: the serve page picture needs Chromium on PATH (apt-get install chromium)")
-    sys.path.insert(0, str(ROOT))  # the test suite's server helper, as bench/bench_serve.py uses it
+        raise RuntimeError("docs gallery: the page pictures need Chromium on PATH (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
+        try:
+            yield chromium.new_page(viewport={"width": width, "height": height})
+        finally:
+            chromium.close()
+
+
+def _serve_page(folder: Path, ckpt: Path, photo: Path) -> None:
+    """`page.png`: the serve page of `ckpt` after `photo` was chosen and answered. The server runs on a free
+    localhost port and is stopped."""
+    sys.path.insert(0, str(ROOT))  # the test suite's server helper, as bench/bench_serve.py uses it
     from tests.serve_requests import running_server
 
     folder.mkdir(exist_ok=True)
-    with running_server(ckpt, folder) as server, sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=BROWSER, args=["--no-sandbox"])
-        try:
-            page = chromium.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(server.url)
-            page.wait_for_selector("body[data-state=ready]", timeout=60_000)
-            page.set_input_files("#file", str(photo))
-            page.wait_for_selector("body[data-state=done], body[data-state=error]", timeout=60_000)
-            if page.get_attribute("body", "data-state") != "done":
-                raise RuntimeError(f"docs gallery: the serve page answered {page.inner_text('#status')!r}")
-            page.screenshot(path=str(folder / "page.png"), full_page=True)
-        finally:
-            chromium.close()
+    with running_server(ckpt, folder) as server, _browser_page(1100, 800) as page:
+        page.goto(server.url)
+        page.wait_for_selector("body[data-state=ready]", timeout=60_000)
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector("body[data-state=done], body[data-state=error]", timeout=60_000)
+        if page.get_attribute("body", "data-state") != "done":
+            raise RuntimeError(f"docs gallery: the serve page answered {page.inner_text('#status')!r}")
+        page.screenshot(path=str(folder / "page.png"), full_page=True)
+
+
+def _report_top(report: Path, out: Path) -> None:
+    """The first screen of a run's `report.html` (its title, final metrics and training curves) as a PNG."""
+    with _browser_page(1100, 900) as page:
+        page.goto(report.resolve().as_uri())
+        page.wait_for_load_state("load")
+        page.screenshot(path=str(out))
 
 
 def _shapes_clip(folder: Path) -> Path:
