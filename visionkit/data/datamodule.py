@@ -253,8 +253,7 @@ class VisionDataModule(L.LightningDataModule):
             affine = next((t for t in self.augment if isinstance(t, A.Affine)), None)
             scale, translate = (1.0, 1.0), 0.0
             if affine is not None:
-                low, high = affine.scale["x"]
-                scale = (float(low), float(high))
+                scale = (float(affine.scale["x"][0]), float(affine.scale["x"][1]))
                 translate = (
                     float(max(abs(v) for v in affine.translate_percent["x"])) if affine.translate_percent else 0.0
                 )
