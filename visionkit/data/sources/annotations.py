@@ -165,8 +165,7 @@ class AnnotationScan:
         self.reader = reader
         self.ignore_index = reader.ignore_index
         self.boxes = SplitScan(split)
-        self.pixel_counts = np.zeros(len(names), np.int64)  # per class, over the masks kept
-        self.pixels = MaskScanReport(split, names, layout, pixels=self.pixel_counts)
+        self.pixels = MaskScanReport(split, names, layout)
         self.masks: list[str | ShapeMask] = []
         self.left_out: Counter[str] = Counter()  # shape types neither task reads, by type
 
@@ -202,7 +201,7 @@ class AnnotationScan:
         problem, counts = check_mask_pair(self.reader, image, mask)
         if problem:
             raise VisionkitError(problem)
-        self.pixel_counts += counts
+        self.pixels.pixels += counts
         self.boxes.paths.append(str(image))
         self.masks.append(mask)
 

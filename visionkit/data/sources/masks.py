@@ -35,12 +35,15 @@ class MaskScanReport:
     class_names: Sequence[str]
     layout: str = ""
     pairs: int = 0
-    pixels: np.ndarray | None = None
+    pixels: np.ndarray = field(init=False)  # per class, summed over the masks kept
     skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pixels = np.zeros(len(self.class_names), dtype=np.int64)
 
     def summary(self) -> str:
         text = f"{self.split}: {self.pairs} image/mask pairs" + (f" (layout {self.layout})" if self.layout else "")
-        if self.pixels is not None and self.pixels.sum() > 0:
+        if self.pixels.sum() > 0:
             share = self.pixels / self.pixels.sum()
             shown = ", ".join(f"{name} {100 * s:.1f}%" for name, s in list(zip(self.class_names, share))[:12])
             text += f"; pixels: {shown}"
@@ -180,8 +183,7 @@ class MaskSource:
     def _scan(self, split: str, image_dir: Path, mask_dir: Path) -> SampleSet:
         images = files_by_stem(image_dir)
         masks = files_by_stem(mask_dir) if mask_dir.is_dir() else {}
-        pixels = np.zeros(len(self.names), dtype=np.int64)  # counted per class as the pairs are checked
-        report = MaskScanReport(split, self.names, self.layout, pixels=pixels)
+        report = MaskScanReport(split, self.names, self.layout)
         problems = [
             f"mask {masks[s]} has no image in {image_dir} (same name, any image suffix)"
             for s in masks
@@ -199,7 +201,7 @@ class MaskSource:
         for pair, (reason, counts) in zip(pairs, results):
             if reason is None:
                 kept.append(pair)
-                pixels += counts
+                report.pixels += counts
             else:
                 problems.append(reason)
         if problems and not self.skip_bad_masks:
