@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class VisionkitError(Exception):
     """A problem with the user's input (data, config, weights) that they can fix; never a bug."""
@@ -19,6 +21,16 @@ NEEDS_TRAIN = (
 EXTRA_PACKAGES = {"litserve": "serve", "fastapi": "serve", "multipart": "serve", "python_multipart": "serve"}
 
 
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or during (`__cause__`, else `__context__`), and so on, each once."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        yield link
+        link = link.__cause__ or link.__context__
+
+
 def user_message(exc: BaseException) -> str | None:
     """The one-line message of the first VisionkitError in the cause chain, or None for a bug. A missing package of
     the `train` extra (a base install running a checkpoint) or of another extra says what to install.
@@ -26,21 +38,16 @@ def user_message(exc: BaseException) -> str | None:
     DataLoader workers re-raise with the worker's traceback glued into the message, and Hydra's
     instantiate wraps errors from constructors; both are unwrapped so the user sees only the fix.
     """
-    seen: set[int] = set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        exc = link
-        seen.add(id(exc))
-        if isinstance(exc, VisionkitError):
-            text = str(exc)
+    for link in exception_chain(exc):
+        if isinstance(link, VisionkitError):
+            text = str(link)
             if "Original Traceback" in text:  # raised inside a DataLoader worker
                 last = text.strip().splitlines()[-1]
                 text = last.split("VisionkitError: ", 1)[-1]
             return text
-        missing = (exc.name or "").split(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+        missing = (link.name or "").split(".")[0] if isinstance(link, ModuleNotFoundError) else ""
         if missing in TRAIN_PACKAGES:
-            return NEEDS_TRAIN.format(name=exc.name)
+            return NEEDS_TRAIN.format(name=link.name)
         if missing in EXTRA_PACKAGES:
             return f"{missing} is not installed: pip install 'visionkit[{EXTRA_PACKAGES[missing]}]'"
-        link = exc.__cause__ or exc.__context__
     return None

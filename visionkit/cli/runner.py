@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from visionkit.config.checks import check_overrides
 from visionkit.config.folders import RUN_CONFIG, RUN_DIR_ENV, config_dir, new_run_dir, register_resolvers
-from visionkit.errors import NEEDS_TRAIN, user_message
+from visionkit.errors import NEEDS_TRAIN, exception_chain, user_message
 from visionkit.utils.logging import is_rank_zero, one_line_per_message
 
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -43,15 +43,13 @@ def error_line(exc: BaseException) -> str:
     message = user_message(exc)
     if message is not None:
         return message
-    cause: BaseException | None = exc
-    while cause is not None:
+    for cause in exception_chain(exc):
         missing = re.search(r"Missing mandatory value: ([\w.]+)", str(cause))
         if isinstance(cause, OmegaConfBaseException) and missing:
             key = missing.group(1)
             return f"{key} is not set: pass {key}=<value> on the command line"
         if isinstance(cause, OmegaConfBaseException):
             return f"config error: {str(cause).splitlines()[0]}"
-        cause = cause.__cause__ or cause.__context__
     built = re.search(r"full_key: ([\w.]+)", str(exc))
     if isinstance(exc, InstantiationException) and built and exc.__cause__ is not None:
         # Hydra's first line only names the class; the key and the class's own complaint are what to act on

@@ -13,11 +13,12 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from visionkit.data.cache import default_cache_dir
-from visionkit.errors import VisionkitError
+from visionkit.errors import VisionkitError, exception_chain
 from visionkit.utils.io import atomic_write
 
 META_NAME = "visionkit.json"
@@ -175,20 +176,16 @@ _UNREACHABLE_WORDS = (
 
 def unreachable(exc: BaseException) -> bool:
     """Whether `exc` (or its cause) is a store that did not answer, as opposed to data that is damaged."""
-    seen = 0
-    link: BaseException | None = exc
-    while link is not None and seen < 8:
-        exc = link
-        if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in (
+    for link in islice(exception_chain(exc), 8):
+        if isinstance(link, (ConnectionError, TimeoutError)) or type(link).__name__ in (
             "EndpointConnectionError",
             "ConnectTimeoutError",
             "ReadTimeoutError",
             "ConnectionClosedError",
         ):
             return True
-        if any(word in str(exc).lower() for word in _UNREACHABLE_WORDS):
+        if any(word in str(link).lower() for word in _UNREACHABLE_WORDS):
             return True
-        link, seen = exc.__cause__ or exc.__context__, seen + 1
     return False
 
 
