@@ -8,6 +8,8 @@ from collections.abc import Iterator
 class VisionkitError(Exception):
     """A problem with the user's input (data, config, weights) that they can fix; never a bug."""
 
+    reported = False  # already told to the user (e.g. a damaged chunk, named once for all its samples)
+
 
 # What `pip install 'visionkit[train]'` adds; a base install (with `runtime`) predicts from and serves exported
 # files only.
@@ -45,9 +47,10 @@ def user_message(exc: BaseException) -> str | None:
                 last = text.strip().splitlines()[-1]
                 text = last.split("VisionkitError: ", 1)[-1]
             return text
-        missing = (link.name or "").split(".")[0] if isinstance(link, ModuleNotFoundError) else ""
+        module = (link.name or "") if isinstance(link, ModuleNotFoundError) else ""
+        missing = module.split(".")[0]
         if missing in TRAIN_PACKAGES:
-            return NEEDS_TRAIN.format(name=link.name)
+            return NEEDS_TRAIN.format(name=module)
         if missing in EXTRA_PACKAGES:
             return f"{missing} is not installed: pip install 'visionkit[{EXTRA_PACKAGES[missing]}]'"
     return None

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from torchmetrics.aggregation import CatMetric
 
 from visionkit.callbacks.figures import publish, shown_images
+from visionkit.tasks.base import class_names_of
 from visionkit.utils.io import atomic_write
 from visionkit.utils.viz import labelled_grid_figure
 
@@ -208,12 +209,12 @@ class ClassificationReport(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.probs.update_count:
             return
-        classes = int(pl_module.hparams.num_classes)
+        classes = int(pl_module.hparams["num_classes"])
         probs = self.probs.compute().reshape(-1, classes)  # gathered from every rank
         target = self.target.compute().reshape(-1).long()
         if not trainer.is_global_zero:
             return
-        names = [str(n) for n in (getattr(pl_module, "class_names", None) or range(classes))]
+        names = class_names_of(pl_module, classes)
         self.scores = scores = score_classification(probs, target)
         root = Path(self.dirpath or trainer.default_root_dir)
         write_scores(scores, names, root / "tables")

@@ -11,6 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from visionkit.callbacks.figures import publish
+from visionkit.tasks.base import class_names_of
 from visionkit.utils.io import atomic_write
 from visionkit.utils.viz import confusion_matrix_figure
 
@@ -37,7 +38,7 @@ class ConfusionMatrixPlot(Callback):
         self.last_path: Path | None = None
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        num_classes = int(pl_module.hparams.num_classes)
+        num_classes = int(pl_module.hparams["num_classes"])
         self.matrix = MulticlassConfusionMatrix(num_classes).to(pl_module.device)
 
     def on_test_batch_end(
@@ -59,7 +60,7 @@ class ConfusionMatrixPlot(Callback):
         self.matrix = None
         if not trainer.is_global_zero:
             return
-        names = list(getattr(pl_module, "class_names", None) or range(len(counts)))
+        names = class_names_of(pl_module, len(counts))
         out_dir = Path(self.dirpath or Path(trainer.default_root_dir) / "plots")
         accuracy = np.trace(counts) / max(counts.sum(), 1)
         fig = confusion_matrix_figure(counts, names, f"test confusion matrix (accuracy {accuracy:.3f})")

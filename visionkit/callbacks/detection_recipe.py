@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
+from visionkit.tasks.schedules import WarmupLinearLR
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -44,7 +45,7 @@ class CloseMosaic(L.Callback):
         max_epochs = trainer.max_epochs or 0
         if self.epochs <= 0 or max_epochs <= 0 or trainer.current_epoch < max_epochs - self.epochs:
             return
-        datamodule: Any = trainer.datamodule
+        datamodule: Any = getattr(trainer, "datamodule", None)
         dataset = getattr(datamodule, "datasets", {}).get("train") if datamodule is not None else None
         if dataset is not None and getattr(dataset, "mosaic_probability", 0.0) > 0:
             dataset.set_mosaic(0.0)
@@ -72,7 +73,7 @@ class AccumulationRamp(L.Callback):
         plans = [
             config.scheduler.step_plan
             for config in trainer.lr_scheduler_configs
-            if getattr(config.scheduler, "ramp_accumulation", False)
+            if isinstance(config.scheduler, WarmupLinearLR) and config.scheduler.ramp_accumulation
         ]
         self._ends = frozenset(plans[0]) if plans else frozenset()
         self._nominal = trainer.accumulate_grad_batches

@@ -26,6 +26,7 @@ from torchmetrics.aggregation import CatMetric
 from visionkit.callbacks.confusion_matrix import write_confusion_csv
 from visionkit.callbacks.figures import publish
 from visionkit.data.sources.annotations import ignored_class
+from visionkit.tasks.base import class_names_of
 from visionkit.utils.io import atomic_write
 from visionkit.utils.viz import confusion_matrix_figure
 
@@ -366,8 +367,8 @@ class DetectionReport(L.Callback):
         found = self.found.compute().reshape(-1, 8).cpu().numpy()
         truth = self.truth.compute().reshape(-1, 7).cpu().numpy()
         if trainer.is_global_zero:
-            classes = int(pl_module.hparams.num_classes)
-            names = [str(n) for n in (getattr(pl_module, "class_names", None) or range(classes))]
+            classes = int(pl_module.hparams["num_classes"])
+            names = class_names_of(pl_module, classes)
             started = time.perf_counter()
             self.scored = (_split_by_image(seen, found), _split_by_image(seen, truth))
             max_det = int(getattr(pl_module.hparams, "max_det", 300))

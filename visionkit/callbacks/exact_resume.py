@@ -8,7 +8,7 @@ put back just before the first resumed training step, the point where the uninte
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -20,7 +20,7 @@ KEY = "visionkit_resume"
 def collect_rng_states() -> dict[str, Any]:
     """Python, NumPy, torch and CUDA random states as tensors, lists and numbers (safe for weights_only)."""
     version, python_state, gauss = random.getstate()
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    kind, keys, position, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     states: dict[str, Any] = {
         "python": [version, list(python_state), gauss],
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached)],
@@ -55,7 +55,7 @@ class ExactResume(L.Callback):
         checkpoint[KEY] = {
             "rng": collect_rng_states(),
             "epoch": trainer.current_epoch,
-            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed,  # type: ignore[attr-defined]  # a _ProcessedTracker at run time
             "batches_per_epoch": trainer.num_training_batches,
         }
 
@@ -66,13 +66,13 @@ class ExactResume(L.Callback):
         epoch, done = int(saved["epoch"]), int(saved["batches_done"])
         if done >= saved["batches_per_epoch"]:
             epoch, done = epoch + 1, 0
-        datamodule = trainer.datamodule
-        if hasattr(datamodule, "resume_at"):
-            datamodule.resume_at(epoch, done)
+        resume_at = getattr(getattr(trainer, "datamodule", None), "resume_at", None)  # visionkit's data module
+        if callable(resume_at):
+            resume_at(epoch, done)
         self._states = saved["rng"]
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        sampler = getattr(trainer.datamodule, "train_sampler", None)
+        sampler = getattr(getattr(trainer, "datamodule", None), "train_sampler", None)
         fetcher = trainer.fit_loop._data_fetcher
         if sampler is not None and sampler.resume_pending and fetcher is not None:
             # the loader was iterated before the checkpoint was read (strategies that restore after their

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torchmetrics.aggregation import CatMetric
 
 from visionkit.callbacks.figures import publish
+from visionkit.tasks.base import class_names_of
 from visionkit.tasks.multilabel import decision_counts
 from visionkit.utils.io import atomic_write
 
@@ -89,12 +90,12 @@ class MultiLabelReport(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.probs.update_count:
             return
-        classes = int(pl_module.hparams.num_classes)
+        classes = int(pl_module.hparams["num_classes"])
         probs = self.probs.compute().reshape(-1, classes).float().cpu()
         target = self.target.compute().reshape(-1, classes).cpu()
         if not trainer.is_global_zero:
             return
-        names = [str(n) for n in getattr(pl_module, "class_names", range(classes))]
+        names = class_names_of(pl_module, classes)
         thresholds = cast(torch.Tensor, pl_module.thresholds).detach().float().cpu()  # a MultiLabelTask's buffer
         self.scores = scores = per_class_scores(probs, target, thresholds)
         root = Path(self.dirpath or trainer.default_root_dir)

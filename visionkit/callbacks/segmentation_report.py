@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from visionkit.callbacks.confusion_matrix import write_confusion_csv
 from visionkit.callbacks.figures import publish, shown_images
+from visionkit.tasks.base import class_names_of
 from visionkit.utils.viz import (
     confusion_matrix_figure,
     segmentation_grid_figure,
@@ -69,7 +70,7 @@ class SegmentationReport(L.Callback):
         if not isinstance(outputs, dict) or "preds" not in outputs:
             return
         hp = pl_module.hparams
-        ious = image_ious(outputs["preds"], outputs["mask"], len(pl_module.class_names), hp.ignore_index)
+        ious = image_ious(outputs["preds"], outputs["mask"], int(hp["num_classes"]), hp["ignore_index"])
         for i, iou in enumerate(ious.tolist()):
             self.worst.append((iou, batch["image"][i].cpu(), outputs["mask"][i].cpu(), outputs["preds"][i].cpu()))
         self.worst = sorted(self.worst, key=lambda item: item[0])[:WORST]
@@ -80,7 +81,7 @@ class SegmentationReport(L.Callback):
         if not trainer.is_global_zero or confusion is None or scores is None or not trainer.default_root_dir:
             return
         root = Path(trainer.default_root_dir)
-        names = [str(n) for n in pl_module.class_names]
+        names = class_names_of(pl_module, int(pl_module.hparams["num_classes"]))
         counts = confusion.cpu().numpy()
         write_confusion_csv(counts, names, root / "tables" / "confusion_matrix.csv")
         accuracy = float(np.trace(counts) / max(counts.sum(), 1))
@@ -96,7 +97,7 @@ class SegmentationReport(L.Callback):
                 [w[3].numpy() for w in self.worst],
                 names,
                 "lowest IoU: " + ", ".join(f"{w[0]:.2f}" for w in self.worst),
-                pl_module.hparams.ignore_index,
+                pl_module.hparams["ignore_index"],
             )
         for name, fig in figures.items():
             publish(trainer, f"test/{name}", fig, root / "plots" / f"{name}.png")

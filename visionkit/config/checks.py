@@ -189,7 +189,7 @@ def _value_check(node: DictConfig, key: str, where: str, hint: Any) -> Check | N
     if not ok or (isinstance(value, dict) and "_target_" in value):
         return None
     child = node._get_node(key)
-    source = str(child._value()) if OmegaConf.is_interpolation(node, key) else None
+    source = str(child._value()) if child is not None and OmegaConf.is_interpolation(node, key) else None
     return where, value, hint, source
 
 

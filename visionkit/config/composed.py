@@ -46,8 +46,13 @@ def launcher_env_restored() -> Iterator[None]:
             else:
                 os.environ[key] = value
         torch = sys.modules.get("torch")  # a process that never imported PyTorch holds no process group
-        distributed = torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
-        if distributed and saved["LOCAL_RANK"] is None:
+        launched_here = saved["LOCAL_RANK"] is None  # a DDP child's process group is its launcher's to end
+        if (
+            torch is not None
+            and launched_here
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
             torch.distributed.destroy_process_group()
 
 

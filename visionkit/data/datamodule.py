@@ -270,13 +270,7 @@ class VisionDataModule(L.LightningDataModule):
                 **reading,
             )
         if self.dataset_class is SegmentationDataset:
-            return SegmentationDataset(
-                samples,
-                self.transform(train=train),
-                self.skip_bad_images,
-                mask_reader=self.source.mask_reader,
-                **reading,
-            )
+            reading["mask_reader"] = getattr(self.source, "mask_reader", None)  # a segmentation source's
         return self.dataset_class(samples, self.transform(train=train), self.skip_bad_images, **reading)
 
     def train_targets(self) -> np.ndarray:
@@ -334,13 +328,14 @@ class VisionDataModule(L.LightningDataModule):
         sampler = None
         if train:
             dataset = self.datasets[name]
+            spans = getattr(getattr(dataset, "reader", None), "spans", None)  # a packed dataset's chunks
             sampler = self.train_sampler = (
                 GroupedSampler(
                     dataset, dataset.samples.targets, self.per_identity, self.batch_size // self.per_identity
                 )
                 if self.per_identity
-                else ChunkedSampler(dataset, [n for _, n in dataset.reader.spans])
-                if hasattr(getattr(dataset, "reader", None), "spans")
+                else ChunkedSampler(dataset, [n for _, n in spans])
+                if spans is not None
                 else ResumableSampler(dataset)
             )
             if self._resume_point is not None:

@@ -110,7 +110,7 @@ class ImageSampleDataset(Dataset):
             pixels, full = self.reader(index)
         except UnreadableImage as exc:
             error = bad_image_error(str(exc.path), exc.reason)
-            error.reported = getattr(exc, "reported", False)  # e.g. a damaged chunk, named once for all its samples
+            error.reported = exc.reported
             raise error from None
         return (pixels, full) if self.reader.fmt.rgb8 else (self.reader.fmt.to_unit(pixels), full)
 
@@ -136,7 +136,7 @@ class ImageSampleDataset(Dataset):
             except VisionkitError as exc:
                 if not self.skip_bad_images:
                     raise
-                if not getattr(exc, "reported", False):
+                if not exc.reported:
                     log.warning(f"skipped {str(exc).split(';')[0]}")
                 continue
             return self.make_sample(image, self.samples.targets[current], current, full)

@@ -74,7 +74,7 @@ class MaskReader:
     num_classes: int
     ignore_index: int | None = None
     binary: bool = False
-    colors: tuple[tuple[int, int, int], ...] | None = None
+    colors: tuple[tuple[int, ...], ...] | None = None  # each of 3 values (checked by `make`)
 
     @staticmethod
     def make(
@@ -100,7 +100,7 @@ class MaskReader:
         A `ShapeMask` (shapes from an annotation file) is drawn instead of read."""
         if isinstance(path, ShapeMask):
             ids = path.render()
-            self.check(ids, path)
+            self.check(ids, path.source)  # the annotation file, not the drawn shapes
             return ids
         path = Path(path)
         if not path.is_file():

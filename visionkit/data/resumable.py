@@ -25,7 +25,7 @@ def split_keys(keys: Sequence[int | SampleKey]) -> tuple[list[int], int | None]:
     if keys and isinstance(keys[0], tuple):
         pairs = cast(Sequence[SampleKey], keys)
         return [int(index) for index, _ in pairs], int(pairs[0][1])
-    return [int(k) for k in keys], None
+    return [int(cast(int, k)) for k in keys], None
 
 
 def global_seed() -> int:

@@ -15,7 +15,7 @@ from visionkit.data.shapes import SHAPE_CLASSES, background, polygon
 from visionkit.utils.io import atomic_path
 
 
-def _draw(image: Image.Image, kind: str, cx: float, cy: float, r: float, colour: tuple[int, int, int]) -> None:
+def _draw(image: Image.Image, kind: str, cx: float, cy: float, r: float, colour: tuple[int, ...]) -> None:
     draw = ImageDraw.Draw(image)
     if kind == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)

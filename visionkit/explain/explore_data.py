@@ -259,4 +259,4 @@ def _thumbnail(crop: np.ndarray, size: int = 48) -> np.ndarray:
     image = Image.fromarray(np.ascontiguousarray(crop))
     scale = size / max(image.size)
     size_wh = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return np.asarray(image.resize(size_wh, Image.NEAREST))
+    return np.asarray(image.resize(size_wh, Image.Resampling.NEAREST))

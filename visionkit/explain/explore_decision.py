@@ -6,7 +6,7 @@ attacking the network's own clean answer (a user's photo has no label)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -23,6 +23,11 @@ from visionkit.tasks.adversarial import PixelSpace, fgsm
 from visionkit.tasks.multilabel import flag_names
 from visionkit.utils.palette import overlay as mask_overlay
 from visionkit.utils.viz import denormalize
+
+if TYPE_CHECKING:
+    from visionkit.inference.classification import ClassificationPredictor
+    from visionkit.inference.multilabel import MultiLabelPredictor
+    from visionkit.inference.segmentation import SegmentationPredictor
 
 FOOL_EPS = (0, 1, 2, 4, 8, 16)  # /255: the page's slider
 STYLE_LAYERS = ("features.relu1_1", "features.relu2_1", "features.relu3_1", "features.relu4_1", "features.relu5_1")
@@ -45,7 +50,7 @@ def shown_png(picture: np.ndarray) -> str:
         return png_url(picture)
     scale = SHOWN / max(picture.shape[:2])
     size = (max(1, round(picture.shape[1] * scale)), max(1, round(picture.shape[0] * scale)))
-    return png_url(np.asarray(Image.fromarray(picture).resize(size, Image.NEAREST)))
+    return png_url(np.asarray(Image.fromarray(picture).resize(size, Image.Resampling.NEAREST)))
 
 
 def perturbation_png(adversarial: np.ndarray, clean: np.ndarray, eps: float) -> str:
@@ -85,9 +90,9 @@ def _fooled(
 
 def classification(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str, Any]:
     """Softmax bars (top 10), Grad-CAM of the top 3, and FGSM against the top class."""
-    names = subject.class_names
+    names, predictor = subject.class_names, cast("ClassificationPredictor", subject.predictor)
     with torch.no_grad():
-        probs = subject.predictor.probabilities(tensor)[0].float().cpu()
+        probs = predictor.probabilities(tensor)[0].float().cpu()
     order = probs.argsort(descending=True)[:10].tolist()
     top = order[0]
     label = torch.tensor([top], device=tensor.device)
@@ -96,7 +101,7 @@ def classification(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dic
         return F.cross_entropy(subject.cam_network(images).float(), label, reduction="sum")
 
     def answer(images: Tensor, _picture: np.ndarray) -> dict[str, Any]:
-        p = subject.predictor.probabilities(images)[0].float().cpu()
+        p = predictor.probabilities(images)[0].float().cpu()
         best = int(p.argmax())
         return {"label": names[best], "confidence": float(p[best]), "original": float(p[top]), "flipped": best != top}
 
@@ -112,9 +117,10 @@ def classification(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dic
 def multilabel(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str, Any]:
     """A sigmoid bar per class (top 10) with its threshold, Grad-CAM of the labels given, and FGSM against the
     whole label set (binary cross-entropy towards the clean answer's labels)."""
-    names, thresholds = subject.class_names, torch.from_numpy(subject.predictor.thresholds)
+    predictor = cast("MultiLabelPredictor", subject.predictor)
+    names, thresholds = subject.class_names, torch.from_numpy(predictor.thresholds)
     with torch.no_grad():
-        probs = subject.predictor.probabilities(tensor)[0].cpu()
+        probs = predictor.probabilities(tensor)[0].cpu()
     given = probs >= thresholds
     target = given[None].float().to(tensor.device)
 
@@ -122,7 +128,7 @@ def multilabel(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[st
         return F.binary_cross_entropy_with_logits(subject.cam_network(images).float(), target, reduction="sum")
 
     def answer(images: Tensor, _picture: np.ndarray) -> dict[str, Any]:
-        p = subject.predictor.probabilities(images)[0].cpu()
+        p = predictor.probabilities(images)[0].cpu()
         now = p >= thresholds
         agree = float((now == given).float().mean())
         return {"label": flag_names(now, names), "confidence": agree, "flipped": bool((now != given).any())}
@@ -154,9 +160,10 @@ def gram_matrices(subject: Subject, tensor: Tensor, channels: int = 64) -> list[
 def segmentation(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[str, Any]:
     """The mask over the image, each class's probability map, the encoder/decoder skip connections, and FGSM
     against the predicted mask."""
-    names, binary = subject.class_names, subject.predictor.binary
+    predictor = cast("SegmentationPredictor", subject.predictor)
+    names, binary = subject.class_names, predictor.binary
     with torch.no_grad():
-        scores = subject.predictor.scores(tensor)[0].float().cpu()
+        scores = predictor.scores(tensor)[0].float().cpu()
     labels = scores.argmax(0)
     target = labels[None].to(tensor.device)
 
@@ -167,7 +174,7 @@ def segmentation(subject: Subject, tensor: Tensor, picture: np.ndarray) -> dict[
         return F.cross_entropy(logits, target, reduction="sum")
 
     def answer(images: Tensor, adversarial: np.ndarray) -> dict[str, Any]:
-        found = subject.predictor.scores(images)[0].argmax(0).cpu()
+        found = predictor.scores(images)[0].argmax(0).cpu()
         agree = float((found == labels).float().mean())
         mask = shown_png(mask_overlay(adversarial, found.numpy()))
         return {"mask": mask, "label": f"{agree:.0%} of pixels as before", "confidence": agree, "flipped": agree < 0.9}

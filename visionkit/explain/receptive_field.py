@@ -128,8 +128,8 @@ def _grow(
     stride: Sequence[int],
     dilation: Sequence[int],
 ) -> _Field:
-    grown = tuple(size[i] + (int(kernel[i]) - 1) * int(dilation[i]) * jump[i] for i in range(2))
-    return _Field((jump[0] * int(stride[0]), jump[1] * int(stride[1])), grown)
+    height, width = (size[i] + (int(kernel[i]) - 1) * int(dilation[i]) * jump[i] for i in range(2))
+    return _Field((jump[0] * int(stride[0]), jump[1] * int(stride[1])), (height, width))
 
 
 def _text(value: Any) -> str:

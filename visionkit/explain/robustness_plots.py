@@ -12,6 +12,8 @@ from matplotlib.figure import Figure
 from visionkit.utils.viz import fitted
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from visionkit.explain.attack_targets import Answer
     from visionkit.explain.robustness import Flip, RobustnessResult
 
@@ -34,7 +36,7 @@ def robustness_figure(result: RobustnessResult, title: str) -> Figure:
     return fig
 
 
-def _draw(ax: object, picture: np.ndarray, answer: Answer | None) -> None:
+def _draw(ax: Axes, picture: np.ndarray, answer: Answer | None) -> None:
     from matplotlib.patches import Rectangle
 
     from visionkit.utils.palette import box_colour, overlay

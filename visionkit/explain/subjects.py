@@ -237,9 +237,9 @@ class DetectorSubject(Subject):
         super().__post_init__()
 
     def default_cam_layers(self, image: Tensor) -> list[str]:
-        head = yolo_head(self.network)
-        if isinstance(getattr(head, "f", None), list):  # ultralytics: the layers the Detect head reads
-            return [f"model.{i}" for i in head.f]
+        read = getattr(yolo_head(self.network), "f", None)  # ultralytics: the layers the Detect head reads
+        if isinstance(read, list):
+            return [f"model.{i}" for i in read]
         return super().default_cam_layers(image)
 
     def detections(self, image: Tensor) -> list[tuple[tuple[float, float, float, float], float, int, int]]:
@@ -337,8 +337,8 @@ def subject_from_checkpoint(
     subject_cls = SUBJECTS.get(predictor_cls.task_name)
     if subject_cls is None:
         raise VisionkitError(
-            f"{ckpt_path} holds a {task_cls.__name__}; to look inside the VGG19 that style transfer uses, run "
-            "visionkit-explain model=vgg19 source=photo.jpg"
+            f"{ckpt_path} is a {predictor_cls.task_name} checkpoint; to look inside the VGG19 that style transfer "
+            "uses, run visionkit-explain model=vgg19 source=photo.jpg"
         )
     options = {"conf": conf, "fuse": False, "anchors": True} if predictor_cls is DetectionPredictor else {}
     predictor = build_predictor(state, task_cls, device=device, image_size=image_size, **options)

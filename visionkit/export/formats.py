@@ -171,7 +171,7 @@ def export_ultralytics(task: VisionTask, path: str | os.PathLike[str], image_siz
     """Write a detection task as an ultralytics checkpoint: `ultralytics.YOLO(path)` predicts, validates,
     exports and fine-tunes it like one of its own (`model` holds the network, class names and args)."""
     network = getattr(task, "model", None)
-    if not hasattr(network, "yaml") or task.task_name != "detection":
+    if network is None or not hasattr(network, "yaml") or task.task_name != "detection":
         raise VisionkitError(f"format=ultralytics is for detection checkpoints; this one is a {type(task).__name__}")
     from ultralytics import __version__
     from ultralytics.cfg import DEFAULT_CFG_DICT

@@ -36,6 +36,13 @@ class Runtime(Protocol):
     def __call__(self, images: Array) -> Array: ...
 
 
+class FileRuntime(Runtime, Protocol):
+    """A runtime of an exported file, which also reads the file's stored key/value strings (visionkit's input
+    contract and task record)."""
+
+    def metadata(self) -> dict[str, str]: ...
+
+
 def _numpy(images: Any) -> np.ndarray:
     """The input as a contiguous NumPy array (a tensor's values, moved to the CPU)."""
     if isinstance(images, np.ndarray):
@@ -147,14 +154,16 @@ class OpenVINORuntime:
         return dict(self._metadata)
 
 
-_RUNTIMES: dict[str, Callable[..., Runtime]] = {
+_RUNTIMES: dict[str, Callable[..., FileRuntime]] = {
     "onnx": OnnxRuntime,
     "torchscript": TorchScriptRuntime,
     "openvino": OpenVINORuntime,
 }
 
 
-def load_runtime(format: str, path: str | os.PathLike[str], device: str = "cpu", precision: str = "fp32") -> Runtime:
+def load_runtime(
+    format: str, path: str | os.PathLike[str], device: str = "cpu", precision: str = "fp32"
+) -> FileRuntime:
     """The runtime for an exported `format` file (or OpenVINO folder) at `path`; `precision` other than "fp32"
     only where the runtime offers it (`precisions`)."""
     if format not in _RUNTIMES:

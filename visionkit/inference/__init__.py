@@ -49,12 +49,14 @@ def predictor_class(task: type[VisionTask] | str) -> type[Predictor]:
         if task in PREDICTORS:
             return PREDICTORS[task]
         module, _, name = task.rpartition(".")
-        task = getattr(importlib.import_module(module), name)
-    for cls in task.__mro__:
+        task_cls: type[VisionTask] = getattr(importlib.import_module(module), name)
+    else:
+        task_cls = task
+    for cls in task_cls.__mro__:
         if task_name_of(cls) in PREDICTORS:
             return PREDICTORS[task_name_of(cls)]
     known = ", ".join(name.rpartition(".")[2] for name in PREDICTORS)
-    raise VisionkitError(f"{task.__name__} has no predictor (known tasks: {known})")
+    raise VisionkitError(f"{task_cls.__name__} has no predictor (known tasks: {known})")
 
 
 def predictor_options(predictor_cls: type[Predictor]) -> list[str]:

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Union, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import albumentations as A
 import numpy as np
@@ -54,13 +54,16 @@ class InputImage:
     raw: np.ndarray | None = field(default=None, repr=False)  # HxWxC 0..1 floats when not 8-bit RGB (scans, bands)
 
     @property
-    def network(self) -> np.ndarray:
-        """The pixels the network is given: 0..1 floats of every channel (scans, bands), else the RGB picture."""
-        if self.raw is not None:
-            return self.raw
+    def rgb(self) -> np.ndarray:
+        """The RGB picture as read (HxWx3 uint8)."""
         if self.pixels is None:  # unreadable inputs are answered with their error, never given to the network
             raise VisionkitError(f"{self.source}: {self.error or 'not read'}")
         return self.pixels
+
+    @property
+    def network(self) -> np.ndarray:
+        """The pixels the network is given: 0..1 floats of every channel (scans, bands), else the RGB picture."""
+        return self.raw if self.raw is not None else self.rgb
 
 
 def as_array(image: object, name: str) -> np.ndarray:
@@ -150,10 +153,10 @@ def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
         path = Path(images).expanduser()
         return [images] if path.is_file() else list_images(str(images))
     if isinstance(images, np.ndarray) or is_tensor(images):
-        return list(images) if images.ndim == 4 else [images]  # type: ignore[list-item]
+        return list(images) if images.ndim == 4 else [images]
     if isinstance(images, (Image.Image, VideoFrame)):
         return [images]
-    return cast(Iterable[ImageInput], images)  # (a tensor was taken above: `is_tensor` does not narrow)
+    return images
 
 
 class Predictor:
@@ -194,7 +197,7 @@ class Predictor:
 
             self.device = pick_device(device)
             self.precision = resolve_precision(precision, self.device)
-        on_cpu = self.exported or self.device.type == "cpu"
+        on_cpu = self.on_cpu
         if num_workers is None:  # the CPU's cores are busy with the network; a GPU leaves them free to read
             num_workers = 0 if on_cpu else min(4, os.cpu_count() or 1)
         if batch_size < 1 or num_workers < 0:
@@ -228,6 +231,11 @@ class Predictor:
     def names(self) -> list[str]:
         """Class names in class-id order."""
         return list(self.contract.class_names)
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the network runs on the CPU (an exported file's predictor holds NumPy arrays: always)."""
+        return isinstance(self.device, str) or self.device.type == "cpu"
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """The network made ready for inference (on its device, in eval mode); tasks may fuse layers here."""
@@ -355,12 +363,11 @@ class Predictor:
 
     def common(self, item: InputImage) -> dict[str, Any]:
         """The Result fields every task fills the same way."""
-        assert item.pixels is not None
         return {
             "source": item.source,
-            "size": tuple(item.pixels.shape[:2]),
+            "size": tuple(item.rgb.shape[:2]),
             "names": self.names,
-            "pixels": item.pixels,
+            "pixels": item.rgb,
             "from_file": item.from_file,
             "frame": item.frame,
             "time": item.time,

@@ -177,7 +177,7 @@ class DetectionPredictor(Predictor):
         for module in model.modules():
             if type(getattr(module, "act", None)) is torch.nn.SiLU:
                 module.act = torch.nn.SiLU(inplace=True)
-        if self.device.type == "cpu" and self.precision == "fp32":  # bf16 runs under autocast, which these skip
+        if self.on_cpu and self.precision == "fp32":  # bf16 runs under autocast, which these skip
             model.model = self.fastest_cpu_form(model.model)
         return model
 
@@ -220,7 +220,7 @@ class DetectionPredictor(Predictor):
         boxes, anchors = self.detect(self.to_network(self.resized(items)))
         results: list[Result] = []
         for item, found, anchor in zip(items, boxes, anchors or [None] * len(items)):
-            height, width = item.pixels.shape[:2]
+            height, width = item.rgb.shape[:2]
             letterbox = Letterbox.fit(height, width, self.contract.image_size)
             array, kept = boxes_in_image(to_numpy(found).astype(np.float32), letterbox, height, width, self.iou)
             results.append(

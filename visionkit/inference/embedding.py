@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -101,7 +101,7 @@ class EmbeddingPredictor(Predictor):
 
     def embed(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """(N, D) float32 unit embeddings of the inputs (unreadable ones stop, as with skip_bad_images=false)."""
-        return np.stack([r.embedding for r in self(images)])
+        return np.stack([cast(EmbeddingResult, r).embedding for r in self(images)])
 
     def verify(self, a: ImageInput, b: ImageInput, threshold: float | None = None) -> dict[str, Any]:
         """Whether two images show the same identity: {"same", "distance" (1 − cos), "threshold"}."""

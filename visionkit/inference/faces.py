@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -93,7 +93,7 @@ class IdentityPredictor(Predictor):
 
     def finish(self, result: Result, tracker: Any = None) -> Result:
         """Tracked (when a tracker is given), then each box embedded and, with a gallery, named."""
-        result = super().finish(result, tracker)
+        result = cast(IdentityResult, super().finish(result, tracker))
         if not result.ok or not len(result.boxes):
             return result
         crops = [self.embedder.resize(crop_box(result.original, box, self.margin)) for box in result.boxes.tolist()]

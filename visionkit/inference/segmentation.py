@@ -156,7 +156,7 @@ class SegmentationPredictor(Predictor):
         return [
             SegmentationResult(
                 **self.common(item),
-                mask=self._at_size(labels[i] if i in labels else self._tiled(seen[i]), *item.pixels.shape[:2]),
+                mask=self._at_size(labels[i] if i in labels else self._tiled(seen[i]), *item.rgb.shape[:2]),
             )
             for i, item in enumerate(items)
         ]

@@ -57,7 +57,7 @@ class StylizerPredictor(Predictor):
         super().__init__(model, contract, **common)
 
     def _network_size(self, item: InputImage) -> tuple[int, int]:
-        height, width = item.pixels.shape[:2]
+        height, width = item.rgb.shape[:2]
         return fit_long_side(height, width, self.size) if self.size else (height, width)
 
     def predict_batch(self, items: list[InputImage]) -> list[Result]:
@@ -70,10 +70,10 @@ class StylizerPredictor(Predictor):
         results: list[Result] = []
         for size, group in groupby(items, key=self._network_size):
             members = list(group)
-            images = torch.cat([resize(self.to_network([m.pixels]).clamp_(0, 1), size) for m in members])  # type: ignore[list-item]
+            images = torch.cat([resize(self.to_network([m.rgb]).clamp_(0, 1), size) for m in members])
             stylized = self.model(images).float().clamp(0, 1)
             for member, picture in zip(members, stylized):
-                back = resize(picture[None], member.pixels.shape[:2])[0]
+                back = resize(picture[None], member.rgb.shape[:2])[0]
                 array = back.mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
                 results.append(StylizedResult(**self.common(member), image=np.ascontiguousarray(array)))
         return results
@@ -84,11 +84,11 @@ class StylizerPredictor(Predictor):
         results: list[Result] = []
         for size, group in groupby(items, key=self._network_size):
             members = list(group)
-            pictures = [_resized(m.pixels, size) for m in members]
+            pictures = [_resized(m.rgb, size) for m in members]
             stylized = np.clip(self.model(np.clip(self.to_network(pictures), 0, 1)).astype(np.float32), 0, 1)
             for member, picture in zip(members, stylized):
                 array = np.round(picture.transpose(1, 2, 0) * 255).astype(np.uint8)
-                array = _resized(array, member.pixels.shape[:2])
+                array = _resized(array, member.rgb.shape[:2])
                 results.append(StylizedResult(**self.common(member), image=np.ascontiguousarray(array)))
         return results
 

@@ -7,6 +7,7 @@ import csv
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class ObjectTracker:
         if name == "botsort":
             settings.with_reid = False  # re-identification would download an extra model
         self.name = name
-        self.tracker = TRACKER_MAP[name](args=settings)
+        self.tracker: Any = TRACKER_MAP[name](args=settings)  # ultralytics' BYTETracker or BOTSORT
         self.tracks: dict[int, TrackSummary] = {}
 
     def update(self, result: DetectionResult, frame_index: int | None = None) -> DetectionResult:

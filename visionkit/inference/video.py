@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -19,6 +19,10 @@ from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger
 from visionkit.utils.palette import colorize
 from visionkit.utils.video import VideoReader, VideoWriter, check_output, video_name
+
+if TYPE_CHECKING:
+    from visionkit.inference.segmentation import SegmentationResult
+    from visionkit.inference.stylizer import StylizedResult
 
 log = get_logger(__name__)
 
@@ -107,13 +111,14 @@ def _until_interrupted(frames: Iterable[Any], stop: dict[str, bool]) -> Iterator
 def _picture(result: Result, background: Any, keep: list[int], smoothing: Any, feather: float) -> np.ndarray:
     """The frame written for `result`: stylized (smoothed), its background replaced (keeping classes `keep`), or
     the result drawn."""
-    if smoothing is not None:
-        return smoothing(result.original, result.image)
+    if smoothing is not None:  # a stylizer's
+        return smoothing(result.original, cast("StylizedResult", result).image)
     if background is None:
         return result.plot()
     from visionkit.inference.background import replace_background
 
-    return replace_background(result.original, result.mask, background, keep, result.names, feather)
+    mask = cast("SegmentationResult", result).mask  # background replacement is for segmentation checkpoints
+    return replace_background(result.original, mask, background, keep, result.names, feather)
 
 
 def predict_video(
@@ -160,7 +165,7 @@ def predict_video(
         for result in predictor.stream(_until_interrupted(reader, stop), tracker=tracker):
             video.write(_picture(result, background, keep, smoothing, options.feather))
             if masks is not None:
-                masks.write(colorize(result.mask))
+                masks.write(colorize(cast("SegmentationResult", result).mask))
             if options.save_txt and predictor.finds_boxes:
                 result.save(folder, f"{name}_{result.frame:06d}.txt", draw=False)
             objects += len(getattr(result, "boxes", ()))

@@ -167,6 +167,7 @@ def build_segmentation_model(
 
 def freeze_encoder(model: nn.Module) -> None:
     """Stop training the encoder: no gradients, and its BatchNorm statistics stay fixed (see `encoder_eval`)."""
-    for param in model.encoder.parameters():
+    encoder = model.get_submodule("encoder")
+    for param in encoder.parameters():
         param.requires_grad_(False)
-    model.encoder.eval()
+    encoder.eval()

@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback as HydraCallback
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from visionkit.callbacks.training_curves import Curves, csv_log_tables, panel_of, read_epoch_curves
 from visionkit.errors import VisionkitError
@@ -146,7 +146,7 @@ class CompareSweep(HydraCallback):
     its jobs (those that logged metrics; a failed job is left out and named). Hydra's base class supplies the
     other events (a class without them gets a warning per event from Hydra)."""
 
-    def on_multirun_end(self, config: object, **kwargs: object) -> None:
+    def on_multirun_end(self, config: DictConfig, **kwargs: object) -> None:
         from visionkit.utils.logging import get_logger
 
         log = get_logger(__name__)

@@ -8,12 +8,13 @@ import importlib.util
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import litserve as ls
 from fastapi import Header, HTTPException
 
 from visionkit.inference import Result, load_predictor
+from visionkit.inference.embedding import EmbeddingResult
 from visionkit.serve.encode import encode_result
 
 
@@ -82,7 +83,7 @@ class PredictorAPI(ls.LitAPI):
         for result, name, k in output:
             record = encode_result(result, name, opts.mask_format, opts.image_format)
             if k is not None and result.ok:
-                matches = self.gallery.search(result.embedding, int(k))[0]
+                matches = self.gallery.search(cast(EmbeddingResult, result).embedding, int(k))[0]
                 identity, distance = self.gallery.decide(matches)
                 record.pop("embedding", None)
                 record |= {"identity": identity, "distance": distance, "threshold": self.gallery.threshold}

@@ -157,7 +157,8 @@ def build_vgg19(
                 with torch.no_grad():
                     fan_in = module.in_channels * 9
                     module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-                    module.bias.zero_()
+                    if module.bias is not None:
+                        module.bias.zero_()
         return network
     state, source = read_vgg19_state(name, option)
     network.body.load_state_dict(_features_state(state, source, network), strict=True)

@@ -6,7 +6,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import lightning as L
 import torch
@@ -42,6 +42,12 @@ def labelled_batch(images: Tensor, target: Any, what: str = "labels") -> dict[st
     if labels.numel() != images.shape[0]:
         raise VisionkitError(f"{images.shape[0]} images but {labels.numel()} {what} in a batch")
     return {"image": images, "label": labels}
+
+
+def class_names_of(module: nn.Module, classes: int) -> list[str]:
+    """A task's class names as strings ("0".."N-1" for a module that holds none), for reports and plots."""
+    names = getattr(module, "class_names", None)
+    return [str(n) for n in names] if names else [str(i) for i in range(classes)]
 
 
 def parameter_groups(model: nn.Module) -> list[dict[str, Any]]:
@@ -83,7 +89,8 @@ class TrainStepStats:
             self.correct = correct if self.correct is None else self.correct + correct
         self.count += batch_size
         trainer = module.trainer
-        if trainer.global_step % max(trainer.log_every_n_steps, 1) == 0 or trainer.fast_dev_run:
+        every = max(getattr(trainer, "log_every_n_steps", 1), 1)  # set by Lightning's connectors, unseen by mypy
+        if trainer.global_step % every == 0 or getattr(trainer, "fast_dev_run", False):
             module.log("train_loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
 
     def log_epoch(self, module: L.LightningModule) -> None:
@@ -164,7 +171,7 @@ class VisionTask(L.LightningModule):
         from visionkit.callbacks.speed_report import SpeedReport
         from visionkit.callbacks.training_curves import TrainingCurves
 
-        held = {type(c) for c in self._trainer.callbacks} if self._trainer is not None else set()
+        held = {type(c) for c in getattr(self._trainer, "callbacks", [])}  # set by Lightning's callback connector
         return [c for c in [*self.default_callbacks(), TrainingCurves(), SpeedReport()] if type(c) not in held]
 
     @staticmethod
@@ -175,6 +182,12 @@ class VisionTask(L.LightningModule):
         if len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names given for num_classes={num_classes}")
         return list(class_names)
+
+    def gathered_rows(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """Each tensor with every DDP rank's rows, rank after rank (the tensors as they are on one process)."""
+        if self.trainer.world_size == 1:
+            return tensors
+        return tuple(cast(Tensor, self.all_gather(t)).flatten(0, 1) for t in tensors)
 
     def configure_optimizers(self) -> Any:
         """Optimizer over the trainable parameters (frozen ones are added back by the fine-tuning callback)."""

@@ -163,7 +163,7 @@ class DetectionTask(VisionTask):
         trainer = self._trainer
         if stage != "fit" or not nominal or trainer is None or trainer.accumulate_grad_batches != 1:
             return
-        batch_size = getattr(trainer.datamodule, "batch_size", None)
+        batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
         if batch_size:
             trainer.accumulate_grad_batches = max(round(nominal / (batch_size * trainer.world_size)), 1)
 

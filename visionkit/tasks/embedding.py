@@ -155,9 +155,7 @@ class EmbeddingTask(VisionTask):
     def _gathered(self) -> tuple[Tensor, Tensor]:
         """Every rank's embeddings and labels in sample order (a DDP sampler's padding repeats dropped)."""
         parts, self._collected = self._collected, []
-        embeddings, labels, index = (torch.cat([p[k] for p in parts]) for k in range(3))
-        if self.trainer.world_size > 1:
-            embeddings, labels, index = (self.all_gather(t).flatten(0, 1) for t in (embeddings, labels, index))
+        embeddings, labels, index = self.gathered_rows(*(torch.cat([p[k] for p in parts]) for k in range(3)))
         order = torch.argsort(index, stable=True)
         first = torch.ones_like(order, dtype=torch.bool)
         first[1:] = index[order][1:] != index[order][:-1]
@@ -165,8 +163,8 @@ class EmbeddingTask(VisionTask):
         return embeddings[keep].cpu(), labels[keep].cpu()
 
     def _pairs(self, stage: str, labels: Tensor) -> np.ndarray:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        named = datamodule.pairs(stage) if hasattr(datamodule, "pairs") else None
+        listed = getattr(getattr(self.trainer, "datamodule", None), "pairs", None)  # an LFW-style pairs.txt's
+        named = listed(stage) if callable(listed) else None
         if named is not None and len(named):
             return named
         return sampled_pairs(labels.numpy(), self.hparams.pairs, self.hparams.pair_seed)

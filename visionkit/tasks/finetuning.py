@@ -82,7 +82,7 @@ class BackboneFinetuning(BaseFinetuning):
         self.lr_factor = lr_factor
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        self.freeze(pl_module.model.backbone, train_bn=False)
+        self.freeze(pl_module.get_submodule("model.backbone"), train_bn=False)
 
     def _unfreeze(self, modules: nn.Module | list[nn.Module], optimizer: Optimizer, trainer: L.Trainer) -> None:
         self.unfreeze_and_add_param_group(modules, optimizer, initial_denom_lr=1.0 / self.lr_factor, train_bn=True)
@@ -93,7 +93,7 @@ class BackboneFinetuning(BaseFinetuning):
             follow_schedule(config.scheduler, config.scheduler.optimizer, self.lr_factor)
 
     def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: Optimizer) -> None:
-        backbone = pl_module.model.backbone
+        backbone = pl_module.get_submodule("model.backbone")
         trainer = pl_module.trainer
         if self.strategy == "freeze_unfreeze" and epoch == self.unfreeze_epoch:
             self._unfreeze(backbone, optimizer, trainer)
@@ -117,7 +117,7 @@ class BackboneFinetuning(BaseFinetuning):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
         self._follow_schedules(trainer)  # groups restored on resume join the rebuilt schedulers too
-        for module in pl_module.model.backbone.modules():  # frozen norm layers keep their statistics
+        for module in pl_module.get_submodule("model.backbone").modules():  # frozen norm layers keep their statistics
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
                 p.requires_grad for p in module.parameters()
             ):

@@ -136,9 +136,9 @@ class MultiLabelTask(ClassificationTask):
 
     def setup(self, stage: str) -> None:
         """With `pos_weight="auto"`, each class's negatives / positives in the data module's training split."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if self.hparams.pos_weight == "auto" and stage == "fit" and hasattr(datamodule, "train_targets"):
-            flags = torch.as_tensor(datamodule.train_targets(), dtype=torch.float32)
+        train_targets = getattr(getattr(self.trainer, "datamodule", None), "train_targets", None)
+        if self.hparams.pos_weight == "auto" and stage == "fit" and callable(train_targets):
+            flags = torch.as_tensor(train_targets(), dtype=torch.float32)
             positives = flags.sum(0)
             self.pos_weight.copy_(((len(flags) - positives) / positives.clamp(min=1)).clamp(max=100.0))
 
@@ -177,9 +177,7 @@ class MultiLabelTask(ClassificationTask):
 
     def _gathered(self) -> tuple[Tensor, Tensor]:
         parts, self._collected = self._collected, []
-        probs, target = torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts])
-        if self.trainer.world_size > 1:
-            probs, target = (self.all_gather(x).flatten(0, 1) for x in (probs, target))
+        probs, target = self.gathered_rows(torch.cat([p for p, _ in parts]), torch.cat([t for _, t in parts]))
         return probs, target
 
     def _epoch_end(self, stage: str) -> None:

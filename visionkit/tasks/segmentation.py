@@ -132,7 +132,7 @@ class SegmentationTask(VisionTask):
         """Training mode, except a frozen encoder keeps its BatchNorm statistics fixed."""
         super().train(mode)
         if mode and self.hparams.freeze_encoder:
-            self.model.encoder.eval()
+            self.model.get_submodule("encoder").eval()
         return self
 
     def forward(self, images: Tensor) -> Tensor:

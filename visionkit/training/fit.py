@@ -193,7 +193,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg)
     pruning = pruning_callback(cfg)  # in an Optuna sweep's trial: stops a bad trial early
     if pruning is not None:
-        trainer.callbacks.append(pruning)
+        trainer.callbacks.append(pruning)  # type: ignore[attr-defined]  # set by Lightning's callback connector
     save_run_config(cfg, output_dir)
     write_status(output_dir, "running")
     try:

@@ -14,7 +14,7 @@ import math
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
@@ -42,16 +42,19 @@ def distribution(override: Override) -> Any:
         return override.get_value_element_as_str()
     value = override.value()
     if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+        choices: list[Any] = list(override.sweep_iterator(transformer=Transformer.encode))  # numbers stay numbers
+        return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
         start, stop, step = value.start, value.stop, value.step
+        if start is None or stop is None:
+            raise VisionkitError(f"{override.input_line}: range() needs a start and a stop for the Optuna sweeper")
         if any(isinstance(v, float) for v in (start, stop, step)):
             return FloatDistribution(float(start), float(stop) - float(step), step=float(step))
         return IntDistribution(int(start), int(stop) - int(step), step=int(step))
-    if isinstance(value, IntervalSweep):
-        integers = isinstance(value.start, int) and isinstance(value.end, int)
-        kind = IntDistribution if integers else FloatDistribution
-        return kind(value.start, value.end, log="log" in value.tags)
+    if isinstance(value, IntervalSweep) and value.start is not None and value.end is not None:
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log="log" in value.tags)
+        return FloatDistribution(value.start, value.end, log="log" in value.tags)
     raise VisionkitError(
         f"{override.input_line}: the Optuna sweeper takes choice(), range(), interval() or tag(log, ...)"
     )
@@ -112,11 +115,17 @@ class OptunaSweeperImpl(Sweeper):
         pruner: Any = None,
     ) -> None:
         self.params = dict(params or {})
-        self.direction, self.n_trials, self.study_name = direction, int(n_trials), study_name
+        if direction not in ("minimize", "maximize"):
+            raise VisionkitError(
+                f"hydra.sweeper.direction={direction!r}: choose maximize or minimize (of optimized_metric)"
+            )
+        self.direction: Literal["minimize", "maximize"] = "minimize" if direction == "minimize" else "maximize"
+        self.n_trials, self.study_name = int(n_trials), study_name
         self.storage, self.sampler, self.pruner = storage, sampler, pruner
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.metric = config.get("optimized_metric")
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
@@ -146,6 +155,9 @@ class OptunaSweeperImpl(Sweeper):
         import optuna
         from optuna.trial import TrialState
 
+        if self.launcher is None:
+            raise RuntimeError("OptunaSweeperImpl.sweep runs after Hydra's setup(), which makes the launcher")
+        launcher = self.launcher
         space, fixed = search_space(self.params, arguments)
         study = self.study()
         self._requeue_killed(study)
@@ -161,7 +173,7 @@ class OptunaSweeperImpl(Sweeper):
             overrides = [*fixed, *(_overrides(k, v) for k, v in trial.params.items())]
             os.environ.update(dict(zip(TRIAL_ENV, (self.storage_url, self.study_name, str(trial._trial_id)))))
             try:
-                (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+                (result,) = launcher.launch([overrides], initial_job_idx=trial.number)
             finally:
                 for name in TRIAL_ENV:
                     os.environ.pop(name, None)
@@ -173,7 +185,7 @@ class OptunaSweeperImpl(Sweeper):
             value = None if isinstance(raised, BaseException) else raised
             if value is None or not math.isfinite(float(value)):
                 study.tell(trial, state=TrialState.FAIL)
-                metric = self.config.get("optimized_metric")
+                metric = self.metric
                 log.warning(f"Optuna trial {trial.number} failed or returned no {metric} (got {value}): told FAIL")
                 continue
             study.tell(trial, float(value))
@@ -229,7 +241,7 @@ class OptunaSweeperImpl(Sweeper):
                         "" if t.value is None else t.value,
                         *(t.params.get(k, "") for k in keys),
                         t.last_step if t.last_step is not None else "",
-                        seconds and round(seconds, 1),
+                        "" if seconds == "" else round(float(seconds), 1),
                         t.user_attrs.get("folder", ""),
                     ]
                 )
@@ -244,7 +256,7 @@ class OptunaSweeperImpl(Sweeper):
             "name": self.study_name,
             "storage": self.storage_url,
             "direction": self.direction,
-            "metric": self.config.get("optimized_metric"),
+            "metric": self.metric,
             "best_value": best.value,
             "best_params": best.params,
             "best_trial": best.number,
@@ -263,13 +275,12 @@ def pruning_callback(cfg: DictConfig) -> Any:
     """optuna-integration's pruning callback for the trial this job is (None outside an Optuna sweep). It watches
     the optimized metric (its validation twin for a test_ metric, which only exists after training), in the
     study's direction; under DDP rank 0 writes to the storage."""
-    values = [os.environ.get(name) for name in TRIAL_ENV]
-    if not all(values):
+    storage, study_name, trial_id = (os.environ.get(name, "") for name in TRIAL_ENV)
+    if not (storage and study_name and trial_id):
         return None
     import optuna
     from optuna_integration import PyTorchLightningPruningCallback
 
-    storage, study_name, trial_id = values
     # The sweeper's own study carries the configured pruner; DDP workers (rank > 0) load theirs from the storage
     # and never ask it (only rank 0 reports and decides).
     study = _sweeping.get((storage, study_name)) or optuna.load_study(study_name=study_name, storage=storage)

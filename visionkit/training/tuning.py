@@ -24,7 +24,7 @@ log = get_logger(__name__)
 def tune(cfg: DictConfig | None, trainer: L.Trainer, task: VisionTask, datamodule: VisionDataModule) -> dict:
     """Run the finder `cfg.mode` names (nothing for an empty config) and apply what it found; returns it."""
     mode = cfg.get("mode") if cfg else None
-    if not mode:
+    if cfg is None or not mode:
         return {}
     if mode not in ("lr", "batch_size"):
         raise VisionkitError(f"tune.mode={mode!r}: choose tune=lr or tune=batch_size")

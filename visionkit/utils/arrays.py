@@ -5,9 +5,12 @@ installed). Each function returns the kind of array it was given."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def is_numpy(array: Any) -> bool:
@@ -15,7 +18,7 @@ def is_numpy(array: Any) -> bool:
     return isinstance(array, np.ndarray)
 
 
-def is_tensor(value: Any) -> bool:
+def is_tensor(value: Any) -> TypeGuard[torch.Tensor]:
     """True for a PyTorch tensor (told by its type's module, so PyTorch need not be imported to ask)."""
     return type(value).__module__.startswith("torch") and hasattr(value, "permute")
 

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -201,7 +202,7 @@ def read_image_at_least(path: str | os.PathLike[str], needed: SizeNeeded) -> tup
     return _with_pil(path)
 
 
-def to_rgb(image: object, name: str = "image") -> np.ndarray:
+def to_rgb(image: Any, name: str = "image") -> np.ndarray:
     """HxWx3 uint8 RGB of any image a user may hand over: a file path, a PIL image, a numpy array (HxW,
     HxWx1/3/4; uint8, or floats in [0, 1]) or a torch tensor (CxH×W with 1, 3 or 4 channels; uint8 or floats
     in [0, 1]). `name` is how messages refer to it."""

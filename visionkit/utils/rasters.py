@@ -6,6 +6,7 @@ intercept applied, MONOCHROME1 inverted). The result is always (height, width, b
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -154,7 +155,7 @@ def stretched(band: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndar
     return np.clip((band - bottom) / (top - bottom), 0.0, 1.0)
 
 
-def display_rgb(pixels: np.ndarray, bands: tuple[int, ...] | list[int] | None = None) -> np.ndarray:
+def display_rgb(pixels: np.ndarray, bands: Sequence[int] | None = None) -> np.ndarray:
     """An (H, W, B) raster of any type as HxWx3 uint8 RGB to draw on: `bands` picks the three bands shown as red,
     green and blue (e.g. (3, 2, 1): near-infrared false colour), one band shows as grey; without `bands`, 1 band is
     grey, 3 or more show their first three. uint8 pixels are shown as they are, other types stretched per band."""

@@ -49,9 +49,9 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 def log_figure(loggers: Sequence[Any], tag: str, fig: Figure, step: int) -> None:
     """Send a figure to every logger whose experiment takes figures (TensorBoard, W&B via add_figure)."""
     for logger in loggers:
-        experiment = getattr(logger, "experiment", None)
-        if hasattr(experiment, "add_figure"):
-            experiment.add_figure(tag, fig, global_step=step, close=False)
+        add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
+        if add_figure is not None:
+            add_figure(tag, fig, global_step=step, close=False)
 
 
 def denormalize(

@@ -207,7 +207,7 @@ class HuggingFaceSource(MaskedSource):
                 )
         return complete_splits(given, val_fraction, test_fraction, seed)
 
-    def _columns(self, features: Any) -> dict[str, str | None]:
+    def _columns(self, features: Any) -> dict[str, str]:
         images = _feature_columns(features, "Image")
         found = {
             "image": self.columns["image"] or (images[0] if images else None),
@@ -230,7 +230,7 @@ class HuggingFaceSource(MaskedSource):
                     f"{self.root}: no {role} column{f' {column!r}' if column else ''} for task={self.task}; the "
                     f"columns are {shown}: name it with data.{role}_column=<name>"
                 )
-        return found
+        return {role: column for role, column in found.items() if column is not None}  # the task's roles are all in
 
     def _names(self, train: Any, columns: dict[str, str]) -> list[str]:
         if self.given_names:
@@ -252,8 +252,9 @@ class HuggingFaceSource(MaskedSource):
                 feature = inner.get(key) if isinstance(inner, dict) else None
                 feature = getattr(feature, "feature", feature)
                 feature = feature[0] if isinstance(feature, list) else feature
-                if hasattr(feature, "names"):
-                    return list(feature.names)
+                names = getattr(feature, "names", None)
+                if names is not None:
+                    return list(names)
             ids = [c for row in train[columns["objects"]] for c in self._object_fields(row, "?")[1]]
             return [str(i) for i in range(int(max(ids, default=-1)) + 1)]
         raise VisionkitError(
@@ -268,7 +269,8 @@ class HuggingFaceSource(MaskedSource):
         if not isinstance(objects, dict):
             raise VisionkitError(f"{where}: the objects cell must hold 'bbox' and 'category' lists")
         boxes = objects.get("bbox") or []
-        classes = objects.get("category") if objects.get("category") is not None else objects.get("label") or []
+        classes = objects.get("category")
+        classes = (objects.get("label") or []) if classes is None else classes
         if len(boxes) != len(classes):
             raise VisionkitError(f"{where}: {len(boxes)} boxes but {len(classes)} categories")
         return list(boxes), list(classes)

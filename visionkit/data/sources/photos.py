@@ -50,9 +50,11 @@ def generate_photo_crops(root: str | os.PathLike[str], seed: int = 0) -> Path:
                 side = int(rng.uniform(0.35, 1.0) * min(image.size))
                 left = int(rng.integers(0, image.size[0] - side + 1))
                 top = int(rng.integers(0, image.size[1] - side + 1))
-                crop = image.crop((left, top, left + side, top + side)).resize((CROP_SIZE, CROP_SIZE), Image.LANCZOS)
+                crop = image.crop((left, top, left + side, top + side)).resize(
+                    (CROP_SIZE, CROP_SIZE), Image.Resampling.LANCZOS
+                )
                 if rng.random() < 0.5:
-                    crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+                    crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
                 crop.save(root / split / f"{SKIMAGE_PHOTOS[photo_index]}_{i:03d}.jpg", quality=92)
     (root / "SOURCES.txt").write_text(
         "Crops of scikit-image sample photos (skimage.data): " + ", ".join(SKIMAGE_PHOTOS) + ".\n"

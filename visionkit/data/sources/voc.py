@@ -105,10 +105,9 @@ def read_ids(path: Path) -> list[str]:
 
 
 def _number(element: ET.Element, tag: str, where: str) -> float:
-    found = element.find(tag)
     try:
-        return float(found.text)
-    except (AttributeError, TypeError, ValueError):
+        return float(element.findtext(tag) or "")
+    except ValueError:
         raise VisionkitError(f"{where}: <{tag}> is missing or not a number") from None
 
 
@@ -226,8 +225,9 @@ class VocSource(AnnotationToolSource):
                     rows = read_voc_xml(xml, self.names, shown_size(image)) if xml.is_file() else box_rows([])
                     scan.boxes.keep(image, rows)
                     continue
-                mask: str | ShapeMask = str(self.labels / f"{image_id}.png")
-                if not Path(mask).is_file():  # datumaro writes no mask for an image of background only
+                mask_file = self.labels / f"{image_id}.png"
+                mask: str | ShapeMask = str(mask_file)
+                if not mask_file.is_file():  # datumaro writes no mask for an image of background only
                     height, width = shown_size(image)
                     mask = ShapeMask(f"{image} (no {self.labels.name}/{image_id}.png)", height, width, ())
                     unannotated += 1
