@@ -18,7 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from tests.serve_requests import BIN
 
 optuna = pytest.importorskip("optuna")
-from visionkit.training.sweep import distribution  # noqa: E402
+from visionkit.errors import VisionkitError  # noqa: E402
+from visionkit.training.sweep import OptunaSweeperImpl, distribution  # noqa: E402
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,12 @@ from visionkit.training.sweep import distribution  # noqa: E402
 def test_hydra_sweep_syntax_maps_to_optuna_distributions(line: str, expected: object) -> None:
     (override,) = OverridesParser.create().parse_overrides([line])
     assert distribution(override) == expected
+
+
+def test_a_wrong_direction_is_named_with_its_choices() -> None:
+    with pytest.raises(VisionkitError, match=r"hydra.sweeper.direction='max': choose maximize or minimize"):
+        OptunaSweeperImpl(direction="max")
+    assert OptunaSweeperImpl(direction="minimize").direction == "minimize"
 
 
 KILLED_SWEEP = ["hydra.sweeper.n_trials=5", "trainer.max_epochs=3", "data.batch_size=128"]

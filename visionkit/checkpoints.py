@@ -90,7 +90,7 @@ def read_checkpoint(ckpt_path: str | None, key: str = "ckpt_path") -> tuple[dict
     return checkpoint, getattr(importlib.import_module(module), attr)
 
 
-def build_from_checkpoint(checkpoint: Mapping[str, Any], task_cls: type[VisionTask]) -> VisionTask:
+def build_from_checkpoint(checkpoint: dict[str, Any], task_cls: type[VisionTask]) -> VisionTask:
     """The task rebuilt from its hyper-parameters with the saved weights, in eval mode: what
     LightningModule.load_from_checkpoint does, on a checkpoint already read (it would read it again)."""
     task = task_cls(**checkpoint.get("hyper_parameters", {}))

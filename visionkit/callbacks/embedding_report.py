@@ -47,7 +47,7 @@ def distances_figure(evaluation: EmbeddingEvaluation) -> Figure:
     same = evaluation.pairs[:, 2].astype(bool)
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
-    bins = np.linspace(0, max(float(evaluation.distances.max()), 1e-6), 50)
+    bins = np.linspace(0, max(float(evaluation.distances.max()), 1e-6), 50).tolist()
     ax.hist(evaluation.distances[same], bins, alpha=0.6, color="tab:green", label="same identity")
     ax.hist(evaluation.distances[~same], bins, alpha=0.6, color="tab:red", label="different identities")
     if np.isfinite(evaluation.threshold):

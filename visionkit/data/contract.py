@@ -39,8 +39,8 @@ class InputContract:
 
     image_size: tuple[int, int]
     resize: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # one per channel (3 for RGB, N for N bands)
+    std: tuple[float, ...]
     class_names: tuple[str, ...]
     pixels: PixelFormat = RGB8  # channels, type and bands; 8-bit RGB unless the data module stored another
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import albumentations as A
 import lightning as L
@@ -164,7 +164,9 @@ class VisionDataModule(L.LightningDataModule):
         if "reader" not in reading:
             raise VisionkitError(f"data.mean=auto needs image files; {self.source.description} is held in memory")
         key = f"{self.pixel_format.state()}|{self.image_size}|{self.resize}"
-        return split_stats(train.images, ImageSampleDataset(train, None, **reading).read, key, self.cache_dir)
+        return split_stats(
+            cast(Sequence[str], train.images), ImageSampleDataset(train, None, **reading).read, key, self.cache_dir
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -223,7 +225,7 @@ class VisionDataModule(L.LightningDataModule):
         training on one), so loaders and workers move a quarter of the bytes."""
         return self.normalize_batch(batch)
 
-    def _reading(self, name: str, samples: SampleSet, mosaic: bool = True) -> dict[str, object]:
+    def _reading(self, name: str, samples: SampleSet, mosaic: bool = True) -> dict[str, Any]:
         """How the split's images are read: at the first resize's size, through the configured cache."""
         # a mosaic fits each tile inside the size; the samples left whole are resized as configured: covering
         # the size serves both when that is a stretch

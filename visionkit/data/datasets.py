@@ -249,7 +249,9 @@ class DetectionDataset(ImageSampleDataset):
             self._rng.seed(int(torch.initial_seed() % 2**31) + 1)
             self._rng_seeded_for = self._seeded_for
 
-    def _mosaic_of(self, image: np.ndarray, target: Any, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _mosaic_of(
+        self, image: np.ndarray, target: Any, index: int, size: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Tile with three partners drawn from the images this worker decoded last (ultralytics' buffer):
         one decode per sample instead of four; random indices until the buffer fills."""
         items = [(image, target)]
@@ -261,7 +263,7 @@ class DetectionDataset(ImageSampleDataset):
             try:
                 items.append(
                     (
-                        self._recent.get(other) if other in self._recent else self.read(other),
+                        self._recent[other] if other in self._recent else self.read(other),
                         self.samples.targets[other],
                     )
                 )
@@ -269,7 +271,7 @@ class DetectionDataset(ImageSampleDataset):
                 continue  # a bad partner leaves its quarter empty
         while len(items) < 4:
             items.append((np.full_like(image, 114), np.zeros((0, 5), np.float32)))
-        return mosaic4(items, self.mosaic_size, self._rng, self.mosaic_scale, self.mosaic_translate)
+        return mosaic4(items, size, self._rng, self.mosaic_scale, self.mosaic_translate)
 
     def make_sample(
         self, image: np.ndarray, target: Any, index: int, full_size: tuple[int, int]
@@ -279,7 +281,7 @@ class DetectionDataset(ImageSampleDataset):
             self._recent[index] = image
             while len(self._recent) > self.buffer_size:
                 self._recent.pop(next(iter(self._recent)))
-            image, target = self._mosaic_of(image, target, index)
+            image, target = self._mosaic_of(image, target, index, self.mosaic_size)
             transform = self.mosaic_transform
         boxes = np.asarray(target, dtype=np.float32).reshape(-1, 5)
         out = transform(image=image, bboxes=np.clip(boxes[:, 1:], 0.0, 1.0), class_labels=boxes[:, 0])

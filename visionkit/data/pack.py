@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -193,8 +193,9 @@ def _optimize_in_own_group(**options: Any) -> str | None:
     child = context.Process(target=_optimize_child, args=(sender, options), name="visionkit-pack")
     child.start()
     sender.close()
+    pid = cast(int, child.pid)  # started
     with contextlib.suppress(OSError):
-        os.setpgid(child.pid, child.pid)  # also done by the child: whichever runs first
+        os.setpgid(pid, pid)  # also done by the child: whichever runs first
     try:
         try:
             failure = receiver.recv()
@@ -205,7 +206,7 @@ def _optimize_in_own_group(**options: Any) -> str | None:
             failure += f" (exit code {child.exitcode})"
     finally:
         with contextlib.suppress(OSError):
-            os.killpg(child.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
     return failure
 
 
@@ -263,7 +264,7 @@ def pack_splits(
         raise VisionkitError(
             f"{location.url} already holds a packed dataset ({META_NAME}); choose another out= or delete it first"
         )
-    cover = FirstResize(tuple(image_size), "crop")
+    cover = FirstResize(image_size, "crop")
     workers = max(1, workers or os.cpu_count() or 1)
     started = time.perf_counter()
     total = kept = 0

@@ -340,7 +340,9 @@ def subject_from_checkpoint(
             f"{ckpt_path} is a {predictor_cls.task_name} checkpoint; to look inside the VGG19 that style transfer "
             "uses, run visionkit-explain model=vgg19 source=photo.jpg"
         )
-    options = {"conf": conf, "fuse": False, "anchors": True} if predictor_cls is DetectionPredictor else {}
+    options: dict[str, Any] = (
+        {"conf": conf, "fuse": False, "anchors": True} if predictor_cls is DetectionPredictor else {}
+    )
     predictor = build_predictor(state, task_cls, device=device, image_size=image_size, **options)
     return subject_cls(predictor.task_name, predictor.model.model, predictor)
 

@@ -65,7 +65,7 @@ def benchmark_formats(
     difference from the export check, speed as the median of `rounds` rounds that visit every format in turn
     (interleaved)."""
     torch.set_grad_enabled(False)
-    runtimes: dict[str, Runtime] = {"pytorch": PyTorchRuntime(graph.module)}  # type: ignore[dict-item]
+    runtimes: dict[str, Runtime] = {"pytorch": PyTorchRuntime(graph.module)}  # type: ignore[dict-item]  # tensors only
     runtimes.update({f: load_runtime(f, p) for f, p in written.items() if f != "ultralytics"})
     exported = {f: r for f, r in runtimes.items() if f != "pytorch"}
     tolerance = 1.0 if int8 else None  # the table reports the metric; `visionkit-export` judges it

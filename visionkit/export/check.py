@@ -96,7 +96,7 @@ def answer(graph: ExportGraph, run: Callable[[Tensor], Tensor], inputs: Tensor) 
 
 
 def _validation_metric(
-    task: VisionTask, graph: ExportGraph, run: Runtime, data: VisionDataModule, batches: Any
+    task: VisionTask, graph: ExportGraph, run: Runtime | PyTorchRuntime, data: VisionDataModule, batches: Any
 ) -> float:
     """The task's validation metric with its network answered by `run` (on a copy of the task)."""
     metric = task.quality_metric

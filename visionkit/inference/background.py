@@ -75,7 +75,7 @@ class Background:
         if self.colour is None and self.picture is None:
             return cv2.GaussianBlur(frame, (0, 0), sigmaX=max(height, width) / 40)
         if (height, width) not in self._sized:
-            if self.colour is not None:
+            if self.colour is not None or self.picture is None:
                 self._sized[(height, width)] = np.full((height, width, 3), self.colour, np.uint8)
             else:
                 self._sized[(height, width)] = cover(self.picture, height, width)

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union, cast
 
 import albumentations as A
 import numpy as np
@@ -281,7 +281,7 @@ class Predictor:
                 index, image.source, pixels, None, False, self.prepare_input(pixels), image.index, image.time
             )
         from_file = isinstance(image, (str, os.PathLike))
-        source = os.fspath(image) if from_file else f"image{index}"
+        source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else f"image{index}"
         try:
             pixels, raw = self.read_input(image, source)
         except VisionkitError as exc:  # stops the run after the rest of its batch (`_run`), unless skipped
@@ -298,8 +298,10 @@ class Predictor:
         fmt = self.contract.pixels
         if fmt.rgb8:
             return to_rgb(image, name=source), None
-        from_file = isinstance(image, (str, os.PathLike))
-        stored = fmt.read(os.fspath(image)) if from_file else fmt.conform(as_array(image, source), source)
+        if isinstance(image, (str, os.PathLike)):
+            stored = fmt.read(os.fspath(image))
+        else:
+            stored = fmt.conform(as_array(image, source), source)
         return fmt.picture(stored), fmt.to_unit(stored)
 
     def prepare_input(self, pixels: np.ndarray) -> np.ndarray | None:
@@ -399,6 +401,7 @@ class Predictor:
 
         stacked = torch.from_numpy(np.stack(pictures)).to(self.device, non_blocking=True)
         batch = stacked.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # one pass
+        mean, inverse_std = cast(torch.Tensor, self._mean), cast(torch.Tensor, self._inverse_std)  # a checkpoint's
         if self._zero_mean:
-            return batch.mul_(self._inverse_std)
-        return batch.sub_(self._mean).mul_(self._inverse_std)
+            return batch.mul_(inverse_std)
+        return batch.sub_(mean).mul_(inverse_std)

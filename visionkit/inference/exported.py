@@ -38,6 +38,8 @@ def read_exported(path: str | os.PathLike[str], key: str = "ckpt_path") -> tuple
     runtime loaded once (kept in the state for `exported_model`), its data contract and hyper-parameters from its
     metadata. The task is named, not imported: that would need PyTorch."""
     format = exported_format(path)
+    if format is None:
+        raise VisionkitError(f"{key}: {path} is not an exported file (.onnx, .torchscript, an OpenVINO folder or .xml)")
     location = Path(path).expanduser()
     if format == "openvino" and location.suffix.lower() == ".xml":
         location = location.parent

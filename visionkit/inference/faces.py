@@ -78,7 +78,11 @@ class IdentityPredictor(Predictor):
         self, embedder: EmbeddingPredictor, detector: DetectionPredictor, gallery: Any = None, margin: float = 0.2
     ) -> None:
         self.embedder, self.detector, self.gallery, self.margin = embedder, detector, gallery, float(margin)
-        common = {"device": detector.device, "batch_size": detector.batch_size, "num_workers": detector.num_workers}
+        common: dict[str, Any] = {
+            "device": detector.device,
+            "batch_size": detector.batch_size,
+            "num_workers": detector.num_workers,
+        }
         super().__init__(detector.model, detector.contract, **common, skip_bad_images=detector.skip_bad_images)
         self.precision = detector.precision
 
@@ -121,11 +125,13 @@ def with_detector(
     from visionkit.inference import load_task_predictor
     from visionkit.inference.gallery import Gallery
 
-    if embedder.task_name != "embedding":
+    if not isinstance(embedder, EmbeddingPredictor):
         raise VisionkitError(
             f"detector= embeds each detected box: ckpt_path must be an embedding checkpoint, not {embedder.task_name}"
         )
-    boxes = load_task_predictor(detector, "detection", "detector", "a detector", **detector_options)
+    boxes = cast(
+        DetectionPredictor, load_task_predictor(detector, "detection", "detector", "a detector", **detector_options)
+    )
     known = Gallery.load(gallery, "gallery") if gallery else None
     if known is not None and threshold is not None:
         known.threshold = float(threshold)

@@ -109,7 +109,7 @@ def fastest_runtime(
 
     forms = {name: network(p) for name, p in candidates.items()}
     times = time_forms(forms, probe, [batch_size])[batch_size]
-    chosen = min(times, key=times.get)
+    chosen = min(times, key=times.__getitem__)
     table = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in times.items())
     print(f"runtime=auto: {chosen} runs {path.name} fastest here at batch {batch_size} ({table})")
     known[slot] = chosen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from functools import cache
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -129,12 +130,12 @@ def build_classifier(
         import torchvision
 
         net = with_input_channels(torchvision.models.get_model(name, weights=None), in_channels)
-        if named_weights:
+        if named_weights and weights is not None:
             net.load_state_dict(adapt_input_convs(torchvision_weights_state(name, weights), net.state_dict()))
         body, features, head_keys = _cut_last_linear(net)
     elif name.removeprefix(TIMM_PREFIX) in _timm_names():
         body = _create_timm(name.removeprefix(TIMM_PREFIX), weights, in_channels)
-        features = int(body.num_features)
+        features = int(cast(int, body.num_features))
         head_keys = _TIMM_HEAD_KEYS
     else:
         raise _unknown_backbone(name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -38,14 +39,17 @@ class FastestForm(nn.Module):
         return self.forms[self.form_for(x.shape[0])](x)
 
 
-def _seconds(form: nn.Module, probe: Tensor) -> float:
+def _seconds(form: Callable[[Tensor], Any], probe: Tensor) -> float:
     start = time.perf_counter()
     form(probe)
     return time.perf_counter() - start
 
 
 def time_forms(
-    forms: Mapping[str, nn.Module], make_probe: Callable[[int], Tensor], batch_sizes: list[int], budget_s: float = 3.0
+    forms: Mapping[str, Callable[[Tensor], Any]],
+    make_probe: Callable[[int], Tensor],
+    batch_sizes: list[int],
+    budget_s: float = 3.0,
 ) -> dict[int, dict[str, float]]:
     """{batch size: {form: best seconds per forward}}: each form warmed up once, then timed in interleaved rounds
     (the order turning each round, so a machine's speed swings fall on every form alike) until three rounds or
@@ -80,7 +84,7 @@ def fastest_form(
         return form, dict.fromkeys(batch_sizes, name)
     sizes = sorted(set(batch_sizes))
     times = time_forms(forms, make_probe, sizes)
-    choice = {size: min(per_form, key=per_form.get) for size, per_form in times.items()}
+    choice = {size: min(per_form, key=per_form.__getitem__) for size, per_form in times.items()}
     table = "; ".join(
         f"batch {size}: " + ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in per_form.items())
         for size, per_form in times.items()

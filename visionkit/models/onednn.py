@@ -77,11 +77,11 @@ def pack_blocks(network: nn.Module, is_block: Callable[[nn.Module], bool]) -> in
     fused and an Identity activation. Returns how many were packed."""
     count = 0
     for module in network.modules():
-        activation = getattr(module, "act", None)
-        post_op = POST_OPS.get(type(activation))
-        if post_op is None or not is_block(module) or not packable(getattr(module, "conv", None)):
+        activation, conv = getattr(module, "act", None), getattr(module, "conv", None)
+        post_op = POST_OPS.get(type(activation)) if isinstance(activation, nn.Module) else None
+        if post_op is None or not isinstance(conv, nn.Conv2d) or not is_block(module) or not packable(conv):
             continue
-        module.conv, module.act = PackedConv2d(module.conv, post_op), nn.Identity()
+        module.conv, module.act = PackedConv2d(conv, post_op), nn.Identity()
         count += 1
     return count
 

@@ -90,7 +90,7 @@ def _timm_encoder_model(arch: str, encoder: str, classes: int, **kwargs: Any) ->
     hub_id = getattr(cfg, "hf_hub_id", None)
     cached = None
     for filename in ("model.safetensors", "pytorch_model.bin") if hub_id else ():
-        hit = try_to_load_from_cache(hub_id, filename)
+        hit = try_to_load_from_cache(str(hub_id), filename)
         if isinstance(hit, str):
             cached = hit
             break

@@ -120,16 +120,14 @@ def with_input_channels(net: nn.Module, in_channels: int) -> nn.Module:
     name, conv = next(((n, m) for n, m in net.named_modules() if isinstance(m, nn.Conv2d)), ("", None))
     if conv is None or conv.in_channels != 3:
         raise VisionkitError(f"{type(net).__name__}: no 3-channel first convolution to give {in_channels} channels")
+    geometry: dict[str, Any] = {k: getattr(conv, k) for k in ("kernel_size", "stride", "padding", "dilation")}
     new = nn.Conv2d(
         in_channels,
         conv.out_channels,
-        conv.kernel_size,
-        conv.stride,
-        conv.padding,
-        conv.dilation,
-        conv.groups,
-        conv.bias is not None,
-        conv.padding_mode,
+        **geometry,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        padding_mode=conv.padding_mode,
     )
     parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
     setattr(parent, name.rpartition(".")[2], new)

@@ -109,7 +109,7 @@ def load_ultralytics_weights(weights: str) -> tuple[dict[str, torch.Tensor], dic
     names = getattr(network, "names", None) or {}
     names = [str(names[k]) for k in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
     state = {k: v.float() if v.is_floating_point() else v for k, v in network.state_dict().items()}
-    return state, dict(network.yaml), names
+    return state, dict(cast(dict, network.yaml)), names
 
 
 def transfer_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
@@ -145,10 +145,9 @@ def _classes_of(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) ->
 
 def freeze_layers(model: torch.nn.Module, count: int) -> list[str]:
     """Stop gradients for the first `count` layers of an ultralytics network (their `model.<i>.` parameters)."""
-    if count < 0 or count >= len(model.model):
-        raise VisionkitError(
-            f"freeze={count}: choose 0..{len(model.model) - 1} (the network has {len(model.model)} layers)"
-        )
+    layers = len(cast(torch.nn.Sequential, model.model))
+    if count < 0 or count >= layers:
+        raise VisionkitError(f"freeze={count}: choose 0..{layers - 1} (the network has {layers} layers)")
     prefixes = tuple(f"model.{i}." for i in range(count))
     frozen = []
     for name, param in model.named_parameters():

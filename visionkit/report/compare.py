@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.experimental.callback import Callback as HydraCallback
@@ -100,7 +101,7 @@ def _figure_html(fig: Figure) -> str:
     return embedded_png(buffer.getvalue(), "curves")
 
 
-def compare_runs(runs: list[str | Path], output: str | Path) -> Path:
+def compare_runs(runs: Sequence[str | Path], output: str | Path) -> Path:
     """Write the comparison page of `runs` to `output` (a .html file); return its path."""
     folders = [Path(r) for r in runs]
     for folder in folders:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -108,7 +108,7 @@ class StyleTransfer:
             raise VisionkitError(f"preserve_colors={preserve_colors!r}: choose one of {list(COLOR_MODES)} or None")
         if style_scale <= 0:
             raise VisionkitError(f"style_scale={style_scale} must be positive")
-        style_list = list(styles) if isinstance(styles, (list, tuple)) else [styles]
+        style_list: list[ImageLike] = list(styles) if isinstance(styles, (list, tuple)) else [cast(ImageLike, styles)]
         if not style_list:
             raise VisionkitError("no style image given")
         photo = load_rgb(content)
@@ -158,7 +158,7 @@ class StyleTransfer:
         assert image is not None
         result = image.detach().cpu()
         if preserve_colors == "luminance":
-            result = keep_luminance(result, resize(photo_tensor, tuple(result.shape[-2:])))
+            result = keep_luminance(result, resize(photo_tensor, (int(result.shape[-2]), int(result.shape[-1]))))
         return StyleOutcome(to_pil(result), history)
 
     def _style_at(self, array: np.ndarray, source: ImageLike, long_side: int) -> Tensor:
@@ -208,7 +208,7 @@ class StyleTransfer:
 
         with _progress_bar(progress, label, steps) as advance:
             for step in range(1, steps + 1):
-                opt.step(closure)
+                opt.step(closure)  # type: ignore[arg-type]  # LBFGS takes the loss tensor; typeshed says float
                 if optimizer_name == "adam":
                     with torch.no_grad():
                         image.clamp_(0, 1)
@@ -253,7 +253,7 @@ class _progress_bar:
 
         return advance
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         if self.enabled:
             self.bar.__exit__(*exc)
 

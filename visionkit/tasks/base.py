@@ -120,6 +120,7 @@ class VisionTask(L.LightningModule):
     # the validation metric (higher is better) that says an export answers like the checkpoint; None: none fits
     quality_metric: ClassVar[str | None] = None
     task_name: ClassVar[str] = ""  # what predictors, exports and messages call the task (each task sets it)
+    class_names: list[str]  # in class-id order (set by the tasks that have classes)
 
     if TYPE_CHECKING:  # Lightning types it as a mapping; the tasks read their saved arguments as attributes
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import lightning as L
 import torch
@@ -138,7 +138,7 @@ class DetectionTask(VisionTask):
             rec_thresholds=RECALL_POINTS.tolist(),
         )
         self.val_map.warn_on_many_detections = False
-        self.test_map = self.val_map.clone()
+        self.test_map = cast(MeanAveragePrecision, self.val_map.clone())
 
     def default_callbacks(self) -> list[L.Callback]:
         """The sample plot, the test report, and the recipe's growing warm-up accumulation, EMA of the weights and

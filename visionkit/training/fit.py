@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -95,7 +95,7 @@ def checkpoint_datamodule(cfg: DictConfig, task: VisionTask, data_state: Mapping
             "pass data=<name> (and its keys)"
         )
     if "mean" in data_state:  # the statistics the checkpoint was trained with, not data.mean=auto measured again
-        data_cfg = OmegaConf.merge(data_cfg, {"mean": None, "std": None})
+        data_cfg = cast(DictConfig, OmegaConf.merge(data_cfg, {"mean": None, "std": None}))
     datamodule = build_datamodule(
         data_cfg,
         None,
@@ -221,7 +221,7 @@ def _fit_and_test(
 ) -> dict[str, float]:
     """Fit (resuming from `ckpt_path`), test the best checkpoint, write the report; the metrics."""
     for tracker in trackers(trainer.loggers):
-        tracker.log_config(OmegaConf.to_container(cfg, resolve=True))
+        tracker.log_config(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
     tune(cfg.get("tune"), trainer, task, datamodule)
     with launcher_env_restored():
         os.environ[RUN_DIR_ENV] = str(output_dir)  # DDP workers started by Lightning read the config here
@@ -233,7 +233,7 @@ def _fit_and_test(
             log.warning("training was interrupted; last.ckpt holds the latest state")
         elif cfg.get("test_after_fit", True):
             checkpoint = trainer.checkpoint_callback
-            best = "best" if checkpoint is not None and getattr(checkpoint, "best_model_path", "") else None
+            best = "best" if getattr(checkpoint, "best_model_path", None) else None  # ModelCheckpoint wrote one
             results = trainer.test(task, datamodule=datamodule, ckpt_path=best, weights_only=True)
             metrics.update(metrics_of(results[0] if results else {}))
     if trainer.is_global_zero:

@@ -49,11 +49,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+def autocast(device: str | torch.device, precision: str) -> AbstractContextManager:
     """The autocast context of a resolved precision (fp32: none)."""
     if precision == "fp32":
         return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @contextmanager

@@ -93,7 +93,7 @@ class UnreadableImage(VisionkitError):
     """An image file that cannot be decoded; `path` and `reason` (as the up-front scan words it) let the data
     layer report it in the scan's words."""
 
-    def __init__(self, message: str, path: Path, reason: str) -> None:
+    def __init__(self, message: str, path: str | Path, reason: str) -> None:
         super().__init__(message)
         self.path, self.reason = path, reason
 

@@ -135,8 +135,8 @@ def detection_grid_figure(
 
 def segmentation_grid_figure(
     images: np.ndarray,
-    truths: Sequence[np.ndarray],
-    predictions: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray] | np.ndarray,
+    predictions: Sequence[np.ndarray] | np.ndarray,
     class_names: Sequence[str],
     title: str,
     ignore_index: int | None = None,

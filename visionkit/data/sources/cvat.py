@@ -69,13 +69,13 @@ def image_shapes(image: ET.Element, path: Path) -> tuple[list[Shape], dict[str, 
         points: tuple[float, ...] | tuple[int, int, np.ndarray]  # a box or polygon's numbers, or a mask's corner
         try:
             if kind == "rectangle":
-                points = tuple(float(element.get(k)) for k in ("xtl", "ytl", "xbr", "ybr"))
+                points = tuple(float(element.get(k, "")) for k in ("xtl", "ytl", "xbr", "ybr"))
             elif kind == "polygon":
                 points = tuple(float(v) for pair in element.get("points", "").split(";") for v in pair.split(","))
                 if len(points) < 6 or len(points) % 2:
                     raise VisionkitError(f"{where}: {len(points) // 2} point(s); a polygon needs at least 3")
             else:
-                left, top, width, height = (int(float(element.get(k))) for k in ("left", "top", "width", "height"))
+                left, top, width, height = (int(float(element.get(k, ""))) for k in ("left", "top", "width", "height"))
                 points = (left, top, rle_mask(element.get("rle", ""), width, height, where))
         except (TypeError, ValueError):
             raise VisionkitError(f"{where}: missing or non-numeric coordinates") from None

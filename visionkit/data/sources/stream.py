@@ -56,7 +56,7 @@ class StreamKeys(Sequence[str]):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]  # one key per index, no slices
         if not -self.length <= index < self.length:
             raise IndexError(index)
         return f"{self.url}/{self.split}#{index % self.length}"
