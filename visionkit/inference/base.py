@@ -25,7 +25,7 @@ from visionkit.data.files import list_images
 from visionkit.errors import VisionkitError
 from visionkit.inference.outputs import save_picture, write_records
 from visionkit.utils.arrays import is_tensor
-from visionkit.utils.io import read_image, to_rgb
+from visionkit.utils.io import as_array, read_image, to_rgb
 from visionkit.utils.logging import get_logger
 from visionkit.utils.video import VideoFrame, is_video_source, video_frames
 
@@ -64,18 +64,6 @@ class InputImage:
     def network(self) -> np.ndarray:
         """The pixels the network is given: 0..1 floats of every channel (scans, bands), else the RGB picture."""
         return self.raw if self.raw is not None else self.rgb
-
-
-def as_array(image: object, name: str) -> np.ndarray:
-    """An in-memory image (numpy HxW or HxWxC, PIL, torch CxHxW) as a numpy array, its values and type kept."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image)
-    if is_tensor(image):
-        tensor = image.detach().cpu()
-        return tensor.permute(1, 2, 0).numpy() if tensor.ndim == 3 else tensor.numpy()
-    if isinstance(image, np.ndarray):
-        return image
-    raise VisionkitError(f"{name}: cannot read an image from {type(image).__name__}; pass a path, array or tensor")
 
 
 @dataclass

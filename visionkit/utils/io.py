@@ -10,13 +10,13 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from visionkit.errors import VisionkitError
+from visionkit.utils.arrays import is_tensor
 
 ORIENTATION = 0x0112  # the EXIF tag of the camera's rotation
 SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF"}
@@ -202,7 +202,21 @@ def read_image_at_least(path: str | os.PathLike[str], needed: SizeNeeded) -> tup
     return _with_pil(path)
 
 
-def to_rgb(image: Any, name: str = "image") -> np.ndarray:
+def as_array(image: object, name: str) -> np.ndarray:
+    """An in-memory image (numpy HxW or HxWxC, PIL, torch CxHxW) as a numpy array, its values and type kept."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image)
+    if is_tensor(image):
+        tensor = image.detach().cpu()
+        return tensor.permute(1, 2, 0).numpy() if tensor.ndim == 3 else tensor.numpy()
+    if isinstance(image, np.ndarray):
+        return image
+    raise VisionkitError(
+        f"{name}: cannot read an image from {type(image).__name__}; pass a path, PIL image, array or tensor"
+    )
+
+
+def to_rgb(image: object, name: str = "image") -> np.ndarray:
     """HxWx3 uint8 RGB of any image a user may hand over: a file path, a PIL image, a numpy array (HxW,
     HxWx1/3/4; uint8, or floats in [0, 1]) or a torch tensor (CxH×W with 1, 3 or 4 channels; uint8 or floats
     in [0, 1]). `name` is how messages refer to it."""
@@ -210,22 +224,13 @@ def to_rgb(image: Any, name: str = "image") -> np.ndarray:
         return read_image(image)
     if isinstance(image, Image.Image):
         return pil_to_rgb(image)
-    if type(image).__module__.startswith("torch") and hasattr(image, "permute"):
-        tensor = image.detach().cpu()
-        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
-            raise VisionkitError(
-                f"{name}: a tensor of shape {tuple(tensor.shape)}; expected C×H×W with 1, 3 or 4 channels"
-            )
-        image = tensor.permute(1, 2, 0).numpy()
-    if not isinstance(image, np.ndarray):
-        raise VisionkitError(
-            f"{name}: cannot read an image from {type(image).__name__}; pass a path, PIL image, array or tensor"
-        )
-    array = image
+    if is_tensor(image) and (image.ndim != 3 or image.shape[0] not in (1, 3, 4)):
+        raise VisionkitError(f"{name}: a tensor of shape {tuple(image.shape)}; expected C×H×W with 1, 3 or 4 channels")
+    given = array = as_array(image, name)
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or 0 in array.shape:
-        raise VisionkitError(f"{name}: an array of shape {image.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
+        raise VisionkitError(f"{name}: an array of shape {given.shape}; expected HxW, HxWx1, HxWx3 or HxWx4")
     if array.dtype != np.uint8:
         array = _to_uint8(array.astype(np.float32) if array.dtype == np.bool_ else array)
     if array.shape[2] == 1:
