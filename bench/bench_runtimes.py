@@ -3,7 +3,8 @@
 (`YOLO("model.onnx").predict`, `YOLO("model_openvino_model/").predict`), YOLOv8-n at 640 and 128 px, batch 1 and 16.
 
 Same weights (a YOLOv8-n trained here on the built-in shapes, or `--ckpt`; written as an ultralytics .pt and
-exported by ultralytics with dynamic axes), same folder of image files read lazily in batches by both sides (the
+exported by ultralytics with dynamic axes, and for OpenVINO also with the fixed shape ultralytics exports by
+default, at the row's batch), same folder of image files read lazily in batches by both sides (the
 shapes test images, resized to the row's size), conf 0.25, IoU 0.7, max_det 300, one class per box, the same
 torch thread count, ONNX in float32, OpenVINO at the precision it picks itself (ultralytics sets no hint on x86:
 bf16 on CPUs with native bf16; visionkit's `precision=auto` does the same, its default is float32); loading and
@@ -65,41 +66,50 @@ def measure(ckpt: str, cache: Path, tmp: Path, rounds: int, count: int) -> dict:
         write_exports(task, data_state | {"image_size": [size, size]}, ExportRequest(("onnx", "openvino")), ours_dir)
         pt = export_ultralytics(task, theirs_dir / "model.pt", size)
         their_files = {
-            runtime: YOLO(str(pt)).export(format=fmt, imgsz=size, dynamic=True, batch=16)
+            (runtime, "dynamic"): YOLO(str(pt)).export(format=fmt, imgsz=size, dynamic=True, batch=16)
             for runtime, (_, fmt) in RUNTIMES.items()
         }
+        for batch in (1, 16):  # ultralytics' default export: a fixed shape, here the row's batch
+            fixed_pt = shutil.copy(pt, theirs_dir / f"fixed{batch}.pt")
+            fixed = YOLO(fixed_pt).export(format="openvino", imgsz=size, batch=batch)
+            their_files["openvino", f"fixed {batch}"] = fixed
         for runtime, (name, _) in RUNTIMES.items():
             # ultralytics lets OpenVINO choose its precision (bf16 on CPUs that compute it natively): so does ours
             precision = "auto" if runtime == "openvino" else "fp32"
             ours = load_predictor(ours_dir / name, conf=CONF, iou=IOU, max_det=MAX_DET, precision=precision)
-            theirs = YOLO(str(their_files[runtime]), task="detect")
             settings = {"imgsz": size, "conf": CONF, "iou": IOU, "max_det": MAX_DET, "verbose": False}
             for batch in (1, 16):
-                torch.set_num_threads(threads)
-                ours(folder, batch_size=batch)  # warm-up
-                theirs.predict(folder, batch=batch, **settings)
-                mine, other = [], []
-                for index in range(rounds):
-                    for side in ("ours", "theirs")[:: 1 if index % 2 == 0 else -1]:
-                        torch.set_num_threads(threads)
-                        start = time.perf_counter()
-                        if side == "ours":
-                            found = sum(len(r.boxes) for r in ours(folder, batch_size=batch))
-                            mine.append(count / (time.perf_counter() - start))
-                        else:
-                            boxes = sum(len(r.boxes) for r in theirs.predict(folder, batch=batch, **settings))
-                            other.append(count / (time.perf_counter() - start))
-                rows.append(
-                    {
-                        "size": size,
-                        "runtime": runtime,
-                        "batch": batch,
-                        "ours": median(mine),
-                        "theirs": median(other),
-                        "ratio": median(a / b for a, b in zip(mine, other)),
-                        "boxes": (found, boxes),
-                    }
-                )
+                for export in ("dynamic", f"fixed {batch}"):
+                    if (runtime, export) not in their_files:
+                        continue
+                    theirs = YOLO(str(their_files[runtime, export]), task="detect")
+                    torch.set_num_threads(threads)
+                    ours(folder, batch_size=batch)  # warm-up, twice: a shape gets its own model on its second batch
+                    ours(folder, batch_size=batch)
+                    theirs.predict(folder, batch=batch, **settings)
+                    mine, other = [], []
+                    for index in range(rounds):
+                        for side in ("ours", "theirs")[:: 1 if index % 2 == 0 else -1]:
+                            torch.set_num_threads(threads)
+                            start = time.perf_counter()
+                            if side == "ours":
+                                found = sum(len(r.boxes) for r in ours(folder, batch_size=batch))
+                                mine.append(count / (time.perf_counter() - start))
+                            else:
+                                boxes = sum(len(r.boxes) for r in theirs.predict(folder, batch=batch, **settings))
+                                other.append(count / (time.perf_counter() - start))
+                    rows.append(
+                        {
+                            "size": size,
+                            "runtime": runtime,
+                            "export": export.split()[0],
+                            "batch": batch,
+                            "ours": median(mine),
+                            "theirs": median(other),
+                            "ratio": median(a / b for a, b in zip(mine, other)),
+                            "boxes": (found, boxes),
+                        }
+                    )
         shutil.rmtree(theirs_dir, ignore_errors=True)
     return {"rows": rows, "threads": threads}
 
@@ -133,11 +143,15 @@ def main() -> None:
         result = run_child(__file__, ["measure", ckpt, str(cache), str(tmp), *options])
     print(f"machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"torch threads {result['threads']}, {args.images} images per round, {args.rounds} rounds")
-    print("| size | runtime | batch | YOLO(export).predict img/s | visionkit img/s | ratio | boxes (ours, theirs) |")
-    print("|---:|---|---:|---:|---:|---:|---|")
+    print(
+        "| size | runtime | their export | batch | YOLO(export).predict img/s | visionkit img/s | ratio | "
+        "boxes (ours, theirs) |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---|")
     for row in result["rows"]:
         print(
-            f"| {row['size']} | {row['runtime']} | {row['batch']} | {row['theirs']:.1f} | {row['ours']:.1f} | "
+            f"| {row['size']} | {row['runtime']} | {row['export']} | {row['batch']} | {row['theirs']:.1f} | "
+            f"{row['ours']:.1f} | "
             f"**{row['ratio']:.2f}** | {row['boxes'][0]}, {row['boxes'][1]} |"
         )
 

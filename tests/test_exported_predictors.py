@@ -137,6 +137,25 @@ def test_a_detector_exported_to_each_runtime_finds_the_same_boxes(
         assert share >= 0.99, (format, share)
 
 
+def test_openvino_takes_pixels_and_compiles_a_repeated_input_shape_for_itself(detector_exports: Path) -> None:
+    model = load_predictor(detector_exports / "model_openvino").model
+    assert model.takes_pixels and not load_predictor(detector_exports / "model.onnx").model.takes_pixels
+    runtime, contract = model.runtime, model.contract
+    rng = np.random.default_rng(0)
+    pixels = {batch: rng.integers(0, 256, (batch, 96, 96, 3), dtype=np.uint8) for batch in range(1, 7)}
+    mean, std = (np.asarray(v, np.float32).reshape(1, 3, 1, 1) for v in (contract.mean, contract.std))
+    normalized = (pixels[2].transpose(0, 3, 1, 2) / np.float32(contract.peak) - mean) / std
+    reference = runtime(normalized.astype(np.float32))  # the graph as exported, on the predictor's old input
+    assert model(pixels[2]).shape == reference.shape
+    np.testing.assert_allclose(model(pixels[2]), reference, rtol=1e-4, atol=1e-3)  # normalized inside the model
+    assert runtime.fixed_shapes == [(2, 96, 96, 3)]  # compiled for the shape on its second batch
+    np.testing.assert_allclose(model(pixels[2]), reference, rtol=1e-4, atol=1e-3)
+    for batch in (1, 3, 4, 5, 6):
+        model(pixels[batch])
+        model(pixels[batch])
+    assert runtime.fixed_shapes == [(3, 96, 96, 3), (4, 96, 96, 3), (5, 96, 96, 3), (6, 96, 96, 3)]  # at most 4
+
+
 def test_a_segmenter_exported_to_each_runtime_draws_the_same_masks(
     trained_segmenter: TrainedSegmenter, segmenter_exports: Path, tmp_path: Path
 ) -> None:

@@ -5,9 +5,10 @@ check and `visionkit-benchmark`, whose reference is PyTorch)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -34,6 +35,15 @@ class Runtime(Protocol):
     name: str
 
     def __call__(self, images: Array) -> Array: ...
+
+
+@runtime_checkable
+class PixelRuntime(Protocol):
+    """A runtime that can also take uint8 (B, H, W, C) pictures and normalize them inside the model."""
+
+    def accept_pixels(self, mean: Sequence[float], std: Sequence[float]) -> None: ...
+
+    def pixels(self, images: np.ndarray) -> np.ndarray: ...
 
 
 class FileRuntime(Runtime, Protocol):
@@ -125,29 +135,101 @@ class TorchScriptRuntime:
 class OpenVINORuntime:
     """An OpenVINO IR folder (model.xml + model.bin) compiled for the CPU in float32 by default: on CPUs with bf16
     units (AVX512-BF16, AMX) OpenVINO would otherwise run in bf16, and its answers would move by about 1e-2.
-    `precision`: "fp32", "bf16", or "auto" (OpenVINO's own choice: bf16 where the CPU computes it natively)."""
+    `precision`: "fp32", "bf16", or "auto" (OpenVINO's own choice: bf16 where the CPU computes it natively).
+
+    An input shape seen a second time gets a model compiled for exactly that shape (up to `static_shapes` of them,
+    least recently used dropped): OpenVINO's kernels for a fixed shape ran YOLOv8-n at 640 px 1.07-1.20x faster than
+    the free-shape model here (docs/benchmarks.md), and a predictor's batches repeat one shape. After
+    `accept_pixels`, `pixels` takes uint8 (B, H, W, C) pictures and OpenVINO converts and normalizes them inside
+    the compiled model (the predictor's NumPy transpose and float conversion, 10-20 % of a YOLOv8-n image, go)."""
 
     name = RUNTIME_NAMES["openvino"]
     precisions = ("fp32", "bf16", "auto")
+    static_shapes = 4
 
     def __init__(self, path: Path, device: str = "cpu", precision: str = "fp32") -> None:
         import openvino as ov
 
-        core = ov.Core()
-        network = core.read_model(str(path / "model.xml"))
+        self._core = ov.Core()
+        network = self._core.read_model(str(path / "model.xml"))
         self._metadata = {}
         if network.has_rt_info([OPENVINO_SECTION]):
             section = network.get_rt_info([OPENVINO_SECTION])
             self._metadata = {str(k): v.astype(str) for k, v in section.astype(dict).items()}
-        config = {"PERFORMANCE_HINT": "LATENCY"}  # one synchronous request at a time, as the predictor runs it
+        self._config = {"PERFORMANCE_HINT": "LATENCY"}  # one synchronous request at a time, as the predictor runs it
         if precision != "auto":
-            config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
-        self.model = core.compile_model(network, "CPU", config)
-        self.request = self.model.create_infer_request()
+            self._config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
+        self._networks = {"normalized": network}  # the free-shape network per kind of input
+        self._requests = {"normalized": self._compile(network)}
+        self._seen: set[tuple[str, tuple[int, ...]]] = set()
+        self._fixed: OrderedDict[tuple[str, tuple[int, ...]], Any] = OrderedDict()
+        self._normalization: tuple[list[float], list[float]] | None = None  # of `pixels` (`accept_pixels`)
+
+    def _compile(self, network: Any) -> Any:
+        return self._core.compile_model(network, "CPU", self._config).create_infer_request()
+
+    def accept_pixels(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Let `pixels` take uint8 (B, H, W, C) pictures: the model then computes (pixel - mean) / std per channel
+        (`mean`, `std` on the 0..255 scale) and the channels-first layout itself (compiled on the first call)."""
+        self._normalization = ([float(v) for v in mean], [float(v) for v in std])
+
+    def _pixel_network(self) -> Any:
+        """The network with the pixel conversion of `accept_pixels` in front, compiled free-shape."""
+        from openvino import Layout, Type
+        from openvino.preprocess import PrePostProcessor
+
+        if self._normalization is None:
+            raise VisionkitError("OpenVINORuntime.pixels needs accept_pixels(mean, std) first")
+        mean, std = self._normalization
+        steps = PrePostProcessor(self._networks["normalized"].clone())
+        steps.input().tensor().set_element_type(Type.u8).set_layout(Layout("NHWC"))
+        steps.input().model().set_layout(Layout("NCHW"))
+        convert = steps.input().preprocess().convert_element_type(Type.f32)
+        if any(mean):
+            convert.mean(mean)
+        convert.scale(std)
+        network = steps.build()
+        self._requests["pixels"] = self._compile(network)
+        return network
+
+    def _request(self, kind: str, shape: tuple[int, ...]) -> Any:
+        """The infer request for an input of `shape`: the free-shape model's the first time a shape comes, a model
+        compiled for that shape from its second time on (a one-off shape never pays the compile)."""
+        key = (kind, shape)
+        if key in self._fixed:
+            self._fixed.move_to_end(key)
+            return self._fixed[key]
+        network = self._networks[kind]
+        if not network.input(0).partial_shape.is_dynamic or key not in self._seen:
+            if len(self._seen) >= 64:  # shapes that keep changing (files of every size): remember only the recent
+                self._seen.clear()
+            self._seen.add(key)
+            return self._requests[kind]
+        fixed = network.clone()
+        fixed.reshape(list(shape))
+        self._fixed[key] = self._compile(fixed)
+        if len(self._fixed) > self.static_shapes:
+            self._fixed.popitem(last=False)
+        return self._fixed[key]
+
+    @property
+    def fixed_shapes(self) -> list[tuple[int, ...]]:
+        """The input shapes that have a model compiled for them, least recently used first."""
+        return [shape for _, shape in self._fixed]
+
+    def _infer(self, kind: str, images: Any) -> Any:
+        given = _numpy(images)
+        result = self._request(kind, given.shape).infer([given], share_inputs=True)
+        return _like(images, np.array(result[0]))
 
     def __call__(self, images: Array) -> Array:
-        result = self.request.infer([_numpy(images)])
-        return _like(images, np.array(result[self.model.output(0)]))
+        return self._infer("normalized", images)
+
+    def pixels(self, images: np.ndarray) -> np.ndarray:
+        """The output for uint8 (B, H, W, C) pictures, normalized inside the model (`accept_pixels` first)."""
+        if "pixels" not in self._networks:
+            self._networks["pixels"] = self._pixel_network()
+        return self._infer("pixels", images)
 
     def metadata(self) -> dict[str, str]:
         """The entries of the model's `rt_info` section `visionkit`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from visionkit.data.contract import DATA_STATE_KEY, InputContract
 from visionkit.errors import VisionkitError
 from visionkit.export.metadata import parse_metadata
-from visionkit.export.runtimes import RUNTIME_NAMES, Runtime, load_runtime
+from visionkit.export.runtimes import RUNTIME_NAMES, PixelRuntime, Runtime, load_runtime
 from visionkit.utils.arrays import class_probabilities
 
 EXPORTED = "exported"  # the key of a checkpoint-like state that stands for an exported file
@@ -85,10 +86,24 @@ class ExportedModel:
             setattr(self, name, np.asarray(math.nan if value is None else value, dtype=np.float32))
         # the contract the graph was exported with (InputContract.of on the same stored data state)
         self.contract = InputContract.of(record.get("data_state", {}), self.class_names)
+        # 8-bit RGB pictures go as they are to a runtime that normalizes them itself (`__call__`)
+        self._pixels: Callable[[np.ndarray], np.ndarray] | None = None
+        if isinstance(runtime, PixelRuntime) and self.contract.pixels.rgb8 and not self.graph.get("preprocess"):
+            peak = self.contract.peak
+            runtime.accept_pixels([m * peak for m in self.contract.mean], [s * peak for s in self.contract.std])
+            self._pixels = runtime.pixels
+
+    @property
+    def takes_pixels(self) -> bool:
+        """Whether the call takes the uint8 (B, H, W, C) pictures themselves (the runtime normalizes them)."""
+        return self._pixels is not None
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """The graph's output for normalized (B, C, H, W) float32 images (a graph that normalizes itself gets the
-        pixels back: uint8, rounded, or 0..1 floats for scans and bands)."""
+        pixels back: uint8, rounded, or 0..1 floats for scans and bands), or, where `takes_pixels`, for the uint8
+        (B, H, W, C) pictures themselves."""
+        if self._pixels is not None and images.dtype == np.uint8:
+            return self._pixels(images)
         if self.graph.get("preprocess"):
             contract = self.contract
             mean = np.asarray(contract.mean, dtype=np.float32).reshape(1, -1, 1, 1)

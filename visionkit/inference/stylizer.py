@@ -85,7 +85,7 @@ class StylizerPredictor(Predictor):
         for size, group in groupby(items, key=self._network_size):
             members = list(group)
             pictures = [_resized(m.rgb, size) for m in members]
-            stylized = np.clip(self.model(np.clip(self.to_network(pictures), 0, 1)).astype(np.float32), 0, 1)
+            stylized = np.clip(self.model(self.to_network(pictures)).astype(np.float32), 0, 1)
             for member, picture in zip(members, stylized):
                 array = np.round(picture.transpose(1, 2, 0) * 255).astype(np.uint8)
                 array = _resized(array, member.rgb.shape[:2])
