@@ -5,8 +5,10 @@
 Same weights (a YOLOv8-n trained here on the built-in shapes, or `--ckpt`; written as an ultralytics .pt and
 exported by ultralytics with dynamic axes, and for OpenVINO also with the fixed shape ultralytics exports by
 default, at the row's batch), same folder of image files read lazily in batches by both sides (the
-shapes test images, resized to the row's size), conf 0.25, IoU 0.7, max_det 300, one class per box, the same
-torch thread count, ONNX in float32, OpenVINO at the precision it picks itself (ultralytics sets no hint on x86:
+shapes test images, resized to the row's size), conf 0.25, IoU 0.7, max_det 300, one class per box, each side's
+own thread settings (ultralytics sets PyTorch to one thread fewer than the cores for its pre- and post-processing;
+visionkit's exported predictors use no PyTorch; both runtimes use every core), each size and runtime in a process
+of its own, ONNX in float32, OpenVINO at the precision it picks itself (ultralytics sets no hint on x86:
 bf16 on CPUs with native bf16; visionkit's `precision=auto` does the same, its default is float32); loading and
 warm-up outside the timing. Rounds interleaved, who goes first alternating; the table gives each side's median
 images/s and the median of the per-round ratios.
@@ -46,7 +48,9 @@ def _images(cache: Path, folder: Path, size: int, count: int) -> str:
     return str(folder)
 
 
-def measure(ckpt: str, cache: Path, tmp: Path, rounds: int, count: int) -> dict:
+def measure(ckpt: str, cache: Path, tmp: Path, rounds: int, count: int, size: int, runtime: str) -> dict:
+    """The rows of one size and runtime (each in a process of its own: no other runtime's threads or sessions
+    linger beside them)."""
     import torch
 
     from visionkit.checkpoints import load_checkpoint
@@ -54,64 +58,54 @@ def measure(ckpt: str, cache: Path, tmp: Path, rounds: int, count: int) -> dict:
     from visionkit.inference import load_predictor
     from visionkit.models.yolo import prepare_ultralytics
 
-    threads = os.cpu_count() or 1
     task, data_state = load_checkpoint(ckpt)
     prepare_ultralytics()
     from ultralytics import YOLO
 
+    folder = _images(cache, tmp / f"images{size}", size, count)
+    ours_dir, theirs_dir = tmp / f"ours{size}-{runtime}", tmp / f"theirs{size}-{runtime}"
+    name, fmt = RUNTIMES[runtime]
+    write_exports(task, data_state | {"image_size": [size, size]}, ExportRequest((fmt,)), ours_dir)
+    pt = export_ultralytics(task, theirs_dir / "model.pt", size)
+    their_files = {"dynamic": YOLO(str(pt)).export(format=fmt, imgsz=size, dynamic=True, batch=16)}
+    for batch in (1, 16) if runtime == "openvino" else ():  # ultralytics' default export: a fixed shape
+        fixed_pt = shutil.copy(pt, theirs_dir / f"fixed{batch}.pt")
+        their_files[f"fixed {batch}"] = YOLO(fixed_pt).export(format=fmt, imgsz=size, batch=batch)
+    # ultralytics lets OpenVINO choose its precision (bf16 on CPUs that compute it natively): so does ours
+    precision = "auto" if runtime == "openvino" else "fp32"
+    ours = load_predictor(ours_dir / name, conf=CONF, iou=IOU, max_det=MAX_DET, precision=precision)
+    settings = {"imgsz": size, "conf": CONF, "iou": IOU, "max_det": MAX_DET, "verbose": False}
     rows = []
-    for size in (640, 128):
-        folder = _images(cache, tmp / f"images{size}", size, count)
-        ours_dir, theirs_dir = tmp / f"ours{size}", tmp / f"theirs{size}"
-        write_exports(task, data_state | {"image_size": [size, size]}, ExportRequest(("onnx", "openvino")), ours_dir)
-        pt = export_ultralytics(task, theirs_dir / "model.pt", size)
-        their_files = {
-            (runtime, "dynamic"): YOLO(str(pt)).export(format=fmt, imgsz=size, dynamic=True, batch=16)
-            for runtime, (_, fmt) in RUNTIMES.items()
-        }
-        for batch in (1, 16):  # ultralytics' default export: a fixed shape, here the row's batch
-            fixed_pt = shutil.copy(pt, theirs_dir / f"fixed{batch}.pt")
-            fixed = YOLO(fixed_pt).export(format="openvino", imgsz=size, batch=batch)
-            their_files["openvino", f"fixed {batch}"] = fixed
-        for runtime, (name, _) in RUNTIMES.items():
-            # ultralytics lets OpenVINO choose its precision (bf16 on CPUs that compute it natively): so does ours
-            precision = "auto" if runtime == "openvino" else "fp32"
-            ours = load_predictor(ours_dir / name, conf=CONF, iou=IOU, max_det=MAX_DET, precision=precision)
-            settings = {"imgsz": size, "conf": CONF, "iou": IOU, "max_det": MAX_DET, "verbose": False}
-            for batch in (1, 16):
-                for export in ("dynamic", f"fixed {batch}"):
-                    if (runtime, export) not in their_files:
-                        continue
-                    theirs = YOLO(str(their_files[runtime, export]), task="detect")
-                    torch.set_num_threads(threads)
-                    ours(folder, batch_size=batch)  # warm-up, twice: a shape gets its own model on its second batch
-                    ours(folder, batch_size=batch)
-                    theirs.predict(folder, batch=batch, **settings)
-                    mine, other = [], []
-                    for index in range(rounds):
-                        for side in ("ours", "theirs")[:: 1 if index % 2 == 0 else -1]:
-                            torch.set_num_threads(threads)
-                            start = time.perf_counter()
-                            if side == "ours":
-                                found = sum(len(r.boxes) for r in ours(folder, batch_size=batch))
-                                mine.append(count / (time.perf_counter() - start))
-                            else:
-                                boxes = sum(len(r.boxes) for r in theirs.predict(folder, batch=batch, **settings))
-                                other.append(count / (time.perf_counter() - start))
-                    rows.append(
-                        {
-                            "size": size,
-                            "runtime": runtime,
-                            "export": export.split()[0],
-                            "batch": batch,
-                            "ours": median(mine),
-                            "theirs": median(other),
-                            "ratio": median(a / b for a, b in zip(mine, other)),
-                            "boxes": (found, boxes),
-                        }
-                    )
-        shutil.rmtree(theirs_dir, ignore_errors=True)
-    return {"rows": rows, "threads": threads}
+    for batch in (1, 16):
+        for export in [e for e in ("dynamic", f"fixed {batch}") if e in their_files]:
+            theirs = YOLO(str(their_files[export]), task="detect")
+            ours(folder, batch_size=batch)  # warm-up, twice: a shape gets its own model on its second batch
+            ours(folder, batch_size=batch)
+            theirs.predict(folder, batch=batch, **settings)
+            mine, other = [], []
+            for index in range(rounds):
+                for side in ("ours", "theirs")[:: 1 if index % 2 == 0 else -1]:
+                    start = time.perf_counter()
+                    if side == "ours":
+                        found = sum(len(r.boxes) for r in ours(folder, batch_size=batch))
+                        mine.append(count / (time.perf_counter() - start))
+                    else:
+                        boxes = sum(len(r.boxes) for r in theirs.predict(folder, batch=batch, **settings))
+                        other.append(count / (time.perf_counter() - start))
+            rows.append(
+                {
+                    "size": size,
+                    "runtime": runtime,
+                    "export": export.split()[0],
+                    "batch": batch,
+                    "ours": median(mine),
+                    "theirs": median(other),
+                    "ratio": median(a / b for a, b in zip(mine, other)),
+                    "boxes": (found, boxes),
+                }
+            )
+    shutil.rmtree(theirs_dir, ignore_errors=True)
+    return {"rows": rows, "threads": torch.get_num_threads()}  # as ultralytics' predictor left them
 
 
 def main() -> None:
@@ -130,7 +124,7 @@ def main() -> None:
         if kind == "train":
             out = {"ckpt": train_ours(int(rest[0]), Path(rest[1]), Path(rest[2]))["best"]}
         else:
-            out = measure(rest[0], Path(rest[1]), Path(rest[2]), args.rounds, args.images)
+            out = measure(rest[0], Path(rest[1]), Path(rest[2]), args.rounds, args.images, int(rest[3]), rest[4])
         print(json.dumps(out))
         return
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -140,9 +134,17 @@ def main() -> None:
         ckpt = args.ckpt or run_child(__file__, ["train", str(args.epochs), str(train_dir), str(cache)])["ckpt"]
         print(f"detector: {ckpt}")
         options = ["--rounds", str(args.rounds), "--images", str(args.images)]
-        result = run_child(__file__, ["measure", ckpt, str(cache), str(tmp), *options])
+        parts = [
+            run_child(__file__, ["measure", ckpt, str(cache), str(tmp), str(size), runtime, *options])
+            for size in (640, 128)
+            for runtime in RUNTIMES
+        ]
+        result = {"rows": [row for part in parts for row in part["rows"]], "threads": parts[0]["threads"]}
     print(f"machine: {cpu_model()}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
-    print(f"torch threads {result['threads']}, {args.images} images per round, {args.rounds} rounds")
+    print(
+        f"PyTorch threads as ultralytics' predictor sets them: {result['threads']} (visionkit's exported predictors "
+        f"use no PyTorch); each runtime its default (all cores); {args.images} images per round, {args.rounds} rounds"
+    )
     print(
         "| size | runtime | their export | batch | YOLO(export).predict img/s | visionkit img/s | ratio | "
         "boxes (ours, theirs) |"
