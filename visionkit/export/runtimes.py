@@ -173,8 +173,8 @@ class OpenVINORuntime:
         (`mean`, `std` on the 0..255 scale) and the channels-first layout itself (compiled on the first call)."""
         self._normalization = ([float(v) for v in mean], [float(v) for v in std])
 
-    def _pixel_network(self) -> Any:
-        """The network with the pixel conversion of `accept_pixels` in front, compiled free-shape."""
+    def _add_pixel_network(self) -> None:
+        """The network with the pixel conversion of `accept_pixels` in front, kept and compiled free-shape."""
         from openvino import Layout, Type
         from openvino.preprocess import PrePostProcessor
 
@@ -188,9 +188,8 @@ class OpenVINORuntime:
         if any(mean):
             convert.mean(mean)
         convert.scale(std)
-        network = steps.build()
-        self._requests["pixels"] = self._compile(network)
-        return network
+        self._networks["pixels"] = steps.build()
+        self._requests["pixels"] = self._compile(self._networks["pixels"])
 
     def _request(self, kind: str, shape: tuple[int, ...]) -> Any:
         """The infer request for an input of `shape`: the free-shape model's the first time a shape comes, a model
@@ -228,7 +227,7 @@ class OpenVINORuntime:
     def pixels(self, images: np.ndarray) -> np.ndarray:
         """The output for uint8 (B, H, W, C) pictures, normalized inside the model (`accept_pixels` first)."""
         if "pixels" not in self._networks:
-            self._networks["pixels"] = self._pixel_network()
+            self._add_pixel_network()
         return self._infer("pixels", images)
 
     def metadata(self) -> dict[str, str]:
