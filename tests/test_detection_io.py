@@ -217,3 +217,27 @@ def test_boxes_that_become_one_when_clipped_to_the_image_are_suppressed() -> Non
     placed, kept = boxes_in_image(found, Letterbox.fit(64, 64, 64), 64, 64, iou=0.7)
     assert len(kept) == 2 and found[kept[1], 4] == pytest.approx(0.30)  # the surest of the three stays
     assert sorted(placed[:, 5].tolist()) == [0.0, 1.0] and placed[placed[:, 5] == 0][0, 4] == pytest.approx(0.30)
+
+
+def test_boxes_inside_the_picture_keep_what_nms_kept_in_the_network_pixels() -> None:
+    """IoU does not change when boxes are scaled and shifted: boxes that the letterbox maps inside the picture
+    (none clipped) keep every row NMS kept, as NMS run again on them would (`boxes_in_image` skips that run)."""
+    from ultralytics.utils.nms import non_max_suppression
+
+    from visionkit.data.letterbox import Letterbox
+    from visionkit.inference.detection import boxes_in_image
+    from visionkit.inference.nms import batched_nms
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):  # a 640 x 480 picture letterboxed into 320 px: content rows 40..280 of the input
+        centres = rng.uniform([60, 100], [260, 220], (400, 2))
+        sizes = rng.uniform(8, 70, (400, 2))
+        scores = rng.beta(0.5, 2.0, (400, 3))
+        head = torch.tensor(np.concatenate([centres, sizes, scores], 1).T[None], dtype=torch.float32)
+        found = non_max_suppression(head, conf_thres=0.05, iou_thres=0.5)[0].numpy()
+        letterbox = Letterbox.fit(480, 640, 320)
+        placed, kept = boxes_in_image(found, letterbox, 480, 640, iou=0.5)
+        inside = (placed[:, :4] > 0).all() and (placed[:, 0:4:2] < 640).all() and (placed[:, 1:4:2] < 480).all()
+        assert len(found) > 20 and inside
+        np.testing.assert_array_equal(kept, np.arange(len(found)))
+        np.testing.assert_array_equal(np.sort(batched_nms(placed[:, :4], placed[:, 4], placed[:, 5], 0.5)), kept)

@@ -217,9 +217,15 @@ class OpenVINORuntime:
         return [shape for _, shape in self._fixed]
 
     def _infer(self, kind: str, images: Any) -> Any:
+        """The first output for `images`, handed to OpenVINO without a copy; the tensor calls, not `infer(inputs)`,
+        whose input dispatch cost 65 us a call (4 % of a 128 px image)."""
+        from openvino import Tensor
+
         given = _numpy(images)
-        result = self._request(kind, given.shape).infer([given], share_inputs=True)
-        return _like(images, np.array(result[0]))
+        request = self._request(kind, given.shape)
+        request.set_input_tensor(Tensor(given, shared_memory=True))
+        request.infer()
+        return _like(images, np.array(request.get_output_tensor(0).data))  # a copy: the next call reuses the memory
 
     def __call__(self, images: Array) -> Array:
         return self._infer("normalized", images)

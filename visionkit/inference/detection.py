@@ -116,10 +116,12 @@ def boxes_in_image(
     """(K, 6) NMS output rows (x1 y1 x2 y2 score class, input pixels) in the image's own pixels, clipped to it,
     and the indices of the rows kept. NMS saw the boxes before clipping: at a low `conf` boxes far larger than
     the picture overlap little there (IoU < `iou`) yet become one and the same box once clipped (nine identical
-    full-frame boxes of one class on a video frame at conf=0.001), so NMS runs again on the clipped boxes."""
+    full-frame boxes of one class on a video frame at conf=0.001), so NMS runs again on the clipped boxes. When no
+    box touches the picture's edge none was clipped, and IoU, unchanged by scaling and shifting, is as NMS saw it."""
     placed = np.concatenate([letterbox.to_image(found[:, :4], height, width), found[:, 4:6]], axis=1)
     kept = np.arange(len(placed))
-    if len(placed) > 1:
+    xs, ys = placed[:, 0:4:2], placed[:, 1:4:2]
+    if len(placed) > 1 and ((xs <= 0).any() or (xs >= width).any() or (ys <= 0).any() or (ys >= height).any()):
         kept = batched_nms(placed[:, :4], placed[:, 4], placed[:, 5], iou)
     return placed[kept], kept
 

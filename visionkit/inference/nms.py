@@ -20,15 +20,17 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = N
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     kept: list[int] = []
-    while order.size and (limit is None or len(kept) < limit):
-        first, rest = order[0], order[1:]
-        kept.append(int(first))
-        width = np.clip(np.minimum(x2[first], x2[rest]) - np.maximum(x1[first], x1[rest]), 0, None)
-        height = np.clip(np.minimum(y2[first], y2[rest]) - np.maximum(y1[first], y1[rest]), 0, None)
-        overlap = width * height
-        with np.errstate(invalid="ignore", divide="ignore"):  # two empty boxes: 0/0, not above any threshold
+    with np.errstate(invalid="ignore", divide="ignore"):  # two empty boxes: 0/0, not above any threshold
+        while order.size and (limit is None or len(kept) < limit):
+            first, rest = order[0], order[1:]
+            kept.append(int(first))
+            if not rest.size:
+                break
+            width = np.maximum(np.minimum(x2[first], x2[rest]) - np.maximum(x1[first], x1[rest]), 0)
+            height = np.maximum(np.minimum(y2[first], y2[rest]) - np.maximum(y1[first], y1[rest]), 0)
+            overlap = width * height
             ious = overlap / (areas[first] + areas[rest] - overlap)
-        order = rest[~(ious > iou)]
+            order = rest[~(ious > iou)]
     return np.asarray(kept, dtype=np.int64)
 
 
@@ -46,24 +48,25 @@ def yolo_nms(
     """Per image of decoded YOLO output (B, 4 + classes, anchors: centre x, y, width, height, class scores):
     (K, 6) float32 rows x1 y1 x2 y2 score class after NMS, and the anchor each row came from."""
     rows_per_image, anchors_per_image = [], []
+    decoded = decoded.astype(np.float32, copy=False)
     classes = decoded.shape[1] - 4
     multi_label = multi_label and classes > 1
-    for prediction in decoded.astype(np.float32, copy=False):
-        boxes = _xyxy(prediction[:4].T)
-        scores = prediction[4:].T  # (anchors, classes)
+    if not multi_label:  # the best score of every anchor of the batch at once: fewer calls per image
+        best_score = decoded[:, 4:].max(1)
+    for index, prediction in enumerate(decoded):
         if multi_label:
+            scores = prediction[4:].T  # (anchors, classes)
             anchor, cls = np.nonzero(scores > conf)
             score = scores[anchor, cls]
-        else:
-            cls = scores.argmax(1)
-            score = scores[np.arange(len(scores)), cls]
-            anchor = np.flatnonzero(score > conf)
-            cls, score = cls[anchor], score[anchor]
+        else:  # the best class of the anchors above `conf` only (an argmax over all 8,400 costs a tenth of a ms)
+            anchor = np.flatnonzero(best_score[index] > conf)
+            cls, score = prediction[4:, anchor].argmax(0), best_score[index, anchor]
         if len(anchor) > MAX_CANDIDATES:
             best = np.argsort(-score, kind="stable")[:MAX_CANDIDATES]
             anchor, cls, score = anchor[best], cls[best], score[best]
-        kept = nms(boxes[anchor] + (cls[:, None] * CLASS_OFFSET).astype(np.float32), score, iou, limit=max_det)
-        rows = np.concatenate([boxes[anchor[kept]], score[kept, None], cls[kept, None].astype(np.float32)], 1)
+        boxes = _xyxy(prediction[:4, anchor].T)  # the candidates' boxes only
+        kept = nms(boxes + (cls[:, None] * CLASS_OFFSET).astype(np.float32), score, iou, limit=max_det)
+        rows = np.concatenate([boxes[kept], score[kept, None], cls[kept, None].astype(np.float32)], 1)
         rows_per_image.append(rows.astype(np.float32))
         anchors_per_image.append(anchor[kept].astype(np.int64))
     return rows_per_image, anchors_per_image

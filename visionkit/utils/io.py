@@ -70,7 +70,7 @@ def _with_opencv(path: Path) -> np.ndarray | None:
         pixels_at = head.find(b"IDAT")
         if pixels_at < 0 or b"eXIf" in head[:pixels_at]:
             return None
-    flags = cv2.IMREAD_COLOR if suffix in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
+    flags = cv2.IMREAD_COLOR_RGB if suffix in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED  # JPEG: RGB as decoded
     try:
         image = cv2.imdecode(data, flags)
     except cv2.error:
@@ -86,7 +86,7 @@ def _with_opencv(path: Path) -> np.ndarray | None:
         image = (colour * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
     if image.shape[2] == 1:
         return np.ascontiguousarray(np.repeat(image, 3, axis=2))
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image if flags == cv2.IMREAD_COLOR_RGB else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class UnreadableImage(VisionkitError):
