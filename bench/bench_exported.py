@@ -9,7 +9,9 @@
    resized back with nearest): ResNet-18 at 224 px and U-Net at 256 px, the same image files, batch 1 and 16, the
    same thread count, rounds interleaved with who goes first alternating; agreement of the answers reported. A
    third visionkit side runs the OpenVINO file at the precision OpenVINO picks itself (`precision=auto`: bf16 on
-   CPUs with native bf16), with its agreement with the float32 plain loop.
+   CPUs with native bf16), with its agreement with the float32 plain loop. The float32 networks alone (ONNX Runtime
+   and visionkit's OpenVINO runtime on a ready input, in the same rounds) give the ceiling: the ratio a predictor
+   that spent no time at all outside the network would reach.
 
 Run:  .venv/bin/python bench/bench_exported.py [--rounds 5] [--images 48] [--keep DIR]
 """
@@ -24,8 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
+from typing import Any
 
 from common import cpu_model
 
@@ -144,6 +148,32 @@ def plain_loop(path: Path, files: list[str], size: int, mean: list[float], std: 
     return run
 
 
+def network_alone(folder: Path, openvino: Any, size: int, batch: int, count: int) -> dict[str, Callable[[], None]]:
+    """The float32 networks alone on a ready input, `count` images in batches of `batch`: ONNX Runtime's session
+    and visionkit's OpenVINO model (compiled for the shape and fed what the predictor feeds it: 8-bit pictures
+    where it normalizes them itself). What a predictor with no reading, resizing or post-processing at all would
+    reach: the ceiling of its ratio to the plain loop."""
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    inputs = rng.random((batch, 3, size, size), dtype=np.float32)
+    pixels = rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    fed = pixels if openvino.model.takes_pixels else inputs
+    calls = max(count // batch, 1)
+
+    def onnx() -> None:
+        for _ in range(calls):
+            session.run(None, {"images": inputs})
+
+    def openvino_network() -> None:
+        for _ in range(calls):
+            openvino.model(fed)
+
+    return {"onnx_network": onnx, "openvino_network": openvino_network}
+
+
 def plain_rows(task: str, ckpt: Path, work: Path, rounds: int, count: int) -> list[dict]:
     """visionkit's predictor on its ONNX and OpenVINO exports against the plain onnxruntime loop on the ONNX file,
     at the task's timing size; rounds interleaved, the order rotating."""
@@ -177,6 +207,7 @@ def plain_rows(task: str, ckpt: Path, work: Path, rounds: int, count: int) -> li
                 return [names.index(r.label) if task == "classification" else r.mask for r in results]
 
             calls[runtime] = mine
+        calls.update(network_alone(folder, ours["openvino"], size, batch, len(files)))
         for call in calls.values():
             call()  # warm-up, twice: OpenVINO compiles a model for a shape on its second batch
             call()
@@ -194,6 +225,8 @@ def plain_rows(task: str, ckpt: Path, work: Path, rounds: int, count: int) -> li
             row[runtime] = median(speeds[runtime])
             row[f"{runtime}_ratio"] = median(a / b for a, b in zip(speeds[runtime], speeds["plain"], strict=True))
             row[f"{runtime}_agree"] = float(np.mean([np.mean(np.asarray(a) == np.asarray(b)) for a, b in pairs]))
+        for side in ("onnx_network", "openvino_network"):
+            row[side] = median(speeds[side])
         rows.append(row)
     return rows
 
@@ -230,15 +263,18 @@ def main() -> None:
     print()
     print(
         "| task | size | batch | plain onnxruntime img/s | visionkit ONNX img/s | ratio | visionkit OpenVINO img/s "
-        "| ratio | agreement (ONNX, OpenVINO) | OpenVINO `precision=auto` img/s | ratio | agreement |"
+        "| ratio | agreement (ONNX, OpenVINO) | OpenVINO `precision=auto` img/s | ratio | agreement | "
+        "float32 network alone img/s (ONNX Runtime, OpenVINO) | ceiling |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|")
     for r in plain:
         print(
             f"| {r['task']} | {r['size']} | {r['batch']} | {r['plain']:.1f} | {r['onnx']:.1f} | "
             f"**{r['onnx_ratio']:.2f}** | {r['openvino']:.1f} | **{r['openvino_ratio']:.2f}** | "
             f"{r['onnx_agree']:.4f}, {r['openvino_agree']:.4f} | {r['openvino_auto']:.1f} | "
-            f"**{r['openvino_auto_ratio']:.2f}** | {r['openvino_auto_agree']:.4f} |"
+            f"**{r['openvino_auto_ratio']:.2f}** | {r['openvino_auto_agree']:.4f} | "
+            f"{r['onnx_network']:.1f}, {r['openvino_network']:.1f} | "
+            f"{max(r['onnx_network'], r['openvino_network']) / r['plain']:.2f} |"
         )
 
 

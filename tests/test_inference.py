@@ -219,9 +219,11 @@ def test_small_images_batched_in_one_pass_match_the_tiled_path(trained_segmenter
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     with torch.no_grad():
         batched = segment_small(task.class_probabilities, images, mean, std, (64, 64))
+        from_logits = segment_small(task, images, mean, std, (64, 64))  # what the predictor hands it
         tiled = [segment_image(task.class_probabilities, im, mean, std, tile=(64, 64)) for im in images]
-    for one, other in zip(batched, tiled):
+    for one, other, logits in zip(batched, tiled, from_logits):
         assert one.shape == other.shape and (one == other).mean() > 0.999
+        assert (logits == one).mean() > 0.9999  # softmax keeps the logits' order
 
 
 def test_binary_segmentation_keeps_its_threshold(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from visionkit.inference.nms import batched_nms, yolo_nms
-from visionkit.inference.tiling import segment_image, segment_small
+from visionkit.inference.tiling import class_ids, segment_image, segment_small
 from visionkit.utils import arrays
 
 
@@ -110,3 +110,14 @@ def test_tiled_segmentation_on_numpy_draws_what_it_draws_on_tensors() -> None:
     torch_small = segment_small(on_tensors, small, mean, std, (64, 96), device="cpu")
     for ours, theirs in zip(numpy_small, torch_small):
         assert ours.shape == theirs.shape and np.mean(ours == theirs) > 0.999
+
+
+@pytest.mark.parametrize("classes", [1, 2, 5, 40])
+def test_class_ids_is_torchs_argmax_on_either_axis_ties_included(classes: int) -> None:
+    """The plane-by-plane arg-max gives torch's answer, the first of equal maxima included (scores rounded to a
+    few values so that ties are common), over the class axis of a batch and of a band."""
+    scores = torch.from_numpy(np.round(np.random.default_rng(classes).random((3, classes, 17, 23)) * 4) / 4).float()
+    np.testing.assert_array_equal(class_ids(scores.numpy(), axis=1), scores.argmax(1).numpy())
+    np.testing.assert_array_equal(class_ids(scores, axis=1), scores.argmax(1).numpy())  # a tensor's values
+    np.testing.assert_array_equal(class_ids(scores[0].numpy(), axis=0), scores[0].argmax(0).numpy())
+    assert class_ids(scores.numpy(), axis=1).dtype == np.int32
