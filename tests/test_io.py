@@ -87,13 +87,21 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
     ("suffix", "mode"),
     [(".png", m) for m in ("RGB", "L", "RGBA", "LA", "P")] + [(".jpg", "RGB"), (".jpg", "L"), (".bmp", "RGB")],
 )
-def test_the_fast_decoder_gives_what_pil_gives(tmp_path: Path, suffix: str, mode: str) -> None:
-    """JPEG, PNG and BMP are decoded by OpenCV (faster); the pixels are PIL's (EXIF, alpha on white, palettes)."""
-    from visionkit.utils.io import pil_to_rgb
+def test_the_fast_decoder_gives_what_pil_gives(
+    tmp_path: Path, suffix: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """JPEG, PNG and BMP are decoded by OpenCV (faster); the pixels are PIL's (EXIF, alpha on white, palettes).
+    JPEGs come straight as RGB, or, with an OpenCV before 4.11, as BGR turned round: the same pixels."""
+    import cv2
+
+    from visionkit.utils import io
 
     rng = np.random.default_rng(0)
     image = Image.fromarray((rng.random((30, 40, 4)) * 255).astype(np.uint8), "RGBA").convert(mode)
     image.save(tmp_path / f"x{suffix}")
     ours = read_image(tmp_path / f"x{suffix}")
     assert ours.shape == (30, 40, 3) and ours.dtype == np.uint8
-    assert np.abs(ours.astype(int) - pil_to_rgb(Image.open(tmp_path / f"x{suffix}"))).max() <= 1
+    assert np.abs(ours.astype(int) - io.pil_to_rgb(Image.open(tmp_path / f"x{suffix}"))).max() <= 1
+    monkeypatch.setattr(io, "JPEG_IS_RGB", False)
+    monkeypatch.setattr(io, "JPEG_FLAGS", cv2.IMREAD_COLOR)
+    np.testing.assert_array_equal(read_image(tmp_path / f"x{suffix}"), ours)

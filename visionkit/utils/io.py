@@ -22,6 +22,9 @@ ORIENTATION = 0x0112  # the EXIF tag of the camera's rotation
 SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".dcm")
 RASTER_SUFFIXES = (".tif", ".tiff", ".dcm", ".dicom")  # read by visionkit.utils.rasters when PIL cannot
+# JPEGs decoded straight to RGB where OpenCV can (4.11 and later): no BGR-to-RGB pass after the decode
+JPEG_IS_RGB = hasattr(cv2, "IMREAD_COLOR_RGB")
+JPEG_FLAGS = cv2.IMREAD_COLOR_RGB if JPEG_IS_RGB else cv2.IMREAD_COLOR
 SizeNeeded = Callable[[int, int], tuple[int, int]]  # (height, width) of a picture -> the (height, width) needed
 
 
@@ -70,7 +73,7 @@ def _with_opencv(path: Path) -> np.ndarray | None:
         pixels_at = head.find(b"IDAT")
         if pixels_at < 0 or b"eXIf" in head[:pixels_at]:
             return None
-    flags = cv2.IMREAD_COLOR_RGB if suffix in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED  # JPEG: RGB as decoded
+    flags = JPEG_FLAGS if suffix in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
     try:
         image = cv2.imdecode(data, flags)
     except cv2.error:
@@ -86,7 +89,7 @@ def _with_opencv(path: Path) -> np.ndarray | None:
         image = (colour * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
     if image.shape[2] == 1:
         return np.ascontiguousarray(np.repeat(image, 3, axis=2))
-    return image if flags == cv2.IMREAD_COLOR_RGB else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image if flags == JPEG_FLAGS and JPEG_IS_RGB else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 class UnreadableImage(VisionkitError):
