@@ -186,11 +186,15 @@ def embedded_images(predictor: Any, source: str) -> tuple[np.ndarray, list[str],
     from visionkit.data.files import list_images
 
     paths = list_images(source)
-    found = [r for r in track(predictor.stream(paths), total=len(paths), description="embedding") if r.ok]
-    vectors = np.stack([r.embedding for r in found]) if found else np.zeros((0, 1), np.float32)
+    embeddings, sources = [], []
+    for result in track(predictor.stream(paths), total=len(paths), description="embedding"):
+        if result.ok:  # only the vector is kept, not the result with its decoded photo: galleries grow large
+            embeddings.append(result.embedding)
+            sources.append(result.source)
+    vectors = np.stack(embeddings) if embeddings else np.zeros((0, 1), np.float32)
     root = Path(source).expanduser()
     root = root if root.is_dir() else root.parent
-    return vectors, [r.source for r in found], [identity_of(r.source, root) for r in found]
+    return vectors, sources, [identity_of(path, root) for path in sources]
 
 
 def search_records(gallery: Gallery, vectors: np.ndarray, sources: list[str], k: int) -> list[dict[str, Any]]:
