@@ -223,7 +223,7 @@ class OpenVINORuntime:
 
         given = _numpy(images)
         request = self._request(kind, given.shape)
-        request.set_input_tensor(Tensor(given, shared_memory=True))
+        request.set_input_tensor(Tensor(given, shared_memory=given.flags.writeable))  # OpenVINO copies a read-only one
         request.infer()
         return _like(images, np.array(request.get_output_tensor(0).data))  # a copy: the next call reuses the memory
 
