@@ -100,12 +100,12 @@ def test_an_int8_export_whose_metric_drops_past_the_tolerance_fails_the_check(
 
 def test_an_int8_detector_keeps_box_decoding_float(trained_detector: TrainedDetector, tmp_path: Path) -> None:
     data = ["data=yolo", f"data.yaml={trained_detector.data_yaml}"]
-    # the 12-epoch fixture's mAP50-95 is about 0.09 on 40 images: INT8 moves it by 0.0002 to 0.015 (ONNX Runtime
-    # keeps it closer: only convolutions are INT8 there)
+    # the 12-epoch fixture's mAP50-95 is about 0.09 on 40 images: INT8 moves it by 0.0002 to 0.015
     records, folder, _ = _int8_export(tmp_path, trained_detector.ckpt, *data, "int8_tolerance=0.05")
     for r in records:
         assert r["passed"] and r["pytorch"] > 0.01 and abs(r["exported"] - r["pytorch"]) <= 0.05, r
-    # the convolutions are INT8; the head's box decoding (DFL softmax) and class sigmoid read float tensors
+    # the network is INT8 (its convolutions among the rest); the head's box decoding (DFL softmax) and class
+    # sigmoid read float tensors
     nodes, int8_weights = _quantized_ops(folder / "model_int8.onnx")
     producer = {out: node for node in nodes for out in node.output}
     convs = [n for n in nodes if n.op_type == "Conv"]
