@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,37 @@ def test_openvino_takes_pixels_and_compiles_a_repeated_input_shape_for_itself(de
     frozen = pixels[6].copy()
     frozen.setflags(write=False)  # read-only, as PIL's arrays are (a predictor hands one picture as it is)
     np.testing.assert_array_equal(model(frozen), model(pixels[6]))  # OpenVINO copies what it may not share
+
+
+# Two OpenVINO predictors made, used and dropped in the order they came, then Ctrl-C: a KeyboardInterrupt, as
+# without them (each held its own OpenVINO Core, whose CPU plugin left a freed alternate signal stack installed:
+# the process died there with a segmentation fault, and in the test suite at a child's exit)
+_TWO_PREDICTORS_THEN_CTRL_C = """
+import gc, os, signal, sys
+import numpy as np
+from visionkit.inference import load_predictor
+picture = np.zeros((28, 28, 3), np.uint8)
+first = load_predictor(sys.argv[1])
+first(picture)
+second = load_predictor(sys.argv[1])
+second(picture)
+del first; gc.collect()
+del second; gc.collect()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_openvino_predictors_dropped_in_any_order_leave_signals_working(digits_exports: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _TWO_PREDICTORS_THEN_CTRL_C, str(digits_exports / "model_openvino")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "interrupted", (done.returncode, done.stderr[-2000:])
 
 
 def test_a_segmenter_exported_to_each_runtime_draws_the_same_masks(

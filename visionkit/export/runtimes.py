@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -132,6 +133,17 @@ class TorchScriptRuntime:
         return {METADATA_KEY: text.decode() if isinstance(text, bytes) else text} if text else {}
 
 
+@cache
+def openvino_core() -> Any:
+    """The process's one OpenVINO Core, shared by every model it runs. Each Core loads a CPU plugin of its own, which
+    installs an alternate signal stack and puts back the previous one when it goes: two Cores dropped in the order
+    they came left freed memory as that stack, and the next Python signal handler (Ctrl-C, a child's exit under a
+    DataLoader) crashed the process with a segmentation fault (OpenVINO 2026.4)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 class OpenVINORuntime:
     """An OpenVINO IR folder (model.xml + model.bin) compiled for the CPU in float32 by default: on CPUs with bf16
     units (AVX512-BF16, AMX) OpenVINO would otherwise run in bf16, and its answers would move by about 1e-2.
@@ -148,9 +160,7 @@ class OpenVINORuntime:
     static_shapes = 4
 
     def __init__(self, path: Path, device: str = "cpu", precision: str = "fp32") -> None:
-        import openvino as ov
-
-        self._core = ov.Core()
+        self._core = openvino_core()
         network = self._core.read_model(str(path / "model.xml"))
         self._metadata = {}
         if network.has_rt_info([OPENVINO_SECTION]):
