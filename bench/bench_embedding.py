@@ -1,12 +1,14 @@
 """Embedding benchmarks: the default recipe (`visionkit-train task=embedding`) against a plain
-pytorch-metric-learning loop (same LeNet-5 + BN-neck, ArcFace, AdamW, cosine schedule, batches of 4 images of 16
-identities with PML's MPerClassSampler, the same albumentations `light` augmentation, 30 epochs), on the built-in
+pytorch-metric-learning loop of the same recipe (same LeNet-5 + BN-neck, ArcFace, AdamW, cosine schedule, shuffled
+batches of 64 as the default `data.per_identity=auto` gives margin losses, the same albumentations `light`
+augmentation, 30 epochs; `--plain-sampler mperclass`: the loop with PML's MPerClassSampler, 4 images of 16
+identities a batch, the recipe before 2026-12-07, against visionkit's same setting), on the built-in
 glyph identities and on patches of real photographs (`data.builtin=patches`), several seeds; both measured on the
 test identities the same way (TAR@FAR=1e-2 on 6,000 balanced pairs, precision@1 of a gallery/query split) at the
 epoch with the best validation mAP@R (visionkit-train's best.ckpt; the plain loop keeps its best epoch by the same
 rule) and at the last epoch, and training images/s (steady epochs, the evaluation left out).
 
-Run:  .venv/bin/python bench/bench_embedding.py [--seeds 3] [--epochs 30]
+Run:  .venv/bin/python bench/bench_embedding.py [--seeds 3] [--epochs 30] [--plain-sampler shuffle|mperclass]
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from common import cpu_model, run_child, train_metrics
 ARGS = ["task=embedding", "~callbacks.progress_bar", "~callbacks.model_summary", "trainer.enable_model_summary=false"]
 
 
-def ours(builtin: str, seed: int, epochs: int) -> dict:
-    """The default job through visionkit-train: its test metrics and the speed report's training images/s."""
+def ours(builtin: str, seed: int, epochs: int, sampler: str) -> dict:
+    """The default job through visionkit-train (`data.per_identity=4` with `sampler=mperclass`): its test
+    metrics and the speed report's training images/s."""
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [*ARGS, f"data.builtin={builtin}", f"seed={seed}", f"trainer.max_epochs={epochs}"]
+        overrides += ["data.per_identity=4"] if sampler == "mperclass" else []
         metrics = train_metrics(overrides, Path(tmp), "tar_far_1e-2")
         run = next(Path(tmp).rglob("speed.json")).parent
         rows = next(iter((run / "csv").rglob("metrics.csv"))).read_text().splitlines()
@@ -52,7 +56,7 @@ def ours(builtin: str, seed: int, epochs: int) -> dict:
     }
 
 
-def plain(builtin: str, seed: int, epochs: int) -> dict:
+def plain(builtin: str, seed: int, epochs: int, sampler: str) -> dict:
     """The loop pytorch-metric-learning's examples write, on the same splits, network and augmentation."""
     import albumentations as A
     from pytorch_metric_learning.losses import ArcFaceLoss
@@ -91,8 +95,11 @@ def plain(builtin: str, seed: int, epochs: int) -> dict:
 
     train = splits["train"]
     classes = int(train.targets.max()) + 1
-    sampler = MPerClassSampler(train.targets, m=4, batch_size=64, length_before_new_iter=len(train))
-    loader = DataLoader(Views(train, True), batch_size=64, sampler=sampler)
+    if sampler == "mperclass":
+        grouped = MPerClassSampler(train.targets, m=4, batch_size=64, length_before_new_iter=len(train))
+        loader = DataLoader(Views(train, True), batch_size=64, sampler=grouped)
+    else:
+        loader = DataLoader(Views(train, True), batch_size=64, shuffle=True)
     net = build_embedder("lenet5", 128)
     loss_fn = ArcFaceLoss(classes, 128)
     params = [*net.parameters(), *loss_fn.parameters()]
@@ -142,15 +149,18 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--data", nargs="+", default=["glyphs", "patches"], help="built-in sets to compare on")
+    parser.add_argument("--plain-sampler", choices=["shuffle", "mperclass"], default="shuffle")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     if args.child is not None:
         kind, builtin, seed, epochs = args.child
-        result = (ours if kind == "ours" else plain)(builtin, int(seed), int(epochs))
+        result = (ours if kind == "ours" else plain)(builtin, int(seed), int(epochs), args.plain_sampler)
         print(json.dumps(result))
         return
     torch.set_num_threads(torch.get_num_threads())
-    print(f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, {args.epochs} epochs\n")
+    print(
+        f"CPU: {cpu_model()}, {torch.get_num_threads()} threads, {args.epochs} epochs, {args.plain_sampler} batches\n"
+    )
     for builtin in args.data:
         print(f"data.builtin={builtin}")
         print(
@@ -160,7 +170,8 @@ def main() -> None:
         rows = {"plain": [], "ours": []}
         for seed in range(args.first_seed, args.first_seed + args.seeds):  # interleaved: each pair back to back
             for kind in ("plain", "ours"):
-                rows[kind].append(run_child(__file__, [kind, builtin, str(seed), str(args.epochs)]))
+                options = [kind, builtin, str(seed), str(args.epochs)]
+                rows[kind].append(run_child(__file__, [*options, "--plain-sampler", args.plain_sampler]))
             cells = [
                 f"{r['test_tar_far_1e-2']:.3f} / {r['test_precision_at_1']:.3f} / {r['images_per_s']:.0f}"
                 for r in (rows["plain"][-1], rows["ours"][-1])

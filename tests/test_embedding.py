@@ -180,6 +180,30 @@ def test_training_batches_hold_m_images_of_each_identity_on_every_rank_and_resum
         VisionDataModule(IdentitySource(), batch_size=30, per_identity=4)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "identities_per_batch"),
+    [([], None), (["loss=triplet"], 16), (["loss=ms"], 16), (["data.per_identity=2"], 32)],
+)
+def test_margin_losses_train_on_shuffled_batches_and_pair_losses_on_groups(
+    tmp_path: Path, overrides: list[str], identities_per_batch: int | None
+) -> None:
+    """`data.per_identity=auto` (the default): ArcFace's batches are shuffled (many identities, rarely two images
+    of one), the pair losses' hold 4 images of each of 16 identities; an integer groups by it for any loss."""
+    from visionkit.training.fit import build_datamodule
+
+    cfg = compose_config(tmp_path / "run", ["task=embedding", "seed=0", *overrides])
+    dm = build_datamodule(cfg.data, cfg.augment, mean=cfg.model.mean, std=cfg.model.std, loss=cfg.get("loss"))
+    dm.setup("fit")
+    labels = next(iter(dm.train_dataloader()))["label"]
+    counts = np.bincount(np.asarray(labels))
+    counts = counts[counts > 0]
+    assert len(labels) == 64
+    if identities_per_batch is None:
+        assert len(counts) > 40 and counts.max() <= 4, counts  # 112 training identities drawn at random
+    else:
+        assert len(counts) == identities_per_batch and set(counts) == {64 // identities_per_batch}, counts
+
+
 def test_each_batch_holds_different_identities_where_it_can() -> None:
     """PK sampling: 12 identities × 4 groups in batches of 8 groups: the shuffled order repeats identities within
     batches, the reordered one does not (the tail may, when only a few identities are left)."""

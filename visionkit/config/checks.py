@@ -43,7 +43,7 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "data.cache": Literal["ram", "disk"] | None,
     "data.cache_dir": str | None,
     "data.cache_max_gb": float | None,
-    "data.per_identity": int | None,
+    "data.per_identity": int | Literal["auto"] | None,
     "data.pairs": str | None,
     "data.builtin": Literal["glyphs", "patches"],
     "source": str | int | None,

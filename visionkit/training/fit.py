@@ -23,6 +23,7 @@ from visionkit.data.pixels import format_of
 from visionkit.errors import VisionkitError
 from visionkit.report import write_report
 from visionkit.tasks.base import VisionTask
+from visionkit.tasks.embedding_losses import images_per_identity
 from visionkit.training.sweep import pruning_callback
 from visionkit.training.tracking import trackers
 from visionkit.training.tuning import tune
@@ -42,9 +43,11 @@ def build_datamodule(
     image_size: Any = None,
     resize: str | None = None,
     viz_bands: Any = None,
+    loss: DictConfig | None = None,
 ) -> VisionDataModule:
     """The data module for a `data` config (source via `_target_`), the augment preset and model stats
-    (`data.mean`/`data.std` override them: a list, or auto)."""
+    (`data.mean`/`data.std` override them: a list, or auto); the embedding `loss` config settles
+    `data.per_identity=auto`."""
     transforms = instantiate(augment.train) if augment is not None and augment.get("train") else []
     fmt = format_of(data, plain(viz_bands))
     mean, std = (data_statistic(data.get(key), model, fmt.channels) for key, model in (("mean", mean), ("std", std)))
@@ -69,7 +72,7 @@ def build_datamodule(
         cache=data.get("cache"),
         cache_dir=data.get("cache_dir"),
         cache_max_gb=data.get("cache_max_gb"),
-        per_identity=data.get("per_identity"),
+        per_identity=images_per_identity(data.get("per_identity"), loss.get("name") if loss else None),
         pixel_format=fmt,
     )
 
@@ -187,7 +190,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info(f"CPU training with {threads} torch thread(s) per process (cpu_threads to change)")
     viz = cfg.get("viz")
     datamodule = build_datamodule(
-        cfg.data, cfg.get("augment"), mean=cfg.model.mean, std=cfg.model.std, viz_bands=viz.bands if viz else None
+        cfg.data,
+        cfg.get("augment"),
+        mean=cfg.model.mean,
+        std=cfg.model.std,
+        viz_bands=viz.bands if viz else None,
+        loss=cfg.get("loss"),
     )
     task = build_task(cfg, datamodule)
     trainer = build_trainer(cfg)
