@@ -15,6 +15,7 @@ from tests.conftest import TrainedDetector, compose_config
 from visionkit.data.sources.yolo import parse_label_file
 from visionkit.errors import VisionkitError
 from visionkit.export import build_graph, export_onnx, export_ultralytics
+from visionkit.inference import load_predictor
 from visionkit.models.yolo import prepare_ultralytics
 from visionkit.run import export, predict
 from visionkit.tasks import DetectionTask
@@ -124,6 +125,25 @@ def test_predict_writes_annotated_images_json_and_yolo_labels(
     assert {p.name: p.read_bytes() for p in source.iterdir()} == before  # inputs untouched
 
 
+def _largest_box_difference(mine: list[list[dict]], theirs: list) -> float:
+    """The largest coordinate difference (pixels) between our detections and ultralytics' results, image by image;
+    infinite when the boxes or their classes differ. Ours suppresses boxes that coincide once clipped to the image
+    (ultralytics keeps them): the same NMS is applied to their clipped boxes first."""
+    largest, compared = 0.0, 0
+    for detections, result in zip(mine, theirs, strict=True):
+        boxes = result.boxes
+        kept = torchvision.ops.batched_nms(boxes.xyxy, boxes.conf, boxes.cls, 0.7).numpy()
+        if len(detections) != len(kept) or [d["class_id"] for d in detections] != boxes.cls.numpy()[kept].tolist():
+            return float("inf")
+        if len(detections):
+            largest = max(
+                largest, float(np.abs(np.array([d["box_xyxy"] for d in detections]) - boxes.xyxy.numpy()[kept]).max())
+            )
+        compared += len(detections)
+    assert compared >= 5
+    return largest
+
+
 def test_ultralytics_export_predicts_the_same_boxes_and_validates(
     trained_detector: TrainedDetector, tmp_path: Path
 ) -> None:
@@ -150,29 +170,58 @@ def test_ultralytics_export_predicts_the_same_boxes_and_validates(
     )
     predict(ours)
     records = {Path(r["path"]).name: r for r in json.loads((tmp_path / "ours" / "predictions.json").read_text())}
-    compared = 0
-    for result in model.predict(
-        [str(source / n) for n in sorted(records)], imgsz=128, conf=0.05, iou=0.7, verbose=False
-    ):
-        theirs = result.boxes
-        mine = records[Path(result.path).name]["detections"]
-        # ours suppresses boxes that coincide once clipped to the image (ultralytics keeps them): the same NMS
-        # applied to their clipped boxes
-        kept = torchvision.ops.batched_nms(theirs.xyxy, theirs.conf, theirs.cls, 0.7).numpy()
-        assert len(mine) == len(kept)
-        if not len(mine):
-            continue
-        their_boxes = theirs.xyxy.numpy()[kept]
-        my_boxes = np.array([d["box_xyxy"] for d in mine])
-        assert np.abs(my_boxes - their_boxes).max() < 0.5
-        assert [d["class_id"] for d in mine] == theirs.cls.numpy()[kept].astype(int).tolist()
-        compared += len(mine)
-    assert compared >= 5
+    theirs = model.predict([str(source / n) for n in sorted(records)], imgsz=128, conf=0.05, iou=0.7, verbose=False)
+    assert _largest_box_difference([records[n]["detections"] for n in sorted(records)], theirs) < 0.5
+
+    # pictures that are not square: ultralytics' predictor pads them only to multiples of 32 (128 x 96 here), as
+    # visionkit's `rect` does by default; padded to the square instead, the boxes move
+    import cv2
+
+    crops = [cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)[16:112] for path in images]
+    theirs = model.predict([crop[:, :, ::-1] for crop in crops], imgsz=128, conf=0.05, iou=0.7, verbose=False)
+    assert theirs[0].orig_shape == (96, 128)
+    for rect, agrees in ((True, True), (False, False)):
+        mine = load_predictor(trained_detector.ckpt, conf=0.05, rect=rect, batch_size=1)(crops)
+        difference = _largest_box_difference([r.detections() for r in mine], theirs)
+        assert (difference < 0.5) == agrees, f"rect={rect}: boxes {difference:.2f} px from ultralytics'"
 
     metrics = model.val(
         data=str(trained_detector.data_yaml), imgsz=128, batch=8, split="test", plots=False, verbose=False
     )
     assert 0.0 < metrics.box.map50 <= 1.0
+
+
+def test_rectangular_inference_pads_to_multiples_of_32_and_mixed_batches_to_their_largest(
+    trained_detector: TrainedDetector,
+) -> None:
+    import albumentations as A
+    import cv2
+
+    from visionkit.data.augment import resize_ops
+    from visionkit.data.letterbox import Letterbox
+
+    for height, width in ((480, 640), (333, 500), (1000, 700), (100, 30), (64, 64)):  # the square: as training
+        picture = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+        expected = A.Compose(resize_ops(640, "letterbox"))(image=picture)["image"]
+        assert np.array_equal(Letterbox.fit(height, width, 640).place(picture, 114), expected)
+    box = Letterbox.fit(333, 500, 640, 32)
+    assert box.shape == (448, 640) and (box.left, box.top) == (0, 11)  # 425 rows of picture, padded to 448
+    assert box.within((640, 640)) == Letterbox.fit(333, 500, 640)  # centred in the square: the square letterbox
+
+    wide, tall = (cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB) for path in _test_images(trained_detector)[:2])
+    wide, tall = wide[16:112], tall[:, 24:104]  # 96 x 128 and 128 x 80
+    rect = load_predictor(trained_detector.ckpt, conf=0.05, batch_size=2)
+    square = load_predictor(trained_detector.ckpt, conf=0.05, batch_size=2, rect=False)
+    assert rect.resize(wide).shape == (96, 128, 3) and square.resize(wide).shape == (128, 128, 3)
+    # two shapes in one batch: each centred in the largest (128 x 128 here), which is the square letterbox
+    for mine, padded in zip(rect([wide, tall]), square([wide, tall]), strict=True):
+        assert np.array_equal(mine.boxes, padded.boxes) and np.array_equal(mine.classes, padded.classes)
+    # one shape: each picture runs at its own rectangle, alone or batched
+    together = rect([wide, wide[:, ::-1]])
+    alone = [rect([wide])[0], rect([wide[:, ::-1]])[0]]
+    assert sum(len(r.boxes) for r in together) > 0
+    for mine, single in zip(together, alone, strict=True):
+        assert np.abs(mine.boxes - single.boxes).max(initial=0) < 1e-3
 
 
 def test_onnx_export_matches_the_network(trained_detector: TrainedDetector, tmp_path: Path) -> None:

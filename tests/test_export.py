@@ -15,6 +15,7 @@ from tests.test_cli import run
 from visionkit.checkpoints import load_checkpoint
 from visionkit.errors import VisionkitError
 from visionkit.export import ExportRequest, GraphOptions, build_graph, check_exports, load_runtime, write_exports
+from visionkit.inference import load_predictor
 from visionkit.run import export
 from visionkit.training.fit import checkpoint_datamodule
 
@@ -63,8 +64,6 @@ def test_uint8_input_half_and_simplified_graphs_pass_the_check(
     assert session.get_inputs()[0].type == "tensor(uint8)"
     # a runtime with nothing but the resize: uint8 pixels in, the checkpoint's predictor's class out
     from PIL import Image
-
-    from visionkit import load_predictor
 
     pixels = np.asarray(Image.open(image).convert("RGB").resize((32, 32), Image.BILINEAR))
     (logits,) = session.run(None, {"images": pixels.transpose(2, 0, 1)[None].copy()})
@@ -131,6 +130,8 @@ def test_segmenter_exports_fixed_size_graphs_checked_by_miou(
 
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [1, 3, 64, 64]  # dynamic=false: the batch and size are fixed
+    with pytest.raises(VisionkitError, match=r"takes 64×64 images only \(exported with a fixed size\)"):
+        load_predictor(folder / "model.onnx", image_size=128)  # a detector or segmenter exported that way too
 
 
 def test_stylizer_exports_run_in_each_runtime(tmp_path: Path) -> None:

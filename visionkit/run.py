@@ -156,7 +156,7 @@ def _predict(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("detector"):  # embed each box a detector finds (faces), named by a gallery when given
         from visionkit.inference.faces import with_detector
 
-        keys = ("conf", "iou", "max_det", "device", "batch_size", "num_workers", "skip_bad_images", "precision")
+        keys = ("conf", "iou", "max_det", "rect", "device", "batch_size", "num_workers", "skip_bad_images", "precision")
         boxes = {k: plain(cfg[k]) for k in keys if k in cfg} | {"device": options.get("device", cfg.device)}
         margin = float(cfg.crop_margin)
         predictor = with_detector(

@@ -70,6 +70,7 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "conf": float,
     "iou": float,
     "max_det": int,
+    "rect": bool,
     "save_images": bool,
     "save_conf": bool,
     "tile_size": Size,

@@ -133,7 +133,7 @@ def load_predictor(
 
     Options shared by every task: device ("auto", "cpu", "cuda:N"), precision ("fp32", "bf16", "fp16", "auto"),
     batch_size (16), skip_bad_images (False: an unreadable input stops with its name). Per task: classification
-    top_k; detection conf, iou, max_det, save_conf, fuse; segmentation tile_size, tile_overlap, scale;
+    top_k; detection conf, iou, max_det, save_conf, fuse, rect; segmentation tile_size, tile_overlap, scale;
     fast stylizer size. `key` names the option the user set, in messages.
 
     runtime: "pytorch" (default), "onnx", "openvino" or "torchscript" (a checkpoint is exported on first use into

@@ -212,8 +212,8 @@ class Predictor:
             self._mean = torch.from_numpy(mean).to(self.device)
             self._inverse_std = torch.from_numpy(inverse_std).to(self.device)
         self._zero_mean = not any(contract.mean)  # YOLO and the stylizer take 0..1 pixels: one pass less
-        fill = LETTERBOX_FILL / 255.0 * peak
-        self._resize = A.Compose(resize_ops(contract.image_size, contract.resize, fill=fill))
+        self.fill = LETTERBOX_FILL / 255.0 * peak  # the letterbox's grey on the pixels' own scale
+        self._resize = A.Compose(resize_ops(contract.image_size, contract.resize, fill=self.fill))
 
     @property
     def names(self) -> list[str]:

@@ -94,6 +94,11 @@ class ExportedModel:
             self._pixels = runtime.pixels
 
     @property
+    def any_size(self) -> bool:
+        """Whether the graph takes pictures of any height and width."""
+        return takes_any_size(self.graph)
+
+    @property
     def takes_pixels(self) -> bool:
         """Whether the call takes the uint8 (B, H, W, C) pictures themselves (the runtime normalizes them)."""
         return self._pixels is not None
@@ -140,6 +145,11 @@ class ExportedModel:
         return [rows[rows[:, 4] > conf][:max_det] for rows in output]
 
 
+def takes_any_size(graph: dict[str, Any]) -> bool:
+    """Whether an exported graph takes any height and width: exported `dynamic` from a network that allows it."""
+    return bool(graph.get("dynamic") and graph.get("dynamic_hw"))
+
+
 def exported_model(
     state: dict[str, Any], image_size: Any, device: str = "cpu", precision: str = "fp32"
 ) -> ExportedModel:
@@ -148,7 +158,7 @@ def exported_model(
     exported = state[EXPORTED]
     record = exported["record"]
     graph = record["graph"]
-    if image_size is not None and not graph.get("dynamic_hw"):
+    if image_size is not None and not takes_any_size(graph):
         from visionkit.data.augment import size_hw
 
         if list(size_hw(image_size)) != list(graph["image_size"]):
