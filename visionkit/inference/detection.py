@@ -136,7 +136,7 @@ class DetectionPredictor(Predictor):
     fuse: fold BatchNorm into the convolutions (same boxes, about a third faster; off for explain, which names
     the unfused layers); in float32 on the CPU also hand each convolution to oneDNN with its SiLU fused
     (`visionkit.models.onednn`: the batch-16 forward about 0.8x the time).
-    rect: rectangular inference, as ultralytics' PyTorch predictor (its exported ones pad to the square): a
+    rect: rectangular inference, as ultralytics' predictor for a .pt and a dynamic export (not a fixed one): a
     picture is padded only to the next multiple of 32 on its short side, so a 4:3 picture at 640 runs 640 x 480
     and a 16:9 one 640 x 384 (the network 1.3x and 1.6x as fast); a batch of several shapes runs at the largest.
     False, or a file exported with a fixed size: every picture padded to the square training size.
