@@ -161,10 +161,10 @@ class DetectionPredictor(Predictor):
         **common: Any,
     ) -> None:
         self.conf, self.iou, self.max_det, self.fuse = float(conf), float(iou), int(max_det), fuse
-        self.save_conf, self.anchors, self.rect = save_conf, anchors, bool(rect)
+        self.save_conf, self.anchors = save_conf, anchors
         self.cpu_form: dict[int, str] = {}  # {batch size: the network form measured fastest there} (CPU, fp32)
         super().__init__(model, contract.with_resize("letterbox"), **common)
-        self.rect = self.rect and (not self.exported or self.model.any_size)  # a fixed-size file takes its size
+        self.rect = bool(rect) and (not self.exported or self.model.any_size)  # a fixed-size file takes its size
 
     def prepare(self, model: Any) -> Any:
         """Fused, frozen, with in-place activations: each conv's output feeds only its activation, so SiLU may
@@ -231,9 +231,8 @@ class DetectionPredictor(Predictor):
         return Letterbox.fit(height, width, self.contract.image_size, SIZE_MULTIPLE if self.rect else None)
 
     def resize(self, pixels: np.ndarray) -> np.ndarray:
-        """The picture letterboxed into its network input (see `letterbox`)."""
-        if not self.rect:
-            return super().resize(pixels)
+        """The picture letterboxed into its network input (see `letterbox`; into the training size, the pixels
+        are those of the `letterbox` resize mode)."""
         return self.letterbox(*pixels.shape[:2]).place(pixels, self.fill)
 
     def batch_input(self, items: list[InputImage]) -> tuple[list[np.ndarray], list[Letterbox]]:
