@@ -164,7 +164,7 @@ def test_openvino_takes_pixels_and_compiles_a_repeated_input_shape_for_itself(de
 # without them (each held its own OpenVINO Core, whose CPU plugin left a freed alternate signal stack installed:
 # the process died there with a segmentation fault, and in the test suite at a child's exit)
 _TWO_PREDICTORS_THEN_CTRL_C = """
-import gc, os, signal, sys
+import gc, signal, sys
 import numpy as np
 from visionkit.inference import load_predictor
 picture = np.zeros((28, 28, 3), np.uint8)
@@ -175,7 +175,7 @@ second(picture)
 del first; gc.collect()
 del second; gc.collect()
 try:
-    os.kill(os.getpid(), signal.SIGINT)
+    signal.raise_signal(signal.SIGINT)  # to this thread, whose signal stack OpenVINO set (os.kill may reach another)
 except KeyboardInterrupt:
     print("interrupted")
 """
