@@ -166,6 +166,7 @@ def test_openvino_takes_pixels_and_compiles_a_repeated_input_shape_for_itself(de
 _TWO_PREDICTORS_THEN_CTRL_C = """
 import gc, signal, sys
 import numpy as np
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a runner may start us with Ctrl-C ignored
 from visionkit.inference import load_predictor
 picture = np.zeros((28, 28, 3), np.uint8)
 first = load_predictor(sys.argv[1])
