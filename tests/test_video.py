@@ -77,6 +77,26 @@ def test_a_video_round_trips_with_its_fps_size_and_audio(clip, tmp_path: Path) -
     assert np.abs(first.image.astype(int) - original.image.astype(int)).mean() < 3  # H.264 at crf 20
 
 
+def test_the_encoding_thread_keeps_each_frame_as_written_and_names_the_file_when_it_fails(tmp_path: Path) -> None:
+    """Frames are encoded in a thread: an array reused by the caller after write() is encoded as it was then, and
+    a failure there (x264 refusing a 40000 px wide frame) comes back as the file's error, leaving no file."""
+    canvas = np.zeros((64, 96, 3), np.uint8)
+    with VideoWriter(tmp_path / "reused.mp4", 10) as writer:
+        for value in (40, 200, 120):
+            canvas[:] = value  # the same array, changed after each write
+            writer.write(canvas)
+    means = [float(f.image.mean()) for f in video_frames(tmp_path / "reused.mp4")]
+    assert np.allclose(means, [40, 200, 120], atol=3), means
+
+    writer = VideoWriter(tmp_path / "wide.mp4", 10)
+    with pytest.raises(VisionkitError, match=r"wide\.mp4: writing the video failed"):
+        for _ in range(50):  # the queue holds 32: a later write() sees the thread's failure
+            writer.write(np.zeros((2, 40000, 3), np.uint8))
+    with pytest.raises(VisionkitError, match="writing the video failed"):
+        writer.close()
+    assert list(tmp_path.glob("*wide*")) == []  # neither the video nor its hidden temporary file
+
+
 def test_stride_start_and_max_frames_pick_frames_with_their_index_and_time(clip) -> None:
     path, _ = clip
     picked = [(f.index, round(f.time, 3)) for f in video_frames(path, stride=4, start=0.5, max_frames=3)]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,6 +25,7 @@ log = get_logger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+QUEUED_FRAMES = 32  # frames waiting for the encoding thread: enough to ride out a slow frame, bounded memory
 MP4_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac", "flac", "opus"}  # audio codecs an .mp4 carries as they are
 
 
@@ -243,12 +246,19 @@ class VideoWriter:
         self.rate = fps if isinstance(fps, Fraction) else Fraction(fps).limit_denominator(1001)
         self.crf = crf
         self.video: Any = None
+        self.size: tuple[int, int] | None = None
         self.frames = 0
         self._audio_out: dict[int, Any] = {}  # id of an input audio stream -> its copy in the output
         self._audio_in: Any = None
         self._audio_packets: Iterator[Any] | None = None
         self._pending: Any = None
         self.audio_from = audio_from if audio_from and not is_webcam(audio_from) and not is_stream(audio_from) else None
+        self._frames: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=QUEUED_FRAMES)
+        self._failure: Exception | None = None
+        self._dropping = False  # a second Ctrl-C while closing: skip the frames still queued
+        self._encoded = 0
+        self._encoder = threading.Thread(target=self._encode_queued, name="visionkit-encode", daemon=True)
+        self._encoder.start()
 
     def _copy_audio_from(self, source: str) -> None:
         av = _av()
@@ -275,7 +285,6 @@ class VideoWriter:
         self.video.pix_fmt = "yuv420p" if even else "yuv444p"  # 4:2:0 needs even sides; 4:4:4 keeps odd ones
         self.video.options = {"crf": str(self.crf), "preset": "veryfast"}
         self.video.codec_context.time_base = 1 / self.rate
-        self.size = (height, width)
         if self.audio_from:  # after the video, so the video is the file's first stream
             self._copy_audio_from(self.audio_from)
 
@@ -303,41 +312,85 @@ class VideoWriter:
             self.container.mux(packet)
 
     def write(self, image: np.ndarray) -> None:
-        """Append one RGB frame (the first frame sets the video's size)."""
-        av = _av()
-        if self.video is None:
-            self._open_video(*image.shape[:2])
+        """Append one RGB frame (the first frame sets the video's size). A copy is encoded in a thread while the
+        caller makes the next frames; a failure there (a full disk) is raised here or by `close()`."""
+        self._raise_failure()
+        if self.size is None:
+            self.size = (int(image.shape[0]), int(image.shape[1]))
         if image.shape[:2] != self.size:
             raise VisionkitError(
                 f"{self.path}: frame of {image.shape[1]}x{image.shape[0]}, video is {self.size[1]}x{self.size[0]}"
             )
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-        frame.pts = self.frames
-        for packet in self.video.encode(frame):
-            self.container.mux(packet)
+        self._frames.put(np.array(image, dtype=np.uint8, order="C"))  # a copy: the caller may reuse its array
         self.frames += 1
-        self._mux_audio_until(self.frames / float(self.rate))
+
+    def _encode_queued(self) -> None:
+        """The encoding thread: H.264-encode and mux the queued frames until `close()` sends None (PyAV lets go
+        of the GIL while x264 works, so encoding overlaps the caller's decoding, network and drawing)."""
+        av = _av()
+        while (image := self._frames.get()) is not None:
+            if self._failure is not None or self._dropping:
+                continue  # keep taking frames, so write() and close() never wait on a full queue
+            try:
+                if self.video is None:
+                    self._open_video(*image.shape[:2])
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts = self._encoded
+                for packet in self.video.encode(frame):
+                    self.container.mux(packet)
+                self._encoded += 1
+                self._mux_audio_until(self._encoded / float(self.rate))
+            except Exception as exc:  # raised in the caller's thread by write() or close()
+                self._failure = exc
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise VisionkitError(f"{self.path}: writing the video failed: {self._failure}") from self._failure
+
+    def _finish_encoding(self) -> bool:
+        """Wait for the queued frames to be encoded; True when a Ctrl-C came meanwhile (the frames still queued
+        are then dropped and what was encoded is kept)."""
+        try:
+            self._frames.put(None)
+            self._encoder.join()
+        except KeyboardInterrupt:
+            self._dropping = True
+            self._frames.put(None)  # in case the first put was what the Ctrl-C interrupted
+            self._encoder.join()
+            return True
+        return False
 
     def close(self) -> Path | None:
-        """Flush the encoder, copy the audio up to the video's end and move the file into place; None when no frame
-        came."""
+        """Encode what is queued, flush the encoder, copy the audio up to the video's end and move the file into
+        place; None when no frame came. After a failed write the partial file is removed and the error raised."""
         if self.container is None:
             return self.path if self.path.exists() else None
+        interrupted = self._finish_encoding()
+        failure = None
         try:
+            self._raise_failure()
             if self.video is not None:
                 for packet in self.video.encode(None):
                     self.container.mux(packet)
-                self._mux_audio_until(self.frames / float(self.rate))  # audio as long as the video
+                self._mux_audio_until(self._encoded / float(self.rate))  # audio as long as the video
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
             self.container.close()
             self.container = None
             if self._audio_in is not None:
                 self._audio_in.close()
-            self._target.__exit__(None, None, None)  # moved into place
-        if not self.frames:
+            if failure is None:
+                self._target.__exit__(None, None, None)  # moved into place
+            else:
+                with contextlib.suppress(BaseException):  # the hidden file removed; `failure` goes on up
+                    self._target.__exit__(type(failure), failure, failure.__traceback__)
+        if not self._encoded:
             self.path.unlink(missing_ok=True)
-            return None
-        return self.path
+        if interrupted:
+            raise KeyboardInterrupt
+        return self.path if self._encoded else None
 
     def __enter__(self) -> VideoWriter:
         return self
