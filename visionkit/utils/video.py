@@ -377,7 +377,8 @@ class VideoWriter:
             failure = exc
             raise
         finally:
-            self.container.close()
+            with contextlib.suppress(*(() if failure is None else (Exception,))):  # `failure` is the one to raise
+                self.container.close()
             self.container = None
             if self._audio_in is not None:
                 self._audio_in.close()
