@@ -483,7 +483,7 @@ def test_a_detector_finds_the_boxes_and_each_gets_its_embedding_and_identity(
     from visionkit import run
     from visionkit.inference import load_predictor
     from visionkit.inference.faces import crop_box
-    from visionkit.utils.video import VideoWriter
+    from visionkit.utils.video_writer import VideoWriter
 
     detector = load_predictor(trained_detector.ckpt, device="cpu", conf=0.05)
     photos = sorted((trained_detector.data_yaml.parent / "images" / "train").glob("*"))[:60]

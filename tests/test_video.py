@@ -23,7 +23,8 @@ from visionkit.inference.background import Background, replace_background
 from visionkit.inference.detection import DetectionResult
 from visionkit.inference.tracking import ObjectTracker
 from visionkit.inference.video import VideoOptions, predict_video
-from visionkit.utils.video import VideoReader, VideoWriter, video_frames
+from visionkit.utils.video import VideoReader, video_frames
+from visionkit.utils.video_writer import VideoWriter
 
 
 def probe(path: Path) -> dict[str, object]:

@@ -18,7 +18,8 @@ from visionkit.inference.base import Predictor, Result
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger
 from visionkit.utils.palette import colorize
-from visionkit.utils.video import VideoReader, VideoWriter, check_output, video_name
+from visionkit.utils.video import VideoReader, video_name
+from visionkit.utils.video_writer import VideoWriter, check_output
 
 if TYPE_CHECKING:
     from visionkit.inference.segmentation import SegmentationResult
