@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,49 @@ def test_openvino_takes_pixels_and_compiles_a_repeated_input_shape_for_itself(de
     frozen = pixels[6].copy()
     frozen.setflags(write=False)  # read-only, as PIL's arrays are (a predictor hands one picture as it is)
     np.testing.assert_array_equal(model(frozen), model(pixels[6]))  # OpenVINO copies what it may not share
+
+
+def test_openvino_runs_small_batches_in_streams_when_timing_says_so_with_the_same_results_in_order(
+    trained_detector: TrainedDetector,
+    detector_exports: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from visionkit.inference.exported import ExportedModel
+
+    folder = trained_detector.data_yaml.parent / "images" / "val"
+    files = [str(path) for path in sorted(folder.iterdir())[:9]]
+    (tmp_path / "broken.jpg").write_bytes(b"not a picture")
+    files.insert(4, str(tmp_path / "broken.jpg"))
+    exported = detector_exports / "model_openvino"
+    # the reference: one batch at a time over every core (a reading thread turns streams off)
+    reference = load_predictor(exported, conf=0.1, num_workers=1, skip_bad_images=True)(files, batch_size=1)
+    model = load_predictor(exported).model
+    lanes = model.runtime.streams(1)  # OpenVINO's streams for a batch of one on this CPU
+    assert lanes >= min(2, os.cpu_count() or 1) and model.runtime.streams(64) == 1  # a batch that fills them: none
+    with caplog.at_level("INFO"):
+        assert model.streams(1) in (1, lanes)  # timed here: either may win, and the choice is said
+    assert re.search(r"OpenVINO: (streams|one batch at a time) chosen by timing \d+ batches of 1", caplog.text)
+
+    monkeypatch.setattr(ExportedModel, "_faster_in_streams", lambda *_: True)  # the streams path, whatever won here
+    predictor = load_predictor(exported, conf=0.1, skip_bad_images=True)
+    seen_threads = []
+    results = []
+    for result in predictor.stream(files, batch_size=1):
+        seen_threads.append(sorted(t.name for t in threading.enumerate() if t.name.startswith("visionkit-stream")))
+        results.append(result)
+    assert any(seen_threads) and predictor.model.streams(1) == lanes
+    assert [r.source for r in results] == files and [r.ok for r in results] == [r.ok for r in reference]
+    assert not results[4].ok and predictor.counts == {"images": 9, "skipped": 1}
+    for ours, alone in zip(results, reference):
+        np.testing.assert_allclose(ours.boxes, alone.boxes, atol=1e-3)
+        np.testing.assert_array_equal(ours.classes, alone.classes)
+    stopping = load_predictor(exported, conf=0.1)  # without skip_bad_images: the files before it, then the error
+    done = []
+    with pytest.raises(VisionkitError, match=r"broken\.jpg"):
+        done.extend(r.source for r in stopping.stream(files, batch_size=1))
+    assert done == files[:4]
 
 
 # Two OpenVINO predictors made, used and dropped in the order they came, then Ctrl-C: a KeyboardInterrupt, as

@@ -5,6 +5,7 @@ check and `visionkit-benchmark`, whose reference is PyTorch)."""
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -45,6 +46,15 @@ class PixelRuntime(Protocol):
     def accept_pixels(self, mean: Sequence[float], std: Sequence[float]) -> None: ...
 
     def pixels(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class StreamRuntime(Protocol):
+    """A runtime that can run several batches at once, each called from a thread of its own."""
+
+    def streams(self, batch_size: int) -> int: ...
+
+    def run_in_streams(self) -> None: ...
 
 
 class FileRuntime(Runtime, Protocol):
@@ -153,7 +163,12 @@ class OpenVINORuntime:
     least recently used dropped): OpenVINO's kernels for a fixed shape ran YOLOv8-n at 640 px 1.07-1.20x faster than
     the free-shape model here (docs/benchmarks.md), and a predictor's batches repeat one shape. After
     `accept_pixels`, `pixels` takes uint8 (B, H, W, C) pictures and OpenVINO converts and normalizes them inside
-    the compiled model (the predictor's NumPy transpose and float conversion, 10-20 % of a YOLOv8-n image, go)."""
+    the compiled model (the predictor's NumPy transpose and float conversion, 10-20 % of a YOLOv8-n image, go).
+
+    Calls are safe from several threads (each thread has its own infer requests). A thread that called
+    `run_in_streams` runs on models compiled for throughput: OpenVINO's CPU streams, each on its own share of the
+    cores, so `streams` batches run at once, one per thread, where a latency-compiled model spreads one batch
+    over every core (which waits at each layer for the slowest)."""
 
     name = RUNTIME_NAMES["openvino"]
     precisions = ("fp32", "bf16", "auto")
@@ -166,17 +181,40 @@ class OpenVINORuntime:
         if network.has_rt_info([OPENVINO_SECTION]):
             section = network.get_rt_info([OPENVINO_SECTION])
             self._metadata = {str(k): v.astype(str) for k, v in section.astype(dict).items()}
-        self._config = {"PERFORMANCE_HINT": "LATENCY"}  # one synchronous request at a time, as the predictor runs it
-        if precision != "auto":
-            self._config["INFERENCE_PRECISION_HINT"] = {"fp32": "f32", "bf16": "bf16"}[precision]
+        chosen = {} if precision == "auto" else {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision]}
+        self._configs = {  # by whether the calling thread runs in streams
+            False: {"PERFORMANCE_HINT": "LATENCY", **chosen},  # one batch at a time over every core
+            True: {"PERFORMANCE_HINT": "THROUGHPUT", **chosen},
+        }
         self._networks = {"normalized": network}  # the free-shape network per kind of input
-        self._requests = {"normalized": self._compile(network)}
-        self._seen: set[tuple[str, tuple[int, ...]]] = set()
-        self._fixed: OrderedDict[tuple[str, tuple[int, ...]], Any] = OrderedDict()
+        self._free = {("normalized", False): self._compile(network, False)}  # compiled models of the free shapes
+        self._seen: set[tuple[str, tuple[int, ...], bool]] = set()
+        self._fixed: OrderedDict[tuple[str, tuple[int, ...], bool], Any] = OrderedDict()
+        self._lock = threading.Lock()  # over the compiled models: a shape's model is compiled once
+        self._local = threading.local()  # per thread: whether it runs in streams, its infer requests
+        self._streams: int | None = None  # the CPU streams of the throughput-compiled model (`streams`)
         self._normalization: tuple[list[float], list[float]] | None = None  # of `pixels` (`accept_pixels`)
 
-    def _compile(self, network: Any) -> Any:
-        return self._core.compile_model(network, "CPU", self._config).create_infer_request()
+    def _compile(self, network: Any, streams: bool) -> Any:
+        return self._core.compile_model(network, "CPU", self._configs[streams])
+
+    def streams(self, batch_size: int) -> int:
+        """How many batches of `batch_size` to run at once, each from a thread that called `run_in_streams`: the
+        number of CPU streams OpenVINO's throughput mode picks for the model (2 on 2 cores) when a batch is smaller
+        than that, else 1 (a batch that fills the streams itself runs faster over every core, and batches taken
+        in streams leave cores idle at the end of a run while the last one finishes alone)."""
+        if batch_size >= self._core.get_property("CPU", "RANGE_FOR_STREAMS")[1]:
+            return 1  # more pictures than the CPU could ever have streams: no compile needed to know
+        with self._lock:
+            if self._streams is None:
+                compiled = self._free.get(("normalized", True)) or self._compile(self._networks["normalized"], True)
+                self._free["normalized", True] = compiled
+                self._streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        return self._streams if batch_size < self._streams else 1
+
+    def run_in_streams(self) -> None:
+        """Make this thread's calls run on the throughput-compiled models (a predictor's batch threads)."""
+        self._local.streams = True
 
     def accept_pixels(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Let `pixels` take uint8 (B, H, W, C) pictures: the model then computes (pixel - mean) / std per channel
@@ -199,32 +237,47 @@ class OpenVINORuntime:
             convert.mean(mean)
         convert.scale(std)
         self._networks["pixels"] = steps.build()
-        self._requests["pixels"] = self._compile(self._networks["pixels"])
+
+    def _model(self, kind: str, shape: tuple[int, ...], streams: bool) -> Any:
+        """The compiled model for an input of `shape`: the free-shape one the first time a shape comes, one compiled
+        for that shape from its second time on (a one-off shape never pays the compile)."""
+        key = (kind, shape, streams)
+        with self._lock:
+            if key in self._fixed:
+                self._fixed.move_to_end(key)
+                return self._fixed[key]
+            network = self._networks[kind]
+            if not network.input(0).partial_shape.is_dynamic or key not in self._seen:
+                if len(self._seen) >= 64:  # shapes that keep changing (files of every size): remember the recent
+                    self._seen.clear()
+                self._seen.add(key)
+                if (kind, streams) not in self._free:
+                    self._free[kind, streams] = self._compile(network, streams)
+                return self._free[kind, streams]
+            fixed = network.clone()
+            fixed.reshape(list(shape))
+            self._fixed[key] = self._compile(fixed, streams)
+            if len(self._fixed) > self.static_shapes:
+                self._fixed.popitem(last=False)
+            return self._fixed[key]
 
     def _request(self, kind: str, shape: tuple[int, ...]) -> Any:
-        """The infer request for an input of `shape`: the free-shape model's the first time a shape comes, a model
-        compiled for that shape from its second time on (a one-off shape never pays the compile)."""
-        key = (kind, shape)
-        if key in self._fixed:
-            self._fixed.move_to_end(key)
-            return self._fixed[key]
-        network = self._networks[kind]
-        if not network.input(0).partial_shape.is_dynamic or key not in self._seen:
-            if len(self._seen) >= 64:  # shapes that keep changing (files of every size): remember only the recent
-                self._seen.clear()
-            self._seen.add(key)
-            return self._requests[kind]
-        fixed = network.clone()
-        fixed.reshape(list(shape))
-        self._fixed[key] = self._compile(fixed)
-        if len(self._fixed) > self.static_shapes:
-            self._fixed.popitem(last=False)
-        return self._fixed[key]
+        """This thread's infer request on the compiled model for an input of `shape` (`_model`)."""
+        streams = getattr(self._local, "streams", False)
+        model = self._model(kind, shape, streams)
+        requests = self._local.__dict__.setdefault("requests", {})
+        key = (kind, shape, streams)
+        if key not in requests or requests[key][0] is not model:
+            if len(requests) > 2 * self.static_shapes:  # drop the requests of models no longer kept
+                live = set(self._fixed.values()) | set(self._free.values())
+                requests = self._local.requests = {k: v for k, v in requests.items() if v[0] in live}
+            requests[key] = (model, model.create_infer_request())
+        return requests[key][1]
 
     @property
     def fixed_shapes(self) -> list[tuple[int, ...]]:
         """The input shapes that have a model compiled for them, least recently used first."""
-        return [shape for _, shape in self._fixed]
+        return [shape for _, shape, streams in self._fixed if not streams]
 
     def _infer(self, kind: str, images: Any) -> Any:
         """The first output for `images`, handed to OpenVINO without a copy; the tensor calls, not `infer(inputs)`,
@@ -242,8 +295,9 @@ class OpenVINORuntime:
 
     def pixels(self, images: np.ndarray) -> np.ndarray:
         """The output for uint8 (B, H, W, C) pictures, normalized inside the model (`accept_pixels` first)."""
-        if "pixels" not in self._networks:
-            self._add_pixel_network()
+        with self._lock:
+            if "pixels" not in self._networks:
+                self._add_pixel_network()
         return self._infer("pixels", images)
 
     def metadata(self) -> dict[str, str]:

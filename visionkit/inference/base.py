@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Union, cast
 
@@ -147,6 +148,10 @@ def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
     return images
 
 
+# a batch as its thread hands it back: the inputs, the results of the readable ones, the seconds the network took
+Predicted = tuple[list[InputImage], list[Result], float]
+
+
 class Predictor:
     """Checkpoint in, results out, for one task. Owns the device and precision, the checkpoint's preprocessing
     (`contract`: size, resize mode, mean/std, class names), batching and the skipping of unreadable inputs.
@@ -248,6 +253,10 @@ class Predictor:
         `ObjectTracker`, video frames in order): each result's boxes as tracked (`finish`)."""
         size = int(batch_size or self.batch_size)
         inputs = enumerate(_expand(images))
+        lanes = self.model.streams(size) if self.exported and not self.num_workers else 1
+        if lanes > 1:
+            yield from self._stream_in_streams(iter(lambda: list(islice(inputs, size)), []), lanes, tracker)
+            return
         if not self.num_workers:
             while batch := [self._load(index, image) for index, image in islice(inputs, size)]:
                 yield from (self.finish(result, tracker) for result in self._run(batch))
@@ -262,6 +271,31 @@ class Predictor:
                 batch = [future.result() for future in pending]
                 pending = submit()  # read one batch ahead, never more: memory stays bounded
                 yield from (self.finish(result, tracker) for result in self._run(batch))
+
+    def _stream_in_streams(
+        self, batches: Iterator[list[tuple[int, ImageInput]]], lanes: int, tracker: Any
+    ) -> Iterator[Result]:
+        """`stream` for an exported file whose runtime runs several small batches at once (OpenVINO's CPU streams):
+        each batch read and predicted in a thread of its own, `lanes` of them at a time, results yielded in input
+        order. A single batch runs alone, over every core (the latency a single picture wants)."""
+        first, second = next(batches, None), next(batches, None)
+        if second is None:
+            for batch in [first] if first else []:
+                yield from (self.finish(result, tracker) for result in self._run(self._read(batch)))
+            return
+        with ThreadPoolExecutor(lanes, "visionkit-stream", initializer=self.model.run_in_streams) as pool:
+            pending: deque[Future[Predicted]] = deque()
+            for batch in chain([first, second], batches):
+                done = pending.popleft().result() if len(pending) == lanes else None
+                pending.append(pool.submit(lambda b: self._predicted(self._read(b)), batch))
+                if done is not None:  # the next batch is on its way first: the cores stay busy meanwhile
+                    yield from (self.finish(result, tracker) for result in self._run(*done))
+            while pending:
+                yield from (self.finish(result, tracker) for result in self._run(*pending.popleft().result()))
+
+    def _read(self, batch: list[tuple[int, ImageInput]]) -> list[InputImage]:
+        """A batch of (index, input) pairs read and prepared (`_load`)."""
+        return [self._load(index, image) for index, image in batch]
 
     def _load(self, index: int, image: ImageInput) -> InputImage:
         """One input read as RGB and prepared (`prepare_input`); unreadable ones stop, or are marked skipped."""
@@ -299,15 +333,24 @@ class Predictor:
         the tasks that use it (`resized`); None for tasks that work at each image's own size."""
         return None
 
-    def _run(self, batch: list[InputImage]) -> Iterator[Result]:
-        """The batch's results in input order. An unreadable input is a skipped result with `skip_bad_images`;
-        without, the batch's readable inputs are still predicted and yielded first (their files get written),
-        then the first unreadable one stops the run."""
+    def _predicted(self, batch: list[InputImage]) -> Predicted:
+        """(the batch, the results of its readable inputs, the seconds `predict_batch` took)."""
         good = [item for item in batch if item.error is None]
         start = time.perf_counter()
         with self.network_mode():
-            done = iter(self.predict_batch(good) if good else [])
-        self.network_seconds += time.perf_counter() - start
+            results = list(self.predict_batch(good)) if good else []
+        return batch, results, time.perf_counter() - start
+
+    def _run(
+        self, batch: list[InputImage], results: list[Result] | None = None, seconds: float = 0.0
+    ) -> Iterator[Result]:
+        """The batch's results in input order (predicted here, or given with the seconds they took). An unreadable
+        input is a skipped result with `skip_bad_images`; without, the batch's readable inputs are still predicted
+        and yielded first (their files get written), then the first unreadable one stops the run."""
+        if results is None:
+            batch, results, seconds = self._predicted(batch)
+        self.network_seconds += seconds
+        done = iter(results)
         bad = None if self.skip_bad_images else next((item for item in batch if item.error is not None), None)
         for item in batch:
             if item.error is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,12 @@ import numpy as np
 from visionkit.data.contract import DATA_STATE_KEY, InputContract
 from visionkit.errors import VisionkitError
 from visionkit.export.metadata import parse_metadata
-from visionkit.export.runtimes import RUNTIME_NAMES, PixelRuntime, Runtime, load_runtime
+from visionkit.export.runtimes import RUNTIME_NAMES, PixelRuntime, Runtime, StreamRuntime, load_runtime
 from visionkit.utils.arrays import class_probabilities
+from visionkit.utils.logging import get_logger
+from visionkit.utils.timing import best_seconds
+
+log = get_logger(__name__)
 
 EXPORTED = "exported"  # the key of a checkpoint-like state that stands for an exported file
 
@@ -88,6 +93,7 @@ class ExportedModel:
         self.contract = InputContract.of(record.get("data_state", {}), self.class_names)
         # 8-bit RGB pictures go as they are to a runtime that normalizes them itself (`__call__`)
         self._pixels: Callable[[np.ndarray], np.ndarray] | None = None
+        self._lanes: dict[int, int] = {}  # batch size -> batches run at once (`streams`)
         if isinstance(runtime, PixelRuntime) and self.contract.pixels.rgb8 and not self.graph.get("preprocess"):
             peak = self.contract.peak
             runtime.accept_pixels([m * peak for m in self.contract.mean], [s * peak for s in self.contract.std])
@@ -97,6 +103,45 @@ class ExportedModel:
     def any_size(self) -> bool:
         """Whether the graph takes pictures of any height and width."""
         return takes_any_size(self.graph)
+
+    def streams(self, batch_size: int) -> int:
+        """How many batches of `batch_size` to run at once, each from a thread that called `run_in_streams`: the
+        runtime's streams (OpenVINO's for a batch smaller than the CPU's streams) where timing them here beat one
+        batch at a time over every core, else 1. Timed once per batch size, the choice logged: streams ran
+        YOLOv8-n 1.1-1.2x faster at batch 1 on a 2-core AMD EPYC and ResNet-18 0.6x as fast on a 2-vCPU Intel
+        Xeon (docs/benchmarks.md), so no rule holds for every CPU."""
+        if batch_size not in self._lanes:
+            lanes = self.runtime.streams(batch_size) if isinstance(self.runtime, StreamRuntime) else 1
+            self._lanes[batch_size] = lanes if lanes > 1 and self._faster_in_streams(batch_size, lanes) else 1
+        return self._lanes[batch_size]
+
+    def _faster_in_streams(self, batch_size: int, lanes: int) -> bool:
+        """Whether `lanes` batches of zeros at the graph's input size run faster together in streams than one after
+        the other (each way's best of interleaved rounds; the first call of each compiles its models)."""
+        height, width = self.graph.get("image_size") or self.contract.image_size
+        channels = self.contract.pixels.channels
+        if self.takes_pixels:
+            probe = np.zeros((batch_size, height, width, channels), np.uint8)
+        else:
+            probe = np.zeros((batch_size, channels, height, width), np.float32)
+        with ThreadPoolExecutor(lanes, "visionkit-stream", initializer=self.run_in_streams) as pool:
+            calls = {
+                "one batch at a time": lambda: [self(probe) for _ in range(lanes)],
+                f"{lanes} streams": lambda: list(pool.map(self, [probe] * lanes)),
+            }
+            seconds = best_seconds(calls, budget_s=2.0)
+        alone, together = seconds.values()
+        table = ", ".join(f"{name} {time * 1000 / lanes:.1f} ms a batch" for name, time in seconds.items())
+        log.info(
+            f"{self.exported}: {'streams' if together < alone else 'one batch at a time'} chosen by timing "
+            f"{lanes} batches of {batch_size} on this machine ({table})"
+        )
+        return together < alone
+
+    def run_in_streams(self) -> None:
+        """Make the calling thread's batches run in one of the runtime's `streams`."""
+        if isinstance(self.runtime, StreamRuntime):
+            self.runtime.run_in_streams()
 
     @property
     def takes_pixels(self) -> bool:

@@ -9,14 +9,15 @@ each batch runs through the form that won at the nearer size.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from visionkit.utils.logging import get_logger
+from visionkit.utils.timing import best_seconds
 
 log = get_logger(__name__)
 
@@ -39,12 +40,6 @@ class FastestForm(nn.Module):
         return self.forms[self.form_for(x.shape[0])](x)
 
 
-def _seconds(form: Callable[[Tensor], Any], probe: Tensor) -> float:
-    start = time.perf_counter()
-    form(probe)
-    return time.perf_counter() - start
-
-
 def time_forms(
     forms: Mapping[str, Callable[[Tensor], Any]],
     make_probe: Callable[[int], Tensor],
@@ -52,24 +47,12 @@ def time_forms(
     budget_s: float = 3.0,
 ) -> dict[int, dict[str, float]]:
     """{batch size: {form: best seconds per forward}}: each form warmed up once, then timed in interleaved rounds
-    (the order turning each round, so a machine's speed swings fall on every form alike) until three rounds or
-    `budget_s` seconds per batch size have passed; at least one timed round each."""
+    (`best_seconds`) until three rounds or `budget_s` seconds per batch size have passed."""
     times: dict[int, dict[str, float]] = {}
     with torch.inference_mode():
         for size in batch_sizes:
             probe = make_probe(size)
-            for form in forms.values():
-                form(probe)  # the first call picks kernels and allocates
-            best = dict.fromkeys(forms, float("inf"))
-            names = list(forms)
-            start = time.perf_counter()
-            for round_index in range(3):
-                if round_index and time.perf_counter() - start > budget_s:
-                    break
-                order = names[round_index % len(names) :] + names[: round_index % len(names)]
-                for name in order:
-                    best[name] = min(best[name], _seconds(forms[name], probe))
-            times[size] = best
+            times[size] = best_seconds({name: partial(form, probe) for name, form in forms.items()}, budget_s)
     return times
 
 
