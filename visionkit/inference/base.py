@@ -249,8 +249,9 @@ class Predictor:
         self, images: ImageInput | Iterable[ImageInput], batch_size: int | None = None, tracker: Any = None
     ) -> Iterator[Result]:
         """Results one by one as their batch is done; inputs are read lazily (a video or a camera works). With
-        `num_workers`, threads read and resize the next batch while the network runs on this one. `tracker` (an
-        `ObjectTracker`, video frames in order): each result's boxes as tracked (`finish`)."""
+        `num_workers`, threads read and resize the next batch while the network runs on this one. An exported
+        file whose runtime runs small batches faster in CPU streams (`ExportedModel.faster_in_streams`) gets them
+        in streams. `tracker` (an `ObjectTracker`, video frames in order): each result's boxes as tracked (`finish`)."""
         size = int(batch_size or self.batch_size)
         inputs = enumerate(_expand(images))
         lanes = self.model.streams(size) if self.exported and not self.num_workers else 1
@@ -258,7 +259,7 @@ class Predictor:
             yield from self._stream_in_streams(iter(lambda: list(islice(inputs, size)), []), lanes, tracker)
             return
         if not self.num_workers:
-            while batch := [self._load(index, image) for index, image in islice(inputs, size)]:
+            while batch := self._read(list(islice(inputs, size))):
                 yield from (self.finish(result, tracker) for result in self._run(batch))
             return
         with ThreadPoolExecutor(self.num_workers, thread_name_prefix="visionkit-read") as pool:
@@ -277,10 +278,11 @@ class Predictor:
     ) -> Iterator[Result]:
         """`stream` for an exported file whose runtime runs several small batches at once (OpenVINO's CPU streams):
         each batch read and predicted in a thread of its own, `lanes` of them at a time, results yielded in input
-        order. A single batch runs alone, over every core (the latency a single picture wants)."""
-        first, second = next(batches, None), next(batches, None)
-        if second is None:
-            for batch in [first] if first else []:
+        order. A single batch runs alone, over every core (the latency a single picture wants), and so do all
+        where timing found streams slower on this machine (`ExportedModel.faster_in_streams`)."""
+        first, second = next(batches, []), next(batches, [])
+        if not second or not self.model.faster_in_streams(len(first)):  # timed on the second batch's arrival
+            for batch in chain(filter(None, (first, second)), batches):
                 yield from (self.finish(result, tracker) for result in self._run(self._read(batch)))
             return
         with ThreadPoolExecutor(lanes, "visionkit-stream", initializer=self.model.run_in_streams) as pool:

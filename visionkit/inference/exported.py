@@ -93,7 +93,7 @@ class ExportedModel:
         self.contract = InputContract.of(record.get("data_state", {}), self.class_names)
         # 8-bit RGB pictures go as they are to a runtime that normalizes them itself (`__call__`)
         self._pixels: Callable[[np.ndarray], np.ndarray] | None = None
-        self._lanes: dict[int, int] = {}  # batch size -> batches run at once (`streams`)
+        self._faster: dict[int, bool] = {}  # batch size -> whether streams won (`faster_in_streams`)
         if isinstance(runtime, PixelRuntime) and self.contract.pixels.rgb8 and not self.graph.get("preprocess"):
             peak = self.contract.peak
             runtime.accept_pixels([m * peak for m in self.contract.mean], [s * peak for s in self.contract.std])
@@ -105,19 +105,21 @@ class ExportedModel:
         return takes_any_size(self.graph)
 
     def streams(self, batch_size: int) -> int:
-        """How many batches of `batch_size` to run at once, each from a thread that called `run_in_streams`: the
-        runtime's streams (OpenVINO's for a batch smaller than the CPU's streams) where timing them here beat one
-        batch at a time over every core, else 1. Timed once per batch size, the choice logged: streams ran
-        YOLOv8-n 1.1-1.2x faster at batch 1 on a 2-core AMD EPYC and ResNet-18 0.6x as fast on a 2-vCPU Intel
-        Xeon (docs/benchmarks.md), so no rule holds for every CPU."""
-        if batch_size not in self._lanes:
-            lanes = self.runtime.streams(batch_size) if isinstance(self.runtime, StreamRuntime) else 1
-            self._lanes[batch_size] = lanes if lanes > 1 and self._faster_in_streams(batch_size, lanes) else 1
-        return self._lanes[batch_size]
+        """How many batches of `batch_size` the runtime can run at once, each from a thread that called
+        `run_in_streams` (OpenVINO's CPU streams, for a batch smaller than their number); 1 for one at a time."""
+        return self.runtime.streams(batch_size) if isinstance(self.runtime, StreamRuntime) else 1
 
-    def _faster_in_streams(self, batch_size: int, lanes: int) -> bool:
-        """Whether `lanes` batches of zeros at the graph's input size run faster together in streams than one after
-        the other (each way's best of interleaved rounds; the first call of each compiles its models)."""
+    def faster_in_streams(self, batch_size: int) -> bool:
+        """Whether `streams` batches of `batch_size` run faster together in streams than one after the other over
+        every core: timed here once per batch size on zeros at the graph's input size (each way's best of
+        interleaved rounds, after a first call that compiles its models), the choice logged. Streams ran YOLOv8-n
+        1.1-1.2x faster at batch 1 on a 2-core AMD EPYC and ResNet-18 0.6x as fast on a 2-vCPU Intel Xeon
+        (docs/benchmarks.md): no rule holds for every CPU."""
+        lanes = self.streams(batch_size)
+        if lanes < 2:
+            return False
+        if batch_size in self._faster:
+            return self._faster[batch_size]
         height, width = self.graph.get("image_size") or self.contract.image_size
         channels = self.contract.pixels.channels
         if self.takes_pixels:
@@ -136,7 +138,8 @@ class ExportedModel:
             f"{self.exported}: {'streams' if together < alone else 'one batch at a time'} chosen by timing "
             f"{lanes} batches of {batch_size} on this machine ({table})"
         )
-        return together < alone
+        self._faster[batch_size] = together < alone
+        return self._faster[batch_size]
 
     def run_in_streams(self) -> None:
         """Make the calling thread's batches run in one of the runtime's `streams`."""
