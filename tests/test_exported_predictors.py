@@ -156,6 +156,9 @@ def test_openvino_takes_pixels_and_compiles_a_repeated_input_shape_for_itself(de
         model(pixels[batch])
         model(pixels[batch])
     assert runtime.fixed_shapes == [(3, 96, 96, 3), (4, 96, 96, 3), (5, 96, 96, 3), (6, 96, 96, 3)]  # at most 4
+    for batch in range(7, 21):  # shapes that come once run on the free-shape model's one request of this thread
+        model(rng.integers(0, 256, (batch, 96, 96, 3), dtype=np.uint8))
+    assert len(runtime._local.requests) <= 2 * runtime.static_shapes + 1  # requests do not pile up per shape
     frozen = pixels[6].copy()
     frozen.setflags(write=False)  # read-only, as PIL's arrays are (a predictor hands one picture as it is)
     np.testing.assert_array_equal(model(frozen), model(pixels[6]))  # OpenVINO copies what it may not share

@@ -262,17 +262,18 @@ class OpenVINORuntime:
             return self._fixed[key]
 
     def _request(self, kind: str, shape: tuple[int, ...]) -> Any:
-        """This thread's infer request on the compiled model for an input of `shape` (`_model`)."""
-        streams = getattr(self._local, "streams", False)
-        model = self._model(kind, shape, streams)
-        requests = self._local.__dict__.setdefault("requests", {})
-        key = (kind, shape, streams)
-        if key not in requests or requests[key][0] is not model:
+        """This thread's infer request on the compiled model for an input of `shape` (`_model`): one per model and
+        thread (the free-shape model's serves every shape it runs)."""
+        model = self._model(kind, shape, getattr(self._local, "streams", False))
+        requests = self._local.__dict__.setdefault("requests", {})  # id of a compiled model -> (it, its request)
+        entry = requests.get(id(model))  # the entry holds the model: its id is not reused while it is there
+        if entry is None:
             if len(requests) > 2 * self.static_shapes:  # drop the requests of models no longer kept
-                live = set(self._fixed.values()) | set(self._free.values())
-                requests = self._local.requests = {k: v for k, v in requests.items() if v[0] in live}
-            requests[key] = (model, model.create_infer_request())
-        return requests[key][1]
+                with self._lock:
+                    live = {id(kept) for kept in (*self._fixed.values(), *self._free.values())}
+                requests = self._local.requests = {key: kept for key, kept in requests.items() if key in live}
+            entry = requests[id(model)] = (model, model.create_infer_request())
+        return entry[1]
 
     @property
     def fixed_shapes(self) -> list[tuple[int, ...]]:
