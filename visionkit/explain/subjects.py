@@ -27,7 +27,7 @@ from visionkit.inference import (
     Predictor,
     SegmentationPredictor,
 )
-from visionkit.inference.base import InputImage
+from visionkit.inference.result import InputImage
 from visionkit.models.yolo import yolo_head
 from visionkit.tasks.detection import decoded_output
 from visionkit.utils.io import read_image

@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 from visionkit.data.contract import InputContract, data_state
 from visionkit.errors import VisionkitError
-from visionkit.inference.base import ImageInput, Predictor, Result
+from visionkit.inference.base import Predictor
 from visionkit.inference.classification import ClassificationPredictor, ClassificationResult
 from visionkit.inference.detection import DetectionPredictor, DetectionResult
 from visionkit.inference.embedding import EmbeddingPredictor, EmbeddingResult
 from visionkit.inference.exported import EXPORTED, exported_format, exported_model, read_exported
 from visionkit.inference.multilabel import MultiLabelPredictor, MultiLabelResult
 from visionkit.inference.outputs import output_names, write_records
+from visionkit.inference.result import ImageInput, Result
 from visionkit.inference.runtime_choice import runtime_file
 from visionkit.inference.segmentation import SegmentationPredictor, SegmentationResult
 from visionkit.inference.stylizer import StylizedResult, StylizerPredictor

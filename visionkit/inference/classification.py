@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from visionkit.inference.base import InputImage, Predictor, Result
+from visionkit.inference.base import Predictor
 from visionkit.inference.outputs import scored_picture, write_records
+from visionkit.inference.result import InputImage, Result
 from visionkit.utils.arrays import softmax, to_numpy
 from visionkit.utils.io import atomic_write
 

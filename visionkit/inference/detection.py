@@ -14,9 +14,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from visionkit.data.contract import SIZE_MULTIPLE
 from visionkit.data.letterbox import Letterbox
-from visionkit.inference.base import InputImage, Predictor, Result
+from visionkit.inference.base import Predictor
 from visionkit.inference.nms import batched_nms
 from visionkit.inference.outputs import save_picture
+from visionkit.inference.result import InputImage, Result
 from visionkit.utils.arrays import to_numpy
 from visionkit.utils.io import atomic_write
 from visionkit.utils.palette import box_colour

@@ -14,7 +14,8 @@ from typing import Any, ClassVar, cast
 import numpy as np
 from PIL import Image, ImageDraw
 
-from visionkit.inference.base import ImageInput, InputImage, Predictor, Result
+from visionkit.inference.base import Predictor
+from visionkit.inference.result import ImageInput, InputImage, Result
 from visionkit.utils.arrays import to_numpy, unit_rows
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger

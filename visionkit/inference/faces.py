@@ -11,9 +11,10 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 
-from visionkit.inference.base import InputImage, Predictor, Result
+from visionkit.inference.base import Predictor
 from visionkit.inference.detection import DetectionPredictor, DetectionResult
 from visionkit.inference.embedding import EmbeddingPredictor
+from visionkit.inference.result import InputImage, Result
 from visionkit.utils.arrays import to_numpy, unit_rows
 from visionkit.utils.palette import box_colour
 

@@ -15,8 +15,9 @@ from PIL import Image
 from visionkit.data.contract import SIZE_MULTIPLE, check_input_size
 from visionkit.data.mask_files import mask_image
 from visionkit.errors import VisionkitError
-from visionkit.inference.base import InputImage, Predictor, Result
+from visionkit.inference.base import Predictor
 from visionkit.inference.outputs import save_picture
+from visionkit.inference.result import InputImage, Result
 from visionkit.inference.tiling import segment_image, segment_small
 from visionkit.utils.arrays import concat, full_like
 from visionkit.utils.io import atomic_write

@@ -14,8 +14,9 @@ import numpy as np
 
 from visionkit.data.augment import fit_long_side
 from visionkit.errors import VisionkitError
-from visionkit.inference.base import InputImage, Predictor, Result
+from visionkit.inference.base import Predictor
 from visionkit.inference.outputs import save_picture
+from visionkit.inference.result import InputImage, Result
 
 
 @dataclass

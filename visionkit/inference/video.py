@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from visionkit.errors import VisionkitError
-from visionkit.inference.base import Predictor, Result
+from visionkit.inference.base import Predictor
+from visionkit.inference.result import Result
 from visionkit.utils.io import atomic_write
 from visionkit.utils.logging import get_logger
 from visionkit.utils.palette import colorize
