@@ -334,6 +334,7 @@ def test_gallery_build_search_add_and_verify(trained_embedder: TrainedEmbedder, 
     """Known identities are found in a gallery of identities the network never saw, an identity left out is
     `unknown`, `add` grows the gallery without repeating images, and verify says same / not the same."""
     from visionkit import run
+    from visionkit.inference import load_predictor
     from visionkit.inference.gallery import Gallery
 
     people, queries, ckpt = trained_embedder.people, trained_embedder.queries, trained_embedder.ckpt
@@ -380,6 +381,15 @@ def test_gallery_build_search_add_and_verify(trained_embedder: TrainedEmbedder, 
     assert verify(a, b, f"threshold={same['distance'] - 1e-3}")["same"] == 0.0
     with pytest.raises(VisionkitError, match="give two images"):
         run.verify(compose_config(tmp_path / "v", [f"images=['{a}']", f"ckpt_path={ckpt}"], "verify"))
+    missing = tmp_path / "nobody.png"
+    with pytest.raises(VisionkitError, match=f"{missing.name} does not exist$"):  # no skip hint: verify has none
+        verify(a, missing)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not a picture")
+    skipping = load_predictor(ckpt, device="cpu", skip_bad_images=True)
+    with pytest.raises(VisionkitError, match="bad.jpg is not a readable image"):  # not a row short
+        skipping.embed([a, bad, b])
+    assert skipping.embed([a, b]).shape == (2, 128)  # the default job's task.embedding_dim
 
 
 def test_faiss_search_agrees_with_brute_force() -> None:

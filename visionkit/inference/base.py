@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # PyTorch runs checkpoints; an exported file's predictor runs
 log = get_logger(__name__)
 
 
-def _expand(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
+def expand_inputs(images: ImageInput | Iterable[ImageInput]) -> Iterable[ImageInput]:
     """One input, a video (its frames), a folder or glob (its image files), a 4-D batch (its images) or an
     iterable of inputs."""
     if isinstance(images, (str, os.PathLike)):
@@ -157,7 +157,7 @@ class Predictor:
         file whose runtime runs small batches faster in CPU streams (`ExportedModel.faster_in_streams`) gets them
         in streams. `tracker` (an `ObjectTracker`, video frames in order): each result's boxes as tracked (`finish`)."""
         size = int(batch_size or self.batch_size)
-        inputs = enumerate(_expand(images))
+        inputs = enumerate(expand_inputs(images))
         lanes = self.model.streams(size) if self.exported and not self.num_workers else 1
         if lanes > 1:
             yield from self._stream_in_streams(iter(lambda: list(islice(inputs, size)), []), lanes, tracker)

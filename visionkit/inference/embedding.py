@@ -14,7 +14,8 @@ from typing import Any, ClassVar, cast
 import numpy as np
 from PIL import Image, ImageDraw
 
-from visionkit.inference.base import Predictor
+from visionkit.errors import VisionkitError
+from visionkit.inference.base import Predictor, expand_inputs
 from visionkit.inference.result import ImageInput, InputImage, Result
 from visionkit.utils.arrays import to_numpy, unit_rows
 from visionkit.utils.io import atomic_write
@@ -101,8 +102,19 @@ class EmbeddingPredictor(Predictor):
         return EmbeddingResult(source=item.source, size=(0, 0), names=self.names, error=item.error)
 
     def embed(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
-        """(N, D) float32 unit embeddings of the inputs (unreadable ones stop, as with skip_bad_images=false)."""
-        return np.stack([cast(EmbeddingResult, r).embedding for r in self(images)])
+        """(N, D) float32 unit embeddings of the inputs, a row each: the first unreadable input stops with its own
+        error, whatever `skip_bad_images` says (a skipped row would shift the rows after it)."""
+        inputs = list(enumerate(expand_inputs(images)))
+        if not inputs:
+            raise VisionkitError("embed: no images given")
+        vectors = []
+        for start in range(0, len(inputs), self.batch_size):
+            items = self._read(inputs[start : start + self.batch_size])
+            bad = next((item for item in items if item.error is not None), None)
+            if bad is not None:
+                raise VisionkitError(str(bad.error))
+            vectors += [cast(EmbeddingResult, r).embedding for r in self._predicted(items)[1]]
+        return np.stack(vectors)
 
     def verify(self, a: ImageInput, b: ImageInput, threshold: float | None = None) -> dict[str, Any]:
         """Whether two images show the same identity: {"same", "distance" (1 − cos), "threshold"}."""

@@ -5,6 +5,7 @@ identities of a query ("unknown" past the checkpoint's threshold). Saved as a fo
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -23,11 +24,20 @@ UNKNOWN = "unknown"
 FORMAT_VERSION = 1
 
 
+def _faiss() -> Any:
+    """The faiss module, its loader's INFO lines silenced (each run printed which CPU build it tried and the
+    ModuleNotFoundError of the one it skipped, which reads as a failure)."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
+
+
 def faiss_index(vectors: np.ndarray, kind: str = "auto") -> Any:
     """A FAISS index over unit `vectors` by inner product (= cosine similarity): exact (`flat`), HNSW graph
     (`hnsw`, 32 links, efSearch 128) or inverted lists (`ivf`, √n·4 lists, 16 probed); `auto`: flat up to
     FLAT_LIMIT vectors, HNSW past it."""
-    import faiss
+    faiss = _faiss()
 
     if kind not in INDEX_KINDS:
         raise VisionkitError(f"index={kind!r} is not one of {', '.join(INDEX_KINDS)}")
@@ -35,7 +45,7 @@ def faiss_index(vectors: np.ndarray, kind: str = "auto") -> Any:
     if kind == "auto":
         kind = "flat" if count <= FLAT_LIMIT else "hnsw"
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    index: faiss.Index
+    index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":
@@ -134,7 +144,7 @@ class Gallery:
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write the gallery folder (replacing one that is there, atomically)."""
-        import faiss
+        faiss = _faiss()
 
         folder = Path(folder).expanduser()
         with atomic_dir(folder) as tmp:
@@ -155,7 +165,7 @@ class Gallery:
     @classmethod
     def load(cls, folder: str | os.PathLike[str], key: str = "gallery") -> Gallery:
         """A gallery folder written by `save` (its FAISS index read back, not rebuilt)."""
-        import faiss
+        faiss = _faiss()
 
         folder = Path(folder).expanduser()
         meta_file = folder / "gallery.json"
