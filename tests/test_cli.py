@@ -72,7 +72,9 @@ def test_train_then_eval_the_best_checkpoint(tmp_path: Path) -> None:
     assert next((run_dir / "csv").rglob("metrics.csv")).is_file()
     assert next((run_dir / "tensorboard").rglob("events.out.tfevents.*")).is_file()
 
-    out = run("visionkit-eval", [f"ckpt_path={run_dir}/checkpoints/best.ckpt"], tmp_path).stdout
+    proc = run("visionkit-eval", [f"ckpt_path={run_dir}/checkpoints/best.ckpt"], tmp_path, fresh=True)
+    out = proc.stdout
+    assert (out + proc.stderr).count("GPU available") == 1  # Lightning imported after logging: each line once
     eval_acc = float(re.search(r"^test_acc: ([0-9.]+)$", out, flags=re.MULTILINE).group(1))
     assert eval_acc == pytest.approx(train_acc, abs=1e-4)
     assert run_folder(out).parent == run_dir / "eval"

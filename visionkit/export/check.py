@@ -17,6 +17,7 @@ from visionkit.errors import VisionkitError
 from visionkit.export.graph import ExportGraph
 from visionkit.export.runtimes import PyTorchRuntime, Runtime
 from visionkit.tasks.base import VisionTask
+from visionkit.utils.logging import one_line_per_message
 
 # Largest |export - PyTorch| allowed, relative to the largest |PyTorch output| (float32 runtimes differ in the
 # order of their sums: about 1e-6; float16 weights and compute: about 1e-3), and the metric move allowed.
@@ -109,6 +110,7 @@ def _validation_metric(
         detector.detect = lambda images, **_: [rows[rows[:, 4] > 0] for rows in stand_in(images)]
     else:
         setattr(subject, subject.networks[0], stand_in)
+    one_line_per_message()  # Lightning may have been imported after the command set up logging
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,

@@ -28,7 +28,7 @@ from visionkit.training.sweep import pruning_callback
 from visionkit.training.tracking import trackers
 from visionkit.training.tuning import tune
 from visionkit.utils.checkpoint_io import AtomicCheckpointIO
-from visionkit.utils.logging import get_logger, is_rank_zero
+from visionkit.utils.logging import get_logger, is_rank_zero, one_line_per_message
 from visionkit.utils.run_status import STATUS_FILE, failure_details, write_status
 
 log = get_logger(__name__)
@@ -131,6 +131,7 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Trainer with the configured callbacks and loggers. Without a logger there is nothing to record learning
     rates in, so the learning-rate monitor is left out (any `callbacks` choice runs with `logger=none`)."""
+    one_line_per_message()  # Lightning may have been imported after the command set up logging
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and c.get("_target_")]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and c.get("_target_")]
     if not cfg.trainer.get("enable_progress_bar", True):
