@@ -433,3 +433,25 @@ def test_a_checkpoint_runs_in_the_runtime_asked_for_or_the_fastest(
     finally:
         torch.set_num_threads(threads)
     assert again == str(ckpt) if chosen == "pytorch" else Path(again).parent == exported.parent
+
+
+def test_converting_to_openvino_sends_no_telemetry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenVINO's converter posts usage events from a process forked off a thread, which can deadlock in a process
+    with threads and hang it at exit (a test run did): visionkit's conversion sends none; the converter on its own,
+    with consent given, does (so the check can fail)."""
+    import openvino as ov
+    from openvino.tools.ovc.telemetry_utils import init_ovc_telemetry
+    from openvino_telemetry.utils.sender import TelemetrySender
+
+    from visionkit.export.formats import convert_onnx
+
+    sent: list[Any] = []
+    monkeypatch.setattr(TelemetrySender, "send", lambda self, backend, message: sent.append(message))
+    onnx_file = tmp_path / "linear.onnx"
+    torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(onnx_file), dynamo=False)
+    model = convert_onnx(onnx_file)
+    assert sent == [] and [o.get_partial_shape().to_string() for o in model.outputs] == ["[1,2]"]
+    init_ovc_telemetry().consent = True  # the converter alone, as a user who agreed to telemetry runs it
+    ov.convert_model(str(onnx_file))
+    assert sent, "the converter sent nothing with consent: this check would not see it"
+    init_ovc_telemetry().consent = False  # the rest of this process sends nothing either

@@ -156,7 +156,7 @@ def export_openvino(
     path = Path(path)
     with tempfile.TemporaryDirectory() as scratch, atomic_dir(path) as tmp:
         onnx_file = export_onnx(graph, Path(scratch) / "model.onnx", opset=opset)
-        model = ov.convert_model(str(onnx_file))
+        model = convert_onnx(onnx_file)
         if calibration is not None:
             from visionkit.export.quantize import quantize_openvino
 
@@ -165,6 +165,22 @@ def export_openvino(
             model.set_rt_info(value, [OPENVINO_SECTION, key])
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=half)
     return path
+
+
+def convert_onnx(onnx_file: Path) -> Any:
+    """OpenVINO's `convert_model` of an ONNX file with OpenVINO's usage telemetry off for the call: its sender posts
+    each event from a process it forks off a thread, and in a process with other threads running (OpenVINO's own, a
+    server's) that child can deadlock; Python then waits for it at exit, forever (a test run hung so). The converter
+    reuses the telemetry object made here, with its consent withdrawn; nothing else changes."""
+    import openvino as ov
+
+    try:
+        from openvino.tools.ovc.telemetry_utils import init_ovc_telemetry
+
+        init_ovc_telemetry().consent = False
+    except (ImportError, AttributeError):  # another OpenVINO layout: convert as it is
+        pass
+    return ov.convert_model(str(onnx_file))
 
 
 def export_ultralytics(task: VisionTask, path: str | os.PathLike[str], image_size: int | Sequence[int]) -> Path:
