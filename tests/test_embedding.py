@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -331,7 +332,9 @@ def test_predict_writes_embeddings_and_their_sources(trained_embedder: TrainedEm
         run.predict(compose_config(tmp_path / "g", keys, "predict"))
 
 
-def test_gallery_build_search_add_and_verify(trained_embedder: TrainedEmbedder, tmp_path: Path) -> None:
+def test_gallery_build_search_add_and_verify(
+    trained_embedder: TrainedEmbedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Known identities are found in a gallery of identities the network never saw, an identity left out is
     `unknown`, `add` grows the gallery without repeating images, and verify says same / not the same."""
     from visionkit import run
@@ -388,8 +391,9 @@ def test_gallery_build_search_add_and_verify(trained_embedder: TrainedEmbedder, 
     bad = tmp_path / "bad.jpg"
     bad.write_text("not a picture")
     skipping = load_predictor(ckpt, device="cpu", skip_bad_images=True)
-    with pytest.raises(VisionkitError, match=r"bad\.jpg is not a readable image"):  # not a row short
-        skipping.embed([a, bad, b])
+    with caplog.at_level(logging.WARNING), pytest.raises(VisionkitError, match=r"bad\.jpg is not a readable image"):
+        skipping.embed([a, bad, b])  # not a row short
+    assert "skipped" not in caplog.text  # it was not skipped: it stopped
     assert skipping.embed([a, b]).shape == (2, 128)  # the default job's task.embedding_dim
 
 

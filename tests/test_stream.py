@@ -45,6 +45,11 @@ def test_a_pack_holds_every_split_and_streams_back_the_same_samples(tmp_path: Pa
     assert len(list((out / "train").glob("chunk-*.bin"))) > 1
 
     plain = build_datamodule(compose_config(tmp_path, source).data, None, mean=[0.5] * 3, std=[0.5] * 3)
+    own = compose_config(tmp_path, ["data=stream", f"data.url={out}"]).data
+    assert build_datamodule(own, None, mean=[0.5] * 3, std=[0.5] * 3).image_size == [24, 24]  # the size packed at
+    unsized = compose_config(tmp_path, [*source, "data.image_size=null"]).data
+    with pytest.raises(VisionkitError, match=r"image folders under .*shapes was not packed: set data\.image_size"):
+        build_datamodule(unsized, None, mean=[0.5] * 3, std=[0.5] * 3)
     streamed = VisionDataModule(StreamSource(str(out)), image_size=24, num_classes=3, augment="none")
     for name, samples in plain._load_splits().items():  # stored shuffled with the split seed
         packed = streamed._load_splits()[name]

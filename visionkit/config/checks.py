@@ -28,7 +28,7 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "monitor.mode": Literal["min", "max"],
     "data.num_classes": int | None,
     "data.class_names": list[str] | None,
-    "data.image_size": int | list[int],
+    "data.image_size": Size,
     "data.resize": Literal["stretch", "letterbox", "crop"],
     "data.batch_size": int,
     "data.eval_batch_size": int | None,

@@ -49,7 +49,7 @@ class DataSource(Protocol):
     Optional attributes: `task` ("classification" by default; "detection": per-image (N, 5) box arrays as
     targets; "segmentation": mask file paths as targets, read by the source's `mask_reader`, padding filled
     with its `ignore_index`; "style_transfer": unlabelled photos) and `scans_images` (True when the source
-    already checked every file).
+    already checked every file) and `image_size` ((height, width) a packed dataset was made for).
     """
 
     description: str
@@ -63,7 +63,8 @@ class VisionDataModule(L.LightningDataModule):
     """Loaders for train/val/test built from a `DataSource`, the shared augmentation and the model's stats.
 
     `augment` is a preset name ("none", "light", "strong") or a list of albumentations transforms, applied
-    to training images only; every split is resized to `image_size` and normalized with `mean`/`std`.
+    to training images only; every split is resized to `image_size` (None: a packed dataset's own size) and
+    normalized with `mean`/`std`.
     `num_classes`, when given, must agree with the data (it is checked, never trusted blindly).
     Lightning adds the DistributedSampler under DDP; the seeded split is identical on every rank.
     `mosaic` (detection): share of training samples built as a 2x2 mosaic of four images.
@@ -83,7 +84,7 @@ class VisionDataModule(L.LightningDataModule):
         self,
         source: DataSource,
         *,
-        image_size: int | Sequence[int] = 224,
+        image_size: int | Sequence[int] | None = 224,
         num_classes: int | None = None,
         batch_size: int = 32,
         num_workers: int = 0,
@@ -116,7 +117,7 @@ class VisionDataModule(L.LightningDataModule):
         check_cache_kind(cache)
         self.cache, self.cache_dir, self.cache_max_gb = cache, cache_dir, cache_max_gb
         self.source = source
-        self.image_size = image_size
+        self.image_size = image_size if image_size is not None else packed_size(source)
         self.expected_num_classes = num_classes
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -395,3 +396,14 @@ class VisionDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", train=False)
+
+
+def packed_size(source: DataSource) -> list[int]:
+    """[height, width] a packed dataset was packed for: the size `data.image_size=null` trains at (`data=stream`)."""
+    size = getattr(source, "image_size", None)
+    if size is None:
+        raise VisionkitError(
+            f"data.image_size=null takes the size a packed dataset (data=stream) was packed at; {source.description} "
+            "was not packed: set data.image_size to the network's input size, e.g. data.image_size=224"
+        )
+    return [int(v) for v in size]

@@ -215,8 +215,6 @@ class Predictor:
         try:
             pixels, raw = self.read_input(image, source)
         except VisionkitError as exc:  # stops the run after the rest of its batch (`_run`), unless skipped
-            if self.skip_bad_images:
-                log.warning(f"skipped {source}: {exc}")
             return InputImage(index, source, None, str(exc), from_file)
         prepared = self.prepare_input(pixels if raw is None else raw)
         return InputImage(index, source, pixels, from_file=from_file, prepared=prepared, raw=raw)
@@ -262,7 +260,8 @@ class Predictor:
             if item.error is None:
                 self.counts["images"] += 1
                 yield next(done)
-            elif bad is None:
+            elif bad is None:  # logged here, as it is skipped: `embed` reads with `_load` too, and stops instead
+                log.warning(f"skipped {item.source}: {item.error}")
                 self.counts["skipped"] += 1
                 yield self.skipped(item)
         if bad is not None:  # the way on, when there were other inputs

@@ -34,7 +34,7 @@ def pack(cfg: DictConfig) -> dict[str, float]:
         task_name=str(cfg.task_name),
         class_names=datamodule.class_names,
         description=source.description,
-        image_size=size_hw(plain(cfg.data.image_size)),
+        image_size=size_hw(datamodule.image_size),
         fmt=datamodule.pixel_format,
         mask_reader=getattr(source, "mask_reader", None) if task == "segmentation" else None,
         ignore_index=getattr(source, "ignore_index", None),
