@@ -111,6 +111,9 @@ def test_boxes_pass_the_mosaic_and_masks_keep_their_pixels(tmp_path: Path, built
     _pack(tmp_path, str(detection), "task=detection", data_dir, "data.image_size=64", "pack.chunk_mb=0.1")
     source = StreamSource(str(detection), task="detection")
     train = source.splits(0.1, 0.2, 0)["train"]
+    streamed = compose_config(tmp_path, ["task=detection", "data=stream", f"data.url={detection}"]).data
+    as_packed = build_datamodule(streamed, None, mean=[0.0] * 3, std=[1.0] * 3)
+    assert (as_packed.resize, as_packed.image_size) == ("letterbox", [64, 64])  # the source's, not stretch at 224
     module = VisionDataModule(source, image_size=64, num_classes=4, augment="light", mosaic=1.0, resize="letterbox")
     module.setup("fit")
     dataset = module.datasets["train"]

@@ -29,7 +29,7 @@ DOCUMENTED_KEYS: dict[str, Any] = {
     "data.num_classes": int | None,
     "data.class_names": list[str] | None,
     "data.image_size": Size,
-    "data.resize": Literal["stretch", "letterbox", "crop"],
+    "data.resize": Literal["stretch", "letterbox", "crop"] | None,
     "data.batch_size": int,
     "data.eval_batch_size": int | None,
     "data.num_workers": int,

@@ -49,7 +49,8 @@ class DataSource(Protocol):
     Optional attributes: `task` ("classification" by default; "detection": per-image (N, 5) box arrays as
     targets; "segmentation": mask file paths as targets, read by the source's `mask_reader`, padding filled
     with its `ignore_index`; "style_transfer": unlabelled photos) and `scans_images` (True when the source
-    already checked every file) and `image_size` ((height, width) a packed dataset was made for).
+    already checked every file), `image_size` ((height, width) a packed dataset was made for) and `resize` (its
+    source's resize mode).
     """
 
     description: str
@@ -91,7 +92,7 @@ class VisionDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         augment: str | Sequence[A.BasicTransform] | None = "light",
-        resize: str = "stretch",
+        resize: str | None = "stretch",
         mean: Sequence[float] | str = IMAGENET_MEAN,
         std: Sequence[float] | str = IMAGENET_STD,
         val_fraction: float = 0.1,
@@ -125,7 +126,7 @@ class VisionDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.augment = load_preset(augment) if isinstance(augment, str) else list(augment or [])
-        self.resize = resize
+        self.resize = resize or getattr(source, "resize", None) or "stretch"  # None: a pack's own
         self._stats = ChannelStats(mean, std, self.measured_stats)
         check_pixel_format(pixel_format, getattr(source, "task", "classification"), self.augment, self._stats.given)
         self.val_fraction = val_fraction

@@ -244,6 +244,7 @@ def pack_splits(
     description: str,
     image_size: tuple[int, int],
     fmt: PixelFormat,
+    resize: str = "stretch",
     mask_reader: Any = None,
     ignore_index: int | None = None,
     encoding: str = "auto",
@@ -303,6 +304,7 @@ def pack_splits(
         "class_names": list(class_names),
         "description": description,
         "image_size": list(image_size),
+        "resize": resize,  # the source's resize mode, which data=stream trains with
         "pixel_format": fmt.state(),
         "ignore_index": ignore_index,
         "splits": {name: {"count": len(s), "targets": target_list(s, task)} for name, s in splits.items() if len(s)},

@@ -35,6 +35,7 @@ def pack(cfg: DictConfig) -> dict[str, float]:
         class_names=datamodule.class_names,
         description=source.description,
         image_size=size_hw(datamodule.image_size),
+        resize=datamodule.resize,
         fmt=datamodule.pixel_format,
         mask_reader=getattr(source, "mask_reader", None) if task == "segmentation" else None,
         ignore_index=getattr(source, "ignore_index", None),

@@ -256,6 +256,11 @@ class StreamSource:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.meta["image_size"])
 
+    @property
+    def resize(self) -> str:
+        """The resize mode of the source it was packed from (stretch for packs made before it was stored)."""
+        return str(self.meta.get("resize", "stretch"))
+
     def class_names(self) -> list[str]:
         return list(self.meta["class_names"])
 
