@@ -27,9 +27,8 @@ from visionkit.data.datasets import (
     ImageSampleDataset,
     PhotoDataset,
     SegmentationDataset,
-    bad_image_error,
     detection_collate,
-    find_bad_images,
+    drop_bad_images,
 )
 from visionkit.data.decoded import build_reader, check_cache_kind
 from visionkit.data.pixels import RGB8, PixelFormat, check_in_memory, check_pixel_format
@@ -285,7 +284,11 @@ class VisionDataModule(L.LightningDataModule):
         if self._splits is None:
             self.num_classes  # noqa: B018 - validates num_classes before any work
             splits = self.source.splits(self.val_fraction, self.test_fraction, self.split_seed)
-            self._splits = {name: self._drop_bad(name, samples) for name, samples in splits.items()}
+            scanned = getattr(self.source, "scans_images", False)  # some sources scan while reading labels
+            self._splits = {
+                name: samples if scanned else drop_bad_images(name, samples, self.skip_bad_images)
+                for name, samples in splits.items()
+            }
             sizes = ", ".join(f"{name} {len(self._splits[name])}" for name in SPLITS)
             reports = getattr(self.source, "reports", {})  # e.g. the YOLO label scan, one per split read from files
             carved = [name for name in SPLITS if reports and name not in reports and len(self._splits[name])]
@@ -299,21 +302,6 @@ class VisionDataModule(L.LightningDataModule):
             for report in reports.values():
                 log.info(f"scan {report.summary()}")
         return self._splits
-
-    def _drop_bad(self, split: str, samples: SampleSet) -> SampleSet:
-        """Scan files once before training: stop on the first bad one, or drop and count them."""
-        if not isinstance(samples.images, list) or getattr(self.source, "scans_images", False):
-            return samples  # in-memory arrays need no scan; some sources scan while reading labels
-        bad = find_bad_images(samples.images)
-        if not bad:
-            return samples
-        first_path, first_reason = bad[0]
-        if not self.skip_bad_images:
-            raise bad_image_error(first_path, first_reason, len(bad) - 1)
-        bad_paths = {path for path, _ in bad}
-        keep = [i for i, path in enumerate(samples.images) if path not in bad_paths]
-        log.warning(f"{split}: skipped {len(bad)} bad image(s), e.g. {first_path}: {first_reason}")
-        return samples.subset(keep)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of the splits this stage needs."""

@@ -44,6 +44,22 @@ def find_bad_images(paths: Sequence[str], threads: int = 8) -> list[tuple[str, s
     return [(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
 
 
+def drop_bad_images(split: str, samples: SampleSet, skip_bad_images: bool) -> SampleSet:
+    """Scan a split's files once before training: stop on the first bad one, or drop and count them."""
+    if not isinstance(samples.images, list):
+        return samples  # in-memory arrays need no scan
+    bad = find_bad_images(samples.images)
+    if not bad:
+        return samples
+    first_path, first_reason = bad[0]
+    if not skip_bad_images:
+        raise bad_image_error(first_path, first_reason, len(bad) - 1)
+    bad_paths = {path for path, _ in bad}
+    keep = [i for i, path in enumerate(samples.images) if path not in bad_paths]
+    log.warning(f"{split}: skipped {len(bad)} bad image(s), e.g. {first_path}: {first_reason}", rank=0)
+    return samples.subset(keep)
+
+
 class ImageSampleDataset(Dataset):
     """Reads one image and its target, augments them together; subclasses shape the sample dict.
 
