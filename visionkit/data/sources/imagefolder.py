@@ -93,5 +93,8 @@ class ImageFolderSource:
         counts = np.bincount(given["train"].targets, minlength=len(names))
         empty = [names[i] for i in np.flatnonzero(counts == 0)]
         if empty:
-            raise VisionkitError(f"class folder(s) {empty} under {self._layout()['train']} hold no images")
+            raise VisionkitError(
+                f"class folder(s) {empty} under {self._layout()['train']} hold no images (looked for "
+                f"{', '.join(IMAGE_EXTENSIONS)}): add images to them or remove them; every class folder is a class"
+            )
         return complete_splits(given, val_fraction, test_fraction, seed)
