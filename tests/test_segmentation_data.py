@@ -103,6 +103,10 @@ def test_binary_masks_accept_0_1_and_0_255(tmp_path: Path) -> None:
         assert source.class_names() == ["background", "foreground"]
         mask = source.mask_reader.read(tmp_path / str(value) / "masks" / "x.png")
         assert set(np.unique(mask)) == {0, 1}
+    with pytest.raises(VisionkitError, match=r"class id 255 .*a 0/255 mask of one foreground class: set data.binary"):
+        MaskSource(tmp_path / "255", class_names=["background", "tumor"]).splits(0.0, 0.0, 0)
+    with pytest.raises(VisionkitError, match=r"class id 7 .*classes \(0\.\.1\); fix the mask"):  # no binary hint
+        MaskReader.make(2).check(blocks(7), "seven.png")
 
 
 BAD = {

@@ -175,8 +175,10 @@ class MaskReader:
             row, col = (int(v[0]) for v in np.nonzero(bad))
             values = sorted(int(v) for v in np.unique(ids[bad]))[:5]
             ignore = f", ignore_index {self.ignore_index}" if self.ignore_index is not None else ""
+            two_valued = not self.binary and set(np.unique(ids).tolist()) <= {0, 255}
+            hint = "a 0/255 mask of one foreground class: set data.binary=true; else " if two_valued else ""
             raise VisionkitError(
-                f"mask {path}: class id {int(ids[row, col])} at row {row}, column {col} (ids found: {values}) but "
-                f"there are {self.num_classes} classes (0..{self.num_classes - 1}{ignore}); fix the mask, add "
-                "the class to data.class_names, or set data.ignore_index to that value"
+                f"mask {path}: class id {int(ids[row, col])} at row {row}, column {col} (ids out of range: "
+                f"{values}) but there are {self.num_classes} classes (0..{self.num_classes - 1}{ignore}); {hint}fix "
+                "the mask, add the class to data.class_names, or set data.ignore_index to that value"
             )
