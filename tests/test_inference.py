@@ -41,6 +41,9 @@ def test_every_input_type_gives_the_same_result(digits_checkpoint: tuple[Path, P
 
     ckpt, image = digits_checkpoint
     predictor = top_level(ckpt, device="cpu")
+    assert repr(predictor) == (
+        "ClassificationPredictor(32x32 stretch, 3 channels, 10 classes [0, 1, 2, ...], PyTorch on cpu fp32, batch 16)"
+    )
     results = predictor(_digit_inputs(image))
     assert [r.task for r in results] == ["classification"] * 5 and all(
         isinstance(r, ClassificationResult) for r in results

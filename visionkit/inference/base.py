@@ -124,6 +124,18 @@ class Predictor:
         self.fill = LETTERBOX_FILL / 255.0 * peak  # the letterbox's grey on the pixels' own scale
         self._resize = A.Compose(resize_ops(contract.image_size, contract.resize, fill=self.fill))
 
+    def __repr__(self) -> str:
+        """What the predictor runs and how it prepares images, e.g. `DetectionPredictor(640x640 letterbox, 3
+        channels, 80 classes [person, bicycle, car, ...], PyTorch on cpu fp32, batch 16)`."""
+        contract, shown = self.contract, ", ".join(self.contract.class_names[:3])
+        more = ", ..." if len(contract.class_names) > 3 else ""
+        height, width = contract.image_size
+        runtime = self.exported or f"PyTorch on {self.device} {self.precision}"
+        return (
+            f"{type(self).__name__}({height}x{width} {contract.resize}, {contract.pixels.channels} channels, "
+            f"{len(contract.class_names)} classes [{shown}{more}], {runtime}, batch {self.batch_size})"
+        )
+
     @property
     def names(self) -> list[str]:
         """Class names in class-id order."""
