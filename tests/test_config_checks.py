@@ -115,6 +115,8 @@ def test_every_logger_and_callbacks_choice_runs(
     [
         (["data.image_size=0"], "data.image_size=0: expected an integer of 1 or more"),
         (["data.image_size=[32,0]"], "data.image_size=[32, 0]: expected an integer of 1 or more"),
+        (["data.image_size=[32]"], "data.image_size=[32]: expected one integer (a square) or [height, width]"),
+        (["data.image_size=[32,32,3]"], "data.image_size=[32, 32, 3]: expected one integer (a square) or [height"),
         (["data.batch_size=-4"], "data.batch_size=-4: expected an integer of 1 or more"),
         (["data.val_fraction=1.5"], "data.val_fraction=1.5: expected a fraction from 0 to 1"),
         (["data.val_fraction=0.6", "data.test_fraction=0.5"], "leave no images to train on"),
@@ -193,3 +195,19 @@ ALLOWED = [  # valid values among the corpus
     ("threshold", 0),  # verify and gallery: only an identical embedding is the same identity
     ("int8_tolerance", 0),  # an INT8 export may not lower the metric at all
 ]  # fmt: skip
+
+
+def test_a_gpu_asked_for_where_pytorch_sees_none_names_the_cpu_configs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from visionkit.utils.device import check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for accelerator in ("gpu", "cuda"):
+        with pytest.raises(
+            VisionkitError, match=rf"trainer.accelerator={accelerator} asks for a GPU .*trainer=ddp_cpu"
+        ):
+            check_accelerator(accelerator)
+    for accelerator in ("cpu", "auto"):
+        check_accelerator(accelerator)

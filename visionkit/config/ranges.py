@@ -50,6 +50,9 @@ RANGES: dict[str, tuple[Any, str]] = {
 }  # fmt: skip
 
 
+SIZE_KEYS = ("data.image_size", "image_size", "tile_size")  # one int, or [height, width]
+
+
 def check_ranges(cfg: DictConfig) -> None:
     """Sizes, counts and fractions in their ranges (RANGES), named by key: `data.image_size=0` stops here,
     not inside albumentations. The split fractions must leave images to train on."""
@@ -61,6 +64,10 @@ def check_ranges(cfg: DictConfig) -> None:
         for number in numbers:
             if isinstance(number, (int, float)) and not isinstance(number, bool) and not test(number):
                 raise VisionkitError(f"{key}={value!r}: expected {expected}")
+    for key in SIZE_KEYS:
+        size = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
+        if isinstance(size, ListConfig) and len(size) != 2:
+            raise VisionkitError(f"{key}={list(size)}: expected one integer (a square) or [height, width]")
     fractions = [OmegaConf.select(cfg, f"data.{k}_fraction", default=0) for k in ("val", "test")]
     if all(isinstance(f, (int, float)) for f in fractions) and sum(fractions) >= 1:
         raise VisionkitError(

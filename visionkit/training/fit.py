@@ -28,6 +28,7 @@ from visionkit.training.sweep import pruning_callback
 from visionkit.training.tracking import trackers
 from visionkit.training.tuning import tune
 from visionkit.utils.checkpoint_io import AtomicCheckpointIO
+from visionkit.utils.device import check_accelerator
 from visionkit.utils.logging import get_logger, is_rank_zero, one_line_per_message
 from visionkit.utils.run_status import STATUS_FILE, failure_details, write_status
 
@@ -186,6 +187,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir).expanduser().absolute()
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    check_accelerator(cfg.trainer.get("accelerator", "auto"))
     threads = set_cpu_threads(cfg)
     if threads is not None:
         log.info(f"CPU training with {threads} torch thread(s) per process (cpu_threads to change)")

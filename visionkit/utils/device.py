@@ -1,4 +1,4 @@
-"""Device and precision choice for inference and style optimization: one rule for `auto` everywhere."""
+"""Device and precision choice for inference, style optimization and training: one rule for `auto` everywhere."""
 
 from __future__ import annotations
 
@@ -24,6 +24,21 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise VisionkitError(f"device={device} but CUDA is not available here; use device=cpu or auto")
     return chosen
+
+
+def check_accelerator(accelerator: str) -> None:
+    """Stop before any work when `trainer.accelerator` asks for a GPU that PyTorch cannot see, naming the CPU
+    configs (Lightning's own message, "No supported gpu backend found!", named neither cause nor fix)."""
+    name = str(accelerator).lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_gpu = torch.cuda.is_available() or (name == "gpu" and mps is not None and mps.is_available())
+    if name in ("gpu", "cuda") and not has_gpu:
+        build = "PyTorch was built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise VisionkitError(
+            f"trainer.accelerator={accelerator} asks for a GPU (as trainer=gpu and trainer=ddp do) but this "
+            f"machine has none PyTorch can use ({build}): train on the CPU with trainer=cpu, or with DDP on CPU "
+            "processes with trainer=ddp_cpu trainer.devices=2"
+        )
 
 
 def native_bf16(device: torch.device) -> bool:
