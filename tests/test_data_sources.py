@@ -145,6 +145,17 @@ def test_csv_row_with_missing_file(tmp_path: Path) -> None:
         CsvSource(str(path)).splits(0.0, 0.0, 0)
 
 
+def test_csv_headers_of_any_name_and_windows_paths_are_read(tmp_path: Path) -> None:
+    (tmp_path / "cats").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "cats" / "b.png")
+    for header in ("image_id,label", "img,target", "path,label", ""):  # Kaggle's names, ours, none
+        text = (header + "\r\n" if header else "") + "a.png,cat\r\ncats\\b.png,cat\r\n"
+        path = _csv(tmp_path, text)
+        path.write_text(text, encoding="utf-8-sig")  # with the byte-order mark spreadsheets write
+        samples = CsvSource(str(path)).splits(0.0, 0.0, 0)["train"]
+        assert samples.images == [str(tmp_path / "a.png"), str(tmp_path / "cats" / "b.png")], header
+
+
 def test_csv_row_with_unknown_label(tmp_path: Path) -> None:
     path = _csv(tmp_path, "a.png,cat\na.png,dgo\n")
     with _raises(f"{path}:2: unknown label 'dgo' (known labels: cat, dog)"):

@@ -12,6 +12,7 @@ import numpy as np
 
 from visionkit.data.splits import SPLITS, SampleSet, complete_splits, multi_hot
 from visionkit.errors import VisionkitError
+from visionkit.utils.io import IMAGE_EXTENSIONS
 
 _HEADER_PATH = {"path", "image", "file", "filename", "filepath", "image_path"}
 
@@ -49,7 +50,7 @@ class CsvSource:
                 fields = [f.strip() for f in fields]
                 if not fields or all(not f for f in fields):
                     continue
-                if line == 1 and fields[0].lower() in _HEADER_PATH:
+                if line == 1 and self._is_header(fields[0]):
                     continue
                 if len(fields) not in (2, 3) or not fields[0] or not (fields[1] or self.multilabel):
                     raise VisionkitError(
@@ -64,12 +65,29 @@ class CsvSource:
         self._rows = rows
         return rows
 
+    def _is_header(self, first: str) -> bool:
+        """Whether the first line's first cell is a column name: a known one (`path`, `filename`, ...), or any
+        word that names no file and has no image extension (`image_id`, `img`, Kaggle's headers)."""
+        if first.lower() in _HEADER_PATH:
+            return True
+        return self._existing(first) is None and not first.lower().endswith(IMAGE_EXTENSIONS)
+
+    def _existing(self, rel_path: str) -> Path | None:
+        """The file a cell names (relative to `root`), also written with Windows' backslashes; None if absent."""
+        for written in dict.fromkeys((rel_path, rel_path.replace("\\", "/"))):
+            path = Path(written).expanduser()
+            path = path if path.is_absolute() else self.root / path
+            if path.is_file():
+                return path
+        return None
+
     def resolve(self, line: int, rel_path: str) -> str:
         """The image file a row names (relative to `root`); an error naming the row when it does not exist."""
-        path = Path(rel_path).expanduser()
-        path = path if path.is_absolute() else self.root / path
-        if not path.is_file():
-            raise VisionkitError(f"{self.csv}:{line}: image file {path} does not exist")
+        path = self._existing(rel_path)
+        if path is None:
+            raise VisionkitError(
+                f"{self.csv}:{line}: image file {self.root / Path(rel_path).expanduser()} does not exist"
+            )
         return str(path)
 
     def class_names(self) -> list[str]:
