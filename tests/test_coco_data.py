@@ -55,6 +55,23 @@ def test_coco_samples_equal_the_yolo_labels(coco: tuple[Path, Path, Path]) -> No
     assert source.reports["train"].backgrounds == sum(len(t) == 0 for t in theirs.targets)
 
 
+def test_a_category_that_only_groups_the_others_is_no_class(coco, tmp_path: Path) -> None:
+    """Roboflow's COCO exports put a parent category at id 0 (the others' supercategory, never annotated); COCO's
+    own categories are often their own supercategory ("person" in "person") and stay classes."""
+
+    def group(spec: dict) -> None:
+        for category in spec["categories"]:
+            category["supercategory"] = "shapes"
+        spec["categories"][0]["supercategory"] = spec["categories"][0]["name"]  # its own, as COCO's "person"
+        spec["categories"].insert(0, {"id": 0, "name": "shapes", "supercategory": "none"})
+
+    source = CocoSource(str(_broken(coco, tmp_path, group)), str(coco[2]))
+    assert source.class_names() == YoloSource(str(coco[0])).class_names()
+    targets = source.splits(0.0, 0.0, 0)["train"].targets
+    plain = CocoSource(str(coco[1]), str(coco[2])).splits(0.0, 0.0, 0)["train"].targets
+    assert all(np.array_equal(a, b) for a, b in zip(targets, plain))  # the same class ids as without the parent
+
+
 def _broken(coco: tuple[Path, Path, Path], tmp_path: Path, edit) -> Path:
     spec = json.loads(coco[1].read_text())
     edit(spec)

@@ -20,6 +20,9 @@ from visionkit.data.sources.yolo import SKIP_HINT, ScanReport, SplitScan
 from visionkit.data.splits import SampleSet, as_tags, complete_splits
 from visionkit.errors import VisionkitError
 from visionkit.utils.io import check_image
+from visionkit.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def read_coco_json(path: Path) -> dict[str, Any]:
@@ -44,7 +47,19 @@ def coco_categories(spec: dict[str, Any], path: Path) -> tuple[dict[int, int], l
         raise VisionkitError(f"{path}: every category needs an integer 'id' and a 'name'") from None
     if not categories:
         raise VisionkitError(f"{path}: 'categories' is empty")
+    grouping = grouping_categories(spec)
+    categories = [(cat_id, name) for cat_id, name in categories if cat_id not in grouping]
     return {cat_id: index for index, (cat_id, _) in enumerate(categories)}, [name for _, name in categories]
+
+
+def grouping_categories(spec: dict[str, Any]) -> dict[int, str]:
+    """Categories that only group others (the `supercategory` of other categories, with no annotation of their
+    own), which are no class to learn: Roboflow's COCO exports put one at id 0 ("cells" over "Platelets", ...)."""
+    used = {ann.get("category_id") for ann in spec["annotations"] if isinstance(ann, dict)}
+    parents = {
+        str(c.get("supercategory")) for c in spec["categories"] if c.get("supercategory") not in (None, c.get("name"))
+    }
+    return {int(c["id"]): str(c["name"]) for c in spec["categories"] if c["name"] in parents and c["id"] not in used}
 
 
 def _box_row(ann: dict[str, Any], image: dict[str, Any], where: str, class_id: int) -> list[float]:
@@ -143,11 +158,17 @@ class CocoSource:
         self.skip_bad_labels = skip_bad_labels
         self.description = f"COCO dataset {self.files['train'][0]}"
         self.reports: dict[str, ScanReport] = {}
+        self._names: list[str] | None = None
 
     def class_names(self) -> list[str]:
-        """Category names in category-id order (from the train json)."""
-        path = self.files["train"][0]
-        return coco_categories(read_coco_json(path), path)[1]
+        """Category names in category-id order (from the train json, read once)."""
+        if self._names is None:
+            path = self.files["train"][0]
+            spec = read_coco_json(path)
+            self._names = coco_categories(spec, path)[1]
+            for cat_id, name in grouping_categories(spec).items():
+                log.info(f"{path}: category {cat_id} {name!r} only groups others (no annotation of its own): no class")
+        return list(self._names)
 
     def splits(self, val_fraction: float, test_fraction: float, seed: int) -> dict[str, SampleSet]:
         """Scanned samples per split; targets are (N, 5) arrays of `class cx cy w h`."""
