@@ -123,6 +123,27 @@ def test_label_without_image_and_corrupt_image(tiny_yolo: Path) -> None:
         YoloSource(str(tiny_yolo / "data.yaml")).splits(0.0, 0.0, 0)
 
 
+def test_a_data_yaml_without_path_given_relative_and_roboflows_layout(
+    tiny_yolo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data.yaml in a subfolder named by a relative path, without `path:` (the splits were looked for under
+    <folder>/<folder>); and Roboflow's export, `train: ../train/images` beside train/ (found as ultralytics does)."""
+    monkeypatch.chdir(tiny_yolo.parent)
+    (tiny_yolo / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [a, b]\n")
+    splits, _ = read_data_yaml(f"{tiny_yolo.name}/data.yaml")
+    assert splits["train"] == [tiny_yolo / "images" / "train"]
+    for split in ("train", "valid"):
+        (tiny_yolo / split).mkdir()
+        (tiny_yolo / "images" / ("train" if split == "train" else "val")).rename(tiny_yolo / split / "images")
+        (tiny_yolo / "labels" / ("train" if split == "train" else "val")).rename(tiny_yolo / split / "labels")
+    (tiny_yolo / "data.yaml").write_text("train: ../train/images\nval: ../valid/images\nnc: 2\nnames: ['a', 'b']\n")
+    source = YoloSource(f"{tiny_yolo.name}/data.yaml")
+    assert [len(source.splits(0.0, 0.0, 0)[s]) for s in ("train", "val")] == [3, 3]
+    (tiny_yolo / "data.yaml").write_text("train: ../train/images\nval: ../nowhere/images\nnames: [a, b]\n")
+    with pytest.raises(VisionkitError, match=re.escape(f"val points at {tiny_yolo / '../nowhere/images'}")):
+        read_data_yaml(tiny_yolo / "data.yaml")
+
+
 def test_data_yaml_problems(tiny_yolo: Path) -> None:
     yaml = tiny_yolo / "data.yaml"
     yaml.write_text("path: .\ntrain: images/train\nnames: [a, b]\n")

@@ -141,21 +141,28 @@ def read_data_yaml(path: str | os.PathLike[str]) -> tuple[dict[str, list[Path]],
     names = [str(n) for n in names]
     if "nc" in spec and int(spec["nc"]) != len(names):
         raise VisionkitError(f"{path}: nc is {spec['nc']} but {len(names)} names are listed")
-    root = Path(spec.get("path") or path.parent).expanduser()
-    if not root.is_absolute():
-        root = (path.parent / root).resolve()
+    root = path.parent / Path(spec.get("path") or ".").expanduser()  # `path:` is relative to the yaml's folder
+    root = root if root.is_absolute() else root.resolve()
     splits: dict[str, list[Path]] = {}
     for split in SPLITS:
         entries = spec.get(split)
         if not entries:
             continue
         entries = entries if isinstance(entries, list) else [entries]
-        found = [root / e if not Path(e).is_absolute() else Path(e) for e in map(str, entries)]
-        for entry in found:
-            if not entry.exists():
-                raise VisionkitError(f"{path}: {split} points at {entry}, which does not exist")
-        splits[split] = found
+        splits[split] = [_split_entry(root, str(entry), f"{path}: {split}") for entry in entries]
     return splits, names
+
+
+def _split_entry(root: Path, entry: str, where: str) -> Path:
+    """The folder or list file a split names, under `root` unless absolute. Roboflow's exports write `../train/images`
+    beside a data.yaml that sits next to `train/`: such a path is also looked for without its `../`, as ultralytics
+    does."""
+    found = root / Path(entry).expanduser()
+    if not found.exists() and entry.startswith("../") and (root / entry[3:]).exists():
+        found = root / entry[3:]
+    if not found.exists():
+        raise VisionkitError(f"{where} points at {found}, which does not exist")
+    return found
 
 
 def _images_of(entries: Sequence[Path]) -> list[Path]:
