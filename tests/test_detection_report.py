@@ -219,3 +219,28 @@ def test_a_detector_test_writes_the_report_and_its_map_is_the_logged_one(trained
     assert matrix[0][1:] == [*names, "background"] and len(matrix) == len(names) + 2
     for name in ("pr_curve", "confidence_curves"):
         assert (tmp_path / "tables" / f"{name}.csv").stat().st_size > 1000
+
+
+def test_a_test_where_the_detector_finds_nothing_still_writes_its_report(trained_detector, tmp_path: Path) -> None:
+    """No detection on any test image (conf 1.0 keeps none): the report's gathered rows are empty, not a crash at
+    the end of a training run (torchmetrics computes a CatMetric that never got a value to an empty list)."""
+    import lightning as L
+
+    from visionkit.callbacks.detection_report import DetectionReport
+    from visionkit.data import VisionDataModule, YoloSource
+
+    dm = VisionDataModule(
+        YoloSource(str(trained_detector.data_yaml)), image_size=128, batch_size=8, augment="none",
+        resize="letterbox", mean=(0,) * 3, std=(1,) * 3,
+    )  # fmt: skip
+    report = DetectionReport(dirpath=str(tmp_path))
+    trainer = L.Trainer(callbacks=[report], logger=False, enable_progress_bar=False, enable_model_summary=False)
+    task = trained_detector.task
+    conf = task.hparams.conf
+    task.hparams.conf = 1.0
+    try:
+        (metrics,) = trainer.test(task, datamodule=dm, verbose=False)
+    finally:
+        task.hparams.conf = conf
+    assert metrics["test_map50"] == 0 and report.scores is not None and report.scores.test_images == 16
+    assert sum(len(found) for found in report.scored[0]) == 0 and (tmp_path / "plots" / "pr.png").is_file()

@@ -363,9 +363,8 @@ class DetectionReport(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.seen.update_count:
             return
-        seen = self.seen.compute().reshape(-1, 2).cpu().numpy()  # gathered from every rank
-        found = self.found.compute().reshape(-1, 8).cpu().numpy()
-        truth = self.truth.compute().reshape(-1, 7).cpu().numpy()
+        seen = gathered_rows(self.seen, 2)  # from every rank
+        found, truth = gathered_rows(self.found, 8), gathered_rows(self.truth, 7)
         if trainer.is_global_zero:
             classes = int(pl_module.hparams["num_classes"])
             names = class_names_of(pl_module, classes)
@@ -387,6 +386,15 @@ class DetectionReport(L.Callback):
                 log.info("no test detection matched a truth (F1 0 at every confidence): no conf to suggest yet")
             pl_module.log("test_best_f1", scores.best_f1, rank_zero_only=True)
             pl_module.log("test_best_conf", scores.best_conf, rank_zero_only=True)
+
+
+def gathered_rows(metric: CatMetric, width: int) -> np.ndarray:
+    """A CatMetric's values as (N, width) rows. One never given a value computes to an empty list (torchmetrics
+    keeps no empty tensor): a test set where the detector found nothing, or whose images are all backgrounds."""
+    values = metric.compute()
+    if isinstance(values, list):
+        return np.zeros((0, width), dtype=np.float32)
+    return values.reshape(-1, width).cpu().numpy()
 
 
 def _split_by_image(seen: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
