@@ -117,15 +117,26 @@ def test_identities_are_split_by_identity_seeded_and_counted(tmp_path: Path) -> 
     assert list(other["test"].images) != list(splits["test"].images)
 
 
+def test_a_split_that_cannot_give_both_kinds_of_pair_is_named(tmp_path: Path) -> None:
+    """12 identities with data.val_fraction=0.1 leave one identity to validate on: no pair of two identities, so
+    no validation metric (the monitored one among them); named before training with the fix."""
+    root = _write_identities(tmp_path / "people", identities=12, per_identity=3)
+    with pytest.raises(VisionkitError, match=r"the val split holds 1 identity \(3 images\).*raise data.val_fraction"):
+        IdentitySource(str(root), val_fraction=0.1, test_fraction=0.2).splits(0.1, 0.2, 0)
+    assert len(IdentitySource(str(root), val_fraction=0.2, test_fraction=0.2).splits(0.2, 0.2, 0)["val"]) == 6
+
+
 def test_a_csv_split_column_and_an_lfw_pairs_file_decide_the_splits(tmp_path: Path) -> None:
     root = _write_identities(tmp_path / "people", identities=8, per_identity=3)
     rows = [(p.relative_to(tmp_path), p.parent.name) for p in sorted(root.rglob("*.png"))]
     table = tmp_path / "ids.csv"
-    table.write_text("path,identity,split\n" + "".join(f"{p},{i},{'test' if i == 'id07' else ''}\n" for p, i in rows))
+    table.write_text(
+        "path,identity,split\n" + "".join(f"{p},{i},{'test' if i in ('id06', 'id07') else ''}\n" for p, i in rows)
+    )
     table.write_text(table.read_text().replace(",\n", ",train\n"))
     source = IdentitySource(csv=str(table), val_fraction=0.0, test_fraction=0.0)
     splits = source.splits(0, 0, 0)
-    assert {Path(p).parent.name for p in splits["test"].images} == {"id07"} and len(splits["train"]) == 21
+    assert {Path(p).parent.name for p in splits["test"].images} == {"id06", "id07"} and len(splits["train"]) == 18
     lines = table.read_text().splitlines()
     lines.append(f"{rows[0][0]},{rows[0][1]},test")  # id00 already in train
     table.write_text("\n".join(lines) + "\n")
@@ -134,8 +145,8 @@ def test_a_csv_split_column_and_an_lfw_pairs_file_decide_the_splits(tmp_path: Pa
 
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("1\t3\nid01\t1\t2\nid02\t1\t3\nid01\t3\tid02\t2\n")
-    source = IdentitySource(str(root), pairs=str(pairs), val_fraction=0.2)
-    splits = source.splits(0.2, 0.2, 0)
+    source = IdentitySource(str(root), pairs=str(pairs), val_fraction=0.4)  # 2 of the 6 not in pairs
+    splits = source.splits(0.4, 0.2, 0)
     assert {Path(p).parent.name for p in splits["test"].images} == {"id01", "id02"}
     named = source.pairs("test")
     assert [(Path(a).name, Path(b).name, same) for a, b, same in named] == [

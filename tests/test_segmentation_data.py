@@ -107,6 +107,8 @@ def test_binary_masks_accept_0_1_and_0_255(tmp_path: Path) -> None:
         MaskSource(tmp_path / "255", class_names=["background", "tumor"]).splits(0.0, 0.0, 0)
     with pytest.raises(VisionkitError, match=r"class id 7 .*classes \(0\.\.1\); fix the mask"):  # no binary hint
         MaskReader.make(2).check(blocks(7), "seven.png")
+    with pytest.raises(VisionkitError, match=r"class id 7 .*JPEG compression changes a mask's values"):  # lossy
+        MaskReader.make(2).check(blocks(7), "seven.jpg")
 
 
 BAD = {

@@ -177,6 +177,8 @@ class MaskReader:
             ignore = f", ignore_index {self.ignore_index}" if self.ignore_index is not None else ""
             two_valued = not self.binary and set(np.unique(ids).tolist()) <= {0, 255}
             hint = "a 0/255 mask of one foreground class: set data.binary=true; else " if two_valued else ""
+            if str(path).lower().endswith((".jpg", ".jpeg")):
+                hint = "JPEG compression changes a mask's values at edges: save masks as PNG; " + hint
             raise VisionkitError(
                 f"mask {path}: class id {int(ids[row, col])} at row {row}, column {col} (ids out of range: "
                 f"{values}) but there are {self.num_classes} classes (0..{self.num_classes - 1}{ignore}); {hint}fix "

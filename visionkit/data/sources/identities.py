@@ -194,7 +194,22 @@ class IdentitySource:
             pool = SampleSet(images, new_id[ids]).subset(members)
             self._split[name] = pool
             self.reports[name] = IdentityScan(name, len(chosen[name]), len(members))
+        for name in ("val", "test"):
+            self._check_pairs_possible(name, ids[np.isin(ids, chosen[name])], len(names))
         return self._split
+
+    def _check_pairs_possible(self, split: str, ids: np.ndarray, total: int) -> None:
+        """A val or test split with identities must give both kinds of verification pair: two identities, one of
+        them with two images (else its metrics, the monitored one among them, are never computed)."""
+        counts = np.bincount(ids)[np.unique(ids)] if len(ids) else np.zeros(0, dtype=np.int64)
+        if len(counts) == 0 or (len(counts) >= 2 and (counts >= 2).any()):
+            return
+        fraction = f"data.{split}_fraction={self.fractions[0 if split == 'val' else 1]}"
+        raise VisionkitError(
+            f"{self.description}: the {split} split holds {len(counts)} identit{'y' if len(counts) == 1 else 'ies'} "
+            f"({int(counts.sum())} images); verifying needs pairs of one identity and pairs of two, so at least 2 "
+            f"identities, one with 2+ images: raise {fraction} (of {total} identities) or add identities"
+        )
 
     def class_names(self) -> list[str]:
         """The training identities' names, in class-id order (what a margin loss keeps a weight for)."""
