@@ -64,6 +64,21 @@ def test_evaluate_uses_the_run_config_of_the_checkpoint(make_cfg, tmp_path: Path
     assert evaluate(cfg)["test_acc"] == pytest.approx(trained["test_acc"], abs=1e-6)
 
 
+def test_a_run_on_a_relative_data_folder_evaluates_from_any_folder(
+    make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data.root=shapes` typed in one folder: the run's config.yaml holds the folder's absolute path, so
+    visionkit-eval finds the data from another folder (it stopped with 'data.root: folder shapes does not exist')."""
+    write_shapes_folder(tmp_path / "project" / "shapes", per_class=6)
+    monkeypatch.chdir(tmp_path / "project")
+    overrides = ["data=imagefolder", "data.root=shapes", "data.image_size=24", "trainer.max_epochs=1", "model=lenet5"]
+    trained = train(make_cfg(overrides))
+    assert (OmegaConf.load(tmp_path / "run" / "config.yaml").data.root) == str(tmp_path / "project" / "shapes")
+    monkeypatch.chdir(tmp_path)
+    cfg = make_cfg([f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}"], name="eval", run="eval")
+    assert evaluate(cfg)["test_acc"] == pytest.approx(trained["test_acc"], abs=1e-6)
+
+
 def test_num_classes_is_interpolated_from_the_data_config(make_cfg) -> None:
     cfg = make_cfg(["data.num_classes=10"])
     assert cfg.task.num_classes == 10

@@ -6,11 +6,20 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # visionkit/
 RUN_CONFIG = "config.yaml"
 RUN_DIR_ENV = "VISIONKIT_RUN_DIR"  # set by rank 0 so DDP workers Lightning starts find its config
+# data keys that name files or folders relative to where the command runs (not to another key)
+DATA_PATHS = (
+    "root",
+    "csv",
+    "yaml",
+    "pairs",
+    "cache_dir",
+    *(f"{s}_{k}" for s in ("train", "val", "test") for k in ("json", "images")),
+)
 
 
 def config_dir() -> Path:
@@ -70,3 +79,16 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("vk_run_dir", _run_dir, use_cache=True)
     if not OmegaConf.has_resolver("vk_sub_run_dir"):
         OmegaConf.register_new_resolver("vk_sub_run_dir", _sub_run_dir, use_cache=True)
+
+
+def absolute_data_paths(cfg: DictConfig) -> None:
+    """The data's relative paths that exist, made absolute before the run's config.yaml is written: `visionkit-eval`
+    and `visionkit-export check=true` read the data from that file, in whatever folder they run. A path that does
+    not exist is left as typed, for its error message."""
+    data = cfg.get("data")
+    for key in DATA_PATHS if isinstance(data, DictConfig) else ():
+        value = OmegaConf.select(data, key, default=None)
+        if isinstance(value, str) and "://" not in value:
+            path = Path(value).expanduser()
+            if not path.is_absolute() and path.exists():
+                data[key] = str(path.absolute())

@@ -17,7 +17,7 @@ from visionkit.callbacks.exact_resume import ExactResume
 from visionkit.checkpoints import check_checkpoint
 from visionkit.config.checks import check_config
 from visionkit.config.composed import launcher_env_restored, plain, save_run_config
-from visionkit.config.folders import RUN_CONFIG, RUN_DIR_ENV, run_dir_of_checkpoint
+from visionkit.config.folders import RUN_CONFIG, RUN_DIR_ENV, absolute_data_paths, run_dir_of_checkpoint
 from visionkit.data import IMAGENET_MEAN, IMAGENET_STD, VisionDataModule
 from visionkit.data.pixels import format_of
 from visionkit.errors import VisionkitError
@@ -183,6 +183,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     The run folder is `cfg.paths.output_dir`; with `cfg.ckpt_path` training resumes from that checkpoint.
     """
     check_config(cfg)
+    absolute_data_paths(cfg)
     ckpt_path = check_checkpoint(cfg.get("ckpt_path"))
     output_dir = Path(cfg.paths.output_dir).expanduser().absolute()
     if cfg.get("seed") is not None:
