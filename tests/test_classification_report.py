@@ -52,3 +52,27 @@ def test_reliability_bins_give_the_expected_calibration_error() -> None:
     assert gap.sum() == pytest.approx(scores.ece, abs=1e-5)  # torchmetrics' ECE from our bins
     confident = torch.softmax(torch.log(probs) * 4, 1)  # sharper, same ranking: over-confident
     assert score_classification(confident, target).ece > scores.ece
+
+
+def test_a_class_without_test_images_is_named_in_the_log(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """A class whose one image went to training: the report says its scores are left out (torchmetrics only
+    warned 'No positive samples in targets', which the commands silence)."""
+    import lightning as L
+    from PIL import Image
+
+    from tests.conftest import write_shapes_folder
+    from visionkit.callbacks.classification_report import ClassificationReport
+    from visionkit.data import ImageFolderSource, VisionDataModule
+    from visionkit.tasks import ClassificationTask
+
+    root = write_shapes_folder(tmp_path / "shapes", per_class=6)
+    (root / "rare").mkdir()
+    Image.new("RGB", (24, 24), (200, 0, 0)).save(root / "rare" / "only.png")
+    data = VisionDataModule(ImageFolderSource(str(root)), image_size=24, batch_size=8, augment="none")
+    task = ClassificationTask("lenet5", num_classes=data.num_classes, class_names=data.class_names)
+    trainer = L.Trainer(
+        callbacks=[ClassificationReport(dirpath=str(tmp_path))], logger=False, enable_progress_bar=False
+    )
+    with caplog.at_level("INFO"):
+        trainer.test(task, datamodule=data, verbose=False)
+    assert "no test image of rare: recall, ROC AUC and AP left out (NaN)" in caplog.text

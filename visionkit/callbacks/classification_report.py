@@ -19,7 +19,10 @@ from torchmetrics.aggregation import CatMetric
 from visionkit.callbacks.figures import publish, shown_images
 from visionkit.tasks.base import class_names_of
 from visionkit.utils.io import atomic_write
+from visionkit.utils.logging import get_logger
 from visionkit.utils.viz import labelled_grid_figure
+
+log = get_logger(__name__)
 
 CALIBRATION_BINS = 15
 MISTAKES = 16
@@ -216,6 +219,9 @@ class ClassificationReport(L.Callback):
             return
         names = class_names_of(pl_module, classes)
         self.scores = scores = score_classification(probs, target)
+        absent = [names[i] for i in np.flatnonzero(scores.support == 0)]
+        if absent:
+            log.info(f"no test image of {', '.join(absent)}: recall, ROC AUC and AP left out (NaN)")
         root = Path(self.dirpath or trainer.default_root_dir)
         write_scores(scores, names, root / "tables")
         figures = {

@@ -18,6 +18,9 @@ from visionkit.callbacks.figures import publish
 from visionkit.tasks.base import class_names_of
 from visionkit.tasks.multilabel import decision_counts
 from visionkit.utils.io import atomic_write
+from visionkit.utils.logging import get_logger
+
+log = get_logger(__name__)
 
 
 def per_class_scores(probs: torch.Tensor, target: torch.Tensor, thresholds: torch.Tensor) -> dict[str, np.ndarray]:
@@ -98,6 +101,9 @@ class MultiLabelReport(L.Callback):
         names = class_names_of(pl_module, classes)
         thresholds = cast(torch.Tensor, pl_module.thresholds).detach().float().cpu()  # a MultiLabelTask's buffer
         self.scores = scores = per_class_scores(probs, target, thresholds)
+        absent = [names[k] for k in np.flatnonzero(np.asarray(scores["support"]) == 0)]
+        if absent:
+            log.info(f"no test image tagged {', '.join(absent)}: average precision left out (NaN)")
         root = Path(self.dirpath or trainer.default_root_dir)
         (root / "tables").mkdir(parents=True, exist_ok=True)
         with atomic_write(root / "tables" / "per_class.csv", "w") as handle:
