@@ -75,6 +75,9 @@ def test_every_shipped_config_passes_the_checks(tmp_path: Path, name: str, overr
             ["task=detection", "model.arch_name=yolo11n.yaml"],
             "model.arch_name: no such key in model; did you mean arch?",
         ),
+        (["data=imagefolder", "data.root=照片/猫"], "quote a value with characters other than ASCII letters"),
+        (["data=imagefolder", "data.root=照片/猫"], """(in the shell: "data.root='照片/猫'")"""),
+        (["data.class_names=[a,b"], "cannot read the override 'data.class_names=[a,b' (no viable alternative"),
     ],
 )
 def test_misspelt_keys_and_unknown_choices_suggest_the_close_match(overrides: list[str], message: str) -> None:

@@ -291,16 +291,36 @@ def _missing_key(cfg: DictConfig, dotted: str) -> tuple[str, str, list[str]] | N
     return None
 
 
+def unreadable_override(parser: Any, overrides: Sequence[str], exc: Exception) -> str:
+    """The override Hydra's grammar cannot read, and how to quote it (a path with non-ASCII letters, unclosed
+    brackets): Hydra's own message shows the list's text only."""
+    reason = str(exc).splitlines()[0]
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception:
+            key, _, value = override.partition("=")
+            if any(value.count(a) != value.count(b) for a, b in ("[]", "{}", "()")):
+                return f"cannot read the override {override!r} ({reason}): close its brackets"
+            quoted = f"{key}='{value}'" if "'" not in value else f'{key}="{value}"'
+            return (
+                f"cannot read the override {override!r} ({reason}): quote a value with characters other than ASCII "
+                f'letters, digits and ./-_:~ (in the shell: "{quoted}")'
+            )
+    return f"cannot read the overrides: {reason}"
+
+
 def check_overrides(config_name: str, overrides: Sequence[str]) -> None:
     """Check `key=value` overrides before Hydra runs: a group choice must exist, a key must exist (unless added
     with `+`); the error names the override and the close matches."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        parsed = parser.parse_overrides(list(overrides))
     except Exception as exc:
-        raise VisionkitError(f"cannot read the overrides: {str(exc).splitlines()[0]}") from None
+        raise VisionkitError(unreadable_override(parser, overrides, exc)) from None
     groups = _groups()
     selections, values = [], []
     for override in parsed:

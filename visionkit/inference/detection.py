@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from visionkit.data.contract import SIZE_MULTIPLE
 from visionkit.data.letterbox import Letterbox
@@ -19,6 +19,7 @@ from visionkit.inference.nms import batched_nms
 from visionkit.inference.outputs import save_picture
 from visionkit.inference.result import InputImage, Result
 from visionkit.utils.arrays import to_numpy
+from visionkit.utils.fonts import label_font
 from visionkit.utils.io import atomic_write
 from visionkit.utils.palette import box_colour
 
@@ -87,7 +88,7 @@ class DetectionResult(Result):
         canvas = Image.fromarray(self.original)
         draw = ImageDraw.Draw(canvas)
         thickness = max(1, round(max(canvas.size) / 300))
-        font = ImageFont.load_default(size=max(10, round(max(canvas.size) / 40)))
+        font = label_font(max(10, round(max(canvas.size) / 40)), texts)
         ids = [f"#{i} " for i in self.track_ids.tolist()] if len(self.track_ids) else [""] * len(self.boxes)
         for (x1, y1, x2, y2), label, colour, track in zip(self.boxes.tolist(), texts, colours, ids):
             draw.rectangle([x1, y1, x2, y2], outline=colour, width=thickness)

@@ -12,17 +12,18 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from visionkit.utils.fonts import label_font
 from visionkit.utils.io import SAVE_FORMATS, atomic_write, save_image
 
 
 def scored_picture(image: np.ndarray, scored: Sequence[tuple[str, float]]) -> np.ndarray:
     """`image` with one `name probability` line per entry written white on black in its top-left corner (the
     pictures of classification and multi-label results)."""
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=max(8, round(max(canvas.size) / 24)))
+    font = label_font(max(8, round(max(canvas.size) / 24)), [name for name, _ in scored])
     y = 2.0
     for name, prob in scored:
         text = f"{name} {prob:.2f}"

@@ -129,6 +129,19 @@ def build_task(cfg: DictConfig, datamodule: VisionDataModule) -> VisionTask:
     )
 
 
+def warn_undrawable_names(names: list[str]) -> None:
+    """Say once, before training, when class names hold characters no installed font draws (the plots and the
+    report show them as boxes; matplotlib would warn at every figure)."""
+    from visionkit.utils.viz import undrawable
+
+    missing = undrawable(names)
+    if missing and is_rank_zero():
+        log.warning(
+            f"class names use characters no installed font has ({missing[:12]}): plots draw them as boxes; install "
+            "a font with them (Debian/Ubuntu: apt install fonts-noto-cjk for Chinese, Japanese and Korean)"
+        )
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Trainer with the configured callbacks and loggers. Without a logger there is nothing to record learning
     rates in, so the learning-rate monitor is left out (any `callbacks` choice runs with `logger=none`)."""
@@ -202,6 +215,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         loss=cfg.get("loss"),
     )
     task = build_task(cfg, datamodule)
+    warn_undrawable_names(datamodule.class_names)
     trainer = build_trainer(cfg)
     pruning = pruning_callback(cfg)  # in an Optuna sweep's trial: stops a bad trial early
     if pruning is not None:

@@ -3,6 +3,7 @@ saved atomically and sent to loggers that take images."""
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,46 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from visionkit.utils.io import atomic_write
+
+# Fonts with scripts DejaVu Sans (matplotlib's default) lacks, appended after the user's font families when
+# installed: matplotlib draws a glyph the first family has not with the next one that has it (class names in
+# Chinese, Japanese, Korean, Hebrew, Devanagari or Thai drew as boxes).
+FALLBACK_FONTS = (
+    "Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans CJK KR", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+    "Droid Sans Fallback", "Microsoft YaHei", "SimHei", "PingFang SC", "Hiragino Sans", "Apple SD Gothic Neo",
+    "Malgun Gothic", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari", "Noto Sans Thai",
+    "Arial Unicode MS",
+)  # fmt: skip
+
+
+def add_fallback_fonts() -> None:
+    """Append the installed FALLBACK_FONTS to matplotlib's font families, after the user's own (idempotent)."""
+    from matplotlib import font_manager, rcParams
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    chosen = list(rcParams["font.family"])
+    added = [f for f in FALLBACK_FONTS if f in installed and f not in chosen]
+    if added:
+        rcParams["font.family"] = chosen + added
+        logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)  # notes on the fonts' weights
+
+
+def undrawable(texts: Sequence[object]) -> str:
+    """The characters of `texts` no font of matplotlib's families has: plots draw them as boxes."""
+    from matplotlib import font_manager, rcParams
+
+    fonts = []
+    for family in rcParams["font.family"]:
+        try:
+            path = font_manager.findfont(font_manager.FontProperties(family=family), fallback_to_default=False)
+        except ValueError:  # not installed
+            continue
+        fonts.append(font_manager.get_font(path))
+    characters = sorted({c for text in texts for c in str(text) if c.isprintable() and not c.isspace()})
+    return "".join(c for c in characters if not any(font.get_char_index(ord(c)) for font in fonts))
+
+
+add_fallback_fonts()
 
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
