@@ -105,3 +105,20 @@ def test_the_fast_decoder_gives_what_pil_gives(
     monkeypatch.setattr(io, "JPEG_IS_RGB", False)
     monkeypatch.setattr(io, "JPEG_FLAGS", cv2.IMREAD_COLOR)
     np.testing.assert_array_equal(read_image(tmp_path / f"x{suffix}"), ours)
+
+
+def test_text_is_written_in_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    """A class name in any script goes into predictions.csv even where the locale's encoding is ASCII (or, on
+    Windows, cp1252): atomic_write's text mode is UTF-8."""
+    import os
+    import subprocess
+    import sys
+
+    target = tmp_path / "names.csv"
+    script = (
+        "from visionkit.utils.io import atomic_write\n"
+        f"with atomic_write({str(target)!r}, 'w') as h: h.write('\\u72d7,caf\\u00e9\\n')"
+    )
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+    assert target.read_bytes() == "狗,café\n".encode()

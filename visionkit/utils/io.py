@@ -343,8 +343,10 @@ def exclusive_lock(path: str | os.PathLike[str]) -> Iterator[None]:
 
 @contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator:
-    """Write to a temporary file beside `path` and rename it into place only when writing succeeded."""
-    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, mode) as handle:
+    """Write to a temporary file beside `path` and rename it into place only when writing succeeded (text in UTF-8
+    whatever the locale, so a class name in any script is written)."""
+    encoding = None if "b" in mode else "utf-8"
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, mode, encoding=encoding) as handle:
         yield handle
 
 
