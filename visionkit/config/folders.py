@@ -18,6 +18,7 @@ DATA_PATHS = (
     "yaml",
     "pairs",
     "cache_dir",
+    "url",
     *(f"{s}_{k}" for s in ("train", "val", "test") for k in ("json", "images")),
 )
 
