@@ -59,6 +59,19 @@ def test_image_folder_explicit_splits(tmp_path: Path, shapes_folder: Path) -> No
     assert len(splits["train"]) + len(splits["val"]) == 20  # val carved from train
 
 
+def test_a_lone_last_training_image_is_left_out_of_the_epoch(shapes_folder: Path) -> None:
+    """27 training images in batches of 26 ended each epoch in a batch of one, on which BatchNorm cannot train
+    ('Expected more than 1 value per channel'): that image is left out; evaluation keeps every image."""
+    for batch_size, sizes in ((26, [26]), (9, [9, 9, 9]), (4, [4] * 6 + [3])):
+        data = VisionDataModule(
+            ImageFolderSource(str(shapes_folder)), image_size=16, batch_size=batch_size, augment="none",
+            val_fraction=0.25, test_fraction=0.0, eval_batch_size=26,
+        )  # fmt: skip
+        data.setup("fit")
+        assert [len(batch["image"]) for batch in data.train_dataloader()] == sizes
+    assert [len(b["image"]) for b in data._loader("train", train=False)] == [26, 1]
+
+
 def test_csv_source_with_split_column_and_relative_paths(shapes_folder: Path) -> None:
     rows = ["path,label,split"]
     for i, path in enumerate(sorted(shapes_folder.rglob("*.png"))):

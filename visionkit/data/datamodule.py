@@ -32,7 +32,7 @@ from visionkit.data.datasets import (
 )
 from visionkit.data.decoded import build_reader, check_cache_kind
 from visionkit.data.pixels import RGB8, PixelFormat, check_in_memory, check_pixel_format
-from visionkit.data.resumable import ChunkedSampler, GroupedSampler, ResumableSampler, global_seed
+from visionkit.data.resumable import ChunkedSampler, GroupedSampler, ResumableSampler, global_seed, lone_last_image
 from visionkit.data.splits import SPLITS, SampleSet
 from visionkit.data.stats import ChannelStats, split_stats
 from visionkit.data.timed_loader import TimedLoader
@@ -337,7 +337,7 @@ class VisionDataModule(L.LightningDataModule):
             self.datasets[name],
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=sampler,
-            drop_last=False,
+            drop_last=sampler is not None and lone_last_image(sampler, self.batch_size),
             generator=torch.Generator().manual_seed(global_seed()),  # worker seeds: the global RNG stays untouched
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

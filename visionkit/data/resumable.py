@@ -12,6 +12,10 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from visionkit.utils.logging import get_logger
+
+log = get_logger(__name__)
+
 SampleKey = tuple[int, int]  # (index, epoch): what the training sampler yields to a dataset
 
 
@@ -69,6 +73,15 @@ class ResumableSampler(DistributedSampler):
         self._skip = 0
         epoch = self.epoch
         return iter([(int(i), epoch) for i in indices])
+
+
+def lone_last_image(sampler: ResumableSampler, batch_size: int) -> bool:
+    """Whether an epoch of `sampler` ends in a batch of one image, which the training loader then leaves out:
+    BatchNorm cannot train on one (a 36-image split in batches of 35 stopped an embedding run at its last batch)."""
+    lone = len(sampler) % batch_size == 1
+    if lone:
+        log.info(f"train: {len(sampler)} images in batches of {batch_size}: each epoch's last, lone image is left out")
+    return lone
 
 
 def grouped_order(labels: np.ndarray, per_group: int, seed: int, epoch: int) -> list[np.ndarray]:
