@@ -136,3 +136,11 @@ def test_detection_task_runs_from_the_shipped_config(make_cfg, tmp_path: Path, b
     width, _ = Image.open(tmp_path / "run" / "plots" / "val_samples.png").size
     assert width < 700  # two samples side by side; the task's default (16, four a row) draws 1248 px wide
     check_report_page(tmp_path / "run", tmp_path / "report.png")  # 1280 px wide, no error, short numbers
+
+
+def test_an_image_size_yolo_strides_cannot_divide_is_named(make_cfg) -> None:
+    """data.image_size=100 stopped in the neck with 'Sizes of tensors must match ... Expected size 8 but got 7'."""
+    with pytest.raises(
+        VisionkitError, match=r"data.image_size=100: YOLO networks need sizes divisible by 32 \(e.g. 96\)"
+    ):
+        train(make_cfg(["task=detection", "data.image_size=100", "++trainer.fast_dev_run=true"]))

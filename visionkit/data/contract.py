@@ -12,16 +12,16 @@ from visionkit.data.pixels import RGB8, PixelFormat
 from visionkit.errors import VisionkitError
 
 DATA_STATE_KEY = "VisionDataModule"  # where a checkpoint holds its data module's saved state (its class name)
-SIZE_MULTIPLE = 32  # segmentation encoders downsample 5 times: their inputs must be multiples of 32
+SIZE_MULTIPLE = 32  # segmentation encoders and YOLO downsample 5 times: their inputs must be multiples of 32
 
 
-def check_input_size(size: int | Sequence[int], key: str) -> None:
-    """An error naming `key` (and a size that works) when `size` cannot pass a segmentation encoder's
-    downsamplings."""
+def check_input_size(size: int | Sequence[int], key: str, networks: str = "segmentation networks") -> None:
+    """An error naming `key` (and a size that works) when `size` cannot pass the five downsamplings of a
+    segmentation encoder or a YOLO network (whose feature maps of odd sizes stopped in a bare RuntimeError)."""
     sizes = [size] if isinstance(size, int) else list(size)
     if any(int(s) % SIZE_MULTIPLE for s in sizes):
         raise VisionkitError(
-            f"{key}={size}: segmentation networks need sizes divisible by {SIZE_MULTIPLE} "
+            f"{key}={size}: {networks} need sizes divisible by {SIZE_MULTIPLE} "
             f"(e.g. {max(SIZE_MULTIPLE, round(int(sizes[0]) / SIZE_MULTIPLE) * SIZE_MULTIPLE)})"
         )
 

@@ -14,6 +14,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from visionkit.callbacks.detection_recipe import AccumulationRamp, CloseMosaic, RampedEMA
 from visionkit.callbacks.detection_report import IOU_THRESHOLDS, RECALL_POINTS
+from visionkit.data.contract import check_input_size
 from visionkit.data.sources.annotations import ignored_class
 from visionkit.errors import VisionkitError
 from visionkit.models.yolo import build_yolo, freeze_layers
@@ -157,10 +158,14 @@ class DetectionTask(VisionTask):
         return callbacks
 
     def setup(self, stage: str) -> None:
-        """Accumulate gradients up to the nominal batch (before the optimizer and schedule are built)."""
+        """Stop early on a training size YOLO's strides cannot divide; accumulate gradients up to the nominal
+        batch (before the optimizer and schedule are built)."""
         super().setup(stage)
         nominal = self.hparams.nominal_batch_size
         trainer = self._trainer
+        size = getattr(getattr(trainer, "datamodule", None), "image_size", None)
+        if size is not None:
+            check_input_size(size, "data.image_size", "YOLO networks")
         if stage != "fit" or not nominal or trainer is None or trainer.accumulate_grad_batches != 1:
             return
         batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
