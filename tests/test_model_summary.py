@@ -5,10 +5,12 @@ from __future__ import annotations
 from functools import partial
 
 import lightning as L
+import pytest
 import torch
 
 from visionkit.callbacks.model_summary import NetworkSummary
 from visionkit.data import DigitsSource, VisionDataModule
+from visionkit.errors import VisionkitError
 from visionkit.tasks import ClassificationTask
 
 
@@ -50,3 +52,12 @@ def test_a_datamodule_without_a_size_gets_the_summary_without_flops() -> None:
     summary = NetworkSummary()
     fit_one_batch(task, datamodule, summary)
     assert summary.flops is None
+
+
+def test_an_image_the_network_cannot_take_is_named_at_the_first_forward() -> None:
+    """LeNet-5 at 8 px stopped in its second convolution with 'Kernel size can't be greater than actual input
+    size'; the summary's forward of one image names the size and the keys to change."""
+    datamodule = VisionDataModule(DigitsSource(), image_size=8, batch_size=16, augment="none")
+    task = ClassificationTask("lenet5", num_classes=10, optimizer=partial(torch.optim.SGD, lr=0.01))
+    with pytest.raises(VisionkitError, match=r"cannot take a 3-channel 8x8 image \(.*\): check data.image_size"):
+        fit_one_batch(task, datamodule, NetworkSummary())

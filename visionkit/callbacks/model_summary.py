@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import RichModelSummary
 from lightning.pytorch.utilities.model_summary import ModelSummary
 
 from visionkit.data.augment import size_hw
+from visionkit.errors import VisionkitError
 from visionkit.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -34,6 +35,12 @@ class NetworkSummary(RichModelSummary):
         try:
             with torch.no_grad(), summary._flop_counter:  # Lightning's counter, which its table reads
                 pl_module(image)
+        except RuntimeError as exc:  # the first forward of a fit: a size or channel count the network cannot take
+            channels, height, width = image.shape[1:]
+            raise VisionkitError(
+                f"the network cannot take a {channels}-channel {width}x{height} image ({str(exc).splitlines()[0]}): "
+                "check data.image_size (LeNet-5 needs 13 px or more) and data.channels"
+            ) from None
         finally:
             for module, training in modes.items():
                 module.train(training)
