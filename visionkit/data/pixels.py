@@ -106,15 +106,16 @@ class PixelFormat:
                 raise self._refused(name, raster, f"data.bands={list(self.bands)} names a band it does not have")
             raster = raster[:, :, list(self.bands)]
         elif raster.shape[2] != self.channels:
+            found = raster
+            if raster.shape[2] in (2, 4) and self.channels in (1, 3):
+                raster = raster[:, :, :-1]  # grey or RGB with alpha (an RGBA PNG for grey training): alpha dropped
             if self.channels == 3 and raster.shape[2] == 1:
                 raster = np.repeat(raster, 3, axis=2)
             elif self.channels == 1 and raster.shape[2] == 3 and raster.dtype == np.uint8:
                 raster = cv2.cvtColor(raster, cv2.COLOR_RGB2GRAY)[:, :, None]
-            elif raster.shape[2] == 4 and self.channels == 3:
-                raster = raster[:, :, :3]  # alpha dropped
-            else:
+            if raster.shape[2] != self.channels:
                 raise self._refused(
-                    name, raster, f"data.channels={self.channels}; set data.channels or pick data.bands=[...]"
+                    name, found, f"data.channels={self.channels}; set data.channels or pick data.bands=[...]"
                 )
         if self.window is not None:
             centre, width = self.window
